@@ -1,0 +1,39 @@
+# pgwarden developer entry points. `make run` and `make test` each build .venv first.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest bench clean wheel
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/pgwarden demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests benchmarks migrations
+	$(BIN)/ruff format --check daemon tests benchmarks migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict daemon/pgwarden
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/backup.py
+	$(BIN)/python benchmarks/retention.py
+	$(BIN)/python benchmarks/verify.py
+
+wheel: $(STAMP)
+	$(BIN)/pip wheel --no-deps -w dist .
+
+clean:
+	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache

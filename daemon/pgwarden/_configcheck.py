@@ -1,0 +1,270 @@
+"""Typed readers for decoded TOML tables that collect errors with their key paths.
+
+:class:`Reader` walks one table; every accessor records the key as known, checks its type
+and range, and on a problem appends ``"<path>: <message>"`` to the shared error list and
+returns the default, so that one pass reports every mistake.  ``finish()`` reports keys that
+were never asked for (unknown keys are errors: fail closed).  Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg.conninfo
+
+from pgwarden import cronexpr
+
+T = TypeVar("T")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_MISSING = object()
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", dict: "a table"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+class Reader:
+    """Reads one TOML table at ``path``; errors go to the shared ``errors`` list."""
+
+    def __init__(self, data: Mapping[str, Any], path: str = "", errors: list[str] | None = None):
+        self.data = data
+        self.path = path
+        self.errors: list[str] = errors if errors is not None else []
+        self._seen: set[str] = set()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(f"{self.key_path(key)}: {message}")
+
+    def _get(self, key: str) -> object:
+        self._seen.add(key)
+        return self.data.get(key, _MISSING)
+
+    def finish(self) -> None:
+        for key in sorted(set(self.data) - self._seen):
+            self.error(key, "unknown key")
+
+    def section(self, key: str) -> Reader:
+        value = self._get(key)
+        if value is _MISSING:
+            return Reader({}, self.key_path(key), self.errors)
+        if not isinstance(value, dict):
+            self.error(key, f"must be a table (got {_kind(value)})")
+            return Reader({}, self.key_path(key), self.errors)
+        return Reader(value, self.key_path(key), self.errors)
+
+    def table_array(self, key: str) -> Iterable[Reader]:
+        value = self._get(key)
+        if value is _MISSING:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.error(key, f"must be an array of tables (got {_kind(value)})")
+            return []
+        return [Reader(v, f"{self.key_path(key)}[{i}]", self.errors) for i, v in enumerate(value)]
+
+    def _typed(self, key: str, types: tuple[type, ...], what: str) -> object:
+        value = self._get(key)
+        if value is _MISSING:
+            return _MISSING
+        if isinstance(value, bool) and bool not in types:
+            self.error(key, f"must be {what} (got a boolean)")
+            return _MISSING
+        if not isinstance(value, types):
+            self.error(key, f"must be {what} (got {_kind(value)} {value!r})")
+            return _MISSING
+        return value
+
+    def _range(self, key: str, value: T, minimum: float | None, maximum: float | None) -> bool:
+        if minimum is not None and value < minimum:  # type: ignore[operator]
+            self.error(key, f"must be >= {minimum} (got {value})")
+            return False
+        if maximum is not None and value > maximum:  # type: ignore[operator]
+            self.error(key, f"must be <= {maximum} (got {value})")
+            return False
+        return True
+
+    # -- scalars ---------------------------------------------------------------------------
+    def bool(self, key: str, default: bool) -> bool:
+        value = self._typed(key, (bool,), "true or false")
+        return default if value is _MISSING else bool(value)
+
+    def int(self, key: str, default: int, *, minimum: int | None = None,
+            maximum: int | None = None) -> int:  # fmt: skip
+        value = self._typed(key, (int,), "an integer")
+        if value is _MISSING:
+            return default
+        assert isinstance(value, int)
+        return value if self._range(key, value, minimum, maximum) else default
+
+    def opt_int(self, key: str, *, minimum: int | None = None,
+                maximum: int | None = None) -> int | None:  # fmt: skip
+        value = self._typed(key, (int,), "an integer")
+        if value is _MISSING:
+            return None
+        assert isinstance(value, int)
+        return value if self._range(key, value, minimum, maximum) else None
+
+    def number(self, key: str, default: float, *, minimum: float | None = None,
+               maximum: float | None = None) -> float:  # fmt: skip
+        value = self._typed(key, (int, float), "a number")
+        if value is _MISSING:
+            return default
+        assert isinstance(value, int | float)
+        return float(value) if self._range(key, value, minimum, maximum) else default
+
+    def opt_number(self, key: str, *, minimum: float | None = None) -> float | None:
+        value = self._typed(key, (int, float), "a number")
+        if value is _MISSING:
+            return None
+        assert isinstance(value, int | float)
+        return float(value) if self._range(key, value, minimum, None) else None
+
+    def opt_scalar(self, key: str) -> float | str | None:
+        value = self._typed(key, (int, float, str), "a number or a string")
+        if value is _MISSING:
+            return None
+        return value if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+
+    def str(self, key: str, default: str = "", *, required: bool = False) -> str:
+        value = self._typed(key, (str,), "a string")
+        if value is _MISSING:
+            if required and key not in self.data:
+                self.error(key, "is required")
+            return default
+        assert isinstance(value, str)
+        if required and not value.strip():
+            self.error(key, "must not be empty")
+        return value
+
+    def opt_str(self, key: str) -> str | None:
+        value = self._typed(key, (str,), "a string")
+        if value is _MISSING:
+            return None
+        assert isinstance(value, str)
+        if not value:
+            self.error(key, "must not be empty (leave the key out instead)")
+            return None
+        return value
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        value = self._typed(key, (list,), "an array of strings")
+        if value is _MISSING:
+            return ()
+        assert isinstance(value, list)
+        if not all(isinstance(v, str) for v in value):
+            self.error(key, "must be an array of strings")
+            return ()
+        return tuple(value)
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(key, default)
+        if value not in choices:
+            self.error(key, f"must be one of {', '.join(choices)} (got {value!r})")
+            return default
+        return value
+
+    def path(self, key: str, default: Path) -> Path:
+        value = self.opt_path(key)
+        return default if value is None else value
+
+    def opt_path(self, key: str) -> Path | None:
+        value = self.opt_str(key)
+        if value is None:
+            return None
+        if not value.startswith("/"):
+            self.error(key, f"must be an absolute path (got {value!r})")
+            return None
+        return Path(value)
+
+    def octal_mode(self, key: str, default: int) -> int:
+        value = self.opt_str(key)
+        if value is None:
+            return default
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            self.error(key, f"must be an octal mode such as \"0660\" (got {value!r})")
+            return default
+        if not 0 <= mode <= 0o777:
+            self.error(key, f"must be between 0000 and 0777 (got {value!r})")
+            return default
+        return mode
+
+    def name(self, key: str) -> str | None:
+        value = self.str(key, required=True)
+        if not value:
+            return None
+        if len(value) > 63 or not set(value) <= _NAME_CHARS:
+            self.error(key, f"must be 1-63 characters of letters, digits, _ . - (got {value!r})")
+            return None
+        return value
+
+    def timezone(self, key: str, default: str) -> str:
+        value = self.str(key, default)
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.error(key, f"unknown timezone {value!r}")
+            return default
+        return value
+
+    def cron(self, key: str, default: str, tz: str) -> str:
+        value = self.str(key, default)
+        problem = cronexpr.problem(value, tz)
+        if problem:
+            self.error(key, problem)
+            return default
+        return value
+
+    def opt_cron(self, key: str, default: str | None, tz: str) -> str | None:
+        if key in self.data and self.data[key] in ("", "off", "none"):
+            self._seen.add(key)
+            return None
+        return self.cron(key, default, tz) if (key in self.data or default) else None
+
+    def listen_address(self, key: str, default: str) -> str:
+        value = self.str(key, default)
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            self.error(key, f"must be HOST:PORT such as 127.0.0.1:9188 (got {value!r})")
+            return default
+        if host not in ("localhost", "*"):
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                self.error(key, f"the host must be an IP address or localhost (got {host!r})")
+                return default
+        return value
+
+    def dsn(self, key: str, *, required: bool) -> str | None:
+        value = self.str(key, required=required) if required else self.opt_str(key)
+        if not value:
+            return None
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            # the message of a bad DSN may echo the DSN, password included: keep it out.
+            self.error(key, "not a valid libpq connection string or postgresql:// URI")
+            return None
+        if not params.get("dbname"):
+            self.error(key, "must name a database (dbname= or /DBNAME in the URI)")
+            return None
+        return value
+
+    def dsn_has_password(self, dsn: str) -> bool:
+        try:
+            return bool(psycopg.conninfo.conninfo_to_dict(dsn).get("password"))
+        except psycopg.ProgrammingError:
+            return False
+
+
+SubReader = Reader

@@ -1,0 +1,144 @@
+"""The exception tree of pgwarden: one root, subtrees by concern, data in attributes.
+
+Every error that crosses a module boundary is a :class:`PgwardenError`.  Its ``code`` is what
+the control socket puts in ``error.code`` and its ``exit_code`` is what the CLI exits with
+(DESIGN.md: 1 the operation failed, 2 usage or configuration error, 3 the daemon cannot be
+reached).  Messages never contain secrets: callers pass redacted text only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class PgwardenError(Exception):
+    """Root of every pgwarden error."""
+
+    code = "failed"
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(PgwardenError):
+    """One or more problems in a configuration file, each naming its key path."""
+
+    code = "config"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, file: Path | str, problems: Sequence[str]) -> None:
+        self.file = str(file)
+        self.problems = tuple(problems)
+        lines = [f"{self.file}: {problem}" for problem in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class UsageError(PgwardenError):
+    """A command was called with arguments that cannot work."""
+
+    code = "usage"
+    exit_code = EXIT_USAGE
+
+
+class CredentialError(PgwardenError):
+    """A password could not be obtained from the configured source."""
+
+    code = "credentials"
+
+
+class ToolError(PgwardenError):
+    """An external tool (pg_dump, pg_restore, psql...) failed or could not be used."""
+
+    code = "tool"
+
+    def __init__(
+        self, tool: str, message: str, returncode: int | None = None, stderr_tail: str = ""
+    ) -> None:
+        self.tool = tool
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        text = f"{tool}: {message}"
+        if stderr_tail:
+            text += f"\n{stderr_tail}"
+        super().__init__(text)
+
+
+class IncompatibleToolError(ToolError):
+    """No binary of a suitable major version was found (pg_dump older than the server...)."""
+
+    code = "incompatible_tool"
+
+
+class BackupError(PgwardenError):
+    """A backup could not be taken or published."""
+
+    code = "backup_failed"
+
+
+class InsufficientSpaceError(BackupError):
+    """The storage does not have room for the next backup."""
+
+    code = "no_space"
+
+    def __init__(self, path: Path | str, needed: int, free: int) -> None:
+        self.path = str(path)
+        self.needed = needed
+        self.free = free
+        super().__init__(
+            f"not enough free space in {self.path}: need about {needed} bytes "
+            f"(estimate plus margin), {free} bytes free"
+        )
+
+
+class NotFoundError(PgwardenError):
+    """A target, backup or job that was named does not exist."""
+
+    code = "not_found"
+    exit_code = EXIT_USAGE
+
+
+class BusyError(PgwardenError):
+    """A job for that target is already running, or the backup is locked."""
+
+    code = "busy"
+
+
+class VerificationFailed(PgwardenError):
+    """A restore drill check did not hold."""
+
+    code = "verification_failed"
+
+    def __init__(self, check: str, expected: object, actual: object, detail: str = "") -> None:
+        self.check = check
+        self.expected = expected
+        self.actual = actual
+        message = f"{check}: expected {expected!r}, got {actual!r}"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message)
+
+
+class CatalogError(PgwardenError):
+    """The run-history catalog cannot be used (unknown revision, unreachable...)."""
+
+    code = "catalog"
+
+
+class ControlError(PgwardenError):
+    """An error answered on the control socket; ``code`` becomes ``error.code``."""
+
+    def __init__(self, code: str, message: str, exit_code: int = EXIT_FAILED) -> None:
+        self.code = code
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class DaemonUnreachable(PgwardenError):
+    """The CLI could not talk to the daemon over its socket."""
+
+    code = "unreachable"
+    exit_code = EXIT_UNREACHABLE

@@ -32,15 +32,15 @@ def _kind(value: object) -> str:
 class Reader:
     """Reads one TOML table at ``path``; errors go to the shared ``errors`` list."""
 
-    def __init__(self, data: Mapping[str, Any], path: str = "", errors: list[str] | None = None):
+    def __init__(self, data: Mapping[str, Any], prefix: str = "", errors: list[str] | None = None):
         self.data = data
-        self.path = path
+        self.prefix = prefix
         self.errors: list[str] = errors if errors is not None else []
         self._seen: set[str] = set()
 
     # -- plumbing --------------------------------------------------------------------------
     def key_path(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
+        return f"{self.prefix}.{key}" if self.prefix else key
 
     def error(self, key: str, message: str) -> None:
         self.errors.append(f"{self.key_path(key)}: {message}")
@@ -268,3 +268,14 @@ class Reader:
 
 
 SubReader = Reader
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` as a conninfo string without its password (safe to show or log)."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<invalid dsn>"
+    if params.pop("password", None) is None:
+        return dsn
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})

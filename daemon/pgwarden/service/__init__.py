@@ -1,0 +1,1 @@
+"""The daemon: scheduler, job runner, signals, sd_notify, reload (see DESIGN.md, process model)."""

@@ -1,0 +1,125 @@
+"""Cron schedules per target and job kind: which runs are due now, and when the next one is.
+
+Fire times are computed in wall-clock time of the configured timezone (:mod:`pgwarden.cronexpr`);
+the daemon sleeps on monotonic time until the earliest one.  After downtime, at most one
+catch-up run per schedule: when the first fire time after the last recorded run is already
+past at start-up.  Missed fires while running (a long job, a suspended VM) also collapse into
+one run.  Optional jitter delays each fire by up to ``[daemon] jitter`` seconds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pgwarden import cronexpr
+from pgwarden.config import Config
+
+JOB_KINDS = ("backup", "verify", "prune")
+
+
+@dataclass(frozen=True)
+class ScheduleKey:
+    target: str
+    kind: str
+
+
+@dataclass
+class Entry:
+    key: ScheduleKey
+    expression: str
+    next_fire: datetime  # the cron time (for display)
+    due_at: datetime  # next_fire plus jitter
+    catch_up: bool = False
+
+
+def schedules_of(config: Config) -> dict[ScheduleKey, str]:
+    """Every enabled schedule in ``config``, by (target, kind)."""
+    out: dict[ScheduleKey, str] = {}
+    for t in config.targets:
+        if t.backup.enabled:
+            out[ScheduleKey(t.name, "backup")] = t.backup.schedule
+        if t.verify.enabled:
+            out[ScheduleKey(t.name, "verify")] = t.verify.schedule
+        if t.retention.schedule:
+            out[ScheduleKey(t.name, "prune")] = t.retention.schedule
+    return out
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        now: datetime,
+        last_run: Callable[[ScheduleKey], datetime | None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._entries: dict[ScheduleKey, Entry] = {}
+        self._tz = config.daemon.timezone
+        self._jitter = config.daemon.jitter
+        self._catch_up = config.daemon.catch_up
+        self.update(config, now, last_run)
+
+    def _jittered(self, fire: datetime) -> datetime:
+        if self._jitter <= 0:
+            return fire
+        return fire + timedelta(seconds=self._rng.uniform(0, self._jitter))
+
+    def update(
+        self,
+        config: Config,
+        now: datetime,
+        last_run: Callable[[ScheduleKey], datetime | None] | None = None,
+    ) -> None:
+        """Adopt a (re)loaded config; unchanged schedules keep their next fire time."""
+        self._tz = config.daemon.timezone
+        self._jitter = config.daemon.jitter
+        self._catch_up = config.daemon.catch_up
+        wanted = schedules_of(config)
+        entries: dict[ScheduleKey, Entry] = {}
+        for key, expression in wanted.items():
+            old = self._entries.get(key)
+            if old is not None and old.expression == expression:
+                entries[key] = old
+                continue
+            fire = cronexpr.next_fire(expression, now, self._tz)
+            entry = Entry(key, expression, fire, self._jittered(fire))
+            previous = last_run(key) if (last_run and self._catch_up and old is None) else None
+            if previous is not None and cronexpr.next_fire(expression, previous, self._tz) <= now:
+                entry.due_at = now
+                entry.catch_up = True
+            entries[key] = entry
+        self._entries = entries
+
+    def due(self, now: datetime) -> list[Entry]:
+        """Entries due at ``now``; each is rescheduled to its next fire after ``now``."""
+        fired = []
+        for entry in self._entries.values():
+            if entry.due_at <= now:
+                fired.append(Entry(entry.key, entry.expression, entry.next_fire, entry.due_at,
+                                   entry.catch_up))  # fmt: skip
+                if entry.catch_up and entry.next_fire > now:
+                    # a catch-up run leaves the regular upcoming fire in place
+                    entry.due_at = self._jittered(entry.next_fire)
+                else:
+                    entry.next_fire = cronexpr.next_fire(entry.expression, now, self._tz)
+                    entry.due_at = self._jittered(entry.next_fire)
+                entry.catch_up = False
+        return sorted(fired, key=lambda e: (e.due_at, e.key.target, JOB_KINDS.index(e.key.kind)))
+
+    def seconds_until_next(self, now: datetime) -> float | None:
+        if not self._entries:
+            return None
+        earliest = min(e.due_at for e in self._entries.values())
+        return max(0.0, (earliest - now).total_seconds())
+
+    def entries(self) -> Iterable[Entry]:
+        return list(self._entries.values())
+
+    def next_for(self, target: str) -> dict[str, str]:
+        return {
+            e.key.kind: e.due_at.isoformat() for e in self._entries.values() if e.key.target == target
+        }

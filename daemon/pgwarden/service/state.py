@@ -1,0 +1,151 @@
+"""What the daemon holds between jobs: the config in force, the catalog, the storage, metrics.
+
+The config is one reference swapped on reload; each job keeps the snapshot it started with.
+This module also wires job kinds to the functions that do the work (``backup``, ``verify``,
+``prune``) and decides the follow-ups of a finished job (prune after a successful backup,
+verify right after it when ``after_backup`` is set), and it owns crash recovery at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pgwarden import logsetup
+from pgwarden.catalog import Catalog, open_catalog
+from pgwarden.config import Config, TargetConfig
+from pgwarden.errors import ConfigError
+from pgwarden.metrics import Metrics
+from pgwarden.service import outcomes
+from pgwarden.service.jobs import Job, JobFunction
+from pgwarden.storage import LocalStorage, Storage
+
+if TYPE_CHECKING:
+    from pgwarden.service.daemon import Daemon
+
+log = logsetup.get_logger("pgwarden.state")
+
+#: settings that are bound at start-up; changing them needs a restart, not a reload
+RESTART_ONLY = (
+    ("daemon", "state_dir"), ("daemon", "catalog_url"), ("daemon", "socket"),
+    ("metrics", "listen"), ("metrics", "enabled"), ("storage", "path"),
+)  # fmt: skip
+
+
+@dataclass
+class ServiceState:
+    config: Config
+    catalog: Catalog
+    storage: Storage
+    metrics: Metrics
+    _lock: threading.Lock
+
+    @classmethod
+    def open(cls, config: Config, metrics: Metrics) -> ServiceState:
+        state_dir = config.daemon.state_dir
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        catalog = open_catalog(config.daemon.effective_catalog_url)
+        storage = LocalStorage(config.storage.path)
+        return cls(config, catalog, storage, metrics, threading.Lock())
+
+    def swap_config(self, new: Config) -> None:
+        with self._lock:
+            self.config = new
+
+    def check_reloadable(self, new: Config) -> None:
+        problems = []
+        for section, key in RESTART_ONLY:
+            if getattr(getattr(self.config, section), key) != getattr(getattr(new, section), key):
+                problems.append(f"{section}.{key}: changing it needs a restart, not a reload")
+        if problems:
+            raise ConfigError(new.source, problems)
+
+    # -- start-up recovery -------------------------------------------------------------
+    def recover(self) -> None:
+        removed = self.storage.cleanup_partials()
+        for path in removed:
+            log.warning("removed a partial file left by an interrupted run", path=str(path))
+        interrupted = self.catalog.mark_running_interrupted()
+        if interrupted:
+            log.warning("runs interrupted by the previous stop", count=interrupted)
+        from pgwarden.backup.verify import drop_leftover_scratch_databases
+
+        for target in self.config.targets:
+            try:
+                dropped = drop_leftover_scratch_databases(target)
+            except Exception as exc:  # noqa: BLE001 - a server down at start-up is not fatal
+                log.warning("cannot look for leftover scratch databases", target=target.name,
+                            error=logsetup.scrub(str(exc)))  # fmt: skip
+                continue
+            for name in dropped:
+                log.warning("dropped a scratch database left by a crash", database=name)
+        outcomes.restore_gauges(self)
+
+    def last_run(self, target: str, kind: str) -> datetime | None:
+        return self.catalog.last_run(target, kind)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def job_functions(self) -> dict[str, JobFunction]:
+        from pgwarden.backup import jobs as backup_jobs
+
+        def bind(fn: Callable[[Job, ServiceState], dict[str, Any]]) -> JobFunction:
+            return lambda job: fn(job, self)
+
+        return {
+            "backup": bind(backup_jobs.backup_job),
+            "verify": bind(backup_jobs.verify_job),
+            "prune": bind(backup_jobs.prune_job),
+        }
+
+    def after_job(self, job: Job) -> list[tuple[str, str, dict[str, Any]]]:
+        outcomes.record_job(self, job)
+        follow: list[tuple[str, str, dict[str, Any]]] = []
+        if job.kind == "backup" and job.state == "succeeded":
+            target = self._target_or_none(job.target)
+            if target is not None:
+                if target.verify.enabled and target.verify.after_backup:
+                    follow.append(("verify", target.name, {"backup": job.result.get("backup_id")}))
+                follow.append(("prune", target.name, {}))
+        return follow
+
+    def _target_or_none(self, name: str) -> TargetConfig | None:
+        for target in self.config.targets:
+            if target.name == name:
+                return target
+        return None
+
+    # -- threads ---------------------------------------------------------------------------
+    def start_monitor(self, daemon: Daemon) -> Any:
+        if not self.config.monitor.enabled:
+            return None
+        from pgwarden.monitor.thread import MonitorThread
+
+        monitor = MonitorThread(lambda: self.config, self.metrics)
+        monitor.start()
+        return monitor
+
+    def start_control(self, daemon: Daemon) -> Any:
+        from pgwarden.control.server import ControlServer
+
+        server = ControlServer(daemon, self.config.daemon)
+        server.start()
+        return server
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def running_as() -> str:
+    """The daemon's own user name (allowed on the control socket by default)."""
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def config_path_str(path: Path) -> str:
+    return str(path)

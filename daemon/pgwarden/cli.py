@@ -20,6 +20,15 @@ from pgwarden.errors import EXIT_FAILED, EXIT_USAGE, PgwardenError
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _resolve(spec: str) -> Handler:
+    """Import a handler given as ``module:function`` only when its command runs."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with exit code 2 and a one-line hint, as DESIGN.md's contract says."""
 
@@ -41,51 +50,51 @@ def _json_opt(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pgwarden import commands
     from pgwarden.control import ctl_cli
 
+    c = "pgwarden.commands."
     parser = _Parser(prog="pgwarden", description="Keeps a VPS's PostgreSQL safe and observable.")
     parser.add_argument("--version", action="version", version=f"pgwarden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         return p
 
-    p = add("run", commands.cmd_run, "run the daemon in the foreground")
+    p = add("run", c + "daemon_cmd:cmd_run", "run the daemon in the foreground")
     _config_opt(p)
 
-    p = add("demo", commands.cmd_demo, "embedded PostgreSQL + sample data + the daemon")
+    p = add("demo", c + "daemon_cmd:cmd_demo", "embedded PostgreSQL + sample data + the daemon")
     p.add_argument("--dir", type=Path, default=None, help="working folder (default: a temp dir)")
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")  # fmt: skip
 
-    p = add("config", commands.cmd_config, "check, show or create a configuration")
+    p = add("config", c + "config_cmd:cmd_config", "check, show or create a configuration")
     p.add_argument("action", choices=["init", "check", "show"])
     _config_opt(p)
     p.add_argument("--force", action="store_true", help="init: overwrite an existing file")
     _json_opt(p)
 
-    p = add("backup", commands.cmd_backup, "take a backup now (no daemon needed)")
+    p = add("backup", c + "backup_cmd:cmd_backup", "take a backup now (no daemon needed)")
     _config_opt(p)
     p.add_argument("target")
     p.add_argument("--tag", action="append", default=[], help="extra tag (e.g. pre-migration)")
     _json_opt(p)
 
-    p = add("verify", commands.cmd_verify, "restore drill of a backup into a scratch database")
+    p = add("verify", c + "backup_cmd:cmd_verify", "restore drill of a backup into a scratch database")
     _config_opt(p)
     p.add_argument("target")
     p.add_argument("backup", nargs="?", help="backup id or prefix (default: newest)")
     _json_opt(p)
 
-    p = add("prune", commands.cmd_prune, "apply retention (or show the plan with --dry-run)")
+    p = add("prune", c + "backup_cmd:cmd_prune", "apply retention (or show the plan with --dry-run)")
     _config_opt(p)
     p.add_argument("target", nargs="?")
     p.add_argument("--dry-run", action="store_true")
     _json_opt(p)
 
-    p = add("restore", commands.cmd_restore, "restore a backup into a new database")
+    p = add("restore", c + "backup_cmd:cmd_restore", "restore a backup into a new database")
     _config_opt(p)
     p.add_argument("target")
     p.add_argument("backup", nargs="?", help="backup id or prefix (default: newest)")
@@ -95,25 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="run the drill checks afterwards")
     _json_opt(p)
 
-    p = add("backups", commands.cmd_backups, "list backups, newest first")
+    p = add("backups", c + "backup_cmd:cmd_backups", "list backups, newest first")
     _config_opt(p)
     p.add_argument("target", nargs="?")
     _json_opt(p)
 
     for name, pin in (("pin", True), ("unpin", False)):
-        p = add(name, commands.cmd_pin, f"{name} a backup (pinned backups are never pruned)")
+        p = add(name, c + "backup_cmd:cmd_pin", f"{name} a backup (pinned backups are never pruned)")
         _config_opt(p)
         p.add_argument("target")
         p.add_argument("backup")
         p.set_defaults(pin=pin)
         _json_opt(p)
 
-    p = add("catalog", commands.cmd_catalog, "catalog maintenance")
+    p = add("catalog", c + "backup_cmd:cmd_catalog", "catalog maintenance")
     p.add_argument("action", choices=["rebuild"])
     _config_opt(p)
     _json_opt(p)
 
-    p = add("check", commands.cmd_check, "production checklist, pgvector and pool report")
+    p = add("check", c + "check_cmd:cmd_check", "production checklist, pgvector and pool report")
     _config_opt(p)
     p.add_argument("target", nargs="?")
     _json_opt(p)
@@ -126,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Handler = args.handler
     try:
-        return handler(args)
+        handler = args.handler if callable(args.handler) else _resolve(args.handler)
+        return int(handler(args))
     except PgwardenError as exc:
         sys.stderr.write(f"pgwarden: {exc}\n")
         return exc.exit_code

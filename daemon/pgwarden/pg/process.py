@@ -1,0 +1,390 @@
+"""Running external tools: the one module of pgwarden that starts processes.
+
+Every ``pg_dump``, ``pg_restore``, ``psql`` (and ``--version`` probe) goes through here, so the
+rules hold everywhere:
+
+* an argv list, never a shell; the environment is passed explicitly (see
+  :meth:`pgwarden.pg.conninfo.ConnSpec.tool_env`: the password travels in a pgpass file);
+* each tool runs in its own session (``start_new_session=True``), so cancelling it reaches its
+  children too (``pg_dump -j`` workers, a shell's background jobs);
+* stdout is streamed in chunks of up to 1 MiB while stderr is drained *at the same time* by a
+  thread (a full stderr pipe never blocks the tool), each stderr line redacted with
+  :func:`redact`, logged, and the last :data:`TAIL_LINES` kept for the error message;
+* cancellation -- a ``threading.Event`` being set, or the timeout passing -- sends SIGTERM to the
+  process group, waits :data:`GRACE_S`, then sends SIGKILL to the group.
+
+Three levels of use:
+
+:func:`run_tool`
+    run one tool to completion, its stdout going to a file object or a callback, optionally fed
+    from a file object on stdin; returns a :class:`ToolResult`; :func:`check` turns a failed
+    result into a :class:`~pgwarden.errors.ToolError`.
+:func:`run_pipeline`
+    ``producer | consumer`` (e.g. ``gunzip -c x.sql.gz | psql``) with both results.
+:func:`start_tool`
+    the building block: a :class:`RunningTool` with ``.stdout`` / ``.stdin`` pipes the caller
+    reads or writes itself (backup code streams ``pg_dump`` stdout through compression and
+    sha256), then ``.wait()``.  Use it as a context manager: leaving the block early (an
+    exception in the caller) terminates the group and reaps it.  To chain two tools by hand,
+    pass ``first.stdout`` as ``stdin=`` of the second, then close ``first.stdout`` in the parent
+    (:func:`run_pipeline` does exactly that).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import IO, Any, Protocol, cast
+
+from pgwarden.errors import ToolError
+from pgwarden.pg.redaction import redact
+from pgwarden.pg.toolresult import ToolResult, check
+
+CHUNK = 1 << 20
+GRACE_S = 5.0
+TAIL_LINES = 20
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+_POLL_S = 0.05
+_STDERR_LINGER_S = 2.0
+_MAX_LINE = 64 * 1024
+
+_NOTEWORTHY = re.compile(r"(?i)\b(error|fatal|panic|warning|detail|hint)\s*:")
+
+__all__ = [  # ToolResult, check and redact are re-exported: callers import from here
+    "CHUNK", "DEVNULL", "GRACE_S", "PIPE", "RunningTool", "ToolLogger", "ToolResult", "check",
+    "redact", "run_pipeline", "run_tool", "start_tool",
+]  # fmt: skip
+
+
+class ToolLogger(Protocol):
+    """What a structlog logger offers (``log.info("event", key=value)``)."""
+
+    def info(self, event: str, /, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: str, /, *args: Any, **kw: Any) -> Any: ...
+
+
+AnyLogger = ToolLogger | logging.Logger
+Sink = IO[bytes] | Callable[[bytes], object]
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+class RunningTool:
+    """A started tool; see :func:`start_tool`.  ``stdout``/``stdin`` are raw pipes or ``None``."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        *,
+        name: str,
+        log: AnyLogger | None,
+        timeout: float | None,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.name = name
+        self.pid = proc.pid
+        self.stdout: IO[bytes] | None = proc.stdout
+        self.stdin: IO[bytes] | None = proc.stdin
+        self._proc = proc
+        self._log: AnyLogger = log if log is not None else logging.getLogger(__name__)
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._cancel = cancel
+        self._cancelled = self._timed_out = False
+        self._kill_lock = threading.Lock()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._deadline = None if timeout is None else self._started + timeout
+        self._threads = [
+            threading.Thread(target=self._watch, name=f"{name}-watch-{self.pid}", daemon=True),
+            threading.Thread(target=self._drain, name=f"{name}-stderr-{self.pid}", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- the two helper threads ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=_POLL_S)
+                break
+            if self._cancel is not None and self._cancel.is_set():
+                self._cancelled = True
+            elif self._deadline is not None and time.monotonic() >= self._deadline:
+                self._timed_out = True
+            else:
+                continue
+            self._kill_group()
+            break
+        self._ended = time.monotonic()
+
+    def _drain(self) -> None:
+        assert self._proc.stderr is not None
+        reader = io.BufferedReader(cast(io.RawIOBase, self._proc.stderr))
+        with reader:
+            while raw := reader.readline(_MAX_LINE):
+                line = redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                if not line.strip():
+                    continue
+                self._tail.append(line)
+                # a failing log handler must not stop the drain (the tool would block)
+                with contextlib.suppress(Exception):
+                    self._emit(line)
+
+    def _emit(self, line: str) -> None:
+        warn = bool(_NOTEWORTHY.search(line))
+        log = self._log
+        if isinstance(log, logging.Logger):
+            log.log(
+                logging.WARNING if warn else logging.INFO, "%s[%d]: %s", self.name, self.pid, line
+            )
+            return
+        structured = cast(ToolLogger, log)  # mypy keeps logging.Logger in this branch
+        emit = structured.warning if warn else structured.info
+        emit("tool stderr", tool=self.name, pid=self.pid, line=line)
+
+    # -- control ------------------------------------------------------------------------------
+
+    def _kill_group(self, grace: float = GRACE_S) -> None:
+        """SIGTERM to the group, up to ``grace`` seconds for the tool to exit, SIGKILL."""
+        with self._kill_lock:
+            if self._proc.returncode is None:
+                _killpg(self.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=grace)
+            # the group may outlive its leader (a child in the background): no survivors
+            _killpg(self.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def terminate_group(self, grace: float = GRACE_S) -> None:
+        """Stop the tool and its children (SIGTERM, ``grace`` seconds, SIGKILL); it counts as
+        cancelled if it was still running."""
+        if self._proc.poll() is None:
+            self._cancelled = True
+        self._kill_group(grace)
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def stderr_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def wait(self) -> ToolResult:
+        """Wait for the tool (its timeout and cancel event still apply) and its stderr."""
+        watcher, drainer = self._threads
+        watcher.join()
+        drainer.join(_STDERR_LINGER_S)
+        if drainer.is_alive():  # a stray child holds stderr open: end it
+            _killpg(self.pid, signal.SIGKILL)
+            drainer.join()
+        for pipe in (self.stdin, self.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        ended = self._ended if self._ended is not None else time.monotonic()
+        returncode = self._proc.returncode
+        assert returncode is not None
+        return ToolResult(
+            tool=self.name,
+            returncode=returncode,
+            stderr_tail=self.stderr_tail,
+            duration_s=ended - self._started,
+            cancelled=self._cancelled,
+            timed_out=self._timed_out,
+        )
+
+    def __enter__(self) -> RunningTool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._proc.poll() is None:
+            self.terminate_group()
+        self.wait()
+
+
+def start_tool(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    name: str | None = None,
+    log: AnyLogger | None = None,
+    stdin: int | IO[bytes] | None = DEVNULL,
+    stdout: int | IO[bytes] | None = PIPE,
+    timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> RunningTool:
+    """Start ``argv``; ``stdin``/``stdout`` take :data:`PIPE`, :data:`DEVNULL`, a descriptor or
+    a file (another tool's ``.stdout``).  ``env=None`` inherits the daemon's environment, which
+    is rarely what you want for a PostgreSQL tool (see ``ConnSpec.tool_env``)."""
+    if isinstance(argv, str | bytes) or not argv:
+        raise TypeError("argv must be a non-empty list of strings, never a shell command line")
+    args = [os.fspath(a) for a in argv]
+    name = name or os.path.basename(args[0])
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            bufsize=0,
+        )
+    except OSError as exc:
+        raise ToolError(name, f"cannot start {args[0]}: {exc.strerror}") from exc
+    if proc.stdout is not None:
+        with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups; optional
+            fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+    return RunningTool(proc, name=name, log=log, timeout=timeout, cancel=cancel)
+
+
+def _pump(source: IO[bytes], sink: Sink) -> None:
+    write = sink if callable(sink) else sink.write
+    while chunk := source.read(CHUNK):
+        write(chunk)
+
+
+class _Feeder(threading.Thread):
+    """Copies a file object into a tool's stdin, then closes it (EOF for the tool)."""
+
+    def __init__(self, source: IO[bytes], tool: RunningTool) -> None:
+        super().__init__(name=f"{tool.name}-stdin-{tool.pid}", daemon=True)
+        self.source = source
+        self.tool = tool
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        pipe = self.tool.stdin
+        assert pipe is not None
+        try:
+            while chunk := self.source.read(CHUNK):
+                view = memoryview(chunk)
+                while view:
+                    written = pipe.write(view)
+                    view = view[written or 0 :]
+        except BrokenPipeError:
+            pass  # the tool exited before reading everything; its exit status tells why
+        except OSError as exc:  # reading the source failed: the tool must not see a short input
+            self.error = exc
+            self.tool.terminate_group()
+        finally:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def run_tool(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    stdout: Sink | None = None,
+    stdin: IO[bytes] | None = None,
+    timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    name: str | None = None,
+    log: AnyLogger | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> ToolResult:
+    """Run a tool to completion; ``stdout`` (a writable binary file or a callback taking each
+    chunk) receives its output, ``None`` discards it; ``stdin`` (a readable binary file, read in
+    chunks by a thread) feeds it, ``None`` gives it /dev/null.
+
+    An exception raised by the sink terminates the tool and propagates.  The result is returned
+    whatever the exit status: pass it to :func:`check` to raise on failure.
+    """
+    tool = start_tool(
+        argv,
+        env=env,
+        name=name,
+        log=log,
+        stdin=PIPE if stdin is not None else DEVNULL,
+        stdout=PIPE if stdout is not None else DEVNULL,
+        timeout=timeout,
+        cancel=cancel,
+        cwd=cwd,
+    )
+    with tool:
+        feeder = _Feeder(stdin, tool) if stdin is not None else None
+        if feeder is not None:
+            feeder.start()
+        if stdout is not None:
+            assert tool.stdout is not None
+            _pump(tool.stdout, stdout)
+        result = tool.wait()
+        if feeder is not None:
+            feeder.join()
+            if feeder.error is not None:
+                raise ToolError(tool.name, f"reading its input failed: {feeder.error}") from (
+                    feeder.error
+                )
+    return result
+
+
+def run_pipeline(
+    producer: Sequence[str],
+    consumer: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    stdout: Sink | None = None,
+    timeout: float | None = None,
+    cancel: threading.Event | None = None,
+    names: tuple[str, str] | None = None,
+    log: AnyLogger | None = None,
+) -> tuple[ToolResult, ToolResult]:
+    """Run ``producer | consumer``; returns ``(producer_result, consumer_result)``.
+
+    If the consumer fails, the producer is terminated (it would otherwise block on a full pipe
+    or die of SIGPIPE); check the consumer's result first, it holds the cause.
+    """
+    first_name, second_name = names or (
+        os.path.basename(producer[0]),
+        os.path.basename(consumer[0]),
+    )
+    first = start_tool(producer, env=env, name=first_name, log=log, timeout=timeout, cancel=cancel)
+    with first:
+        assert first.stdout is not None
+        second = start_tool(
+            consumer,
+            env=env,
+            name=second_name,
+            log=log,
+            stdin=first.stdout,
+            stdout=PIPE if stdout is not None else DEVNULL,
+            timeout=timeout,
+            cancel=cancel,
+        )
+        first.stdout.close()  # only the consumer holds the read end now
+        first.stdout = None
+        with second:
+            if stdout is not None:
+                assert second.stdout is not None
+                _pump(second.stdout, stdout)
+            second_result = second.wait()
+        if not second_result.ok and first.running:
+            first.terminate_group()
+        first_result = first.wait()
+    return first_result, second_result

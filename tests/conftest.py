@@ -14,6 +14,8 @@ import pytest
 
 from tests.pgservers import PgServer, start_pg15, start_pg18, temp_base
 
+pytest_plugins = ["tests.pgbouncer"]
+
 _RUNTIME = Path(f"/tmp/pgwarden-test-runtime-{os.getuid()}")
 _RUNTIME.mkdir(mode=0o700, exist_ok=True)
 os.environ.setdefault("XDG_RUNTIME_DIR", str(_RUNTIME))

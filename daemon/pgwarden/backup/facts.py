@@ -1,0 +1,171 @@
+"""Snapshot facts: what exactly is in a dump, measured in the very snapshot it was taken from.
+
+:class:`SnapshotSession` opens a ``REPEATABLE READ`` transaction, exports its snapshot
+(``pg_export_snapshot()``) for ``pg_dump --snapshot``, and — in that same snapshot — counts
+every table's rows (exact, or the planner's estimate above a size threshold, saying so), lists
+extensions, and records pgvector probes: for a few stored vectors per vector column, the ids of
+their ``k`` exact nearest neighbours.  Index scans are disabled for the probes, because
+ivfflat and HNSW searches are approximate and a probe must be reproducible after a restore.
+
+The same queries (:func:`count_rows`, :func:`probe_neighbours`) run again on the restored
+database during verification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgwarden.backup.manifest import TableCount, VectorProbe
+
+TABLES_SQL = """
+SELECT n.nspname, c.relname, pg_table_size(c.oid), c.reltuples::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm')
+  AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND (c.relkind <> 'm' OR c.relispopulated)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+# vector columns of ordinary tables that have a single-column primary key
+VECTOR_COLUMNS_SQL = """
+SELECT n.nspname, c.relname, a.attname, pk.attname
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN LATERAL (
+    SELECT ka.attname FROM pg_index i
+    JOIN pg_attribute ka ON ka.attrelid = i.indrelid AND ka.attnum = i.indkey[0]
+    WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnkeyatts = 1
+) pk ON true
+WHERE t.typname = 'vector' AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2, 3
+"""
+
+
+@dataclass(frozen=True)
+class Facts:
+    snapshot: str
+    server_version: str
+    server_version_num: int
+    tables: tuple[TableCount, ...]
+    extensions: tuple[dict[str, str], ...]
+    vector_probes: tuple[VectorProbe, ...]
+
+
+def _qualified(schema: str, table: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int, int]]:
+    return [(r[0], r[1], int(r[2] or 0), int(r[3] or 0)) for r in conn.execute(TABLES_SQL)]
+
+
+def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM ONLY {}").format(_qualified(schema, table))
+    row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def list_extensions(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], ...]:
+    rows = conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall()
+    return tuple({"name": r[0], "version": r[1]} for r in rows if r[0] != "plpgsql")
+
+
+def exact_search(conn: psycopg.Connection[Any]) -> None:
+    """Make nearest-neighbour queries exact in this transaction (no approximate index)."""
+    conn.execute("SET LOCAL enable_indexscan = off")
+    conn.execute("SET LOCAL enable_bitmapscan = off")
+
+
+def probe_neighbours(
+    conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
+    key: str, k: int,
+) -> tuple[str, ...] | None:  # fmt: skip
+    """Ids of the ``k`` rows nearest (L2) to the row ``key``; ``None`` if that row is gone."""
+    query = sql.SQL(
+        "SELECT t.{key}::text FROM {tbl} t, "
+        "(SELECT {col} AS v FROM {tbl} WHERE {key}::text = %s) probe "
+        "WHERE t.{col} IS NOT NULL ORDER BY t.{col} <-> probe.v, t.{key} LIMIT %s"
+    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column),
+             tbl=_qualified(schema, table))  # fmt: skip
+    rows = conn.execute(query, (key, k)).fetchall()
+    return tuple(str(r[0]) for r in rows) if rows else None
+
+
+def _probe_keys(
+    conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
+    count: int,
+) -> list[str]:  # fmt: skip
+    # a deterministic spread of rows: ordered by a hash of the key, not the first few ids
+    query = sql.SQL(
+        "SELECT {key}::text FROM {tbl} WHERE {col} IS NOT NULL ORDER BY md5({key}::text) LIMIT %s"
+    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column),
+             tbl=_qualified(schema, table))  # fmt: skip
+    return [str(r[0]) for r in conn.execute(query, (count,))]
+
+
+class SnapshotSession:
+    """The transaction whose exported snapshot the dump uses; keep it open until pg_dump ends."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        conn.autocommit = False
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert row is not None
+        self.snapshot = str(row[0])
+
+    def collect(
+        self, *, mode: str, exact_max_bytes: int, probes: int, probe_k: int
+    ) -> Facts:
+        conn = self.conn
+        row = conn.execute(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
+        ).fetchone()
+        assert row is not None
+        tables: list[TableCount] = []
+        if mode != "off":
+            for schema, table, size, estimate in list_tables(conn):
+                if mode == "exact" and size <= exact_max_bytes:
+                    tables.append(TableCount(schema, table, count_rows(conn, schema, table),
+                                             True, size))  # fmt: skip
+                else:
+                    tables.append(TableCount(schema, table, max(estimate, 0), False, size))
+        vector_probes: list[VectorProbe] = []
+        has_vector = conn.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'vector'"
+        ).fetchone()
+        if probes > 0 and has_vector:
+            exact_search(conn)
+            for schema, table, column, key_column in conn.execute(VECTOR_COLUMNS_SQL).fetchall():
+                for key in _probe_keys(conn, schema, table, column, key_column, probes):
+                    found = probe_neighbours(conn, schema, table, column, key_column, key, probe_k)
+                    if found:
+                        vector_probes.append(
+                            VectorProbe(schema, table, column, key_column, key, probe_k, found)
+                        )
+        return Facts(
+            snapshot=self.snapshot,
+            server_version=str(row[0]),
+            server_version_num=int(row[1]),
+            tables=tuple(tables),
+            extensions=list_extensions(conn),
+            vector_probes=tuple(vector_probes),
+        )
+
+    def close(self) -> None:
+        try:
+            self.conn.rollback()
+        finally:
+            self.conn.close()

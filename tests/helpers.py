@@ -1,0 +1,52 @@
+"""Building real configs, catalogs and storages for tests (no mocks: real files, real servers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgwarden.catalog import Catalog, open_catalog
+from pgwarden.config import Config, parse
+from pgwarden.storage import LocalStorage
+from tests.pgservers import PgServer
+
+
+def target_doc(server: PgServer, dbname: str, name: str | None = None, **sections: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": name or dbname, "dsn": server.uri(dbname),
+                           "bin_dir": str(server.bin_dir)}  # fmt: skip
+    for key, value in sections.items():
+        doc[key] = value
+    return doc
+
+
+def make_config(workdir: Path, targets: list[dict[str, Any]], **top: Any) -> Config:
+    doc: dict[str, Any] = {
+        "daemon": {"state_dir": str(workdir / "state"), "socket": str(workdir / "ctl.sock"),
+                   **top.pop("daemon", {})},
+        "storage": {"path": str(workdir / "backups"), **top.pop("storage", {})},
+        "metrics": {"listen": "127.0.0.1:0", **top.pop("metrics", {})},
+        "targets": targets,
+        **top,
+    }  # fmt: skip
+    return parse(doc, workdir / "pgwarden.toml")
+
+
+def write_config(workdir: Path, text: str) -> Path:
+    path = workdir / "pgwarden.toml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Env:
+    config: Config
+    catalog: Catalog
+    storage: LocalStorage
+
+
+def open_env(config: Config) -> Env:
+    config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    return Env(config, open_catalog(config.daemon.effective_catalog_url),
+               LocalStorage(config.storage.path))  # fmt: skip

@@ -1,0 +1,92 @@
+"""Bringing a catalog database to this build's schema with Alembic, programmatically.
+
+The migrations are the numbered, forward-only files in ``migrations/versions`` (shipped in
+the wheel as ``pgwarden/_migrations``).  :func:`upgrade` runs in one transaction on one
+connection, under a lock (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL), so
+that the daemon and a one-shot CLI opening the catalog together cannot both migrate it.
+
+A catalog whose revision this build does not know was written by a newer pgwarden: it is
+refused rather than touched (:class:`CatalogError`), because downgrades do not exist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, text
+
+import pgwarden
+from pgwarden.errors import CatalogError
+
+#: ``pg_advisory_xact_lock`` key held while migrating a PostgreSQL catalog ("pgwarden" in hex)
+ADVISORY_LOCK_KEY = 0x7067776172646E
+VERSION_TABLE = "alembic_version"
+
+
+def migrations_dir() -> Path:
+    """The Alembic script directory: inside the installed package, else the source checkout."""
+    package = Path(pgwarden.__file__).resolve().parent
+    for candidate in (package / "_migrations", package.parent.parent / "migrations"):
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return candidate
+    raise CatalogError(
+        f"the catalog migrations are missing: looked in {package / '_migrations'} and "
+        f"{package.parent.parent / 'migrations'}; the installation is incomplete"
+    )
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """An Alembic configuration built in code (no alembic.ini at runtime)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision this build knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise CatalogError("the catalog migrations have no head revision")
+    return head
+
+
+def current_revisions(connection: Connection) -> tuple[str, ...]:
+    """The revisions recorded in the database (empty for a new catalog)."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return tuple(context.get_current_heads())
+
+
+def check_known(connection: Connection, where: str) -> tuple[str, ...]:
+    """Refuse a catalog at a revision this build does not know; return its revisions."""
+    script = ScriptDirectory.from_config(alembic_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    revisions = current_revisions(connection)
+    for revision in revisions:
+        if revision not in known:
+            raise CatalogError(
+                f"catalog at {where} is at revision {revision!r} which this pgwarden does "
+                "not know; it was probably written by a newer version (upgrade pgwarden, or "
+                "point daemon.catalog_url elsewhere and run 'pgwarden catalog rebuild')"
+            )
+    return revisions
+
+
+def upgrade(connection: Connection, where: str) -> tuple[str, ...]:
+    """Lock, check and upgrade the catalog to head on ``connection`` (inside a transaction
+    the caller commits).  Returns the revisions found before upgrading."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+    before = check_known(connection, where)
+    try:
+        command.upgrade(alembic_config(connection), "head")
+    except CommandError as exc:
+        raise CatalogError(f"cannot migrate the catalog at {where}: {exc}") from exc
+    return before

@@ -1,0 +1,70 @@
+"""Per-target summaries of the history, read once at start-up to restore metric gauges.
+
+Gauges that describe history (last success, last size, last drill) must survive a restart, or
+every restart would look like "no backup for ever" and fire alerts (DESIGN.md, Metrics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pgwarden.catalog.models import Backup
+from pgwarden.catalog.records import TargetSummary
+
+
+def _attempt_outcome(status: str) -> str:
+    """A deleted backup's attempt was a success."""
+    return "complete" if status == "deleted" else status
+
+
+def summarise(session: Session) -> dict[str, TargetSummary]:
+    """One :class:`TargetSummary` per target that has history."""
+    counts: dict[tuple[str, str], tuple[int, int]] = {
+        (target, status): (count, int(size or 0))
+        for target, status, count, size in session.execute(
+            select(Backup.target, Backup.status, func.count(), func.sum(Backup.size_bytes))
+            .group_by(Backup.target, Backup.status)
+        )
+    }  # fmt: skip
+    result: dict[str, TargetSummary] = {}
+    for target in sorted({target for target, _ in counts}):
+        newest = select(Backup).where(Backup.target == target).limit(1)
+        attempt = session.scalars(newest.order_by(Backup.started_at.desc())).first()
+        success = session.scalars(
+            newest.where(Backup.status.in_(("complete", "deleted")))
+            .order_by(Backup.started_at.desc())
+        ).first()  # fmt: skip
+        drilled = session.scalars(
+            newest.where(Backup.verified_at.is_not(None)).order_by(Backup.verified_at.desc())
+        ).first()
+        complete = counts.get((target, "complete"), (0, 0))
+        summary = TargetSummary(
+            target=target,
+            complete_count=complete[0],
+            complete_bytes=complete[1],
+            failed_count=counts.get((target, "failed"), (0, 0))[0],
+        )
+        if attempt is not None:
+            summary = replace(
+                summary,
+                last_attempt_at=attempt.started_at,
+                last_attempt_status=_attempt_outcome(attempt.status),
+            )
+        if success is not None:
+            summary = replace(
+                summary,
+                last_success_at=success.finished_at or success.started_at,
+                last_success_size_bytes=success.size_bytes,
+                last_success_duration_s=success.duration_s,
+            )
+        if drilled is not None:
+            summary = replace(
+                summary,
+                last_verification_at=drilled.verified_at,
+                last_verification_status=drilled.verify_status,
+            )
+        result[target] = summary
+    return result

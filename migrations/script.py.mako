@@ -1,0 +1,30 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+
+Forward-only (migrations/README.md): once released, this file never changes; its checksum is
+recorded in migrations/LEDGER.  To undo it, write the next numbered migration.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+${imports if imports else ""}
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+branch_labels = ${repr(branch_labels)}
+depends_on = ${repr(depends_on)}
+
+
+def upgrade() -> None:
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    raise NotImplementedError(
+        "pgwarden catalog migrations are forward-only: to undo revision "
+        f"{revision!r}, write a new numbered migration that reverses it"
+    )

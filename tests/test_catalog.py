@@ -439,3 +439,23 @@ def test_concurrent_writes_from_several_threads(catalog_url: str) -> None:
         assert all(b.verify_status == "passed" for b in backups)
         summaries = catalog.summaries()
         assert {s.complete_count for s in summaries.values()} == {per_thread}
+
+
+def test_last_run_feeds_the_scheduler(catalog: Catalog) -> None:
+    assert catalog.last_run("app", "backup") is None
+    assert catalog.last_run("app", "verify") is None
+    backup_id = complete(catalog, "app", T0)
+    failed = start(catalog, "app", T0 + timedelta(days=1))
+    catalog.record_backup_finish(failed, status="failed", finished_at=T0 + timedelta(days=1))
+    complete(catalog, "crm", T0 + timedelta(days=5))
+    catalog.record_verification(
+        backup_id, started_at=T0 + timedelta(hours=5), finished_at=T0 + timedelta(hours=6),
+        status="passed",
+    )  # fmt: skip
+    last_backup = catalog.last_run("app", "backup")
+    assert last_backup == T0 + timedelta(days=1)
+    assert last_backup is not None
+    assert last_backup.tzinfo == UTC
+    assert catalog.last_run("app", "verify") == T0 + timedelta(hours=5)
+    assert catalog.last_run("crm", "verify") is None
+    assert catalog.last_run("app", "prune") is None

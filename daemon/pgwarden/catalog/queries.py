@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,15 @@ _MIN_PREFIX = 4
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_utc(value: datetime | str | None) -> datetime | None:
+    """An aggregate's timestamp: SQLite returns ``max()`` of a column as naive text (UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _check_aware(value: datetime | None, name: str) -> None:
@@ -260,6 +269,26 @@ class Catalog:
         """The newest ``complete`` backup of ``target`` still in storage, or ``None``."""
         found = self.list_backups(target, statuses=("complete",), limit=1)
         return found[0] if found else None
+
+    def last_run(self, target: str, kind: str) -> datetime | None:
+        """When a ``backup`` or ``verify`` job last started for ``target`` (any outcome).
+
+        The scheduler uses it to decide on one catch-up run after downtime.  Other kinds
+        (``prune``) leave no history here: ``None``.
+        """
+        if kind == "backup":
+            query = select(func.max(Backup.started_at)).where(Backup.target == target)
+        elif kind == "verify":
+            query = (
+                select(func.max(Verification.started_at))
+                .join(Backup)
+                .where(Backup.target == target)
+            )
+        else:
+            return None
+        with self._session(write=False) as session:
+            value = session.execute(query).scalar_one_or_none()
+        return _as_utc(value)
 
     # -- verifications ----------------------------------------------------------------------
 

@@ -8,5 +8,29 @@ The submodules, each owning one concern:
 * :mod:`~pgwarden.pg.engine` -- SQLAlchemy engines with pgwarden's pool settings;
 * :mod:`~pgwarden.pg.server` -- the server's version;
 * :mod:`~pgwarden.pg.binaries` -- finding pg_dump/pg_restore/psql of a usable major version;
-* :mod:`~pgwarden.pg.process` -- the one place that runs external tools.
+* :mod:`~pgwarden.pg.process` -- the one place that runs external tools (its result types in
+  :mod:`~pgwarden.pg.tooltypes`, the stderr scrubber in :mod:`~pgwarden.pg.redaction`).
+
+The names most callers need are re-exported here.
 """
+
+from pgwarden.pg.binaries import Tool, find_tool
+from pgwarden.pg.conninfo import ConnSpec, tool_environment
+from pgwarden.pg.credentials import resolve_password
+from pgwarden.pg.engine import PoolStats, make_engine, pool_stats
+from pgwarden.pg.process import (
+    RunningTool,
+    ToolResult,
+    check,
+    redact,
+    run_pipeline,
+    run_tool,
+    start_tool,
+)
+from pgwarden.pg.server import server_major, server_version
+
+__all__ = [
+    "ConnSpec", "PoolStats", "RunningTool", "Tool", "ToolResult", "check", "find_tool",
+    "make_engine", "pool_stats", "redact", "resolve_password", "run_pipeline", "run_tool",
+    "server_major", "server_version", "start_tool", "tool_environment",
+]  # fmt: skip

@@ -9,6 +9,10 @@ a monitoring query can never hang a thread.  ``pool_pre_ping`` replaces connecti
 server (or a restart) closed.
 
 :func:`pool_stats` reads the pool's counters for the metrics of pgwarden's own pool.
+
+The timeout travels as a startup parameter, which PgBouncer refuses ("unsupported startup
+parameter: options") unless its ``ignore_startup_parameters`` lists ``options`` -- and then the
+timeout is silently not applied: point these engines at PostgreSQL itself.
 """
 
 from __future__ import annotations

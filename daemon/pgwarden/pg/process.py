@@ -1,33 +1,21 @@
 """Running external tools: the one module of pgwarden that starts processes.
 
-Every ``pg_dump``, ``pg_restore``, ``psql`` (and ``--version`` probe) goes through here, so the
-rules hold everywhere:
+Every ``pg_dump``, ``pg_restore``, ``psql`` and ``--version`` probe goes through here: an argv
+list, never a shell; an explicit environment (``ConnSpec.tool_env``: the password travels in a
+pgpass file); a new session per tool, so that cancelling reaches its children (``pg_dump -j``
+workers); stdout streamed in chunks of up to 1 MiB while a thread drains stderr *at the same
+time*, each line redacted, logged and the last :data:`TAIL_LINES` kept; cancellation (an event
+set, or the timeout) sends SIGTERM to the group, waits :data:`GRACE_S`, then SIGKILL.
 
-* an argv list, never a shell; the environment is passed explicitly (see
-  :meth:`pgwarden.pg.conninfo.ConnSpec.tool_env`: the password travels in a pgpass file);
-* each tool runs in its own session (``start_new_session=True``), so cancelling it reaches its
-  children too (``pg_dump -j`` workers, a shell's background jobs);
-* stdout is streamed in chunks of up to 1 MiB while stderr is drained *at the same time* by a
-  thread (a full stderr pipe never blocks the tool), each stderr line redacted with
-  :func:`redact`, logged, and the last :data:`TAIL_LINES` kept for the error message;
-* cancellation -- a ``threading.Event`` being set, or the timeout passing -- sends SIGTERM to the
-  process group, waits :data:`GRACE_S`, then sends SIGKILL to the group.
-
-Three levels of use:
-
-:func:`run_tool`
-    run one tool to completion, its stdout going to a file object or a callback, optionally fed
-    from a file object on stdin; returns a :class:`ToolResult`; :func:`check` turns a failed
-    result into a :class:`~pgwarden.errors.ToolError`.
-:func:`run_pipeline`
-    ``producer | consumer`` (e.g. ``gunzip -c x.sql.gz | psql``) with both results.
-:func:`start_tool`
-    the building block: a :class:`RunningTool` with ``.stdout`` / ``.stdin`` pipes the caller
-    reads or writes itself (backup code streams ``pg_dump`` stdout through compression and
-    sha256), then ``.wait()``.  Use it as a context manager: leaving the block early (an
-    exception in the caller) terminates the group and reaps it.  To chain two tools by hand,
-    pass ``first.stdout`` as ``stdin=`` of the second, then close ``first.stdout`` in the parent
-    (:func:`run_pipeline` does exactly that).
+* :func:`run_tool` runs one tool to completion, stdout to a file object or a callback, stdin
+  optionally fed from a file object; :func:`check` turns a failed :class:`ToolResult` into a
+  :class:`~pgwarden.errors.ToolError`.
+* :func:`run_pipeline` runs ``producer | consumer`` (``gunzip -c x.sql.gz | psql``).
+* :func:`start_tool` is the building block: a :class:`RunningTool` whose ``.stdout`` the caller
+  reads itself (backup code streams ``pg_dump`` through compression and sha256), then
+  ``.wait()``.  Use it as a context manager: leaving the block early terminates the group.  To
+  chain tools by hand, pass ``first.stdout`` as the second's ``stdin=`` and close it in the
+  parent, as :func:`run_pipeline` does.
 """
 
 from __future__ import annotations
@@ -43,13 +31,13 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import IO, Any, Protocol, cast
+from typing import IO, cast
 
 from pgwarden.errors import ToolError
 from pgwarden.pg.redaction import redact
-from pgwarden.pg.toolresult import ToolResult, check
+from pgwarden.pg.tooltypes import AnyLogger, Readable, Sink, ToolLogger, ToolResult, check
 
 CHUNK = 1 << 20
 GRACE_S = 5.0
@@ -57,7 +45,7 @@ TAIL_LINES = 20
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
 _POLL_S = 0.05
-_STDERR_LINGER_S = 2.0
+_STRAGGLER_S = 2.0
 _MAX_LINE = 64 * 1024
 
 _NOTEWORTHY = re.compile(r"(?i)\b(error|fatal|panic|warning|detail|hint)\s*:")
@@ -68,20 +56,13 @@ __all__ = [  # ToolResult, check and redact are re-exported: callers import from
 ]  # fmt: skip
 
 
-class ToolLogger(Protocol):
-    """What a structlog logger offers (``log.info("event", key=value)``)."""
-
-    def info(self, event: str, /, *args: Any, **kw: Any) -> Any: ...
-    def warning(self, event: str, /, *args: Any, **kw: Any) -> Any: ...
-
-
-AnyLogger = ToolLogger | logging.Logger
-Sink = IO[bytes] | Callable[[bytes], object]
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+def _killpg(pgid: int, sig: signal.Signals | int) -> bool:
+    """Signal a process group; False if it has no member left."""
+    try:
         os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 class RunningTool:
@@ -108,6 +89,7 @@ class RunningTool:
         self._kill_lock = threading.Lock()
         self._started = time.monotonic()
         self._ended: float | None = None
+        self._exited = threading.Event()
         self._deadline = None if timeout is None else self._started + timeout
         self._threads = [
             threading.Thread(target=self._watch, name=f"{name}-watch-{self.pid}", daemon=True),
@@ -132,6 +114,16 @@ class RunningTool:
             self._kill_group()
             break
         self._ended = time.monotonic()
+        self._exited.set()
+        # children left behind in the group hold the pipes open (a reader of stdout would
+        # block for ever): they get a short grace, then SIGKILL.  While the group has members
+        # its id cannot be reused by another process.
+        deadline = self._ended + _STRAGGLER_S
+        while _killpg(self.pid, 0):
+            if time.monotonic() >= deadline:
+                _killpg(self.pid, signal.SIGKILL)
+                break
+            time.sleep(_POLL_S)
 
     def _drain(self) -> None:
         assert self._proc.stderr is not None
@@ -163,12 +155,13 @@ class RunningTool:
     def _kill_group(self, grace: float = GRACE_S) -> None:
         """SIGTERM to the group, up to ``grace`` seconds for the tool to exit, SIGKILL."""
         with self._kill_lock:
-            if self._proc.returncode is None:
+            if self._proc.poll() is None:
                 _killpg(self.pid, signal.SIGTERM)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(timeout=grace)
             # the group may outlive its leader (a child in the background): no survivors
-            _killpg(self.pid, signal.SIGKILL)
+            if self._proc.poll() is None or _killpg(self.pid, 0):
+                _killpg(self.pid, signal.SIGKILL)
             self._proc.wait()
 
     def terminate_group(self, grace: float = GRACE_S) -> None:
@@ -188,12 +181,10 @@ class RunningTool:
 
     def wait(self) -> ToolResult:
         """Wait for the tool (its timeout and cancel event still apply) and its stderr."""
-        watcher, drainer = self._threads
-        watcher.join()
-        drainer.join(_STDERR_LINGER_S)
-        if drainer.is_alive():  # a stray child holds stderr open: end it
-            _killpg(self.pid, signal.SIGKILL)
-            drainer.join()
+        self._exited.wait()
+        # stragglers are killed _STRAGGLER_S after the exit; one that left the group (setsid)
+        # and still holds stderr would keep the drain going: do not wait for it for ever
+        self._threads[1].join(_STRAGGLER_S + 1.0)
         for pipe in (self.stdin, self.stdout):
             if pipe is not None:
                 with contextlib.suppress(OSError):
@@ -263,7 +254,7 @@ def start_tool(
     return RunningTool(proc, name=name, log=log, timeout=timeout, cancel=cancel)
 
 
-def _pump(source: IO[bytes], sink: Sink) -> None:
+def _pump(source: Readable, sink: Sink) -> None:
     write = sink if callable(sink) else sink.write
     while chunk := source.read(CHUNK):
         write(chunk)
@@ -272,11 +263,11 @@ def _pump(source: IO[bytes], sink: Sink) -> None:
 class _Feeder(threading.Thread):
     """Copies a file object into a tool's stdin, then closes it (EOF for the tool)."""
 
-    def __init__(self, source: IO[bytes], tool: RunningTool) -> None:
+    def __init__(self, source: Readable, tool: RunningTool) -> None:
         super().__init__(name=f"{tool.name}-stdin-{tool.pid}", daemon=True)
         self.source = source
         self.tool = tool
-        self.error: OSError | None = None
+        self.error: Exception | None = None
 
     def run(self) -> None:
         pipe = self.tool.stdin
@@ -289,7 +280,9 @@ class _Feeder(threading.Thread):
                     view = view[written or 0 :]
         except BrokenPipeError:
             pass  # the tool exited before reading everything; its exit status tells why
-        except OSError as exc:  # reading the source failed: the tool must not see a short input
+        except Exception as exc:  # noqa: BLE001 - thread boundary; run_tool raises it
+            # reading the source failed (EOFError of a truncated .gz...): the tool must not
+            # take a short input for the whole of it
             self.error = exc
             self.tool.terminate_group()
         finally:
@@ -302,7 +295,7 @@ def run_tool(
     *,
     env: Mapping[str, str] | None,
     stdout: Sink | None = None,
-    stdin: IO[bytes] | None = None,
+    stdin: Readable | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
     name: str | None = None,

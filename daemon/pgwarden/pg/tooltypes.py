@@ -1,19 +1,44 @@
-"""The typed outcome of running an external tool, and turning a failure into an error.
+"""The types at the boundary of the tool runner (:mod:`pgwarden.pg.process`).
 
-:class:`ToolResult` is what :mod:`pgwarden.pg.process` returns for every tool run;
-:func:`check` raises :class:`~pgwarden.errors.ToolError` (tool, message, return code, the
-redacted stderr tail) unless it succeeded.  Both are re-exported by :mod:`pgwarden.pg.process`.
+:class:`ToolResult` is what every tool run returns; :func:`check` raises
+:class:`~pgwarden.errors.ToolError` (tool, message, return code, the redacted stderr tail) unless
+it succeeded.  The protocols describe what the runner accepts: a structlog-shaped logger (or a
+stdlib one), binary sinks and sources.  All are re-exported by :mod:`pgwarden.pg.process`.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from pgwarden.errors import ToolError
 
-__all__ = ["ToolResult", "check"]
+__all__ = [
+    "AnyLogger", "Readable", "Sink", "ToolLogger", "ToolResult", "Writable", "check",
+]  # fmt: skip
+
+
+class ToolLogger(Protocol):
+    """What a structlog logger offers (``log.info("event", key=value)``)."""
+
+    def info(self, event: str, /, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: str, /, *args: Any, **kw: Any) -> Any: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+AnyLogger = ToolLogger | logging.Logger
+#: where stdout goes: a binary file object (``BinaryIO``, ``BytesIO``...) or a chunk callback
+Sink = Writable | Callable[[bytes], object]
 
 
 @dataclass(frozen=True)

@@ -123,3 +123,16 @@ def test_pg18_pg_dump_backs_up_pg15_server(pg15: PgServer, pg18: PgServer, workd
     manifest = Manifest.load(outcome.manifest_path)
     assert manifest.server["version_num"] // 10000 == 15
     assert manifest.pg_dump["version"].startswith("18")
+
+
+def test_globals_are_kept_in_the_manifest_without_passwords(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "withroles", rows=10, vectors=False)
+    pg18.execute("DROP ROLE IF EXISTS app_owner")
+    pg18.execute("CREATE ROLE app_owner LOGIN PASSWORD 'canary-role-secret'")
+    pg18.execute("ALTER TABLE users OWNER TO app_owner", "withroles")
+    _, outcome = _backup(workdir, pg18, "withroles", dump_globals=True)
+    manifest = json.loads(outcome.manifest_path.read_text())
+    sql = manifest["globals"]["sql"]
+    assert "CREATE ROLE app_owner" in sql
+    assert "canary-role-secret" not in outcome.manifest_path.read_text()
+    assert "SCRAM" not in sql

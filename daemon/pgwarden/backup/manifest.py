@@ -17,7 +17,7 @@ Layout (version 1)::
     row_counts {mode, tables: [{schema, table, rows, exact, bytes}]}
     extensions [{name, version}]
     vector_probes [{schema, table, column, key_column, key, k, neighbours}]
-    globals (name of the pg_dumpall --globals-only file, if any)
+    globals {sql, restore} -- pg_dumpall --globals-only --no-role-passwords (roles, tablespaces)
     restore {commands: [...]}  -- how to restore with stock tools only
     verifications [{started_at, finished_at, status, details, error}]
 """
@@ -86,7 +86,7 @@ class Manifest:
     tables: tuple[TableCount, ...] = ()
     extensions: tuple[dict[str, str], ...] = ()
     vector_probes: tuple[VectorProbe, ...] = ()
-    globals_file: str | None = None
+    globals_sql: str | None = None
     restore_commands: tuple[str, ...] = ()
     verifications: list[dict[str, Any]] = field(default_factory=list)
 
@@ -121,7 +121,11 @@ class Manifest:
             "vector_probes": [
                 {**asdict(p), "neighbours": list(p.neighbours)} for p in self.vector_probes
             ],
-            "globals": self.globals_file,
+            "globals": (
+                {"sql": self.globals_sql,
+                 "restore": f"jq -r .globals.sql {self.path}.manifest.json | psql -d postgres"}
+                if self.globals_sql is not None else None
+            ),
             "restore": {"commands": list(self.restore_commands)},
             "verifications": list(self.verifications),
         }
@@ -165,7 +169,7 @@ class Manifest:
                     VectorProbe(**{**p, "neighbours": tuple(p["neighbours"])})
                     for p in data.get("vector_probes") or ()
                 ),
-                globals_file=data.get("globals"),
+                globals_sql=(data.get("globals") or {}).get("sql"),
                 restore_commands=tuple((data.get("restore") or {}).get("commands") or ()),
                 verifications=list(data.get("verifications") or ()),
             )

@@ -226,6 +226,9 @@ def _dump(
             extensions=facts.extensions, vector_probes=facts.vector_probes,
             restore_commands=pgdump.restore_hint(plan, name, database),
         )  # fmt: skip
+        if settings.dump_globals:
+            request.report(phase="dumping globals")
+            manifest.globals_sql = dump_globals(spec, dump_tool, request)
         digest = readback.check_artifact(manifest, final, restore_tool, cancel=request.cancel,
                                          expect_sha256=False)  # fmt: skip
         if written is not None and written.sha256 != digest.sha256:
@@ -298,6 +301,29 @@ def _run_dump(
         raise BackupError(f"pg_dump did not finish within {timeout} s")
     process.check(result)
     return facts, written
+
+
+GLOBALS_LIMIT = 16 << 20
+
+
+def dump_globals(spec: ConnSpec, dump_tool: Tool, request: BackupRequest) -> str:
+    """``pg_dumpall --globals-only --no-role-passwords``: the roles and tablespaces a database
+    dump refers to but cannot recreate.  Role passwords are never included."""
+    tool = find_tool("pg_dumpall", min_major=dump_tool.major, bin_dir=dump_tool.path.parent)
+    out = bytearray()
+
+    def sink(chunk: bytes) -> None:
+        out.extend(chunk)
+        if len(out) > GLOBALS_LIMIT:
+            raise BackupError("pg_dumpall --globals-only printed more than 16 MiB")
+
+    argv = [str(tool.path), "--globals-only", "--no-role-passwords", "--no-password",
+            f"--dbname={spec.tool_conninfo()}"]  # fmt: skip
+    with tool_environment(spec) as env:
+        result = process.run_tool(argv, env=env, stdout=sink, name="pg_dumpall", log=log,
+                                  cancel=request.cancel)  # fmt: skip
+    process.check(result)
+    return out.decode("utf-8", "replace")
 
 
 def _compressed(stdout: Any, plan: pgdump.DumpPlan, request: BackupRequest) -> Iterator[bytes]:

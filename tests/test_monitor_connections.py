@@ -20,16 +20,22 @@ from pgwarden.monitor.snapshot import MonitorCollector, SnapshotStore
 from tests.pgservers import PgServer
 
 
-def make_config(workdir: Path, targets: list[dict[str, Any]], **monitor: Any) -> Config:
-    return parse(
-        {
-            "daemon": {"state_dir": str(workdir / "state")},
-            "storage": {"path": str(workdir / "backups")},
-            "monitor": {"interval": 0.2, "statement_timeout": 5, **monitor},
-            "targets": targets,
-        },
-        workdir / "pgwarden.toml",
-    )
+def make_config(
+    workdir: Path,
+    targets: list[dict[str, Any]],
+    *,
+    pgbouncer: list[dict[str, Any]] | None = None,
+    **monitor: Any,
+) -> Config:
+    data: dict[str, Any] = {
+        "daemon": {"state_dir": str(workdir / "state")},
+        "storage": {"path": str(workdir / "backups")},
+        "monitor": {"interval": 0.2, "statement_timeout": 5, **monitor},
+        "targets": targets,
+    }
+    if pgbouncer:
+        data["pgbouncer"] = pgbouncer
+    return parse(data, workdir / "pgwarden.toml")
 
 
 class FakeClock:
@@ -80,8 +86,8 @@ def test_application_and_server_ratios(pg18: PgServer, workdir: Path) -> None:
         # the fixture's server: max_connections=100, superuser_reserved_connections=3, reserved 0
         assert s.max_connections == 100
         assert s.usable == 97
-        assert s.by_application["api"] == 4
-        assert s.by_application["pgwarden-monitor"] == 1  # the budget: one connection
+        assert s.by_application["app"]["api"] == 4
+        assert s.by_application["app"]["pgwarden-monitor"] == 1  # the budget: one connection
         assert s.by_database["mon_app"] >= 5
         assert s.total >= 5
         assert s.saturation == s.total / 97
@@ -210,7 +216,9 @@ def test_targets_on_one_server_are_sampled_once(pg18: PgServer, workdir: Path) -
         status = snap.server("a")
         assert status is not None
         assert status.sample is not None
-        assert status.sample.by_application["pgwarden-monitor"] == 1  # one, not two
+        apps = status.sample.by_application
+        assert apps["a"]["pgwarden-monitor"] == 1  # one connection (to a's database), not two
+        assert apps["b"] == {"web": 2, OTHER: 0}
     finally:
         sampler.close()
         pg18.drop_database("mon_a")
@@ -234,12 +242,12 @@ def test_application_labels_are_bounded(pg18: PgServer, workdir: Path) -> None:
             status = sampler.cycle(config).server("many")
         assert status is not None
         assert status.sample is not None
-        apps = status.sample.by_application
+        apps = status.sample.by_application["many"]
         assert set(apps) == {"api", "big", OTHER}  # configured + top 1 + other
         assert apps["api"] == 0
         assert apps["big"] == 3
         assert apps[OTHER] >= 7  # six jobs, one without a name, pgwarden-monitor...
-        assert sum(apps.values()) == status.sample.total
+        assert sum(apps.values()) == status.sample.by_database["mon_many"]
     finally:
         sampler.close()
         pg18.drop_database("mon_many")

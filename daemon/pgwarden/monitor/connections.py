@@ -6,9 +6,10 @@ This module owns *what* is read from ``pg_stat_activity`` and how it is summaris
   snapshot) and returns the raw :class:`Activity`: the connection limits, client backends
   grouped by state, database, user and application, the oldest transaction and
   idle-in-transaction ages, and how many backends wait on a lock.
-* :func:`summarize` turns it into a :class:`ServerSample` with bounded labels (the configured
-  applications, databases and users, plus the ``top_applications`` largest others, the rest
-  summed as ``other``) and the saturation ratio against the *usable* limit:
+* :func:`summarize` turns it into a :class:`ServerSample` with bounded labels -- the
+  configured databases and users plus the ``top_applications`` largest others, the rest summed
+  as ``other``; per target, its database's applications: its pools, the top N, ``other`` --
+  and the saturation ratio against the *usable* limit:
   ``max_connections - superuser_reserved_connections - reserved_connections`` (the last one
   exists from PostgreSQL 16).  Superusers may use the reserved slots, so the ratio can pass 1.
 * :func:`application_pools` compares, for each ``[[targets.pools]]``, the connections held under
@@ -203,7 +204,8 @@ class ServerSample:
     by_state: Mapping[str, int] = field(default_factory=dict)
     by_database: Mapping[str, int] = field(default_factory=dict)
     by_user: Mapping[str, int] = field(default_factory=dict)
-    by_application: Mapping[str, int] = field(default_factory=dict)
+    #: per target: its database's connections by application_name
+    by_application: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 def summarize(
@@ -213,7 +215,6 @@ def summarize(
     targets = tuple(targets)
     states = dict.fromkeys(STATES, 0)
     states.update(_sum_by(activity.groups, "state"))
-    apps = dict.fromkeys(p.application for t in targets for p in t.pools)
     users = dict.fromkeys(u for t in targets if (u := _target_user(t)))
     total = activity.total
     usable = activity.usable
@@ -235,8 +236,17 @@ def summarize(
         ),
         by_user=MappingProxyType(bound_labels(_sum_by(activity.groups, "user"), users, top)),
         by_application=MappingProxyType(
-            bound_labels(_sum_by(activity.groups, "application"), apps, top)
+            {t.name: MappingProxyType(_applications(activity, t, top)) for t in targets}
         ),
+    )
+
+
+def _applications(activity: Activity, target: TargetConfig, top: int) -> dict[str, int]:
+    """Connections to ``target``'s database by application: its pools, the top N, other."""
+    database = target_database(target)
+    in_database = [g for g in activity.groups if g.database == database]
+    return bound_labels(
+        _sum_by(in_database, "application"), (p.application for p in target.pools), top
     )
 
 

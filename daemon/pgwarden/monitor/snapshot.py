@@ -192,7 +192,7 @@ def _application_families(snap: Snapshot) -> Iterator[Metric]:
     labels = ["target", "application"]
     conns = _gauge(
         "pgwarden_application_connections",
-        "Connections held under each application_name (configured ones, the top N, other)",
+        "Connections to the target's database by application_name (its pools, the top N, other)",
         labels,
     )
     capacity = _gauge(
@@ -212,8 +212,9 @@ def _application_families(snap: Snapshot) -> Iterator[Metric]:
     )
     for status in snap.servers:
         if status.sample is not None:
-            for app, n in status.sample.by_application.items():
-                conns.add_metric([status.name, app], n)
+            for target, apps in status.sample.by_application.items():
+                for app, n in apps.items():
+                    conns.add_metric([target, app], n)
     for pool in snap.app_pools:
         capacity.add_metric([pool.target, pool.application], pool.capacity)
         ratio.add_metric([pool.target, pool.application], pool.saturation)

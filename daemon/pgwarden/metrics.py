@@ -5,28 +5,48 @@ follow Prometheus rules (prefix ``pgwarden_``, ``_seconds``, ``_bytes``, ``_tota
 ``_timestamp_seconds``); labels are bounded (``target``, ``result``, ``state``, ``kind``...),
 never a backup id or a time.  ``*_created`` series are disabled: they double the series count
 and say nothing an operator uses.  A scrape never queries PostgreSQL: monitoring samples are
-published by the monitor thread into a snapshot that a custom collector reads.
+published by the monitor thread into a snapshot that a custom collector reads, and job outcomes
+are written here by :mod:`pgwarden.service.outcomes`.
 
-The HTTP server serves ``/metrics`` and ``/healthz`` (200 while the daemon's threads are alive,
-503 otherwise) on the configured address only.
+:class:`MetricsServer` serves ``/metrics`` and ``/healthz`` (200 while the daemon's threads are
+alive, 503 otherwise) on the configured address only, optionally over TLS and behind HTTP basic
+auth.  The password is configured as a SHA-crypt hash (``$5$``/``$6$``, as made by
+``openssl passwd -5``), verified with the standard library only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client import disable_created_metrics as _disable_created
 
-from pgwarden import __version__
+from pgwarden import __version__, logsetup
+from pgwarden.errors import ConfigError
 
-_disable_created()
+if TYPE_CHECKING:
+    from pgwarden.config import Config
+
+_disable_created()  # type: ignore[no-untyped-call]
+log = logsetup.get_logger("pgwarden.metrics")
 
 WsgiStart = Callable[[str, list[tuple[str, str]]], Any]
+RUN_RESULTS = ("success", "failure", "cancelled")
+JOB_KINDS = ("backup", "verify", "prune")
+BACKUP_STATES = ("complete", "failed")
+REQUEST_TIMEOUT_S = 30.0  # a client that stalls (TLS handshake, request) is dropped after this
 
 
 class Metrics:
@@ -35,155 +55,352 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.build_info = Gauge(
-            "pgwarden_build_info", "pgwarden version (always 1)", ["version"], registry=r
-        )
+
+        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+            return Gauge(f"pgwarden_{name}", doc, list(labels), registry=r)
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(f"pgwarden_{name}", doc, list(labels), registry=r)
+
+        t, tr = ("target",), ("target", "result")
+        # fmt: off
+        self.build_info = gauge("build_info", "pgwarden version (always 1)", ["version"])
         self.build_info.labels(__version__).set(1)
-        self.start_time = Gauge(
-            "pgwarden_start_time_seconds", "When the daemon started (Unix time)", registry=r
-        )
+        self.start_time = gauge("start_time_seconds", "When the daemon started (Unix time)")
         # -- backups -------------------------------------------------------------------
-        self.backup_last_success = Gauge(
-            "pgwarden_backup_last_success_timestamp_seconds",
-            "Finish time of the newest complete backup", ["target"], registry=r,
-        )  # fmt: skip
-        self.backup_last_attempt = Gauge(
-            "pgwarden_backup_last_attempt_timestamp_seconds",
-            "Finish time of the newest backup run, whatever its outcome", ["target"], registry=r,
-        )  # fmt: skip
-        self.backup_last_ok = Gauge(
-            "pgwarden_backup_last_run_success",
-            "1 if the newest backup run succeeded, 0 if it failed", ["target"], registry=r,
-        )  # fmt: skip
-        self.backup_last_duration = Gauge(
-            "pgwarden_backup_last_duration_seconds",
-            "Duration of the newest complete backup", ["target"], registry=r,
-        )  # fmt: skip
-        self.backup_last_size = Gauge(
-            "pgwarden_backup_last_size_bytes",
-            "Size of the newest complete backup", ["target"], registry=r,
-        )  # fmt: skip
-        self.backup_runs = Counter(
-            "pgwarden_backup_runs_total",
-            "Backup runs by result (success, failure, cancelled)", ["target", "result"],
-            registry=r,
-        )  # fmt: skip
-        self.backups = Gauge(
-            "pgwarden_backups", "Backups in storage by state", ["target", "state"], registry=r
-        )
-        self.backup_oldest = Gauge(
-            "pgwarden_backup_oldest_timestamp_seconds",
-            "Start time of the oldest complete backup kept", ["target"], registry=r,
-        )  # fmt: skip
-        self.stored_bytes = Gauge(
-            "pgwarden_backup_stored_bytes", "Bytes of backups kept", ["target"], registry=r
-        )
-        self.pg_dump_compatible = Gauge(
-            "pgwarden_pg_dump_compatible",
-            "1 if a pg_dump at least as new as the server was found, else 0", ["target"],
-            registry=r,
-        )  # fmt: skip
-        self.space_ok = Gauge(
-            "pgwarden_backup_space_sufficient",
-            "0 if the last space check found too little room for the next backup",
-            ["target"], registry=r,
-        )  # fmt: skip
-        self.storage_free = Gauge(
-            "pgwarden_storage_free_bytes", "Free bytes where backups are stored", registry=r
-        )
+        self.backup_last_success = gauge("backup_last_success_timestamp_seconds",
+                                         "Finish time of the newest complete backup", t)
+        self.backup_last_attempt = gauge("backup_last_attempt_timestamp_seconds",
+                                         "Finish time of the newest backup run, any outcome", t)
+        self.backup_last_ok = gauge("backup_last_run_success",
+                                    "1 if the newest backup run succeeded, 0 if it failed", t)
+        self.backup_last_duration = gauge("backup_last_duration_seconds",
+                                          "Duration of the newest complete backup", t)
+        self.backup_last_size = gauge("backup_last_size_bytes",
+                                      "Size of the newest complete backup", t)
+        self.backup_runs = counter("backup_runs",
+                                   "Backup runs by result (success, failure, cancelled)", tr)
+        self.backups = gauge("backups", "Backups in the catalog by state (complete: kept)",
+                             ("target", "state"))
+        self.backup_oldest = gauge("backup_oldest_timestamp_seconds",
+                                   "Start time of the oldest complete backup kept", t)
+        self.stored_bytes = gauge("backup_stored_bytes", "Bytes of backups kept", t)
+        self.pg_dump_compatible = gauge(
+            "pg_dump_compatible", "1 if a pg_dump at least as new as the server was found", t)
+        self.space_ok = gauge("backup_space_sufficient",
+                              "0 if the last space check found too little room for a backup", t)
+        self.storage_free = gauge("storage_free_bytes", "Free bytes where backups are stored")
         # -- retention -----------------------------------------------------------------
-        self.retention_deleted = Counter(
-            "pgwarden_retention_deleted_total",
-            "Backups deleted by retention", ["target"], registry=r,
-        )  # fmt: skip
+        self.retention_deleted = counter("retention_deleted", "Backups deleted by retention", t)
         # -- verification --------------------------------------------------------------
-        self.verify_last_success = Gauge(
-            "pgwarden_verify_last_success_timestamp_seconds",
-            "Finish time of the newest passed restore drill", ["target"], registry=r,
-        )  # fmt: skip
-        self.verify_last_ok = Gauge(
-            "pgwarden_verify_last_run_success",
-            "1 if the newest restore drill passed, 0 if it failed", ["target"], registry=r,
-        )  # fmt: skip
-        self.verify_last_duration = Gauge(
-            "pgwarden_verify_last_duration_seconds",
-            "Duration of the newest restore drill", ["target"], registry=r,
-        )  # fmt: skip
-        self.verify_runs = Counter(
-            "pgwarden_verify_runs_total",
-            "Restore drills by result (success, failure, cancelled)", ["target", "result"],
-            registry=r,
-        )  # fmt: skip
+        self.verify_last_success = gauge("verify_last_success_timestamp_seconds",
+                                         "Finish time of the newest passed restore drill", t)
+        self.verify_last_ok = gauge("verify_last_run_success",
+                                    "1 if the newest restore drill passed, 0 if it failed", t)
+        self.verify_last_duration = gauge("verify_last_duration_seconds",
+                                          "Duration of the newest restore drill", t)
+        self.verify_runs = counter("verify_runs",
+                                   "Restore drills by result (success, failure, cancelled)", tr)
         # -- daemon --------------------------------------------------------------------
-        self.config_reloads = Counter(
-            "pgwarden_config_reloads_total",
-            "Configuration reloads by result (success, failure)", ["result"], registry=r,
-        )  # fmt: skip
-        self.config_last_reload_ok = Gauge(
-            "pgwarden_config_last_reload_success",
-            "1 if the last reload was applied, 0 if it was rejected", registry=r,
-        )  # fmt: skip
-        self.jobs_running = Gauge(
-            "pgwarden_jobs_running", "Jobs running now by kind", ["kind"], registry=r
-        )
-        for kind in ("backup", "verify", "prune"):
+        self.config_reloads = counter("config_reloads",
+                                      "Configuration reloads by result (success, failure)",
+                                      ["result"])
+        self.config_last_reload_ok = gauge(
+            "config_last_reload_success", "1 if the last reload was applied, 0 if rejected")
+        self.jobs_running = gauge("jobs_running", "Jobs running now by kind", ["kind"])
+        # fmt: on
+        for kind in JOB_KINDS:
             self.jobs_running.labels(kind).set(0)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
         self.config_last_reload_ok.set(1)
+
+    def init_target(self, target: str) -> None:
+        """Create a target's counters at 0, so that ``rate()`` and ``increase()`` see the
+        first run, and its ``pgwarden_backups`` states."""
+        for result in RUN_RESULTS:
+            self.backup_runs.labels(target, result)
+            self.verify_runs.labels(target, result)
+        self.retention_deleted.labels(target)
 
     def forget_target(self, target: str) -> None:
         """Drop a removed target's series (after a reload)."""
         for metric in (self.backup_last_success, self.backup_last_attempt, self.backup_last_ok,
                        self.backup_last_duration, self.backup_last_size, self.backup_oldest,
                        self.stored_bytes, self.pg_dump_compatible, self.space_ok,
-                       self.verify_last_success, self.verify_last_ok,
-                       self.verify_last_duration):  # fmt: skip
-            try:
-                metric.remove(target)
-            except KeyError:
-                continue
+                       self.verify_last_success, self.verify_last_ok, self.verify_last_duration,
+                       self.retention_deleted):  # fmt: skip
+            _remove(metric, target)
+        for result in RUN_RESULTS:
+            _remove(self.backup_runs, target, result)
+            _remove(self.verify_runs, target, result)
+        for state in BACKUP_STATES:
+            _remove(self.backups, target, state)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        return
+
+
+# -- basic auth with a SHA-crypt password hash -----------------------------------------------
+
+_B64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ROUNDS_DEFAULT, _ROUNDS_MIN, _ROUNDS_MAX = 5000, 1000, 999_999_999
+
+
+def _sha_crypt_order(variant: str) -> list[tuple[int, int, int]]:
+    """The byte triples of the final encoding (Drepper's SHA-crypt specification)."""
+    n, rotations = (10, (0, 2, 1)) if variant == "5" else (21, (0, 1, 2))
+    out = []
+    for i in range(n):
+        triple = (i, i + n, i + 2 * n)
+        first = rotations[i % 3]
+        out.append((triple[first], triple[(first + 1) % 3], triple[(first + 2) % 3]))
+    return out
+
+
+def sha_crypt(password: str, setting: str) -> str:
+    """crypt(3) with a ``$5$`` (SHA-256) or ``$6$`` (SHA-512) setting: the full hash string.
+
+    ``setting`` is ``$5$[rounds=N$]salt[$...]``; anything after the salt is ignored, so a
+    stored hash can be passed to recompute itself.
+    """
+    parts = setting.split("$")
+    if len(parts) < 3 or parts[0] != "" or parts[1] not in ("5", "6"):
+        raise ValueError("not a SHA-crypt hash: expected $5$ or $6$ (openssl passwd -5)")
+    variant, rest = parts[1], parts[2:]
+    rounds, custom = _ROUNDS_DEFAULT, False
+    if rest[0].startswith("rounds="):
+        try:
+            rounds = min(max(int(rest[0][7:]), _ROUNDS_MIN), _ROUNDS_MAX)
+        except ValueError as exc:
+            raise ValueError("SHA-crypt hash with an invalid rounds= field") from exc
+        custom, rest = True, rest[1:]
+    if not rest:
+        raise ValueError("SHA-crypt hash without a salt")
+    salt = rest[0][:16].encode()
+    digest = hashlib.sha256 if variant == "5" else hashlib.sha512
+    size = digest().digest_size
+    key = password.encode()
+    b = digest(key + salt + key).digest()
+    a = digest(key + salt)
+    a.update(b * (len(key) // size) + b[: len(key) % size])
+    n = len(key)
+    while n:
+        a.update(b if n & 1 else key)
+        n >>= 1
+    c = a.digest()
+    dp = digest(key * len(key)).digest()
+    p = (dp * (len(key) // size + 1))[: len(key)]
+    ds = digest(salt * (16 + c[0])).digest()
+    s = (ds * (len(salt) // size + 1))[: len(salt)]
+    for i in range(rounds):
+        h = digest(p if i & 1 else c)
+        if i % 3:
+            h.update(s)
+        if i % 7:
+            h.update(p)
+        h.update(c if i & 1 else p)
+        c = h.digest()
+    out = []
+    for x, y, z in _sha_crypt_order(variant):
+        out.append(_b64_24(c[x], c[y], c[z], 4))
+    out.append(_b64_24(0, c[31], c[30], 3) if variant == "5" else _b64_24(0, 0, c[63], 2))
+    prefix = f"${variant}$" + (f"rounds={rounds}$" if custom else "")
+    return f"{prefix}{salt.decode()}${''.join(out)}"
+
+
+def _b64_24(b2: int, b1: int, b0: int, n: int) -> str:
+    w = (b2 << 16) | (b1 << 8) | b0
+    chars = []
+    for _ in range(n):
+        chars.append(_B64[w & 0x3F])
+        w >>= 6
+    return "".join(chars)
+
+
+class BasicAuth:
+    """HTTP basic auth against one user and a SHA-crypt hash; the last accepted header is
+    remembered so that Prometheus's scrapes do not pay the hash each time."""
+
+    def __init__(self, user: str, password_hash: str) -> None:
+        if not password_hash.startswith(("$5$", "$6$")) or password_hash.count("$") < 3:
+            raise ValueError(
+                "basic_auth_password_hash must be a SHA-crypt hash ($5$ or $6$), "
+                "made with: openssl passwd -5"
+            )
+        sha_crypt("", password_hash)  # a malformed hash fails now, not at the first scrape
+        self.user = user
+        self._hash = password_hash
+        self._accepted: bytes | None = None
+
+    def check(self, header: str | None) -> bool:
+        """True if an ``Authorization`` header carries the right user and password."""
+        if not header or not header.startswith("Basic "):
+            return False
+        raw = header.encode("latin-1", "replace")
+        accepted = self._accepted
+        if accepted is not None and hmac.compare_digest(raw, accepted):
+            return True
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, sep, password = decoded.partition(":")
+        user_ok = hmac.compare_digest(user.encode(), self.user.encode())
+        password_ok = hmac.compare_digest(sha_crypt(password, self._hash), self._hash)
+        if user_ok and password_ok and sep:
+            self._accepted = raw
+            return True
+        return False
+
+
+# -- the HTTP server ------------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` is a loopback address (or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        sock.settimeout(REQUEST_TIMEOUT_S)
+        if self.ssl_context is not None:  # the handshake runs in the request's own thread
+            sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+        return sock, address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("metrics TLS handshake failed", client=str(client_address[0]),
+                          error=str(exc))  # fmt: skip
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics request failed", client=str(client_address[0]), exc_info=True)
+
+
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
 class MetricsServer:
-    """``/metrics`` and ``/healthz`` on one address, in a named thread."""
+    """``/metrics`` and ``/healthz`` on one address, in a named thread.
+
+    ``tls`` is ``(cert_file, key_file)``; ``auth`` protects every path when given.  Listening
+    beyond loopback without auth (or with auth but without TLS) logs a warning.
+    """
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        healthy: Callable[[], bool],
+        *,
+        tls: tuple[Path, Path] | None = None,
+        auth: BasicAuth | None = None,
     ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._healthy = healthy
+        self._auth = auth
+        self.tls = tls is not None
+        context = None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(
-            host, port, self._app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+            host, port, self._app, server_class=server_class, handler_class=_QuietHandler
         )
+        self._server.ssl_context = context
+        self.host = host
         self.thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )
+        self._warn_exposure()
+
+    @classmethod
+    def from_config(
+        cls, metrics: Metrics, config: Config, healthy: Callable[[], bool]
+    ) -> MetricsServer:
+        """The server ``[metrics]`` describes; a bad hash or certificate is a ConfigError."""
+        m = config.metrics
+        tls = None
+        auth = None
+        if m.tls_cert_file is not None and m.tls_key_file is not None:
+            tls = (m.tls_cert_file, m.tls_key_file)
+        try:
+            if m.basic_auth_user is not None and m.basic_auth_password_hash is not None:
+                auth = BasicAuth(m.basic_auth_user, m.basic_auth_password_hash.reveal())
+        except ValueError as exc:
+            raise ConfigError(config.source, [f"metrics.basic_auth_password_hash: {exc}"]) from exc
+        try:
+            return cls(metrics, m.host, m.port, healthy, tls=tls, auth=auth)
+        except ssl.SSLError as exc:
+            raise ConfigError(config.source, [f"metrics.tls_cert_file: {exc}"]) from exc
+        except OSError as exc:
+            if tls is not None and exc.filename is not None:
+                raise ConfigError(config.source, [f"metrics.tls_cert_file: {exc}"]) from exc
+            raise
+
+    def _warn_exposure(self) -> None:
+        if is_loopback(self.host):
+            return
+        listen = f"{self.host or '*'}:{self.port}"
+        if self._auth is None:
+            log.warning(
+                "metrics listen beyond loopback without basic auth: anyone who can reach the "
+                "address can read them (set basic_auth_user and basic_auth_password_hash)",
+                listen=listen,
+            )
+        elif not self.tls:
+            log.warning("metrics basic auth without TLS sends the password in clear text",
+                        listen=listen)  # fmt: skip
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def _app(self, environ: dict[str, Any], start_response: WsgiStart) -> Iterable[bytes]:
+        text = ("Content-Type", "text/plain; charset=utf-8")
+        if self._auth is not None and not self._auth.check(environ.get("HTTP_AUTHORIZATION")):
+            challenge = ("WWW-Authenticate", 'Basic realm="pgwarden", charset="UTF-8"')
+            start_response("401 Unauthorized", [text, challenge])
+            return [b"unauthorized\n"]
         path = environ.get("PATH_INFO", "/")
         if path == "/healthz":
             ok = self._healthy()
-            start_response(
-                "200 OK" if ok else "503 Service Unavailable",
-                [("Content-Type", "text/plain; charset=utf-8")],
-            )
+            start_response("200 OK" if ok else "503 Service Unavailable", [text])
             return [b"ok\n" if ok else b"unhealthy\n"]
         if path in ("/metrics", "/metrics/"):
             result: Iterable[bytes] = self._metrics_app(environ, start_response)
             return result
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        start_response("404 Not Found", [text])
         return [b"pgwarden: see /metrics and /healthz\n"]
 
     def start(self) -> None:

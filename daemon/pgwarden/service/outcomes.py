@@ -1,0 +1,190 @@
+"""Metrics from job outcomes and from the catalog: what ``/metrics`` says about history.
+
+:func:`record_job` is called by :meth:`ServiceState.after_job` for every finished job: it
+counts the run by result, updates the "last run" gauges of its kind, then refreshes the
+target's storage gauges (backups by state, oldest kept backup, bytes stored, free space).
+:func:`restore_gauges` runs once at start-up and sets the history gauges from the catalog, so
+that a restart looks like nothing happened and fires no alert (DESIGN.md, "Metrics").
+
+Neither ever queries PostgreSQL (only the catalog and the storage), and neither raises: a
+catalog or storage error is logged and leaves the gauges as they were, because a metrics
+update must never cost a job its follow-ups (prune, verify after backup).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from prometheus_client import Gauge
+
+from pgwarden import logsetup
+from pgwarden.catalog import TargetSummary
+from pgwarden.errors import PgwardenError
+from pgwarden.metrics import BACKUP_STATES, Metrics
+
+if TYPE_CHECKING:
+    from pgwarden.service.jobs import Job
+    from pgwarden.service.state import ServiceState
+
+log = logsetup.get_logger("pgwarden.outcomes")
+
+#: Job.state -> the ``result`` label of the run counters
+RESULTS = {"succeeded": "success", "failed": "failure", "cancelled": "cancelled"}
+#: how many recent drills restore_gauges looks through for the newest passed one
+DRILL_LOOKBACK = 100
+
+
+def record_job(state: ServiceState, job: Job) -> None:
+    """Update the metrics from one finished job, then the target's storage gauges."""
+    result = RESULTS.get(job.state)
+    if result is None:  # not finished: nothing to record
+        return
+    m = state.metrics
+    finished = (job.finished_at or datetime.now(UTC)).timestamp()
+    if job.kind == "backup":
+        _record_backup(m, job, result, finished)
+    elif job.kind == "verify":
+        _record_verify(m, job, result, finished)
+    elif job.kind == "prune" and result == "success":
+        deleted = job.result.get("deleted", 0)
+        count = len(deleted) if isinstance(deleted, list | tuple) else int(deleted or 0)
+        if count > 0 and not job.result.get("dry_run"):
+            m.retention_deleted.labels(job.target).inc(count)
+    refresh_target(state, job.target)
+
+
+def _duration(job: Job) -> float:
+    given = job.result.get("duration_s")
+    if isinstance(given, int | float) and not isinstance(given, bool):
+        return float(given)
+    if job.started_at is not None and job.finished_at is not None:
+        return max((job.finished_at - job.started_at).total_seconds(), 0.0)
+    return 0.0
+
+
+def _record_backup(m: Metrics, job: Job, result: str, finished: float) -> None:
+    target = job.target
+    m.backup_runs.labels(target, result).inc()
+    m.backup_last_attempt.labels(target).set(finished)
+    if result == "cancelled":  # stopped by an operator or a shutdown: not a failure
+        return
+    m.backup_last_ok.labels(target).set(1 if result == "success" else 0)
+    if result == "success":
+        m.backup_last_success.labels(target).set(finished)
+        m.backup_last_duration.labels(target).set(_duration(job))
+        size = job.result.get("size_bytes")
+        if isinstance(size, int):
+            m.backup_last_size.labels(target).set(size)
+
+
+def drill_passed(job: Job) -> bool:
+    """A verify job passed if it succeeded and its result does not say otherwise."""
+    if job.state != "succeeded":
+        return False
+    passed = job.result.get("passed")
+    if isinstance(passed, bool):
+        return passed
+    return bool(job.result.get("status", "passed") == "passed")
+
+
+def _record_verify(m: Metrics, job: Job, result: str, finished: float) -> None:
+    target = job.target
+    if result == "success" and not drill_passed(job):
+        result = "failure"  # the job ran to its end, the drill found a problem
+    m.verify_runs.labels(target, result).inc()
+    if result == "cancelled":
+        return
+    m.verify_last_ok.labels(target).set(1 if result == "success" else 0)
+    m.verify_last_duration.labels(target).set(_duration(job))
+    if result == "success":
+        m.verify_last_success.labels(target).set(finished)
+
+
+def refresh_target(state: ServiceState, target: str) -> None:
+    """Backups by state, oldest kept backup, bytes stored and free space of one target."""
+    m = state.metrics
+    try:
+        kept = state.catalog.list_backups(target, statuses=("complete",))
+        summary = state.catalog.summaries().get(target)
+        stored = state.storage.stored_bytes(target)
+        free = state.storage.free_bytes(target)
+    except (PgwardenError, OSError) as exc:
+        log.warning("cannot refresh storage metrics", target=target,
+                    error=logsetup.scrub(str(exc)))  # fmt: skip
+        return
+    counts = {"complete": len(kept), "failed": summary.failed_count if summary else 0}
+    for backup_state in BACKUP_STATES:
+        m.backups.labels(target, backup_state).set(counts.get(backup_state, 0))
+    if kept:
+        m.backup_oldest.labels(target).set(min(b.started_at for b in kept).timestamp())
+    else:
+        _drop(m.backup_oldest, target)
+    m.stored_bytes.labels(target).set(stored)
+    m.storage_free.set(free)
+
+
+def restore_gauges(state: ServiceState) -> None:
+    """At start-up: every configured target's history gauges from the catalog."""
+    try:
+        summaries = state.catalog.summaries()
+    except PgwardenError as exc:
+        log.warning("cannot restore metrics from the catalog", error=logsetup.scrub(str(exc)))
+        summaries = {}
+    for target in state.config.targets:
+        name = target.name
+        state.metrics.init_target(name)
+        try:
+            _restore_target(state, name, summaries.get(name))
+        except PgwardenError as exc:
+            log.warning("cannot restore metrics from the catalog", target=name,
+                        error=logsetup.scrub(str(exc)))  # fmt: skip
+        refresh_target(state, name)
+
+
+def _restore_target(state: ServiceState, target: str, summary: TargetSummary | None) -> None:
+    m, catalog = state.metrics, state.catalog
+    finished = catalog.list_backups(
+        target, statuses=("complete", "failed", "interrupted", "deleted"), limit=20
+    )
+    if finished:
+        m.backup_last_attempt.labels(target).set(
+            _ts(finished[0].finished_at or finished[0].started_at)
+        )
+    # an attempt interrupted by the stop that preceded this start is neither good nor bad
+    decided = next((b for b in finished if b.status != "interrupted"), None)
+    if decided is not None:
+        m.backup_last_ok.labels(target).set(0 if decided.status == "failed" else 1)
+    if summary is not None and summary.last_success_at is not None:
+        m.backup_last_success.labels(target).set(_ts(summary.last_success_at))
+        if summary.last_success_duration_s is not None:
+            m.backup_last_duration.labels(target).set(summary.last_success_duration_s)
+        if summary.last_success_size_bytes is not None:
+            m.backup_last_size.labels(target).set(summary.last_success_size_bytes)
+    drills = [
+        d
+        for d in catalog.list_verifications(target=target, limit=DRILL_LOOKBACK)
+        if d.status in ("passed", "failed") and d.finished_at is not None
+    ]
+    if drills:
+        newest = drills[0]
+        m.verify_last_ok.labels(target).set(1 if newest.status == "passed" else 0)
+        m.verify_last_duration.labels(target).set(_seconds(newest.started_at, newest.finished_at))
+    passed = next((d for d in drills if d.status == "passed"), None)
+    if passed is not None:
+        m.verify_last_success.labels(target).set(_ts(passed.finished_at or passed.started_at))
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+def _seconds(start: datetime, end: datetime | None) -> float:
+    return max(((end or start) - start).total_seconds(), 0.0)
+
+
+def _drop(metric: Gauge, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        return

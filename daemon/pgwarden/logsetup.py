@@ -10,24 +10,20 @@ caller slips.  Per-job context (``target``, ``job_id``, ``kind``) is bound with
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+from pgwarden.redaction import redact
+
 SECRET_KEYS = frozenset(
     {"password", "passwd", "secret", "token", "pgpassword", "basic_auth_password_hash", "dsn_password"}
 )
-_INLINE_SECRET = re.compile(r"(?i)(password|passwd|pgpassword)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)")
-_URI_SECRET = re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)([^@\s]+)(@)")
-
-
 def scrub(text: str) -> str:
     """Remove inline passwords (``password=x``, ``postgresql://u:x@h``) from ``text``."""
-    text = _INLINE_SECRET.sub(r"\1\2***", text)
-    return _URI_SECRET.sub(r"\1***\3", text)
+    return redact(text)
 
 
 def _redact(value: Any) -> Any:

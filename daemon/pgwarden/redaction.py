@@ -1,8 +1,8 @@
 """Scrubbing secrets out of free text (tool stderr, error messages, anything echoing a DSN).
 
 :func:`redact` replaces the *value* of anything that looks like a password assignment and the
-password in URI user info, keeping the rest readable.  :mod:`pgwarden.pg.process` applies it to
-every stderr line of every tool before the line is logged or kept.
+password in URI user info, keeping the rest readable.  Every tool stderr line
+(:mod:`pgwarden.pg.process`) and every log line (:mod:`pgwarden.logsetup`) goes through it.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ The submodules, each owning one concern:
 * :mod:`~pgwarden.pg.server` -- the server's version;
 * :mod:`~pgwarden.pg.binaries` -- finding pg_dump/pg_restore/psql of a usable major version;
 * :mod:`~pgwarden.pg.process` -- the one place that runs external tools (its result types in
-  :mod:`~pgwarden.pg.tooltypes`, the stderr scrubber in :mod:`~pgwarden.pg.redaction`).
+  :mod:`~pgwarden.pg.tooltypes`, the stderr scrubber in :mod:`~pgwarden.redaction`).
 
 The names most callers need are re-exported here.
 """

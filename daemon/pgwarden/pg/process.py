@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import IO, cast
 
 from pgwarden.errors import ToolError
-from pgwarden.pg.redaction import redact
+from pgwarden.redaction import redact
 from pgwarden.pg.tooltypes import AnyLogger, Readable, Sink, ToolLogger, ToolResult, check
 
 CHUNK = 1 << 20

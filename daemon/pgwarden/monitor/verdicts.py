@@ -1,0 +1,54 @@
+"""The result of one ``pgwarden check`` item: a status and a one-line explanation.
+
+Statuses: ``pass``; ``warn`` (advice, does not fail the command); ``fail`` (the command exits
+1); ``unknown`` (could not be decided, with the reason; does not fail the command by itself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Status = Literal["pass", "warn", "fail", "unknown"]
+STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "unknown")
+
+#: check id -> the strategy's wording (Production Checklist, Vector Storage, Connection Pooling)
+TITLES = {
+    "credentials": "Credentials in environment variables (not code)",
+    "backup.automation": "Backup automation configured",
+    "backup.restore_tested": "Backup restore tested",
+    "server.reachable": "Server reachable",
+    "connections.pooling": "Connection pooling enabled (if needed)",
+    "connections.limits": "Connection headroom",
+    "monitoring.role": "Monitoring role can see all sessions",
+    "indexes": "Indexes on frequently queried columns",
+    "ssl": "SSL enabled for remote connections",
+    "pgvector.extension": "pgvector extension",
+    "pgvector.column": "pgvector column",
+    "pg_dump": "pg_dump / pg_restore compatible with the server",
+    "targets": "Targets configured",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One checklist item for one target (``target`` None: the whole config)."""
+
+    check: str
+    status: Status
+    detail: str
+    target: str | None = None
+    subject: str | None = None
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.check, self.check)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {**asdict(self), "title": self.title}
+
+
+def worst(statuses: list[Status]) -> Status:
+    """fail > warn > unknown > pass."""
+    order: tuple[Status, ...] = ("fail", "warn", "unknown")
+    return next((status for status in order if status in statuses), "pass")

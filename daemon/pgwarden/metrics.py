@@ -271,6 +271,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A TLS 1.2+ server context with the certificate chain and its key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return context
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     ssl_context: ssl.SSLContext | None = None
@@ -310,8 +318,8 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """``/metrics`` and ``/healthz`` on one address, in a named thread.
 
-    ``tls`` is ``(cert_file, key_file)``; ``auth`` protects every path when given.  Listening
-    beyond loopback without auth (or with auth but without TLS) logs a warning.
+    ``tls`` is a context from :func:`tls_context`; ``auth`` protects every path when given.
+    Listening beyond loopback without auth (or with auth but without TLS) logs a warning.
     """
 
     def __init__(
@@ -321,23 +329,18 @@ class MetricsServer:
         port: int,
         healthy: Callable[[], bool],
         *,
-        tls: tuple[Path, Path] | None = None,
+        tls: ssl.SSLContext | None = None,
         auth: BasicAuth | None = None,
     ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._healthy = healthy
         self._auth = auth
         self.tls = tls is not None
-        context = None
-        if tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(str(tls[0]), str(tls[1]))
         server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(
             host, port, self._app, server_class=server_class, handler_class=_QuietHandler
         )
-        self._server.ssl_context = context
+        self._server.ssl_context = tls
         self.host = host
         self.thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
@@ -352,21 +355,18 @@ class MetricsServer:
         m = config.metrics
         tls = None
         auth = None
-        if m.tls_cert_file is not None and m.tls_key_file is not None:
-            tls = (m.tls_cert_file, m.tls_key_file)
         try:
             if m.basic_auth_user is not None and m.basic_auth_password_hash is not None:
                 auth = BasicAuth(m.basic_auth_user, m.basic_auth_password_hash.reveal())
         except ValueError as exc:
             raise ConfigError(config.source, [f"metrics.basic_auth_password_hash: {exc}"]) from exc
-        try:
-            return cls(metrics, m.host, m.port, healthy, tls=tls, auth=auth)
-        except ssl.SSLError as exc:
-            raise ConfigError(config.source, [f"metrics.tls_cert_file: {exc}"]) from exc
-        except OSError as exc:
-            if tls is not None and exc.filename is not None:
-                raise ConfigError(config.source, [f"metrics.tls_cert_file: {exc}"]) from exc
-            raise
+        if m.tls_cert_file is not None and m.tls_key_file is not None:
+            try:
+                tls = tls_context(m.tls_cert_file, m.tls_key_file)
+            except (ssl.SSLError, OSError) as exc:
+                problem = f"cannot load {m.tls_cert_file} and {m.tls_key_file}: {exc}"
+                raise ConfigError(config.source, [f"metrics.tls_cert_file: {problem}"]) from exc
+        return cls(metrics, m.host, m.port, healthy, tls=tls, auth=auth)
 
     def _warn_exposure(self) -> None:
         if is_loopback(self.host):

@@ -1,0 +1,451 @@
+"""The control socket's command table: one small handler per command, nothing else.
+
+Each handler takes a :class:`Call` (the daemon seen through :class:`DaemonView`, the validated
+arguments, an ``emit`` for progress events, the peer) and returns the ``result`` object.  It
+raises :class:`~pgwarden.errors.PgwardenError` (``ControlError`` for protocol codes) to answer
+an error; the server turns anything else into an ``internal`` answer.
+
+Decisions written down here:
+
+- ``backup``/``verify``/``prune`` queue a job and answer at once with it; with ``wait`` they
+  send ``progress`` events (at most 4 a second, and a heartbeat every 5 s) until the job ends,
+  then answer with the finished job.  A failed job is still an ``ok`` answer: the request was
+  served; its ``state`` says what happened (the CLI exits 1 for it).
+- A manual ``backup``/``verify``/``prune`` runs even while its target is paused: ``pause``
+  stops schedules only (maintenance windows), it does not overrule an operator.  Pauses live
+  in memory and end with the process.
+- ``reload`` validates the file itself first (pure), so a bad file is answered with every
+  problem; then it asks the main loop to apply it and waits (<= 10 s) to see it in force.
+- ``pin``/``unpin`` change the catalog (``Catalog.set_pinned``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pgwarden import __version__
+from pgwarden import config as config_mod
+from pgwarden.catalog.queries import Catalog
+from pgwarden.catalog.records import BackupRecord, TargetSummary
+from pgwarden.config import Config
+from pgwarden.config_render import effective_dict
+from pgwarden.control.protocol import (
+    BUSY,
+    NOT_FOUND,
+    PROTOCOL_VERSION,
+    TIMEOUT,
+    Args,
+    Peer,
+    control_error,
+)
+from pgwarden.errors import CatalogError
+from pgwarden.metrics import Metrics
+from pgwarden.service.jobs import Job, JobRunner
+from pgwarden.service.scheduler import Scheduler
+
+PROGRESS_MIN_INTERVAL = 0.25  # seconds between two progress events of one job
+HEARTBEAT = 5.0  # a progress event at least this often while waiting
+RELOAD_WAIT = 10.0  # how long ``reload`` waits for the main loop to apply the file
+
+
+class StateView(Protocol):
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    def check_reloadable(self, new: Config) -> None: ...
+
+
+class DaemonView(Protocol):
+    """What the control socket uses of :class:`pgwarden.service.daemon.Daemon`."""
+
+    @property
+    def config_path(self) -> Path: ...
+
+    @property
+    def paused(self) -> set[str]: ...
+
+    @property
+    def runner(self) -> JobRunner | None: ...
+
+    @property
+    def scheduler(self) -> Scheduler | None: ...
+
+    @property
+    def state(self) -> StateView | None: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    def submit(
+        self, kind: str, target: str, args: dict[str, Any], trigger: str = "manual"
+    ) -> Job: ...
+
+    def request_reload(self) -> None: ...
+
+
+class ConfigWatch:
+    """When the config now in force was loaded: noticed by identity, within a server tick."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._config: Config | None = None
+        self._at = datetime.now(UTC)
+
+    def observe(self, config: Config) -> datetime:
+        with self._lock:
+            if config is not self._config:
+                if self._config is not None:
+                    self._at = datetime.now(UTC)
+                self._config = config
+            return self._at
+
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class Call:
+    daemon: DaemonView
+    args: Args
+    emit: Emit
+    peer: Peer
+    watch: ConfigWatch
+
+
+Handler = Callable[[Call], dict[str, Any]]
+COMMANDS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _parts(daemon: DaemonView) -> tuple[JobRunner, StateView, Scheduler]:
+    runner, state, scheduler = daemon.runner, daemon.state, daemon.scheduler
+    if runner is None or state is None or scheduler is None:
+        raise control_error(BUSY, "the daemon is still starting; try again in a moment")
+    return runner, state, scheduler
+
+
+def _target(call: Call, required: bool) -> str | None:
+    name = call.args.text("target") if required else call.args.opt_text("target")
+    if name is not None:
+        _parts(call.daemon)[1].config.target(name)  # NotFoundError (not_found) when unknown
+    return name
+
+
+def _progress(job: Job) -> dict[str, Any]:
+    data: dict[str, Any] = {"job": job.id, "kind": job.kind, "target": job.target}
+    data.update(job.progress)
+    data["state"] = job.state
+    if job.started_at is not None:
+        end = job.finished_at or datetime.now(UTC)
+        data["elapsed_s"] = round((end - job.started_at).total_seconds(), 3)
+    return data
+
+
+def _follow(call: Call, job: Job) -> None:
+    """Emit ``progress`` events until ``job`` has finished (throttled, with heartbeats)."""
+    seen, last_sent = -1, 0.0
+    while True:
+        finished = job.finished
+        version = job.version
+        now = time.monotonic()
+        if version != seen or now - last_sent >= HEARTBEAT:
+            call.emit("progress", _progress(job))
+            seen, last_sent = version, now
+        if finished:
+            return
+        job.wait_change(seen, timeout=HEARTBEAT)
+        time.sleep(max(0.0, last_sent + PROGRESS_MIN_INTERVAL - time.monotonic()))
+
+
+def _submit(call: Call, kind: str, target: str, job_args: dict[str, Any]) -> tuple[Job, bool]:
+    """Queue a job; also whether an identical queued or running job was returned instead."""
+    runner = _parts(call.daemon)[0]
+    before = {job.id for job in runner.jobs() if not job.finished}
+    job = call.daemon.submit(kind, target, job_args, trigger="manual")
+    return job, job.id in before
+
+
+def _job_answer(call: Call, kind: str, target: str, job_args: dict[str, Any]) -> dict[str, Any]:
+    wait = call.args.flag("wait")
+    call.args.finish()
+    job, existing = _submit(call, kind, target, job_args)
+    if existing and job.args != job_args:
+        raise control_error(
+            BUSY, f"a {kind} of {target} with other options is already queued or running "
+            f"(job {job.id}); try again when it has finished",
+        )  # fmt: skip
+    if wait:
+        _follow(call, job)
+    return {"job": job.as_dict(), "existing": existing}
+
+
+def _record(backup: BackupRecord) -> dict[str, Any]:
+    out = asdict(backup)
+    out["short_id"] = backup.short_id
+    return out
+
+
+def _summaries(state: StateView) -> tuple[dict[str, TargetSummary], str | None]:
+    try:
+        return state.catalog.summaries(), None
+    except CatalogError as exc:
+        return {}, str(exc)
+
+
+def _last(summary: TargetSummary | None, history: list[Job]) -> dict[str, Any]:
+    """Last outcomes of one target: the catalog's history, the newest jobs of this process."""
+    out: dict[str, Any] = {}
+    if summary is not None:
+        out["backup"] = {
+            "attempt_at": summary.last_attempt_at,
+            "attempt_status": summary.last_attempt_status,
+            "success_at": summary.last_success_at,
+            "success_size_bytes": summary.last_success_size_bytes,
+            "complete_count": summary.complete_count,
+        }
+        out["verify"] = {
+            "at": summary.last_verification_at,
+            "status": summary.last_verification_status,
+        }
+    for job in history:  # newest first
+        entry = out.setdefault(job.kind, {})
+        if "job" not in entry:
+            entry["job"] = {"id": job.id, "state": job.state, "finished_at": job.finished_at,
+                            "error": job.error}  # fmt: skip
+    return out
+
+
+# -- commands ------------------------------------------------------------------------------
+@command("hello")
+def hello(call: Call) -> dict[str, Any]:
+    call.args.finish()
+    return {
+        "server": "pgwarden",
+        "protocol": PROTOCOL_VERSION,
+        "version": __version__,
+        "pid": os.getpid(),
+        "commands": sorted(COMMANDS),
+        "peer": {"uid": call.peer.uid, "user": call.peer.user},
+    }
+
+
+@command("status")
+def status(call: Call) -> dict[str, Any]:
+    call.args.finish()
+    daemon = call.daemon
+    runner, state, scheduler = _parts(daemon)
+    config = state.config
+    jobs = runner.jobs()
+    paused = set(daemon.paused)
+    summaries, catalog_error = _summaries(state)
+    started = daemon.metrics.registry.get_sample_value("pgwarden_start_time_seconds") or None
+    targets = []
+    for t in config.targets:
+        mine = [j for j in jobs if j.target == t.name]
+        targets.append({
+            "name": t.name,
+            "paused": "*" in paused or t.name in paused,
+            "next": scheduler.next_for(t.name),
+            "running": [j.id for j in mine if j.state == "running"],
+            "queued": [j.id for j in mine if j.state == "queued"],
+            "last": _last(summaries.get(t.name), [j for j in mine if j.finished]),
+        })  # fmt: skip
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "started_at": datetime.fromtimestamp(started, UTC) if started else None,
+        "uptime_s": round(time.time() - started, 1) if started else None,
+        "config": {"path": str(daemon.config_path), "loaded_at": call.watch.observe(config)},
+        "paused": {"all": "*" in paused, "targets": sorted(paused - {"*"})},
+        "jobs": {
+            "running": [j.as_dict() for j in jobs if j.state == "running"],
+            "queued": [j.as_dict() for j in jobs if j.state == "queued"],
+        },
+        "targets": targets,
+        "catalog_error": catalog_error,
+    }
+
+
+@command("jobs")
+def jobs(call: Call) -> dict[str, Any]:
+    target = call.args.opt_text("target")
+    call.args.finish()
+    runner = _parts(call.daemon)[0]
+    return {"jobs": [j.as_dict() for j in runner.jobs() if target in (None, j.target)]}
+
+
+@command("job")
+def job(call: Call) -> dict[str, Any]:
+    job_id = call.args.text("id")
+    wait = call.args.flag("wait")
+    call.args.finish()
+    found = _parts(call.daemon)[0].get(job_id)
+    if found is None:
+        raise control_error(NOT_FOUND, f"no job {job_id!r} (the daemon keeps the last 200)")
+    if wait:
+        _follow(call, found)
+    return {"job": found.as_dict()}
+
+
+@command("backup")
+def backup(call: Call) -> dict[str, Any]:
+    target = _target(call, required=True)
+    assert target is not None
+    tags = call.args.text_list("tags")
+    return _job_answer(call, "backup", target, {"tags": tags} if tags else {})
+
+
+@command("verify")
+def verify(call: Call) -> dict[str, Any]:
+    target = _target(call, required=True)
+    assert target is not None
+    ref = call.args.opt_text("backup")
+    job_args: dict[str, Any] = {}
+    if ref is not None:
+        job_args["backup"] = _parts(call.daemon)[1].catalog.get_backup(ref, target).id
+    return _job_answer(call, "verify", target, job_args)
+
+
+@command("prune")
+def prune(call: Call) -> dict[str, Any]:
+    target = _target(call, required=False)
+    dry_run = call.args.flag("dry_run")
+    wait = call.args.flag("wait")
+    call.args.finish()
+    config = _parts(call.daemon)[1].config
+    names = [target] if target is not None else [t.name for t in config.targets]
+    job_args: dict[str, Any] = {"dry_run": True} if dry_run else {}
+    queued = []
+    for name in names:
+        found, existing = _submit(call, "prune", name, job_args)
+        if existing and found.args != job_args:
+            raise control_error(
+                BUSY, f"a prune of {name} with other options is already queued or running "
+                f"(job {found.id}); try again when it has finished",
+            )  # fmt: skip
+        queued.append(found)
+    if wait:
+        for found in queued:
+            _follow(call, found)
+    return {"jobs": [found.as_dict() for found in queued], "dry_run": dry_run}
+
+
+@command("backups")
+def backups(call: Call) -> dict[str, Any]:
+    target = call.args.opt_text("target")
+    include_deleted = call.args.flag("all")
+    call.args.finish()
+    state = _parts(call.daemon)[1]
+    statuses = None if include_deleted else ("running", "complete", "failed", "interrupted")
+    records = state.catalog.list_backups(target, statuses=statuses)
+    if target is not None and not records:
+        state.config.target(target)  # an unknown target is not_found; a known one just empty
+    return {"backups": [_record(b) for b in records]}
+
+
+def _pin(call: Call, pinned: bool) -> dict[str, Any]:
+    target = _target(call, required=True)
+    ref = call.args.text("backup")
+    call.args.finish()
+    record = _parts(call.daemon)[1].catalog.set_pinned(ref, pinned, target)
+    return {"backup": _record(record)}
+
+
+@command("pin")
+def pin(call: Call) -> dict[str, Any]:
+    return _pin(call, True)
+
+
+@command("unpin")
+def unpin(call: Call) -> dict[str, Any]:
+    return _pin(call, False)
+
+
+@command("reload")
+def reload(call: Call) -> dict[str, Any]:
+    call.args.finish()
+    daemon = call.daemon
+    state = _parts(daemon)[1]
+    new = config_mod.load(daemon.config_path)  # ConfigError (code "config") lists every problem
+    state.check_reloadable(new)
+    old = state.config
+    failures = _reload_failures(daemon.metrics)
+    daemon.request_reload()
+    deadline = time.monotonic() + RELOAD_WAIT
+    while time.monotonic() < deadline:
+        current = state.config
+        if current is not old:
+            return {
+                "reloaded": True,
+                "config": str(daemon.config_path),
+                "loaded_at": call.watch.observe(current),
+                "targets": [t.name for t in current.targets],
+            }
+        if _reload_failures(daemon.metrics) > failures:
+            raise control_error("config", "the daemon rejected the new configuration (see its log)")
+        time.sleep(0.05)
+    raise control_error(TIMEOUT, f"the reload was not applied within {RELOAD_WAIT:.0f} s")
+
+
+def _reload_failures(metrics: Metrics) -> float:
+    name = "pgwarden_config_reloads_total"
+    value = metrics.registry.get_sample_value(name, {"result": "failure"})
+    return value or 0.0
+
+
+def _paused_answer(daemon: DaemonView) -> dict[str, Any]:
+    paused = set(daemon.paused)
+    return {"paused": {"all": "*" in paused, "targets": sorted(paused - {"*"})}}
+
+
+@command("pause")
+def pause(call: Call) -> dict[str, Any]:
+    target = _target(call, required=False)
+    call.args.finish()
+    call.daemon.paused.add(target if target is not None else "*")
+    return _paused_answer(call.daemon)
+
+
+@command("resume")
+def resume(call: Call) -> dict[str, Any]:
+    target = _target(call, required=False)
+    call.args.finish()
+    paused = call.daemon.paused
+    if target is None:
+        paused.clear()
+    else:
+        if "*" in paused:  # all paused, resume one: pause the others by name, then lift "*"
+            others = {t.name for t in _parts(call.daemon)[1].config.targets} - {target}
+            paused.update(others)
+            paused.discard("*")
+        paused.discard(target)
+    return _paused_answer(call.daemon)
+
+
+@command("config")
+def config(call: Call) -> dict[str, Any]:
+    call.args.finish()
+    current = _parts(call.daemon)[1].config
+    return {
+        "path": str(call.daemon.config_path),
+        "loaded_at": call.watch.observe(current),
+        "config": effective_dict(current),
+    }

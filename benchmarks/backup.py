@@ -113,7 +113,9 @@ def main() -> int:
             print(f"{key:<10} {med[key]:9.2f} {shown}")
         print()
         print(f"pgwarden / strategy time: {med['pgwarden'] / med['strategy']:.3f}  (goal <= 0.2)")
-        print(f"pgwarden / strategy size: {sizes['pgwarden'] / sizes['strategy']:.3f}  (goal <= 1.0)")
+        print(
+            f"pgwarden / strategy size: {sizes['pgwarden'] / sizes['strategy']:.3f}  (goal <= 1.0)"
+        )
         print(f"pgwarden / raw dump time: {med['pgwarden'] / med['raw']:.3f}  (goal <= 1.5)")
     finally:
         server.stop("immediate")

@@ -25,7 +25,7 @@ def _server(kind: str) -> Iterator[PgServer]:
     base = temp_base(f"pgwarden-{kind}-")
     try:
         server = start_pg18(base) if kind == "pg18" else start_pg15(base)
-    except Exception as exc:  # noqa: BLE001 - any failure to start must stop the run loudly
+    except Exception as exc:
         log = base / "server.log"
         detail = log.read_text() if log.exists() else ""
         pytest.exit(f"cannot start {kind}: {exc}\n{detail}", returncode=1)

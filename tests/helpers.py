@@ -12,7 +12,9 @@ from pgwarden.storage import LocalStorage
 from tests.pgservers import PgServer
 
 
-def target_doc(server: PgServer, dbname: str, name: str | None = None, **sections: Any) -> dict[str, Any]:
+def target_doc(
+    server: PgServer, dbname: str, name: str | None = None, **sections: Any
+) -> dict[str, Any]:
     doc: dict[str, Any] = {"name": name or dbname, "dsn": server.uri(dbname),
                            "bin_dir": str(server.bin_dir)}  # fmt: skip
     for key, value in sections.items():

@@ -64,19 +64,31 @@ class PgServer:
 
     def create_database(self, name: str) -> str:
         with self.connect() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
         with self.connect() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
     def databases(self) -> list[str]:
         return [r[0] for r in self.execute("SELECT datname FROM pg_database")]  # type: ignore[misc]
 
     def _ctl(self, *args: str) -> None:
-        cmd = ["runuser", "-u", self.run_as, "--", str(self.bin_dir / "pg_ctl"), "-D", str(self.datadir)]
+        cmd = [
+            "runuser",
+            "-u",
+            self.run_as,
+            "--",
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+        ]
         subprocess.run([*cmd, *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:

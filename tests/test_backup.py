@@ -69,7 +69,9 @@ def test_custom_round_trip_with_stock_pg_restore(pg18: PgServer, workdir: Path) 
     assert record.sha256 == outcome.sha256
 
 
-def test_plain_sql_gz_restores_with_the_strategys_own_command(pg18: PgServer, workdir: Path) -> None:
+def test_plain_sql_gz_restores_with_the_strategys_own_command(
+    pg18: PgServer, workdir: Path
+) -> None:
     make_rich_db(pg18, "rich_plain", large_objects=2)
     _, outcome = _backup(workdir, pg18, "rich_plain", format="plain")
     assert outcome.path.name.endswith(".sql.gz")
@@ -115,8 +117,10 @@ def test_pg15_pg_dump_refused_for_pg18_server(pg18: PgServer, workdir: Path) -> 
 def test_pg18_pg_dump_backs_up_pg15_server(pg15: PgServer, pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg15, "from15", rows=200, vectors=False)
     config = make_config(
-        workdir, [{**target_doc(pg15, "from15"), "bin_dir": str(pg18.bin_dir),
-                   "backup": {"retries": 0}}],  # fmt: skip
+        workdir,
+        [
+            {**target_doc(pg15, "from15"), "bin_dir": str(pg18.bin_dir), "backup": {"retries": 0}}
+        ],  # fmt: skip
     )
     env = open_env(config)
     outcome = take_backup(BackupRequest(config.targets[0], config, env.catalog, env.storage))
@@ -136,3 +140,33 @@ def test_globals_are_kept_in_the_manifest_without_passwords(pg18: PgServer, work
     assert "CREATE ROLE app_owner" in sql
     assert "canary-role-secret" not in outcome.manifest_path.read_text()
     assert "SCRAM" not in sql
+
+
+def test_stream_check_parses_the_archive_to_its_end(pg18: PgServer, workdir: Path) -> None:
+    """The parse that runs while a backup is written rejects a truncated archive even when
+    the compression around it is intact (pg_restore --list alone would accept it)."""
+    from pgwarden.backup import compress, readback
+    from pgwarden.errors import BackupError
+    from pgwarden.pg.binaries import find_tool
+
+    make_sample_db(pg18, "streamcheck", rows=2000, vectors=False)
+    archive = workdir / "a.dump"
+    subprocess.run([str(pg18.bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(archive),
+                    pg18.dsn("streamcheck")], check=True)  # fmt: skip
+    data = archive.read_bytes()
+    tool = find_tool("pg_restore", min_major=18, bin_dir=pg18.bin_dir)
+
+    def run(payload: bytes) -> None:
+        check = readback.StreamCheck("custom", "zstd", tool, None)
+        for _ in check.tee(
+            compress.zstd_compress([payload[i : i + 65536] for i in range(0, len(payload), 65536)])
+        ):
+            pass
+        check.finish()
+
+    run(data)
+    listed = subprocess.run([str(tool.path), "--list"], input=data[: len(data) * 2 // 3],
+                            capture_output=True, check=False)  # fmt: skip
+    assert listed.returncode == 0  # --list is fooled by a truncated archive...
+    with pytest.raises(BackupError, match="pg_restore cannot read"):
+        run(data[: len(data) * 2 // 3])  # ...the whole parse is not

@@ -29,7 +29,9 @@ from tests.pgservers import PgServer, start_pg15, temp_base
 from tests.sampledata import make_sample_db
 
 
-def _env(workdir: Path, server: PgServer, db: str, storage: Path | None = None, **backup: object) -> Env:
+def _env(
+    workdir: Path, server: PgServer, db: str, storage: Path | None = None, **backup: object
+) -> Env:
     extra = {"storage": {"path": str(storage), "min_free_margin": 0}} if storage else {}
     return open_env(make_config(workdir, [target_doc(server, db, backup={"retries": 0, **backup})],
                                 **extra))  # fmt: skip
@@ -89,7 +91,7 @@ def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
     def run() -> None:
         try:
             box["result"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=run)
@@ -97,7 +99,9 @@ def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
     return thread, box
 
 
-def test_row_counts_match_the_snapshot_under_concurrent_inserts(pg18: PgServer, workdir: Path) -> None:
+def test_row_counts_match_the_snapshot_under_concurrent_inserts(
+    pg18: PgServer, workdir: Path
+) -> None:
     make_sample_db(pg18, "busy", rows=3000)
     env = _env(workdir, pg18, "busy")
     stop = threading.Event()
@@ -106,8 +110,10 @@ def test_row_counts_match_the_snapshot_under_concurrent_inserts(pg18: PgServer, 
     def writer() -> None:
         with psycopg.connect(pg18.dsn("busy"), autocommit=True) as conn:
             while not stop.is_set():
-                conn.execute("INSERT INTO users (email, display_name, created_at) "
-                             "VALUES (md5(random()::text) || '@x.org', 'w', now())")
+                conn.execute(
+                    "INSERT INTO users (email, display_name, created_at) "
+                    "VALUES (md5(random()::text) || '@x.org', 'w', now())"
+                )
                 inserted[0] += 1
 
     thread = threading.Thread(target=writer)
@@ -197,7 +203,9 @@ def test_server_stopped_mid_run_then_recovers(workdir: Path) -> None:
 def small_disk(workdir: Path) -> Iterator[Path]:
     mount = workdir / "small"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0755", "tmpfs", str(mount)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m,mode=0755", "tmpfs", str(mount)], check=True
+    )
     try:
         yield mount
     finally:
@@ -209,8 +217,11 @@ def test_full_disk_leaves_nothing_and_next_run_succeeds(pg18: PgServer, workdir:
     make_sample_db(pg18, "fill", rows=50, vectors=False)
     env = _env(workdir, pg18, "fill", storage=small_disk)
     take_backup(_request(env))  # small: the estimate for the next run is this size
-    pg18.execute("CREATE TABLE blob AS SELECT decode(string_agg(md5(random()::text), ''), 'hex') AS b "
-                 "FROM generate_series(1, 1000000)", "fill")  # 16 MB of incompressible bytes
+    pg18.execute(
+        "CREATE TABLE blob AS SELECT decode(string_agg(md5(random()::text), ''), 'hex') AS b "
+        "FROM generate_series(1, 1000000)",
+        "fill",
+    )  # 16 MB of incompressible bytes
     with pytest.raises(BackupError) as info:
         take_backup(_request(env))
     assert "No space left" in str(info.value) or "space" in str(info.value).lower()
@@ -223,7 +234,9 @@ def test_full_disk_leaves_nothing_and_next_run_succeeds(pg18: PgServer, workdir:
     _assert_nothing_left(env)
 
 
-def test_space_check_refuses_before_dumping(pg18: PgServer, workdir: Path, small_disk: Path) -> None:
+def test_space_check_refuses_before_dumping(
+    pg18: PgServer, workdir: Path, small_disk: Path
+) -> None:
     make_sample_db(pg18, "toobig", rows=50, vectors=False)
     pg18.execute("CREATE TABLE pad AS SELECT repeat('x', 1000) AS t FROM generate_series(1, 8000)",
                  "toobig")  # fmt: skip

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,13 +69,19 @@ def test_defaults_follow_the_strategy() -> None:
     [
         ({"targets": [target(colour="blue")]}, "targets[0].colour: unknown key"),
         ({"nonsense": {}}, "nonsense: unknown key"),
-        ({"targets": [target(password="hunter2")]}, "targets[0].password: a password in the config"),
+        (
+            {"targets": [target(password="hunter2")]},
+            "targets[0].password: a password in the config",
+        ),
         ({"targets": [target(dsn="postgresql://u:pw@h/app")]}, "targets[0].dsn: the DSN contains"),
         ({"targets": [target(dsn="host=h")]}, "targets[0].dsn: must name a database"),
         ({"targets": [target(), target()]}, "targets: target name 'app' is used more than once"),
         ({"daemon": {"timezone": "Mars/Olympus"}}, "daemon.timezone: unknown timezone"),
         ({"metrics": {"listen": "nowhere"}}, "metrics.listen: must be HOST:PORT"),
-        ({"targets": [target(backup={"format": "tar"})]}, "targets[0].backup.format: must be one of"),
+        (
+            {"targets": [target(backup={"format": "tar"})]},
+            "targets[0].backup.format: must be one of",
+        ),
         (
             {"targets": [target(backup={"extra_args": ["--snapshot=x"]})]},
             "targets[0].backup.extra_args: '--snapshot=x' would override",
@@ -150,8 +156,19 @@ _scalar = st.one_of(
 @given(
     section=st.sampled_from(["daemon", "metrics", "monitor", "storage"]),
     key=st.sampled_from(
-        ["state_dir", "max_parallel_jobs", "interval", "listen", "path", "jitter", "enabled",
-         "timezone", "min_free_margin", "log_level", "unknown_key"]
+        [
+            "state_dir",
+            "max_parallel_jobs",
+            "interval",
+            "listen",
+            "path",
+            "jitter",
+            "enabled",
+            "timezone",
+            "min_free_margin",
+            "log_level",
+            "unknown_key",
+        ]
     ),
     value=_scalar,
 )

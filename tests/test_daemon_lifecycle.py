@@ -83,7 +83,9 @@ class Systemd:
 
 
 @contextmanager
-def running_daemon(workdir: Path, text: str) -> Iterator[tuple[subprocess.Popen[bytes], Systemd, Path]]:
+def running_daemon(
+    workdir: Path, text: str
+) -> Iterator[tuple[subprocess.Popen[bytes], Systemd, Path]]:
     config = workdir / "pgwarden.toml"
     config.write_text(text)
     config.chmod(0o600)

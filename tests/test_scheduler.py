@@ -71,10 +71,15 @@ def _config(schedule: str = "0 3 * * *", **daemon: object) -> object:
     return parse(
         {
             "daemon": daemon,
-            "targets": [{"name": "app", "dsn": "postgresql://u@h/app",
-                         "backup": {"schedule": schedule},
-                         "verify": {"enabled": False},
-                         "retention": {"schedule": "off"}}],  # fmt: skip
+            "targets": [
+                {
+                    "name": "app",
+                    "dsn": "postgresql://u@h/app",
+                    "backup": {"schedule": schedule},
+                    "verify": {"enabled": False},
+                    "retention": {"schedule": "off"},
+                }
+            ],  # fmt: skip
         },
         Path("s.toml"),
     )

@@ -32,7 +32,9 @@ def _kind(value: object) -> str:
 class Reader:
     """Reads one TOML table at ``path``; errors go to the shared ``errors`` list."""
 
-    def __init__(self, data: Mapping[str, Any], prefix: str = "", errors: list[str] | None = None):
+    def __init__(
+        self, data: Mapping[str, Any], prefix: str = "", errors: list[str] | None = None
+    ) -> None:
         self.data = data
         self.prefix = prefix
         self.errors: list[str] = errors if errors is not None else []
@@ -93,11 +95,11 @@ class Reader:
         return True
 
     # -- scalars ---------------------------------------------------------------------------
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self._typed(key, (bool,), "true or false")
         return default if value is _MISSING else bool(value)
 
-    def int(self, key: str, default: int, *, minimum: int | None = None,
+    def integer(self, key: str, default: int, *, minimum: int | None = None,
             maximum: int | None = None) -> int:  # fmt: skip
         value = self._typed(key, (int,), "an integer")
         if value is _MISSING:
@@ -134,7 +136,7 @@ class Reader:
             return None
         return value if isinstance(value, str) else float(value)  # type: ignore[arg-type]
 
-    def str(self, key: str, default: str = "", *, required: bool = False) -> str:
+    def string(self, key: str, default: str = "", *, required: bool = False) -> str:
         value = self._typed(key, (str,), "a string")
         if value is _MISSING:
             if required and key not in self.data:
@@ -166,7 +168,7 @@ class Reader:
         return tuple(value)
 
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(key, default)
+        value = self.string(key, default)
         if value not in choices:
             self.error(key, f"must be one of {', '.join(choices)} (got {value!r})")
             return default
@@ -192,7 +194,7 @@ class Reader:
         try:
             mode = int(value, 8)
         except ValueError:
-            self.error(key, f"must be an octal mode such as \"0660\" (got {value!r})")
+            self.error(key, f'must be an octal mode such as "0660" (got {value!r})')
             return default
         if not 0 <= mode <= 0o777:
             self.error(key, f"must be between 0000 and 0777 (got {value!r})")
@@ -200,7 +202,7 @@ class Reader:
         return mode
 
     def name(self, key: str) -> str | None:
-        value = self.str(key, required=True)
+        value = self.string(key, required=True)
         if not value:
             return None
         if len(value) > 63 or not set(value) <= _NAME_CHARS:
@@ -209,7 +211,7 @@ class Reader:
         return value
 
     def timezone(self, key: str, default: str) -> str:
-        value = self.str(key, default)
+        value = self.string(key, default)
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
@@ -218,7 +220,7 @@ class Reader:
         return value
 
     def cron(self, key: str, default: str, tz: str) -> str:
-        value = self.str(key, default)
+        value = self.string(key, default)
         problem = cronexpr.problem(value, tz)
         if problem:
             self.error(key, problem)
@@ -229,10 +231,12 @@ class Reader:
         if key in self.data and self.data[key] in ("", "off", "none"):
             self._seen.add(key)
             return None
-        return self.cron(key, default, tz) if (key in self.data or default) else None
+        if key not in self.data and default is None:
+            return None
+        return self.cron(key, default or "", tz)
 
     def listen_address(self, key: str, default: str) -> str:
-        value = self.str(key, default)
+        value = self.string(key, default)
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
             self.error(key, f"must be HOST:PORT such as 127.0.0.1:9188 (got {value!r})")
@@ -246,7 +250,7 @@ class Reader:
         return value
 
     def dsn(self, key: str, *, required: bool) -> str | None:
-        value = self.str(key, required=required) if required else self.opt_str(key)
+        value = self.string(key, required=required) if required else self.opt_str(key)
         if not value:
             return None
         try:

@@ -82,13 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", action="append", default=[], help="extra tag (e.g. pre-migration)")
     _json_opt(p)
 
-    p = add("verify", c + "restore_cmd:cmd_verify", "restore drill of a backup into a scratch database")
+    p = add(
+        "verify", c + "restore_cmd:cmd_verify", "restore drill of a backup into a scratch database"
+    )
     _config_opt(p)
     p.add_argument("target")
     p.add_argument("backup", nargs="?", help="backup id or prefix (default: newest)")
     _json_opt(p)
 
-    p = add("prune", c + "retention_cmd:cmd_prune", "apply retention (or show the plan with --dry-run)")
+    p = add(
+        "prune", c + "retention_cmd:cmd_prune", "apply retention (or show the plan with --dry-run)"
+    )
     _config_opt(p)
     p.add_argument("target", nargs="?")
     p.add_argument("--dry-run", action="store_true")
@@ -110,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     _json_opt(p)
 
     for name, pin in (("pin", True), ("unpin", False)):
-        p = add(name, c + "retention_cmd:cmd_pin", f"{name} a backup (pinned backups are never pruned)")
+        p = add(
+            name, c + "retention_cmd:cmd_pin", f"{name} a backup (pinned backups are never pruned)"
+        )
         _config_opt(p)
         p.add_argument("target")
         p.add_argument("backup")

@@ -319,15 +319,15 @@ def _daemon(r: SubReader) -> DaemonConfig | None:
         socket_group=r.opt_str("socket_group"),
         allowed_users=r.str_list("allowed_users"),
         allowed_groups=r.str_list("allowed_groups"),
-        max_parallel_jobs=r.int("max_parallel_jobs", d.max_parallel_jobs, minimum=1, maximum=64),
+        max_parallel_jobs=r.integer("max_parallel_jobs", d.max_parallel_jobs, minimum=1, maximum=64),
         shutdown_timeout=r.number("shutdown_timeout", d.shutdown_timeout, minimum=1),
         timezone=r.timezone("timezone", d.timezone),
-        jitter=r.int("jitter", d.jitter, minimum=0, maximum=86400),
-        catch_up=r.bool("catch_up", d.catch_up),
+        jitter=r.integer("jitter", d.jitter, minimum=0, maximum=86400),
+        catch_up=r.flag("catch_up", d.catch_up),
         catalog_url=r.opt_str("catalog_url"),
         log_level=r.choice("log_level", d.log_level, LOG_LEVELS),
         log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
-        allow_plaintext_passwords=r.bool("allow_plaintext_passwords", False),
+        allow_plaintext_passwords=r.flag("allow_plaintext_passwords", False),
     )
     r.finish()
     return out
@@ -336,7 +336,7 @@ def _daemon(r: SubReader) -> DaemonConfig | None:
 def _metrics(r: SubReader) -> MetricsConfig | None:
     d = MetricsConfig()
     out = MetricsConfig(
-        enabled=r.bool("enabled", d.enabled),
+        enabled=r.flag("enabled", d.enabled),
         listen=r.listen_address("listen", d.listen),
         tls_cert_file=r.opt_path("tls_cert_file"),
         tls_key_file=r.opt_path("tls_key_file"),
@@ -346,7 +346,9 @@ def _metrics(r: SubReader) -> MetricsConfig | None:
     if (out.tls_cert_file is None) != (out.tls_key_file is None):
         r.error("tls_key_file", "tls_cert_file and tls_key_file go together")
     if (out.basic_auth_user is None) != (out.basic_auth_password_hash is None):
-        r.error("basic_auth_password_hash", "basic_auth_user and basic_auth_password_hash go together")
+        r.error(
+            "basic_auth_password_hash", "basic_auth_user and basic_auth_password_hash go together"
+        )
     r.finish()
     return out
 
@@ -354,10 +356,10 @@ def _metrics(r: SubReader) -> MetricsConfig | None:
 def _pool(r: SubReader, keys_prefix: str = "") -> PoolSettings:
     d = PoolSettings()
     return PoolSettings(
-        pool_size=r.int(f"{keys_prefix}pool_size", d.pool_size, minimum=1, maximum=10000),
-        max_overflow=r.int(f"{keys_prefix}max_overflow", d.max_overflow, minimum=0, maximum=10000),
+        pool_size=r.integer(f"{keys_prefix}pool_size", d.pool_size, minimum=1, maximum=10000),
+        max_overflow=r.integer(f"{keys_prefix}max_overflow", d.max_overflow, minimum=0, maximum=10000),
         pool_timeout=r.number(f"{keys_prefix}pool_timeout", d.pool_timeout, minimum=0.1),
-        pool_recycle=r.int(f"{keys_prefix}pool_recycle", d.pool_recycle, minimum=-1),
+        pool_recycle=r.integer(f"{keys_prefix}pool_recycle", d.pool_recycle, minimum=-1),
     )
 
 
@@ -367,10 +369,10 @@ def _monitor(r: SubReader) -> MonitorConfig | None:
     pool = _pool(pool_reader)
     pool_reader.finish()
     out = MonitorConfig(
-        enabled=r.bool("enabled", d.enabled),
+        enabled=r.flag("enabled", d.enabled),
         interval=r.number("interval", d.interval, minimum=0.1, maximum=86400),
         statement_timeout=r.number("statement_timeout", d.statement_timeout, minimum=0.1),
-        top_applications=r.int("top_applications", d.top_applications, minimum=0, maximum=100),
+        top_applications=r.integer("top_applications", d.top_applications, minimum=0, maximum=100),
         pool=pool,
     )
     r.finish()
@@ -431,21 +433,21 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     b = r.section("backup")
     bd = BackupSettings()
     backup = BackupSettings(
-        enabled=b.bool("enabled", bd.enabled),
+        enabled=b.flag("enabled", bd.enabled),
         schedule=b.cron("schedule", bd.schedule, tz),
         format=b.choice("format", bd.format, BACKUP_FORMATS),
         compression=b.choice("compression", bd.compression, COMPRESSIONS),
         compression_level=b.opt_int("compression_level", minimum=0, maximum=22),
-        jobs=b.int("jobs", bd.jobs, minimum=1, maximum=64),
+        jobs=b.integer("jobs", bd.jobs, minimum=1, maximum=64),
         row_counts=b.choice("row_counts", bd.row_counts, ROW_COUNT_MODES),
-        exact_count_max_bytes=b.int("exact_count_max_bytes", bd.exact_count_max_bytes, minimum=0),
-        vector_probes=b.int("vector_probes", bd.vector_probes, minimum=0, maximum=100),
-        vector_probe_k=b.int("vector_probe_k", bd.vector_probe_k, minimum=1, maximum=100),
-        retries=b.int("retries", bd.retries, minimum=0, maximum=20),
+        exact_count_max_bytes=b.integer("exact_count_max_bytes", bd.exact_count_max_bytes, minimum=0),
+        vector_probes=b.integer("vector_probes", bd.vector_probes, minimum=0, maximum=100),
+        vector_probe_k=b.integer("vector_probe_k", bd.vector_probe_k, minimum=1, maximum=100),
+        retries=b.integer("retries", bd.retries, minimum=0, maximum=20),
         retry_backoff=b.number("retry_backoff", bd.retry_backoff, minimum=0),
         timeout=b.opt_number("timeout", minimum=1),
         extra_args=b.str_list("extra_args"),
-        dump_globals=b.bool("dump_globals", bd.dump_globals),
+        dump_globals=b.flag("dump_globals", bd.dump_globals),
     )
     for arg in backup.extra_args:
         option = arg.split("=", 1)[0]
@@ -453,9 +455,11 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
             arg.startswith(o) and len(o) == 2 for o in RESERVED_PG_DUMP_OPTIONS
         ):
             b.error("extra_args", f"{arg!r} would override an option pgwarden sets itself")
-    if backup.compression_level is not None and backup.compression in ("gzip", "auto"):
-        if backup.compression == "gzip" and backup.compression_level > 9:
-            b.error("compression_level", f"gzip levels are 0..9 (got {backup.compression_level})")
+    gzip_used = backup.compression == "gzip" or (
+        backup.format == "plain" and backup.compression == "auto"
+    )
+    if gzip_used and backup.compression_level is not None and backup.compression_level > 9:
+        b.error("compression_level", f"gzip levels are 0..9 (got {backup.compression_level})")
     if backup.format == "plain" and backup.compression == "zstd":
         b.error("compression", "plain backups are gzip-compressed (.sql.gz) for stock tools")
     b.finish()
@@ -463,11 +467,11 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     rr = r.section("retention")
     rd = RetentionSettings()
     retention = RetentionSettings(
-        keep_days=rr.int("keep_days", rd.keep_days, minimum=1, maximum=36500),
-        min_keep=rr.int("min_keep", rd.min_keep, minimum=1, maximum=10000),
-        keep_daily=rr.int("keep_daily", 0, minimum=0, maximum=10000),
-        keep_weekly=rr.int("keep_weekly", 0, minimum=0, maximum=10000),
-        keep_monthly=rr.int("keep_monthly", 0, minimum=0, maximum=10000),
+        keep_days=rr.integer("keep_days", rd.keep_days, minimum=1, maximum=36500),
+        min_keep=rr.integer("min_keep", rd.min_keep, minimum=1, maximum=10000),
+        keep_daily=rr.integer("keep_daily", 0, minimum=0, maximum=10000),
+        keep_weekly=rr.integer("keep_weekly", 0, minimum=0, maximum=10000),
+        keep_monthly=rr.integer("keep_monthly", 0, minimum=0, maximum=10000),
         schedule=rr.opt_cron("schedule", rd.schedule, tz),
     )
     rr.finish()
@@ -479,8 +483,8 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     checks = []
     for c in v.table_array("checks"):
         check = SqlCheck(
-            name=c.str("name", required=True),
-            sql=c.str("sql", required=True),
+            name=c.string("name", required=True),
+            sql=c.string("sql", required=True),
             min=c.opt_number("min"),
             max=c.opt_number("max"),
             equals=c.opt_scalar("equals"),
@@ -492,13 +496,13 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         c.finish()
         checks.append(check)
     verify = VerifySettings(
-        enabled=v.bool("enabled", vd.enabled),
+        enabled=v.flag("enabled", vd.enabled),
         schedule=v.cron("schedule", vd.schedule, tz),
         dsn=vdsn,
         credentials=vcreds,
-        jobs=v.int("jobs", vd.jobs, minimum=1, maximum=64),
-        after_backup=v.bool("after_backup", vd.after_backup),
-        random_older=v.bool("random_older", vd.random_older),
+        jobs=v.integer("jobs", vd.jobs, minimum=1, maximum=64),
+        after_backup=v.flag("after_backup", vd.after_backup),
+        random_older=v.flag("random_older", vd.random_older),
         checks=tuple(checks),
     )
     v.finish()
@@ -507,9 +511,9 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     for p in r.table_array("pools"):
         pools.append(
             AppPool(
-                application=p.str("application", required=True),
+                application=p.string("application", required=True),
                 settings=_pool(p),
-                processes=p.int("processes", 1, minimum=1, maximum=10000),
+                processes=p.integer("processes", 1, minimum=1, maximum=10000),
             )
         )
         p.finish()

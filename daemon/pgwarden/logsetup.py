@@ -19,8 +19,18 @@ import structlog
 from pgwarden.redaction import redact
 
 SECRET_KEYS = frozenset(
-    {"password", "passwd", "secret", "token", "pgpassword", "basic_auth_password_hash", "dsn_password"}
+    {
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "pgpassword",
+        "basic_auth_password_hash",
+        "dsn_password",
+    }
 )
+
+
 def scrub(text: str) -> str:
     """Remove inline passwords (``password=x``, ``postgresql://u:x@h``) from ``text``."""
     return redact(text)

@@ -126,9 +126,7 @@ class SnapshotSession:
         assert row is not None
         self.snapshot = str(row[0])
 
-    def collect(
-        self, *, mode: str, exact_max_bytes: int, probes: int, probe_k: int
-    ) -> Facts:
+    def collect(self, *, mode: str, exact_max_bytes: int, probes: int, probe_k: int) -> Facts:
         conn = self.conn
         row = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
@@ -143,9 +141,7 @@ class SnapshotSession:
                 else:
                     tables.append(TableCount(schema, table, max(estimate, 0), False, size))
         vector_probes: list[VectorProbe] = []
-        has_vector = conn.execute(
-            "SELECT 1 FROM pg_extension WHERE extname = 'vector'"
-        ).fetchone()
+        has_vector = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
         if probes > 0 and has_vector:
             exact_search(conn)
             for schema, table, column, key_column in conn.execute(VECTOR_COLUMNS_SQL).fetchall():

@@ -122,9 +122,12 @@ class Manifest:
                 {**asdict(p), "neighbours": list(p.neighbours)} for p in self.vector_probes
             ],
             "globals": (
-                {"sql": self.globals_sql,
-                 "restore": f"jq -r .globals.sql {self.path}.manifest.json | psql -d postgres"}
-                if self.globals_sql is not None else None
+                {
+                    "sql": self.globals_sql,
+                    "restore": f"jq -r .globals.sql {self.path}.manifest.json | psql -d postgres",
+                }
+                if self.globals_sql is not None
+                else None
             ),
             "restore": {"commands": list(self.restore_commands)},
             "verifications": list(self.verifications),

@@ -27,7 +27,7 @@ from pathlib import Path
 from pgwarden.config import BackupSettings
 from pgwarden.pg.binaries import Tool
 
-DEFAULT_ZSTD_LEVEL = 3
+DEFAULT_ZSTD_LEVEL = 1
 DEFAULT_GZIP_LEVEL = 6
 
 

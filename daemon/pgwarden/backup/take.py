@@ -132,7 +132,9 @@ def _connect(spec: ConnSpec, target: str) -> psycopg.Connection[Any]:
         return spec.connect(application_name="pgwarden-backup", autocommit=True)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BackupError(f"{target}: cannot connect to {spec.redacted()}: {scrub(first)}") from None
+        raise BackupError(
+            f"{target}: cannot connect to {spec.redacted()}: {scrub(first)}"
+        ) from None
 
 
 def _space_check(request: BackupRequest, conn: psycopg.Connection[Any]) -> int:
@@ -155,7 +157,9 @@ def _space_check(request: BackupRequest, conn: psycopg.Connection[Any]) -> int:
 
 def restore_tool_for(dump_tool: Tool, bin_dir: Path | None) -> Tool:
     """``pg_restore`` from the same installation as ``dump_tool`` (it reads what that wrote)."""
-    return find_tool("pg_restore", min_major=dump_tool.major, bin_dir=bin_dir or dump_tool.path.parent)
+    return find_tool(
+        "pg_restore", min_major=dump_tool.major, bin_dir=bin_dir or dump_tool.path.parent
+    )
 
 
 def _attempt(request: BackupRequest, attempt: int) -> BackupOutcome:
@@ -212,7 +216,8 @@ def _dump(
                     output=partial.path if plan.stage == "pg_dump" else None,
                     extra_args=settings.extra_args,
                 )  # fmt: skip
-                facts, written = _run_dump(request, session, argv, env, plan, partial)
+                facts, written = _run_dump(request, session, argv, env, plan, partial,
+                                           restore_tool)  # fmt: skip
             session.close()
             final = storage.publish(partial)
         request.report(phase="reading back")
@@ -229,10 +234,14 @@ def _dump(
         if settings.dump_globals:
             request.report(phase="dumping globals")
             manifest.globals_sql = dump_globals(spec, dump_tool, request)
-        digest = readback.check_artifact(manifest, final, restore_tool, cancel=request.cancel,
-                                         expect_sha256=False)  # fmt: skip
-        if written is not None and written.sha256 != digest.sha256:
-            raise BackupError(f"{final} changed on disk after writing (checksum differs)")
+        if written is not None:
+            # parsed whole while it was written (readback.StreamCheck): re-hash from disk
+            digest = readback.file_digest(final)
+            if digest.sha256 != written.sha256:
+                raise BackupError(f"{final} changed on disk after writing (checksum differs)")
+        else:
+            digest = readback.check_artifact(manifest, final, restore_tool,
+                                             cancel=request.cancel, expect_sha256=False)  # fmt: skip
         finished = datetime.now(UTC)
         manifest.finished_at = finished
         manifest.duration_s = round(time.monotonic() - started_mono, 3)
@@ -269,7 +278,7 @@ def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: Base
 
 def _run_dump(
     request: BackupRequest, session: SnapshotSession, argv: list[str], env: dict[str, str],
-    plan: pgdump.DumpPlan, partial: Any,
+    plan: pgdump.DumpPlan, partial: Any, restore_tool: Tool,
 ) -> tuple[Facts, Any]:  # fmt: skip
     """pg_dump and the snapshot facts side by side; the facts come from the exporting
     transaction, which stays open until pg_dump is done."""
@@ -280,21 +289,31 @@ def _run_dump(
                             stdout=process.PIPE if plan.stage == "stream" else process.DEVNULL,
                             ) as tool:  # fmt: skip
         writer: Future[Any] | None = None
+        checker: readback.StreamCheck | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump-writer") as pool:
-            if plan.stage == "stream":
-                assert tool.stdout is not None
-                writer = pool.submit(request.storage.write_stream, partial,
-                                     _compressed(tool.stdout, plan, request))  # fmt: skip
             try:
-                facts = session.collect(
-                    mode=settings.row_counts, exact_max_bytes=settings.exact_count_max_bytes,
-                    probes=settings.vector_probes, probe_k=settings.vector_probe_k,
-                )  # fmt: skip
-            except psycopg.Error as exc:
-                tool.terminate_group()
-                raise BackupError(f"collecting snapshot facts failed: {scrub(str(exc))}") from None
-            written = writer.result() if writer is not None else None
-            result = tool.wait()
+                if plan.stage == "stream":
+                    assert tool.stdout is not None
+                    checker = readback.StreamCheck(plan.format, plan.codec, restore_tool,
+                                                   request.cancel)  # fmt: skip
+                    chunks = checker.tee(_compressed(tool.stdout, plan, request))
+                    writer = pool.submit(request.storage.write_stream, partial, chunks)
+                try:
+                    facts = session.collect(
+                        mode=settings.row_counts, exact_max_bytes=settings.exact_count_max_bytes,
+                        probes=settings.vector_probes, probe_k=settings.vector_probe_k,
+                    )  # fmt: skip
+                except psycopg.Error as exc:
+                    tool.terminate_group()
+                    message = f"collecting snapshot facts failed: {scrub(str(exc))}"
+                    raise BackupError(message) from None
+                written = writer.result() if writer is not None else None
+                result = tool.wait()
+                if checker is not None and result.ok:
+                    checker.finish()
+            finally:
+                if checker is not None:
+                    checker.close()
     if result.cancelled:
         raise BackupError("backup cancelled")
     if result.timed_out:

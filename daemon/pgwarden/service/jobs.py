@@ -238,7 +238,7 @@ class JobRunner:
             except PgwardenError as exc:
                 job.error, job.error_code = scrub(str(exc)), exc.code
                 state = "cancelled" if job.cancel.is_set() else "failed"
-            except Exception as exc:  # noqa: BLE001 - job boundary: a failure is an outcome
+            except Exception as exc:
                 job.error, job.error_code = scrub(f"{type(exc).__name__}: {exc}"), "internal"
                 log.exception("job raised an unexpected error")
             job.finished_at = datetime.now(UTC)
@@ -260,5 +260,5 @@ class JobRunner:
         if self._on_finish is not None:
             try:
                 self._on_finish(job)
-            except Exception:  # noqa: BLE001 - a follow-up hook must not kill the worker
+            except Exception:
                 log.exception("job follow-up failed", job_id=job.id)

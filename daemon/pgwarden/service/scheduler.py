@@ -121,5 +121,7 @@ class Scheduler:
 
     def next_for(self, target: str) -> dict[str, str]:
         return {
-            e.key.kind: e.due_at.isoformat() for e in self._entries.values() if e.key.target == target
+            e.key.kind: e.due_at.isoformat()
+            for e in self._entries.values()
+            if e.key.target == target
         }

@@ -1,0 +1,329 @@
+"""The checks of a restored database against its backup's manifest.
+
+* ``row_counts``: every table's exact ``count(*)`` equals the count the manifest recorded in the
+  dump's own snapshot (tables the manifest only estimated are listed, not compared).  Counted
+  on ``jobs`` connections in parallel, biggest tables first.
+* ``extensions``: every extension the manifest lists exists in the restored database.
+* ``sql:<name>``: the operator's ``[[targets.verify.checks]]``: the first column of the first
+  row of ``sql`` must satisfy ``min``, ``max`` and/or ``equals``; reported with its values.
+* ``vector_probes``: for every recorded pgvector probe, the exact nearest-neighbour search
+  (:func:`pgwarden.backup.facts.probe_neighbours`, index scans off) returns the same ids.
+
+The same functions check a database restored for real (``pgwarden restore --verify``).  Queries
+are cancelled when the drill's cancel event is set (:class:`QueryCanceller`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from pgwarden.backup import facts
+from pgwarden.backup.manifest import Manifest, TableCount
+from pgwarden.backup.outcome import CheckResult, StepError
+from pgwarden.config import SqlCheck
+from pgwarden.logsetup import scrub
+from pgwarden.pg.conninfo import ConnSpec
+
+#: per-statement limit of an operator's SQL check on the scratch database
+SQL_CHECK_TIMEOUT_MS = 10 * 60 * 1000
+
+
+class QueryCanceller:
+    """Cancels the running query of every watched connection once ``cancel`` is set."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self._cancel = cancel
+        self._conns: set[psycopg.Connection[Any]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if cancel is not None:
+            self._thread = threading.Thread(target=self._watch, name="drill-canceller",
+                                            daemon=True)  # fmt: skip
+            self._thread.start()
+
+    def _watch(self) -> None:
+        assert self._cancel is not None
+        while not self._stop.wait(0.1):
+            if self._cancel.is_set():
+                with self._lock:
+                    for conn in self._conns:
+                        conn.cancel_safe(timeout=5.0)
+                return
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel is not None and self._cancel.is_set()
+
+    @contextmanager
+    def connection(self, spec: ConnSpec) -> Iterator[psycopg.Connection[Any]]:
+        """A connection to the restored database, watched for cancellation."""
+        if self.cancelled:
+            raise StepError("cancelled", "the drill was cancelled")
+        try:
+            conn = spec.connect(application_name="pgwarden-verify", autocommit=True)
+        except psycopg.Error as exc:
+            raise StepError("checks", f"cannot connect to {spec.redacted()}: "
+                                      f"{scrub(str(exc).strip())}") from None  # fmt: skip
+        with self._lock:
+            self._conns.add(conn)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _error(exc: psycopg.Error) -> str:
+    text = str(exc).strip().splitlines()
+    return scrub(text[0]) if text else type(exc).__name__
+
+
+# -- row counts -----------------------------------------------------------------------------------
+
+
+def check_row_counts(
+    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
+) -> CheckResult:
+    started = time.monotonic()
+    result = CheckResult("row_counts", True)
+    exact = sorted((t for t in manifest.tables if t.exact), key=lambda t: -t.bytes)
+    estimated = [t.qualified for t in manifest.tables if not t.exact]
+    if not manifest.tables:
+        result.detail = f"no row counts in the manifest (row_counts = {manifest.row_count_mode})"
+        return result
+    pending = list(exact)
+    lock = threading.Lock()
+    found: dict[str, int | str] = {}
+
+    def worker() -> None:
+        with canceller.connection(spec) as conn:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    table = pending.pop(0)
+                found[table.qualified] = _count(conn, table, canceller)
+
+    workers = max(1, min(jobs, len(exact)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-count") as pool:
+        for future in [pool.submit(worker) for _ in range(workers)]:
+            future.result()
+    total = 0
+    for table in exact:
+        actual = found.get(table.qualified, "not counted")
+        if actual != table.rows:
+            result.add_failure(table.qualified, table.rows, actual)
+        elif isinstance(actual, int):
+            total += actual
+    result.detail = f"{len(exact)} tables, {total} rows, exact"
+    if estimated:
+        result.detail += (f"; {len(estimated)} only estimated at backup time, not compared: "
+                          f"{', '.join(estimated[:10])}")  # fmt: skip
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def _count(
+    conn: psycopg.Connection[Any], table: TableCount, canceller: QueryCanceller
+) -> int | str:
+    try:
+        return facts.count_rows(conn, table.schema, table.table)
+    except psycopg.errors.UndefinedTable:
+        return "table missing"
+    except psycopg.Error as exc:
+        if canceller.cancelled:
+            raise StepError("cancelled", "the drill was cancelled") from None
+        return f"error: {_error(exc)}"
+
+
+# -- extensions ---------------------------------------------------------------------------------
+
+
+def check_extensions(spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller) -> CheckResult:
+    started = time.monotonic()
+    result = CheckResult("extensions", True)
+    with canceller.connection(spec) as conn:
+        present = {e["name"]: e["version"] for e in facts.list_extensions(conn)}
+    notes = []
+    for ext in manifest.extensions:
+        name, version = ext.get("name", "?"), ext.get("version")
+        if name not in present:
+            result.add_failure(name, version, "missing")
+        elif version and present[name] != version:
+            notes.append(f"{name} {present[name]} (backup had {version})")
+    result.detail = f"{len(manifest.extensions)} present" if result.passed else "missing"
+    if notes:
+        result.detail += "; other versions: " + ", ".join(notes)
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def check_extensions_available(
+    conn: psycopg.Connection[Any], manifest: Manifest, where: str, server_major: int
+) -> CheckResult:
+    """Before restoring: every extension of the backup can be created on the server.
+
+    Raises :class:`StepError` (``extensions_available``) naming each missing extension.
+    """
+    started = time.monotonic()
+    rows = conn.execute("SELECT name, default_version FROM pg_available_extensions").fetchall()
+    available = {str(r[0]): str(r[1]) for r in rows}
+    wanted = [(e.get("name", "?"), e.get("version", "?")) for e in manifest.extensions]
+    missing = [(name, version) for name, version in wanted if name not in available]
+    if missing:
+        listed = ", ".join(
+            f"{n} {v}" + (" (pgvector)" if n == "vector" else "") for n, v in missing
+        )
+        hint = "; ".join(
+            f"install postgresql-{server_major}-pgvector there" if n == "vector"
+            else f"install the package providing {n} there" for n, _ in missing
+        )  # fmt: skip
+        raise StepError(
+            "extensions_available",
+            f"missing on {where} (PostgreSQL {server_major}): {listed}; the backup needs "
+            f"{'them' if len(missing) > 1 else 'it'} before restoring — {hint}, or point "
+            "[targets.verify] dsn at a server that has it",
+            expected=[n for n, _ in wanted], actual=[n for n, _ in missing],
+        )  # fmt: skip
+    detail = f"{len(wanted)} available: " + ", ".join(n for n, _ in wanted) if wanted else "none"
+    return CheckResult("extensions_available", True, detail,
+                       duration_s=time.monotonic() - started)  # fmt: skip
+
+
+# -- the operator's SQL checks ----------------------------------------------------------------
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float | Decimal):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def evaluate(check: SqlCheck, value: object) -> str | None:
+    """``None`` if ``value`` satisfies ``check``, else why not."""
+    number = _number(value)
+    if check.equals is not None:
+        wanted = check.equals
+        if isinstance(wanted, bool) or not isinstance(wanted, int | float):
+            if str(value if not isinstance(value, bool) else str(value).lower()) != str(wanted):
+                return f"not equal to {wanted!r}"
+        elif number is None or number != float(wanted):
+            return f"not equal to {wanted!r}"
+    if check.min is not None and (number is None or number < check.min):
+        return f"below the minimum {check.min!r}" if number is not None else "not a number"
+    if check.max is not None and (number is None or number > check.max):
+        return f"above the maximum {check.max!r}" if number is not None else "not a number"
+    return None
+
+
+def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> CheckResult:
+    started = time.monotonic()
+    expected = {k: v for k, v in (("min", check.min), ("max", check.max),
+                                  ("equals", check.equals)) if v is not None}  # fmt: skip
+    result = CheckResult(f"sql:{check.name}", True, expected=expected)
+    with canceller.connection(spec) as conn:
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ ONLY")
+                conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                             (str(SQL_CHECK_TIMEOUT_MS),))  # fmt: skip
+                row = conn.execute(check.sql.encode()).fetchone()
+        except psycopg.Error as exc:
+            if canceller.cancelled:
+                raise StepError("cancelled", "the drill was cancelled") from None
+            result.passed, result.actual = False, f"error: {_error(exc)}"
+            result.detail = f"{check.sql!r} failed"
+            result.duration_s = time.monotonic() - started
+            return result
+    if row is None or not row:
+        result.passed, result.actual, result.detail = False, "no rows", f"{check.sql!r}"
+    else:
+        result.actual = _jsonable(row[0])
+        problem = evaluate(check, row[0])
+        result.passed = problem is None
+        result.detail = f"{check.sql!r} = {result.actual!r}" + (f": {problem}" if problem else "")
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+# -- pgvector probes ---------------------------------------------------------------------------
+
+
+def check_vector_probes(
+    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller
+) -> CheckResult:
+    started = time.monotonic()
+    result = CheckResult("vector_probes", True)
+    probes = manifest.vector_probes
+    if not probes:
+        result.detail = "no probes recorded (no pgvector column with a single-column key)"
+        return result
+    with canceller.connection(spec) as conn:
+        for probe in probes:
+            item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
+            try:
+                with conn.transaction():
+                    facts.exact_search(conn)
+                    found = facts.probe_neighbours(
+                        conn, probe.schema, probe.table, probe.column, probe.key_column,
+                        probe.key, probe.k,
+                    )  # fmt: skip
+            except psycopg.Error as exc:
+                if canceller.cancelled:
+                    raise StepError("cancelled", "the drill was cancelled") from None
+                result.add_failure(item, list(probe.neighbours), f"error: {_error(exc)}")
+                continue
+            if found is None:
+                result.add_failure(item, list(probe.neighbours), "probe row missing")
+            elif tuple(found) != tuple(probe.neighbours):
+                result.add_failure(item, list(probe.neighbours), list(found))
+    result.detail = (f"{len(probes)} probes, exact search" if result.passed
+                     else f"{len(result.failures) + result.more_failures} of {len(probes)} "
+                          "probes returned other neighbours")  # fmt: skip
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def run_checks(
+    spec: ConnSpec, manifest: Manifest, sql_checks: tuple[SqlCheck, ...],
+    canceller: QueryCanceller, *, jobs: int = 1,
+) -> list[CheckResult]:  # fmt: skip
+    """Every check of a restored database, in order: counts, extensions, SQL, probes."""
+    results = [check_row_counts(spec, manifest, canceller, jobs),
+               check_extensions(spec, manifest, canceller)]  # fmt: skip
+    results.extend(check_sql(spec, check, canceller) for check in sql_checks)
+    results.append(check_vector_probes(spec, manifest, canceller))
+    return results

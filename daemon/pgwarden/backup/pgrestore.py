@@ -1,0 +1,291 @@
+"""``pg_restore`` and ``psql`` for restores: the plan, the exact commands, the run, the errors.
+
+Per format (see :mod:`pgwarden.backup.pgdump`):
+
+* ``.dump`` (pg_dump's own compression, or none) and ``.dir``: ``pg_restore --jobs=N`` reads
+  the artifact in place;
+* ``.dump.zst`` (pg_dump ``-Z0`` through pgwarden's zstd stage): with ``--jobs`` > 1 it is
+  decompressed into a spool file beside the storage during the checksum pass
+  (:mod:`pgwarden.backup.staging`), then ``pg_restore --jobs=N`` reads that; with one job, or
+  when the spool does not fit, it is decompressed in-process straight into a serial
+  ``pg_restore`` (``benchmarks/verify.py`` measures both);
+* ``.sql.gz`` / ``.sql``: decompressed in-process into ``psql``.
+
+Drills restore with ``--no-owner --no-privileges --no-tablespaces --no-subscriptions`` (the
+verification server need not have the roles or tablespaces); ``pgwarden restore`` keeps owners
+and privileges.  Every line the tool writes on stderr is kept; errors are counted and
+reported.  Two kinds are not failures, each written down in the result: PostgreSQL 17+
+``pg_restore``/``pg_dump`` start every session with ``SET transaction_timeout = 0``, which
+servers before 17 reject; and, in a drill of a plain dump, ``role ... does not exist`` (a plain
+dump cannot be restored without its owners, a drill does not need them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pgwarden.backup import staging
+from pgwarden.backup.manifest import Manifest
+from pgwarden.backup.outcome import CheckResult, StepError
+from pgwarden.logsetup import get_logger
+from pgwarden.pg import process
+from pgwarden.pg.binaries import Tool, find_tool
+from pgwarden.pg.conninfo import ConnSpec, tool_environment
+
+log = get_logger("pgwarden.restore")
+
+DRILL_FLAGS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-subscriptions")
+MAX_ERROR_LINES = 200
+_TRANSACTION_TIMEOUT = 'unrecognized configuration parameter "transaction_timeout"'
+_MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
+_PSQL_ERROR = re.compile(r"\b(ERROR|FATAL|PANIC):")
+
+
+def dump_major(manifest: Manifest) -> int:
+    """The major version of the pg_dump that wrote the archive (the restore tool's minimum)."""
+    match = re.match(r"(\d+)", str(manifest.pg_dump.get("version", "")))
+    if match:
+        return int(match.group(1))
+    return int(manifest.server.get("version_num") or 0) // 10000 or 1
+
+
+def find_restore_tool(manifest: Manifest, bin_dir: Path | None) -> Tool:
+    """``psql`` for a plain dump, else ``pg_restore``; at least as new as the archive's pg_dump."""
+    name = "psql" if manifest.format == "plain" else "pg_restore"
+    return find_tool(name, min_major=dump_major(manifest), bin_dir=bin_dir)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """How one archive is restored: the tool, the parallelism and the flags."""
+
+    manifest: Manifest
+    artifact: Path
+    tool: Tool
+    jobs: int = 1
+    drill: bool = True
+    clean: bool = False
+
+    @property
+    def codec(self) -> str | None:
+        return staging.codec_of(self.manifest)
+
+    @property
+    def spools(self) -> bool:
+        """Whether the archive is decompressed to a spool file first (for ``--jobs``)."""
+        return self.manifest.format == "custom" and self.codec is not None and self.jobs > 1
+
+    def argv(self, conninfo: str, source: Path | None) -> list[str]:
+        """The restore tool's argv; ``source`` ``None`` means it reads stdin."""
+        if self.manifest.format == "plain":
+            argv = [str(self.tool.path), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0",
+                    f"--dbname={conninfo}"]  # fmt: skip
+            return [*argv, "-f", str(source) if source is not None else "-"]
+        argv = [str(self.tool.path), "--no-password", f"--dbname={conninfo}"]
+        if self.jobs > 1 and source is not None:
+            argv.append(f"--jobs={self.jobs}")
+        if self.drill:
+            argv.extend(DRILL_FLAGS)
+        if self.clean:
+            argv.extend(("--clean", "--if-exists"))
+        if source is not None:
+            argv.append(str(source))
+        return argv
+
+    def list_argv(self, source: Path | None) -> list[str]:
+        argv = [str(self.tool.path), "--list"]
+        return [*argv, str(source)] if source is not None else argv
+
+
+def describe(plan: RestorePlan, spec: ConnSpec, spool_dir: Path | None) -> list[str]:
+    """The exact commands of a restore, as a shell would run them (``--dry-run``).
+
+    Steps pgwarden does in-process (SHA-256, decompression) are shown as their stock-tool
+    equivalents, so that the listing is also a manual path.
+    """
+    m = plan.manifest
+    q = shlex.quote
+    conninfo = spec.tool_conninfo()
+    lines = [f"sha256sum {q(str(plan.artifact))}  # must print {m.sha256}"]
+    if m.format == "directory":
+        lines[0] = f"# SHA-256 of each file of {plan.artifact} must match the manifest's 'files'"
+    source: Path | None = plan.artifact
+    producer = ""
+    if plan.spools and spool_dir is not None:
+        source = spool_dir / (plan.artifact.name.removesuffix(".zst") + ".restore.partial")
+        lines.append(f"zstd -d -q -o {q(str(source))} {q(str(plan.artifact))}")
+    elif plan.codec is not None:
+        source = None
+        tool = "zstd -dc" if plan.codec == "zstd" else "gunzip -c"
+        producer = f"{tool} {q(str(plan.artifact))} | "
+    if m.format != "plain":
+        lines.append(shlex.join(plan.list_argv(source)) + " > /dev/null")
+    lines.append(producer + shlex.join(plan.argv(conninfo, source)))
+    if plan.spools and spool_dir is not None:
+        lines.append(f"rm {q(str(source))}")
+    return lines
+
+
+class StderrLines:
+    """A tool logger that keeps every stderr line (up to a limit) and forwards it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def _keep(self, kw: dict[str, Any]) -> None:
+        line = kw.get("line")
+        if isinstance(line, str):
+            with self._lock:
+                if len(self.lines) < MAX_ERROR_LINES * 4:
+                    self.lines.append(line)
+                else:
+                    self.dropped += 1
+
+    def info(self, event: str, /, *args: Any, **kw: Any) -> Any:
+        self._keep(kw)
+        return log.info(event, *args, **kw)
+
+    def warning(self, event: str, /, *args: Any, **kw: Any) -> Any:
+        self._keep(kw)
+        return log.warning(event, *args, **kw)
+
+
+@dataclass(frozen=True)
+class Errors:
+    errors: list[str]
+    ignored: list[str]
+    notes: list[str]
+
+
+def classify(lines: list[str], *, plain: bool, server_major: int, drill: bool) -> Errors:
+    """Split the error lines of a restore into real errors and the known harmless ones."""
+    errors: list[str] = []
+    ignored: list[str] = []
+    notes: set[str] = set()
+    for line in lines:
+        is_error = (
+            bool(_PSQL_ERROR.search(line)) if plain else line.startswith("pg_restore: error:")
+        )
+        if not is_error:
+            continue
+        if server_major < 17 and _TRANSACTION_TIMEOUT in line:
+            ignored.append(line)
+            notes.add(f"SET transaction_timeout (PostgreSQL 17+ tools) is unknown to PostgreSQL "
+                      f"{server_major}: ignored")  # fmt: skip
+        elif plain and drill and _MISSING_ROLE.search(line):
+            ignored.append(line)
+            notes.add("owners missing on the verification server: ignored in a drill")
+        else:
+            errors.append(line)
+    return Errors(errors, ignored, sorted(notes))
+
+
+def _feed(tool: process.RunningTool, chunks: Iterator[bytes]) -> None:
+    assert tool.stdin is not None
+    try:
+        for chunk in chunks:
+            tool.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # the tool stopped reading: its exit status says why
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            tool.stdin.close()
+
+
+def list_archive(plan: RestorePlan, staged: staging.Staged,
+                 cancel: threading.Event | None) -> CheckResult:  # fmt: skip
+    """``pg_restore --list``: the archive's table of contents is readable (a plain dump was
+    decompressed whole by the checksum pass, its trailer checked)."""
+    started = time.monotonic()
+    result = CheckResult("archive", True)
+    argv = plan.list_argv(staged.source)
+    lines = StderrLines()
+    entries = [0]
+
+    def count(chunk: bytes) -> None:
+        entries[0] += chunk.count(b"\n")
+
+    if staged.source is not None:
+        outcome = process.run_tool(argv, env=None, stdout=count, cancel=cancel, log=lines,
+                                   name="pg_restore")  # fmt: skip
+    else:
+        with process.start_tool(argv, env=None, name="pg_restore", log=lines, cancel=cancel,
+                                stdin=process.PIPE) as tool:  # fmt: skip
+            assert tool.stdout is not None
+            reader = threading.Thread(target=_drain_counting, args=(tool.stdout, count),
+                                      daemon=True)  # fmt: skip
+            reader.start()
+            # pg_restore stops reading after the table of contents: only the head is decompressed
+            _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
+            outcome = tool.wait()
+            reader.join()
+    if outcome.cancelled:
+        raise StepError("cancelled", "the drill was cancelled")
+    if not outcome.ok:
+        last = lines.lines[-1] if lines.lines else outcome.describe()
+        raise StepError("archive", f"pg_restore --list cannot read the archive: {last}")
+    result.detail = f"table of contents readable ({entries[0]} lines)"
+    result.duration_s = time.monotonic() - started
+    return result
+
+
+def _drain_counting(stream: Any, sink: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while chunk := stream.read(process.CHUNK):
+            sink(chunk)
+
+
+def run_restore(
+    plan: RestorePlan, staged: staging.Staged, spec: ConnSpec, *, server_major: int,
+    cancel: threading.Event | None = None,
+) -> CheckResult:  # fmt: skip
+    """Restore into the database ``spec`` names; a ``restore`` result listing the errors."""
+    started = time.monotonic()
+    lines = StderrLines()
+    plain = plan.manifest.format == "plain"
+    source = staged.source if not plain else None
+    with tool_environment(spec) as env:
+        if plan.drill:
+            # a scratch database need not survive a crash: no WAL flush at every commit
+            env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
+        argv = plan.argv(spec.tool_conninfo(), source)
+        name = plan.tool.name
+        if source is not None:
+            outcome = process.run_tool(argv, env=env, cancel=cancel, log=lines, name=name)
+        else:
+            with process.start_tool(
+                argv, env=env, name=name, log=lines, cancel=cancel, stdin=process.PIPE,
+                stdout=process.DEVNULL,
+            ) as tool:  # fmt: skip
+                _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
+                outcome = tool.wait()
+    if outcome.cancelled:
+        raise StepError("cancelled", "the drill was cancelled")
+    found = classify(lines.lines, plain=plain, server_major=server_major, drill=plan.drill)
+    result = CheckResult("restore", True, duration_s=time.monotonic() - started)
+    how = f"{name} --jobs={plan.jobs}" if source is not None and plan.jobs > 1 else name
+    # pg_restore exits 1 when it ignored errors; psql without ON_ERROR_STOP exits 0
+    clean_exit = outcome.returncode == 0 or (outcome.returncode == 1 and not plain
+                                             and found.ignored and not found.errors)  # fmt: skip
+    if found.errors or not clean_exit:
+        result.passed = False
+        first = found.errors[0] if found.errors else (lines.lines[-1] if lines.lines else "")
+        count = len(found.errors)
+        result.detail = (f"{how} {outcome.describe()} with {count} error{'s' * (count != 1)}: "
+                         f"{first}").rstrip(": ")  # fmt: skip
+        result.expected, result.actual = "no errors", found.errors[:MAX_ERROR_LINES]
+    else:
+        result.detail = f"{how} exited cleanly in {outcome.duration_s:.1f} s"
+    if found.notes:
+        result.detail += "; " + "; ".join(found.notes)
+    return result

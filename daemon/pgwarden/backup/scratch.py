@@ -1,0 +1,256 @@
+"""Scratch databases of restore drills, on the verification server.
+
+The verification server is ``[targets.verify] dsn`` (with its own credentials), else the
+target's own server.  A drill restores into ``pgwarden_verify_<target>_<stamp>_<random>``
+(:func:`scratch_name`; at most 63 bytes, PostgreSQL's identifier limit), created from
+``template0`` and marked with a comment saying which drill owns it (host, pid, target).
+
+:class:`ScratchDatabase` creates it on entry and drops it ``WITH (FORCE)`` on exit, whatever
+happened in between.  After a crash, :func:`drop_leftovers` finds scratch databases by name
+prefix and drops those whose drill is gone (its process is not alive on this host, or the
+comment is missing); a drill running right now in another pgwarden process is left alone.
+
+:func:`connection_headroom` reads how many connections the server can still give, so a
+parallel restore never takes an application's last connections (:func:`plan_jobs`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgwarden.backup.outcome import StepError
+from pgwarden.config import TargetConfig
+from pgwarden.logsetup import get_logger, scrub
+from pgwarden.pg.conninfo import ConnSpec
+
+log = get_logger("pgwarden.verify")
+
+SCRATCH_PREFIX = "pgwarden_verify_"
+MARKER = "pgwarden-drill "
+MAX_IDENTIFIER = 63
+#: connections a drill leaves free for the applications: max(this, 10% of max_connections)
+APP_MARGIN_MIN = 2
+_TARGET_PART = 24
+
+
+def verification_spec(target: TargetConfig) -> ConnSpec:
+    """How to reach the verification server (a maintenance database on it)."""
+    if target.verify.dsn is None:
+        spec = ConnSpec.from_target(target)
+    else:
+        spec = ConnSpec.from_dsn(target.verify.dsn, target.verify.credentials,
+                                 what=f"targets[{target.name}].verify")  # fmt: skip
+    return spec if spec.dbname else spec.with_dbname("postgres")
+
+
+def scratch_name(target: str, now: datetime | None = None) -> str:
+    """``pgwarden_verify_<target>_<YYYYmmddHHMMSS>_<4 hex>``: lowercase, a valid identifier."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    part = re.sub(r"[^a-z0-9_]", "_", target.lower())[:_TARGET_PART] or "target"
+    name = f"{SCRATCH_PREFIX}{part}_{stamp}_{secrets.token_hex(2)}"
+    assert len(name.encode()) <= MAX_IDENTIFIER
+    return name
+
+
+def connect(spec: ConnSpec, what: str) -> psycopg.Connection[Any]:
+    try:
+        return spec.connect(application_name="pgwarden-verify", autocommit=True)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StepError("connect", f"cannot connect to {what} {spec.redacted()}: "
+                                    f"{scrub(first)}") from None  # fmt: skip
+
+
+def _marker(target: str) -> str:
+    info = {"target": target, "host": socket.gethostname(), "pid": os.getpid(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    return MARKER + json.dumps(info, sort_keys=True)
+
+
+def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+class ScratchDatabase:
+    """A scratch database that exists exactly for the duration of a ``with`` block."""
+
+    def __init__(
+        self, spec: ConnSpec, conn: psycopg.Connection[Any], name: str, target: str
+    ) -> None:
+        self.spec = spec
+        self.conn = conn
+        self.name = name
+        self.target = target
+        self.dropped = False
+
+    def __enter__(self) -> ScratchDatabase:
+        ident = sql.Identifier(self.name)
+        try:
+            self.conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
+        except psycopg.Error as exc:
+            raise StepError("scratch", f"cannot create the scratch database {self.name}: "
+                                        f"{scrub(str(exc).strip())}") from None  # fmt: skip
+        try:
+            self.conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                ident, sql.Literal(_marker(self.target))))  # fmt: skip
+        except psycopg.Error:
+            self.drop()
+            raise
+        return self
+
+    def drop(self) -> None:
+        """Drop it (connections to it are terminated); idempotent."""
+        if self.dropped:
+            return
+        drop_database(self.conn, self.name)
+        self.dropped = True
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            self.drop()
+        except psycopg.Error as exc:
+            # the caller's connection may have died (server restart): one fresh attempt
+            log.warning("dropping the scratch database failed; retrying", database=self.name,
+                        error=scrub(str(exc).strip()))  # fmt: skip
+            self._drop_fresh()
+
+    def _drop_fresh(self) -> None:
+        try:
+            with self.spec.connect(application_name="pgwarden-verify", autocommit=True) as conn:
+                drop_database(conn, self.name)
+            self.dropped = True
+        except psycopg.Error as exc:
+            # a traceback adds nothing to the scrubbed message
+            log.error("cannot drop the scratch database; it is dropped at the next start-up",
+                      database=self.name, error=scrub(str(exc).strip()))  # fmt: skip
+
+
+def _owner_gone(comment: str | None, target: str) -> bool | None:
+    """True if the drill that owns a scratch database is gone, None if it is another
+    target's, False if it still runs (on this host, a live pid)."""
+    if not comment or not comment.startswith(MARKER):
+        return True
+    try:
+        info = json.loads(comment[len(MARKER) :])
+        owner, host, pid = str(info["target"]), str(info["host"]), int(info["pid"])
+    except (ValueError, KeyError, TypeError):
+        return True
+    if owner != target:
+        return None
+    if host != socket.gethostname():
+        return True  # another host's drill on this server cannot be checked: a leftover
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+LEFTOVERS_SQL = """
+SELECT d.datname, shobj_description(d.oid, 'pg_database')
+FROM pg_database d WHERE d.datname LIKE 'pgwarden\\_verify\\_%' ORDER BY 1
+"""
+
+
+def drop_leftovers(target: TargetConfig) -> list[str]:
+    """Drop the scratch databases of ``target``'s dead drills; return their names."""
+    spec = verification_spec(target)
+    dropped: list[str] = []
+    with connect(spec, "the verification server") as conn:
+        for name, comment in conn.execute(LEFTOVERS_SQL).fetchall():
+            gone = _owner_gone(comment, target.name)
+            if gone is None:
+                continue
+            if gone is False:
+                log.info("a restore drill is running in another process; its scratch database "
+                         "is left alone", database=name)  # fmt: skip
+                continue
+            drop_database(conn, name)
+            dropped.append(str(name))
+    return dropped
+
+
+# -- connection headroom -------------------------------------------------------------------------
+
+HEADROOM_SQL = """
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int
+         + coalesce(current_setting('reserved_connections', true), '0')::int,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),
+       r.rolsuper, r.rolconnlimit,
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND usename = current_user)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+@dataclass(frozen=True)
+class Headroom:
+    max_connections: int
+    reserved: int
+    in_use: int
+    superuser: bool
+    role_limit: int
+    role_in_use: int
+
+    @property
+    def margin(self) -> int:
+        """Connections left for the applications, whatever the drill needs."""
+        return max(APP_MARGIN_MIN, self.max_connections // 10)
+
+    @property
+    def free(self) -> int:
+        """Connections this role can still open, beyond the applications' margin."""
+        usable = self.max_connections - (0 if self.superuser else self.reserved)
+        free = usable - self.in_use - self.margin
+        if self.role_limit >= 0 and not self.superuser:
+            free = min(free, self.role_limit - self.role_in_use)
+        return max(free, 0)
+
+
+def connection_headroom(conn: psycopg.Connection[Any]) -> Headroom:
+    row = conn.execute(HEADROOM_SQL).fetchone()
+    assert row is not None
+    return Headroom(int(row[0]), int(row[1]), int(row[2]), bool(row[3]), int(row[4]),
+                    int(row[5]))  # fmt: skip
+
+
+def connections_needed(jobs: int) -> int:
+    """Connections ``pg_restore --jobs=N`` opens: N workers and, when N > 1, the leader."""
+    return jobs + 1 if jobs > 1 else 1
+
+
+def plan_jobs(requested: int, headroom: Headroom) -> tuple[int, str]:
+    """The parallelism that fits the server's free connections, and a sentence saying why.
+
+    Raises :class:`StepError` when not even a serial restore fits.
+    """
+    free = headroom.free
+    jobs = max(1, requested)
+    while jobs > 1 and connections_needed(jobs) > free:
+        jobs -= 1
+    if connections_needed(jobs) > free:
+        raise StepError(
+            "headroom",
+            f"the verification server has no connection to spare: max_connections "
+            f"{headroom.max_connections}, {headroom.in_use} in use, {headroom.reserved} reserved, "
+            f"{headroom.margin} kept for applications",
+        )
+    note = f"{free} connections free beyond {headroom.margin} kept for applications"
+    if jobs < requested:
+        note = f"jobs reduced from {requested} to {jobs}: {note}"
+    return jobs, f"jobs {jobs}; {note}"

@@ -1,0 +1,264 @@
+"""Reading a backup for a restore: the checksum first, and the archive made restorable.
+
+:func:`checksum_and_stage` reads the artifact once from disk, hashing it (SHA-256 against the
+manifest) and, for a ``.dump.zst`` restored with ``pg_restore --jobs`` (which needs a seekable
+file), decompressing it at the same time into a private spool file beside the storage
+(``NAME.restore-<random>.partial``: removed afterwards, and by the start-up clean-up of
+``*.partial`` files after a crash).  Nothing is restored before the checksum matched.
+
+The spool never fills the disk: while writing it, free space is checked, and below
+:func:`spool_floor` the spool is abandoned; the restore then streams the archive into a serial
+``pg_restore`` instead (:func:`decompressed`).  A damaged compressed stream is reported as the
+``archive`` step, after the checksum (which a damaged file normally fails first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import zstandard
+
+from pgwarden.backup import compress, readback
+from pgwarden.backup.manifest import Manifest
+from pgwarden.backup.outcome import StepError
+from pgwarden.logsetup import get_logger
+
+log = get_logger("pgwarden.verify")
+
+SPOOL_SUFFIX = ".partial"
+_SPACE_CHECK_EVERY = 64 << 20
+
+
+def spool_floor(path: Path) -> int:
+    """Free bytes a spool file must leave on its file system: 5% of it, at least 1 GiB."""
+    info = os.statvfs(path)
+    return max(1 << 30, info.f_blocks * info.f_frsize // 20)
+
+
+def _free(path: Path) -> int:
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+@dataclass
+class Staged:
+    """The checksum result, and what the restore reads: ``source`` (the artifact itself or
+    the spool file), or ``None`` when the archive must be streamed (:func:`decompressed`)."""
+
+    sha256: str
+    size_bytes: int
+    source: Path | None
+    spool: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def remove_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
+            self.spool = None
+
+
+def codec_of(manifest: Manifest) -> str | None:
+    """The codec pgwarden itself applied (and must undo), or ``None`` when pg_dump compressed."""
+    codec = manifest.compression.split(":")[0]
+    if manifest.compression_stage != "stream" or codec == "none":
+        return None
+    return codec
+
+
+class _Decoder(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+def _decoder(codec: str) -> _Decoder:
+    if codec == "zstd":
+        return zstandard.ZstdDecompressor().decompressobj()
+    return _GzipMembers()
+
+
+class _GzipMembers:
+    """Incremental decompression of a multi-member gzip stream (pgwarden's parallel gzip)."""
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(31)
+        self.in_member = False
+
+    def decompress(self, data: bytes) -> bytes:
+        out = bytearray()
+        while data:
+            self.in_member = True
+            out += self._d.decompress(data)
+            if self._d.eof:
+                data = self._d.unused_data
+                self._d = zlib.decompressobj(31)
+                self.in_member = False
+            else:
+                data = b""
+        return bytes(out)
+
+    @property
+    def eof(self) -> bool:
+        return not self.in_member
+
+
+def _cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise StepError("cancelled", "the drill was cancelled")
+
+
+def checksum_and_stage(
+    manifest: Manifest, artifact: Path, *, spool_dir: Path | None,
+    cancel: threading.Event | None = None,
+) -> Staged:  # fmt: skip
+    """Hash ``artifact`` (and spool it decompressed into ``spool_dir`` when given)."""
+    if manifest.format == "directory":
+        digest = readback.directory_digest(artifact)
+        if digest.sha256 != manifest.sha256:
+            bad = sorted(n for n, s in digest.files.items() if manifest.files.get(n) != s)
+            missing = sorted(set(manifest.files) - set(digest.files))
+            raise StepError("checksum", f"{artifact}: changed files {bad or 'none'}, missing "
+                                        f"{missing or 'none'}", expected=manifest.sha256,
+                            actual=digest.sha256)  # fmt: skip
+        return Staged(digest.sha256, digest.size_bytes, artifact)
+    codec = codec_of(manifest)
+    spool = None
+    if spool_dir is not None and codec is not None and manifest.format == "custom":
+        spool = spool_dir / f"{artifact.name}.restore-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
+    reader = _Reader(artifact, codec, spool, plain=manifest.format == "plain")
+    try:
+        reader.run(cancel)
+    finally:
+        reader.close()
+    staged = Staged(reader.sha.hexdigest(), reader.size, reader.spool if codec else artifact,
+                    reader.spool, reader.notes)  # fmt: skip
+    if staged.sha256 != manifest.sha256:
+        staged.remove_spool()
+        raise StepError(
+            "checksum",
+            f"{artifact}: the file's SHA-256 differs from the manifest's ({staged.size_bytes} "
+            f"bytes, manifest says {manifest.size_bytes})",
+            expected=manifest.sha256, actual=staged.sha256,
+        )  # fmt: skip
+    if reader.damage is not None:
+        staged.remove_spool()
+        raise StepError("archive", reader.damage)
+    return staged
+
+
+class _Reader:
+    """One pass over a file artifact: hash it; decompress it when a spool is written or a
+    plain dump's trailer must be found."""
+
+    def __init__(self, artifact: Path, codec: str | None, spool: Path | None, *,
+                 plain: bool) -> None:  # fmt: skip
+        self.artifact = artifact
+        self.codec = codec
+        self.spool = spool
+        self.plain = plain
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.damage: str | None = None
+        self.notes: list[str] = []
+        self._decoder = _decoder(codec) if codec is not None else None
+        self._decode = spool is not None or plain
+        self._tail = b""
+        self._fd = -1
+        self._floor = 0
+        self._since_check = 0
+
+    def run(self, cancel: threading.Event | None) -> None:
+        try:
+            if self.spool is not None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd = os.open(self.spool, flags, 0o600)
+                self._floor = spool_floor(self.spool.parent)
+            with self.artifact.open("rb") as fh:
+                for chunk in compress.read_chunks(fh):
+                    _cancelled(cancel)
+                    self.sha.update(chunk)
+                    self.size += len(chunk)
+                    if self._decode and self.damage is None:
+                        self._take(chunk)
+        except OSError as exc:
+            self.drop_spool()
+            raise StepError("checksum", f"cannot read {self.artifact} or write its spool: "
+                                        f"{exc.strerror}") from exc  # fmt: skip
+        except BaseException:
+            self.drop_spool()
+            raise
+        if self._decode and self.damage is None:
+            if self._decoder is not None and not self._decoder.eof:
+                self.damage = f"{self.artifact} is truncated: the {self.codec} stream ends early"
+            elif self.plain and readback.PLAIN_TRAILER not in self._tail:
+                self.damage = (
+                    f"{self.artifact} is incomplete: pg_dump's end-of-dump line is missing"
+                )
+
+    def _take(self, chunk: bytes) -> None:
+        try:
+            out = self._decoder.decompress(chunk) if self._decoder is not None else chunk
+        except (zstandard.ZstdError, zlib.error) as exc:
+            self.damage = f"{self.artifact} is damaged: {exc}"
+            return
+        if self.plain:
+            self._tail = (self._tail + out[-4096:])[-4096:]
+        if self._fd < 0:
+            return
+        view = memoryview(out)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self._since_check += len(out)
+        if self.spool is not None and self._since_check >= _SPACE_CHECK_EVERY:
+            self._since_check = 0
+            if _free(self.spool.parent) < self._floor:
+                self.notes.append(
+                    "not enough space to decompress beside the storage "
+                    f"(keeping {self._floor} bytes free): streaming instead"
+                )
+                self.drop_spool()
+                self._decode = self.plain
+
+    def drop_spool(self) -> None:
+        self.close()
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
+            self.spool = None
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def decompressed(
+    manifest: Manifest, artifact: Path, cancel: threading.Event | None = None
+) -> Iterator[bytes]:
+    """The archive's bytes as pg_dump wrote them (for a streamed restore); raises
+    :class:`StepError` (``archive``) when the compressed stream is damaged or truncated."""
+    codec = codec_of(manifest)
+    try:
+        with artifact.open("rb") as fh:
+            chunks = compress.read_chunks(fh)
+            if codec == "zstd":
+                stream = compress.zstd_decompress(chunks)
+            elif codec == "gzip":
+                stream = compress.gzip_decompress(chunks)
+            else:
+                stream = chunks
+            for chunk in stream:
+                _cancelled(cancel)
+                yield chunk
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise StepError("archive", f"{artifact} is damaged: {exc}") from exc
+    except OSError as exc:
+        raise StepError("archive", f"cannot read {artifact}: {exc.strerror}") from exc

@@ -1,0 +1,308 @@
+"""Restore drills: prove that a backup restores, and that what comes back is what was dumped.
+
+One drill (:func:`run_verification`), in order; a failing step stops it:
+
+1. ``headroom``: connect to the verification server (``[targets.verify] dsn``, default the
+   target's server) and size ``--jobs`` to its free connections (:mod:`.scratch`);
+2. ``checksum``: SHA-256 of the artifact against the manifest, in one read that also spools a
+   ``.dump.zst`` decompressed for a parallel restore (:mod:`.staging`); nothing is restored
+   before it matched;
+3. ``archive``: ``pg_restore --list`` reads the table of contents (a plain dump was decompressed
+   whole and its end-of-dump line found during step 2);
+4. ``extensions_available``: every extension of the backup exists on the verification server
+   (a missing pgvector is reported as exactly that, before any restore);
+5. ``restore`` into the scratch database ``pgwarden_verify_<target>_<stamp>_<rand>``, errors
+   captured (:mod:`.pgrestore`);
+6. the checks of :mod:`.checks`: exact row counts, extensions, the operator's SQL checks,
+   pgvector probes.  All run even when one fails: the report lists every mismatch.
+
+The scratch database is dropped in every outcome (success, failure, cancellation; after a
+crash, by :func:`drop_leftover_scratch_databases` at the next start-up).  The result is
+appended to the backup's manifest (rewritten atomically) and recorded in the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pgwarden.backup import checks, pgrestore, scratch, staging
+from pgwarden.backup.locks import BackupLocks
+from pgwarden.backup.manifest import Manifest
+from pgwarden.backup.outcome import CheckResult, DrillFailed, StepError, VerifyOutcome
+from pgwarden.catalog import Catalog
+from pgwarden.catalog.records import BackupRecord
+from pgwarden.config import Config, TargetConfig
+from pgwarden.errors import BackupError, NotFoundError, PgwardenError, UsageError
+from pgwarden.logsetup import get_logger, scrub
+from pgwarden.pg.server import server_major
+from pgwarden.storage import Storage, manifest_name
+
+log = get_logger("pgwarden.verify")
+
+RESTORE_MODES = ("auto", "spool", "stream")
+LOCK_TIMEOUT_S = 60.0
+Progress = Callable[..., None]
+
+
+@dataclass
+class VerifyRequest:
+    target: TargetConfig
+    config: Config
+    catalog: Catalog
+    storage: Storage
+    backup_ref: str | None = None
+    cancel: threading.Event | None = None
+    progress: Progress | None = None
+    #: raise :class:`DrillFailed` when a drill does not pass (a daemon job must fail)
+    raise_on_failure: bool = True
+    #: also drill one random older backup; ``None``: the target's ``verify.random_older``
+    random_older: bool | None = None
+    #: how a ``.dump.zst`` reaches pg_restore: spooled for ``--jobs``, or streamed serially
+    restore_mode: str = "auto"
+
+    def report(self, **fields: Any) -> None:
+        if self.progress is not None:
+            self.progress(**fields)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A complete backup found in the catalog and in the storage."""
+
+    record: BackupRecord
+    manifest_path: Path
+    manifest: Manifest
+    artifact: Path
+
+
+def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> Located:
+    """The backup ``ref`` (id, prefix or file name) of ``target``, or its newest one."""
+    if ref is None:
+        record = catalog.last_success(target)
+        if record is None:
+            raise NotFoundError(f"target {target!r} has no complete backup")
+    else:
+        record = catalog.get_backup(ref, target)
+    if record.status != "complete" or not record.path:
+        raise UsageError(f"backup {record.short_id} is {record.status}; only complete backups "
+                         "can be restored")  # fmt: skip
+    manifest_path = storage.target_dir(target) / manifest_name(record.path)
+    if not manifest_path.exists():
+        raise NotFoundError(f"backup {record.short_id}: manifest {manifest_path} is missing")
+    manifest = Manifest.from_dict(storage.read_manifest(manifest_path), str(manifest_path))
+    artifact = storage.artifact_for(manifest_path)
+    if not artifact.exists():
+        raise NotFoundError(f"backup {record.short_id}: {artifact} is missing")
+    return Located(record, manifest_path, manifest, artifact)
+
+
+@contextmanager
+def backup_in_use(config: Config, backup_id: str) -> Iterator[None]:
+    """A shared lock on the backup: retention cannot delete it while it is read."""
+    with BackupLocks(config.daemon.state_dir).shared(backup_id, timeout=LOCK_TIMEOUT_S):
+        yield
+
+
+def drop_leftover_scratch_databases(target: TargetConfig) -> list[str]:
+    """Drop the scratch databases that crashed drills of ``target`` left behind."""
+    return scratch.drop_leftovers(target)
+
+
+def _choose(request: VerifyRequest) -> list[Located]:
+    target = request.target.name
+    first = locate(request.catalog, request.storage, target, request.backup_ref)
+    older = request.random_older
+    if older is None:
+        older = request.target.verify.random_older and request.backup_ref is None
+    if not older:
+        return [first]
+    candidates = [r for r in request.catalog.list_backups(target, statuses=("complete",))
+                  if r.id != first.record.id and r.started_at <= first.record.started_at]  # fmt: skip
+    random.SystemRandom().shuffle(candidates)
+    for record in candidates:
+        try:
+            return [first, locate(request.catalog, request.storage, target, record.id)]
+        except PgwardenError as exc:
+            log.warning("skipping an older backup that cannot be read", backup=record.short_id,
+                        error=scrub(str(exc)))  # fmt: skip
+    return [first]
+
+
+def run_verification(request: VerifyRequest) -> VerifyOutcome:
+    """Drill the requested (default: newest) backup, and a random older one when configured."""
+    if request.restore_mode not in RESTORE_MODES:
+        raise UsageError(f"restore_mode must be one of {RESTORE_MODES}")
+    chosen = _choose(request)
+    outcome = _drill(request, chosen[0])
+    for located in chosen[1:]:
+        if request.cancel is not None and request.cancel.is_set():
+            break
+        outcome.older.append(_drill(request, located))
+    if request.raise_on_failure and not outcome.passed:
+        raise DrillFailed(outcome)
+    return outcome
+
+
+def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
+    started_at = datetime.now(UTC)
+    began = time.monotonic()
+    record = located.record
+    outcome = VerifyOutcome(record.id, request.target.name, located.artifact.name, "failed",
+                            started_at, started_at, 0.0, [])  # fmt: skip
+    drill_id = request.catalog.start_verification(record.id, started_at).id
+    log.info("restore drill started", backup=record.short_id, artifact=located.artifact.name)
+    interrupted: BaseException | None = None
+    try:
+        with backup_in_use(request.config, record.id):
+            _steps(request, located, outcome)
+        outcome.status = "passed" if all(c.passed for c in outcome.checks) else "failed"
+    except StepError as exc:
+        if exc.step == "cancelled" or _cancelled(request):
+            outcome.status = "interrupted"
+        outcome.checks.append(CheckResult(exc.step, False, exc.message, expected=exc.expected,
+                                          actual=exc.actual))  # fmt: skip
+    except PgwardenError as exc:  # a tool, a credential, a lock: the drill could not run
+        outcome.status = "interrupted" if _cancelled(request) else "failed"
+        outcome.checks.append(CheckResult("setup", False, scrub(str(exc))))
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt...: recorded, then re-raised
+        outcome.status = "interrupted"
+        outcome.checks.append(CheckResult("interrupted", False, type(exc).__name__))
+        interrupted = exc
+    if outcome.status != "interrupted" and _cancelled(request):
+        outcome.status = "interrupted"
+    outcome.finished_at = datetime.now(UTC)
+    outcome.duration_s = time.monotonic() - began
+    _record(request, located, outcome, drill_id)
+    log.info("restore drill finished", backup=record.short_id, outcome=outcome.status,
+             duration_s=round(outcome.duration_s, 3), error=outcome.error)  # fmt: skip
+    if interrupted is not None:
+        raise interrupted
+    return outcome
+
+
+def _cancelled(request: VerifyRequest) -> bool:
+    return request.cancel is not None and request.cancel.is_set()
+
+
+def _timed(outcome: VerifyOutcome, name: str, fn: Callable[[], CheckResult]) -> CheckResult:
+    started = time.monotonic()
+    result = fn()
+    result.duration_s = result.duration_s or (time.monotonic() - started)
+    outcome.checks.append(result)
+    return result
+
+
+def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> None:
+    target, manifest, cancel = request.target, located.manifest, request.cancel
+    tool = pgrestore.find_restore_tool(manifest, target.bin_dir)
+    spec = scratch.verification_spec(target)
+    outcome.server = spec.redacted()
+    request.report(phase="connecting", backup=located.record.short_id)
+    started = time.monotonic()
+    with scratch.connect(spec, "the verification server") as conn:
+        major = server_major(conn)
+        wanted = 1 if request.restore_mode == "stream" else target.verify.jobs
+        jobs, note = scratch.plan_jobs(wanted, scratch.connection_headroom(conn))
+        outcome.jobs = jobs
+        outcome.checks.append(CheckResult("headroom", True, f"PostgreSQL {major}; {note}",
+                                          duration_s=time.monotonic() - started))  # fmt: skip
+        plan = pgrestore.RestorePlan(manifest, located.artifact, tool, jobs=jobs, drill=True)
+        request.report(phase="checksum")
+        spool_dir = request.storage.target_dir(target.name) if plan.spools else None
+        started = time.monotonic()
+        staged = staging.checksum_and_stage(manifest, located.artifact, spool_dir=spool_dir,
+                                            cancel=cancel)  # fmt: skip
+        try:
+            outcome.restore_mode = _mode(plan, staged)
+            outcome.notes.extend(staged.notes)
+            outcome.checks.append(CheckResult(
+                "checksum", True, f"sha256 {staged.sha256[:16]}... ({staged.size_bytes} bytes)",
+                duration_s=time.monotonic() - started))  # fmt: skip
+            request.report(phase="reading the archive")
+            if manifest.format == "plain":
+                outcome.checks.append(CheckResult("archive", True, "decompressed whole, "
+                                                  "pg_dump's end-of-dump line present"))  # fmt: skip
+            else:
+                outcome.checks.append(pgrestore.list_archive(plan, staged, cancel))
+            where = f"the verification server {spec.redacted()}"
+            _timed(
+                outcome,
+                "extensions_available",
+                lambda: checks.check_extensions_available(conn, manifest, where, major),
+            )
+            name = scratch.scratch_name(target.name)
+            outcome.scratch_database = name
+            request.report(phase="restoring", database=name, jobs=jobs)
+            with scratch.ScratchDatabase(spec, conn, name, target.name) as db:
+                db_spec = spec.with_dbname(name)
+                outcome.checks.append(pgrestore.run_restore(plan, staged, db_spec,
+                                                            server_major=major, cancel=cancel))  # fmt: skip
+                staged.remove_spool()  # the disk space is not needed for the checks
+                request.report(phase="checking", database=name)
+                canceller = checks.QueryCanceller(cancel)
+                try:
+                    outcome.checks.extend(checks.run_checks(
+                        db_spec, manifest, target.verify.checks, canceller, jobs=jobs))  # fmt: skip
+                finally:
+                    canceller.close()
+                request.report(phase="dropping the scratch database", database=name)
+            if not db.dropped:
+                outcome.notes.append(f"the scratch database {name} could not be dropped; "
+                                     "it is dropped at the next start-up")  # fmt: skip
+        finally:
+            staged.remove_spool()
+
+
+def _mode(plan: pgrestore.RestorePlan, staged: staging.Staged) -> str:
+    if plan.manifest.format == "plain":
+        return f"{plan.codec or 'plain'} stream into psql"
+    if staged.source is None:
+        return "streamed into a serial pg_restore"
+    if staged.spool is not None:
+        return f"spooled, pg_restore --jobs={plan.jobs}"
+    return f"pg_restore --jobs={plan.jobs} from the artifact"
+
+
+def _record(
+    request: VerifyRequest, located: Located, outcome: VerifyOutcome, drill_id: int
+) -> None:
+    details = outcome.as_dict(include_older=False)
+    try:
+        request.catalog.finish_verification(drill_id, status=outcome.status,
+                                            finished_at=outcome.finished_at, details=details,
+                                            error=outcome.error)  # fmt: skip
+    except PgwardenError as exc:
+        log.error("cannot record the drill in the catalog", error=scrub(str(exc)))
+        outcome.notes.append(f"not recorded in the catalog: {scrub(str(exc))}")
+    entry = {"started_at": outcome.started_at.isoformat(),
+             "finished_at": outcome.finished_at.isoformat(), "status": outcome.status,
+             "details": details, "error": outcome.error}  # fmt: skip
+    try:
+        locks = BackupLocks(request.config.daemon.state_dir)
+        with locks.manifest_update(located.record.id, timeout=LOCK_TIMEOUT_S):
+            if not located.artifact.exists():
+                return  # deleted meanwhile: do not resurrect its manifest
+            data = request.storage.read_manifest(located.manifest_path)
+            data.setdefault("verifications", []).append(entry)
+            request.storage.write_manifest_atomic(
+                request.target.name, located.manifest_path.name,
+                (json.dumps(data, indent=2) + "\n").encode(),
+            )  # fmt: skip
+    except (PgwardenError, OSError) as exc:
+        log.error("cannot append the drill to the manifest", error=scrub(str(exc)))
+        outcome.notes.append(f"not recorded in the manifest: {scrub(str(exc))}")
+
+
+__all__ = [
+    "BackupError", "DrillFailed", "Located", "VerifyOutcome", "VerifyRequest",
+    "drop_leftover_scratch_databases", "locate", "run_verification",
+]  # fmt: skip

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+import sqlalchemy.exc
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from pgwarden.config import Config, parse
 from pgwarden.monitor.connections import OTHER, UNSET, bound_labels
-from pgwarden.monitor.engines import ServerKey, plan_servers
+from pgwarden.monitor.dbchecks import database_checks
+from pgwarden.monitor.engines import EngineCache, ServerKey, plan_servers
 from pgwarden.monitor.sampler import Sampler
 from pgwarden.monitor.snapshot import MonitorCollector, SnapshotStore
 from tests.pgservers import PgServer
@@ -258,3 +262,56 @@ def test_bound_labels() -> None:
     assert bound_labels(counts, ["x"], 2) == {"x": 0, "a": 5, "b": 5, OTHER: 3}
     assert bound_labels(counts, ["c"], 0) == {"c": 1, OTHER: 12}
     assert bound_labels({}, [], 3) == {OTHER: 0}
+
+
+def test_role_without_pg_monitor_still_counts_sessions(pg18: PgServer, workdir: Path) -> None:
+    pg18.create_database("mon_hidden")
+    pg18.execute("DROP ROLE IF EXISTS mon_plain; CREATE ROLE mon_plain LOGIN")
+    config = make_config(
+        workdir,
+        [{"name": "plain", "dsn": pg18.dsn("mon_hidden", user="mon_plain"),
+          "pools": [{"application": "api"}]}],
+    )  # fmt: skip
+    sampler = Sampler()
+    try:
+        with app_connections(pg18, "mon_hidden", "api", 2), capture_logs() as logs:
+            first = sampler.cycle(config)
+            sampler.cycle(config)
+        status = first.server("plain")
+        assert status is not None
+        assert status.sample is not None
+        assert status.sample.hidden >= 2  # postgres' sessions, seen without their state
+        assert status.sample.by_state["unknown"] >= 2
+        pool = first.app_pool("plain", "api")
+        assert pool is not None
+        assert pool.connections == 2  # application_name stays visible
+        warnings = [e for e in logs if "pg_monitor" in e["event"]]
+        assert len(warnings) == 1  # once, not per cycle
+        results = database_checks(config, config.targets[0], samples=1)
+        role = next(r for r in results if r.check == "monitoring.role")
+        assert role.status == "warn"
+        assert "GRANT pg_monitor TO mon_plain" in role.detail
+        pg18.execute("GRANT pg_monitor TO mon_plain")
+        results = database_checks(config, config.targets[0], samples=1)
+        role = next(r for r in results if r.check == "monitoring.role")
+        assert role.status == "pass"
+    finally:
+        sampler.close()
+        pg18.drop_database("mon_hidden")
+        pg18.execute("DROP ROLE IF EXISTS mon_plain")
+
+
+def test_monitoring_queries_run_under_the_statement_timeout(pg18: PgServer, workdir: Path) -> None:
+    config = make_config(workdir, [{"name": "st", "dsn": pg18.dsn()}], statement_timeout=0.5)
+    engines = EngineCache()
+    plan = plan_servers(config.targets)[0]
+    try:
+        with engines.connect(plan, config.monitor) as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "500ms"
+            assert conn.exec_driver_sql("SHOW application_name").scalar() == "pgwarden-monitor"
+            started = time.monotonic()
+            with pytest.raises(sqlalchemy.exc.OperationalError, match="statement timeout"):
+                conn.exec_driver_sql("SELECT pg_sleep(5)")
+            assert time.monotonic() - started < 2
+    finally:
+        engines.close()

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
+from pgwarden.config import Config
 from pgwarden.metrics import Metrics
 from pgwarden.monitor.snapshot import Snapshot
 from pgwarden.monitor.thread import MonitorThread
@@ -203,3 +205,20 @@ def test_exposition_passes_promtool(
     finally:
         monitor.stop()
         pg18.drop_database("mon_prom")
+
+
+# the thread is meant to die with the exception: pytest reports that as a warning
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_bug_ends_the_thread() -> None:
+    """Only a bug may end the thread: it is logged and the thread dies (the daemon exits)."""
+
+    def broken() -> Config:
+        raise RuntimeError("a bug in the config getter")
+
+    monitor = MonitorThread(broken, Metrics())
+    with capture_logs() as logs:
+        monitor.start()
+        monitor.thread.join(10)
+    assert not monitor.thread.is_alive()
+    assert any("the monitor thread failed" in e["event"] for e in logs)
+    monitor.stop()

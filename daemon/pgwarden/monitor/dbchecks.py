@@ -70,6 +70,13 @@ _SSL_SQL = sqlalchemy.text(
            (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())
     """
 )
+_ROLE_SQL = sqlalchemy.text(
+    """
+    SELECT current_user,
+           coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
+           OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
+    """
+)
 _HBA_SQL = sqlalchemy.text(
     "SELECT line_number, address FROM pg_hba_file_rules WHERE type = 'host' AND error IS NULL"
 )
@@ -329,7 +336,7 @@ def _on_connection(
     inventory: list[pgvector.Inventory] = []
     items: list[CheckResult] = []
     _guard(items, "connections.limits", name, partial(_limits, config, target, first, pooler))
-    _guard(items, "monitoring.role", name, partial(_role, first, spec))
+    _guard(items, "monitoring.role", name, partial(_role, conn, first))
     _guard(items, "indexes", name, partial(_indexes, conn))
     _guard(items, "ssl", name, partial(_ssl, conn, spec))
     _guard(items, "pgvector.extension", name, partial(_extension, conn, inventory))
@@ -353,14 +360,16 @@ def _on_connection(
     return [reachable, CheckResult("connections.pooling", status, detail, name), *items]
 
 
-def _role(activity: Activity, spec: ConnSpec) -> tuple[Status, str]:
-    user = spec.params().get("user", "the monitoring role")
-    if activity.hidden:
-        return "warn", (
-            f"{user} cannot see the state of {activity.hidden} other sessions: "
-            f"GRANT pg_monitor TO {user}"
-        )
-    return "pass", f"{user} sees every session in pg_stat_activity"
+def _role(conn: sqlalchemy.Connection, activity: Activity) -> tuple[Status, str]:
+    """Superuser or a member of ``pg_read_all_stats`` (``pg_monitor`` includes it)."""
+    with conn.begin():
+        user, privileged = conn.execute(_ROLE_SQL).one()
+    if privileged and not activity.hidden:
+        return "pass", f"{user} sees every session in pg_stat_activity"
+    hidden = f" ({activity.hidden} hidden now)" if activity.hidden else ""
+    return "warn", (
+        f"{user} cannot see other roles' sessions in detail{hidden}: GRANT pg_monitor TO {user}"
+    )
 
 
 def _extension(conn: sqlalchemy.Connection, out: list[pgvector.Inventory]) -> tuple[Status, str]:

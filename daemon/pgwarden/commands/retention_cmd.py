@@ -1,0 +1,117 @@
+"""``pgwarden prune``, ``pgwarden pin|unpin`` and ``pgwarden catalog rebuild`` (no daemon needed).
+
+Exit codes (DESIGN.md): 0 done, 1 something could not be done (a file that cannot be deleted,
+a manifest that cannot be read or written), 2 usage (an unknown target or backup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pgwarden.backup.locks import BackupLocks
+from pgwarden.backup.prune import PruneOutcome, prune_target
+from pgwarden.backup.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
+from pgwarden.commands.context import command_env, human_bytes, table
+from pgwarden.errors import EXIT_FAILED, EXIT_OK, PgwardenError, UsageError
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    outcomes: list[PruneOutcome] = []
+    failures: list[dict[str, str]] = []
+    with command_env(args) as env:
+        targets = [env.config.target(args.target)] if args.target else list(env.config.targets)
+        if not targets:
+            raise UsageError(f"{env.config.source}: no targets are configured")
+        locks = BackupLocks(env.config.daemon.state_dir)
+        for target in targets:
+            try:
+                outcomes.append(prune_target(target, env.catalog, env.storage,
+                                             dry_run=args.dry_run, locks=locks))  # fmt: skip
+            except PgwardenError as exc:  # one target's trouble does not stop the others
+                failures.append({"target": target.name, "error": str(exc)})
+    ok = not failures and all(o.ok for o in outcomes)
+    if args.json:
+        print(json.dumps({
+            "dry_run": args.dry_run, "ok": ok, "deleted": sum(o.deleted for o in outcomes),
+            "targets": [o.as_dict() for o in outcomes], "failures": failures,
+        }, indent=2))  # fmt: skip
+    else:
+        texts = [_render_prune(o) for o in outcomes]
+        texts += [f"{f['target']}: prune failed: {f['error']}" for f in failures]
+        print("\n\n".join(texts))
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _render_prune(outcome: PruneOutcome) -> str:
+    done = outcome.as_dict()
+    if outcome.dry_run:
+        head = (f"{outcome.target}: {len(outcome.entries)} backups; would keep {done['kept']}, "
+                f"would delete {done['would_delete']} (dry run: nothing was deleted)")  # fmt: skip
+    else:
+        freed = human_bytes(outcome.freed_bytes)
+        head = (f"{outcome.target}: {len(outcome.entries)} backups; kept {done['kept']}, "
+                f"deleted {outcome.deleted} ({freed} freed)")  # fmt: skip
+    lines = [head]
+    if outcome.entries:
+        headers = ["ID", "STARTED (UTC)", "STATUS", "SIZE", "DECISION", "REASON"]
+        if not outcome.dry_run:
+            headers.insert(5, "RESULT")
+        rows = []
+        for entry in outcome.entries:
+            r = entry.record
+            row = [r.short_id, r.started_at.strftime("%Y-%m-%d %H:%M"), r.status,
+                   human_bytes(r.size_bytes), entry.action, entry.reason]  # fmt: skip
+            if not outcome.dry_run:
+                row.insert(5, entry.result)
+            rows.append(row)
+        lines.append(table(rows, headers))
+    lines += [f"warning: {w}" for w in outcome.warnings]
+    lines += [f"error: {e}" for e in outcome.errors]
+    return "\n".join(lines)
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    with command_env(args) as env:
+        env.config.target(args.target)
+        locks = BackupLocks(env.config.daemon.state_dir)
+        record = set_pin(env.catalog, env.storage, args.backup, bool(args.pin),
+                         target=args.target, locks=locks)  # fmt: skip
+    if args.json:
+        print(json.dumps({"backup": {
+            "id": record.id, "short_id": record.short_id, "target": record.target,
+            "started_at": record.started_at.isoformat(), "status": record.status,
+            "pinned": record.pinned,
+        }}, indent=2))  # fmt: skip
+    else:
+        verb, note = (("pinned", "kept out of retention until unpinned") if record.pinned
+                      else ("unpinned", "retention applies again"))  # fmt: skip
+        print(f"{verb} backup {record.short_id} of {record.target}, taken "
+              f"{record.started_at:%Y-%m-%d %H:%M} UTC ({note})")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    if args.action != "rebuild":
+        raise UsageError(f"unknown catalog action {args.action!r}")
+    with command_env(args) as env:
+        report = rebuild_catalog(env.catalog, env.storage)
+        catalog_where = env.catalog.where
+    if args.json:
+        print(json.dumps({**report.as_dict(), "catalog": catalog_where}, indent=2))
+    else:
+        print(_render_rebuild(report, catalog_where))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _render_rebuild(report: RebuildReport, catalog_where: str) -> str:
+    lines = [
+        f"catalog {catalog_where} rebuilt from {report.manifests} manifests in {report.location}",
+        f"  {len(report.added)} backups added, {len(report.refreshed)} refreshed, "
+        f"{len(report.marked_deleted)} marked deleted (their backup is gone from storage)",
+    ]
+    lines += [f"  deleted: {backup_id[:8]}" for backup_id in report.marked_deleted]
+    for target, problems in problems_by_target(report.problems):
+        lines.append(f"{target}:")
+        lines += [f"  {p.severity}: {p.message}" for p in problems]
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""Prune end to end: real backups whose recorded times spread over weeks, real files, real locks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from pgwarden.backup import retention
+from pgwarden.backup.locks import BackupLocks
+from pgwarden.backup.prune import prune_target
+from pgwarden.backup.reconcile import find_problems
+from pgwarden.catalog import BackupRecord
+from pgwarden.storage import manifest_name
+from tests.test_retention_support import StoreFactory, days, immutable, new_store, source_db
+
+__all__ = ["new_store", "source_db"]  # the fixtures, imported for pytest
+
+
+def backup_files(records: list[BackupRecord]) -> set[str]:
+    names = set()
+    for record in records:
+        assert record.path
+        names |= {record.path, manifest_name(record.path)}
+    return names
+
+
+def test_forty_days_of_backups_are_pruned_to_exactly_the_planned_set(
+    new_store: StoreFactory,
+) -> None:
+    store = new_store(keep_days=3, min_keep=2, keep_weekly=3)
+    ages = [0.2, 1.1, 2.3, 5.5, 9.6, 12.4, 16.3, 19.2, 23.7, 31.2, 35.8, 39.9]
+    made = {age: store.backup(days(age)) for age in ages}
+    made[4.4] = store.backup(days(4.4), tags=("manual", "pre-migration"))
+    made[27.5] = store.backup(days(27.5))
+    store.env.catalog.record_verification(
+        made[27.5].id, started_at=datetime.now(UTC) - days(27), finished_at=datetime.now(UTC)
+        - days(27) + timedelta(minutes=3), status="passed")  # fmt: skip
+    failed = [store.failed_run(days(1.6)), store.failed_run(days(11.1))]
+    others = [store.backup(days(30), target="other"), store.backup(days(35), target="other")]
+    (store.directory() / "notes.txt").write_text("an operator's file: not a backup\n")
+    other_files = store.files("other")
+
+    before = store.files()
+    records = store.env.catalog.list_backups("app")
+    planned = retention.plan(records, store.target().retention, datetime.now(UTC))
+    assert {r.id for r in records} == set(planned.keep_ids | planned.delete_ids)
+
+    # the dry run shows the plan, every backup with decision and reason, and touches nothing
+    dry = store.cli_json("prune", "app", "--dry-run")
+    shown = {b["id"]: b for b in dry["targets"][0]["backups"]}
+    assert set(shown) == {r.id for r in records}
+    for decision in planned.decisions:
+        assert shown[decision.backup_id]["decision"] == decision.action
+        assert shown[decision.backup_id]["rules"] == list(decision.rules)
+        assert shown[decision.backup_id]["reason"]
+    assert dry["deleted"] == 0
+    assert dry["targets"][0]["would_delete"] == len(planned.delete_ids)
+    code, text = store.cli("prune", "app", "--dry-run")
+    assert code == 0
+    assert "dry run: nothing was deleted" in text
+    for decision in planned.decisions:
+        line = next(x for x in text.splitlines() if x.startswith(decision.backup_id[:8]))
+        assert f" {decision.action} " in line
+    assert store.files() == before
+
+    # the oldest complete backups go, failed runs go, the rules' backups stay
+    assert made[27.5].id in planned.keep_ids  # newest verified
+    assert retention.PRE_MIGRATION in planned.decision(made[4.4].id).rules
+    assert made[39.9].id in planned.delete_ids
+    assert {f.id for f in failed} <= planned.delete_ids
+    assert len(planned.delete_ids) >= 6
+
+    done = store.cli_json("prune", "app")
+    assert done["ok"] is True
+    assert done["deleted"] == len(planned.delete_ids)
+    kept = [r for r in records if r.id in planned.keep_ids]
+    assert store.files() == backup_files(kept) | {"notes.txt"}
+    statuses = store.statuses()
+    assert {i for i, s in statuses.items() if s == "complete"} == {r.id for r in kept}
+    assert {i for i, s in statuses.items() if s == "deleted"} == set(planned.delete_ids)
+    # only what the plan names is touched: another target's backups stay
+    assert store.files("other") == other_files
+    assert all(store.record(r.id).status == "complete" for r in others)
+    # the lock files of deleted backups are gone
+    lock_dir = store.config.daemon.state_dir / "locks"
+    assert not {p.name[:32] for p in lock_dir.iterdir()} & set(planned.delete_ids)
+
+    again = store.cli_json("prune", "app")
+    assert again["deleted"] == 0
+    assert store.files() == backup_files(kept) | {"notes.txt"}
+
+
+def test_a_target_whose_last_ten_days_of_runs_failed_keeps_min_keep(
+    new_store: StoreFactory,
+) -> None:
+    store = new_store(keep_days=7, min_keep=3)
+    good = [store.backup(days(age)) for age in (15.2, 16.2, 17.2, 18.2)]
+    failures = [store.failed_run(days(age + 0.5)) for age in range(10)]
+    # the daemon's call: prune_job passes (target, catalog, storage, dry_run=...)
+    outcome = prune_target(store.target(), store.env.catalog, store.storage, dry_run=False)
+    result = outcome.as_dict()
+    assert result["deleted"] == 1 + len(failures)
+    assert result["ok"] is True
+    assert store.files() == backup_files(good[:3])
+    statuses = store.statuses()
+    assert [statuses[r.id] for r in good] == ["complete", "complete", "complete", "deleted"]
+    assert all(statuses[f.id] == "deleted" for f in failures)
+    reasons = {b["id"]: b["reason"] for b in result["backups"]}
+    assert "min_keep" in reasons[good[0].id]
+    assert "failed run" in reasons[failures[0].id]
+    assert result["backups_by_state"] == {"complete": 3}
+    assert result["oldest_backup_at"] == good[2].started_at.isoformat()
+    assert result["stored_bytes"] == store.storage.stored_bytes("app") > 0
+
+
+def test_a_pinned_backup_survives_until_it_is_unpinned(new_store: StoreFactory) -> None:
+    store = new_store(keep_days=2, min_keep=1)
+    fresh, middle, old = (store.backup(days(age)) for age in (0.5, 10, 20))
+    failed = store.failed_run(days(1))
+
+    answer = store.cli_json("pin", "app", old.id[:8])
+    assert answer["backup"]["pinned"] is True
+    assert store.record(old.id).pinned
+    assert store.storage.read_manifest(store.manifest(old))["pinned"] is True
+    code, _ = store.cli("pin", "app", failed.id[:8])
+    assert code == 2  # only complete backups pin
+
+    result = store.cli_json("prune", "app")
+    reasons = {b["id"]: b["reason"] for b in result["targets"][0]["backups"]}
+    assert reasons[old.id].startswith("pinned")
+    assert store.statuses()[middle.id] == "deleted"
+    assert store.files() == backup_files([fresh, old])
+
+    code, text = store.cli("unpin", "app", old.id[:8])
+    assert code == 0
+    assert "unpinned" in text
+    assert store.storage.read_manifest(store.manifest(old))["pinned"] is False
+    store.cli_json("prune", "app")
+    assert store.files() == backup_files([fresh])
+
+
+def test_a_backup_in_use_is_kept_this_time(new_store: StoreFactory) -> None:
+    store = new_store(keep_days=2, min_keep=1)
+    fresh, middle, old = (store.backup(days(age)) for age in (0.5, 10, 20))
+    state_dir = store.config.daemon.state_dir
+    code = (
+        "import sys\n"
+        "from pgwarden.backup.locks import BackupLocks\n"
+        f"with BackupLocks({str(state_dir)!r}).shared({old.id!r}):\n"
+        "    print('restoring', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as restore:  # fmt: skip
+        try:
+            assert restore.stdout is not None
+            assert restore.stdout.readline().strip() == "restoring"
+            # no locks argument: the daemon's call finds the lock directory by itself
+            outcome = prune_target(store.target(), store.env.catalog, store.storage)
+        finally:
+            restore.kill()
+    entry = next(e for e in outcome.entries if e.record.id == old.id)
+    assert (entry.action, entry.rules, entry.result) == ("keep", ("in_use",), "kept")
+    assert "in use" in entry.reason
+    assert outcome.deleted == 1
+    assert store.files() == backup_files([fresh, old])
+    assert store.statuses()[middle.id] == "deleted"
+
+    later = prune_target(store.target(), store.env.catalog, store.storage,
+                         locks=BackupLocks(state_dir))  # fmt: skip
+    assert later.deleted == 1
+    assert store.files() == backup_files([fresh])
+
+
+def test_an_undeletable_file_is_reported_and_does_not_stop_the_rest(
+    new_store: StoreFactory,
+) -> None:
+    store = new_store(keep_days=2, min_keep=1)
+    fresh, first, stuck, half = (store.backup(days(age)) for age in (0.5, 10, 12, 14))
+    with immutable(store.artifact(stuck), store.manifest(half)):
+        result = store.cli_json("prune", "app", expect=1)
+        outcome = result["targets"][0]
+        assert outcome["ok"] is False
+        assert outcome["deleted"] == 2  # first entirely, half's file and row
+        errors = "\n".join(outcome["errors"])
+        assert stuck.path in errors
+        assert manifest_name(half.path or "") in errors
+        results = {b["id"]: b["result"] for b in outcome["backups"]}
+        assert results == {fresh.id: "kept", first.id: "deleted", stuck.id: "not deleted",
+                           half.id: "deleted"}  # fmt: skip
+        # the stuck backup stays whole: file, manifest, catalog row
+        assert store.record(stuck.id).status == "complete"
+        assert store.artifact(stuck).exists()
+        assert store.manifest(stuck).exists()
+        # the half-deleted one: data gone, row deleted, manifest left and recognisable
+        assert store.record(half.id).status == "deleted"
+        assert not store.artifact(half).exists()
+        problems = find_problems(store.env.catalog, store.storage, "app")
+        assert [p.kind for p in problems] == ["manifest_without_artifact"]
+        assert str(store.manifest(half)) in problems[0].message
+        code, text = store.cli("prune", "app")
+        assert code == 1
+        assert "error: backup " in text
+    result = store.cli_json("prune", "app")
+    assert result["targets"][0]["deleted"] == 1
+    assert store.files() == backup_files([fresh]) | {manifest_name(half.path or "")}
+
+
+def test_a_vanished_backup_does_not_count_toward_min_keep(new_store: StoreFactory) -> None:
+    store = new_store(keep_days=2, min_keep=2)
+    gone, second, third = (store.backup(days(age)) for age in (10, 20, 30))
+    store.artifact(gone).unlink()
+    store.manifest(gone).unlink()
+    # and a run the catalog thinks failed, though storage holds it whole
+    resurrected = store.backup(days(40))
+    store.set_status(resurrected.id, "failed")
+    outcome = prune_target(store.target(), store.env.catalog, store.storage)
+    decisions = {e.record.id: (e.action, e.rules, e.result) for e in outcome.entries}
+    assert decisions[gone.id] == ("keep", ("not_in_storage",), "kept")
+    assert decisions[second.id][0] == decisions[third.id][0] == "keep"
+    assert decisions[resurrected.id] == ("delete", ("expired",), "deleted")
+    assert any("catalog rebuild" in w for w in outcome.warnings)
+    assert store.files() == backup_files([second, third])

@@ -290,6 +290,7 @@ def _run_dump(
                             ) as tool:  # fmt: skip
         writer: Future[Any] | None = None
         checker: readback.StreamCheck | None = None
+        facts_done = threading.Event()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump-writer") as pool:
             try:
                 if plan.stage == "stream":
@@ -298,6 +299,10 @@ def _run_dump(
                                                    request.cancel)  # fmt: skip
                     chunks = checker.tee(_compressed(tool.stdout, plan, request))
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
+                watcher = threading.Thread(target=_cancel_facts_when_needed,
+                                           args=(request, tool, session, facts_done),
+                                           name="facts-watch", daemon=True)  # fmt: skip
+                watcher.start()
                 try:
                     facts = session.collect(
                         mode=settings.row_counts, exact_max_bytes=settings.exact_count_max_bytes,
@@ -305,8 +310,12 @@ def _run_dump(
                     )  # fmt: skip
                 except psycopg.Error as exc:
                     tool.terminate_group()
+                    if request.cancelled:
+                        raise BackupError("backup cancelled") from None
                     message = f"collecting snapshot facts failed: {scrub(str(exc))}"
                     raise BackupError(message) from None
+                finally:
+                    facts_done.set()
                 written = writer.result() if writer is not None else None
                 result = tool.wait()
                 if checker is not None and result.ok:
@@ -320,6 +329,18 @@ def _run_dump(
         raise BackupError(f"pg_dump did not finish within {timeout} s")
     process.check(result)
     return facts, written
+
+
+def _cancel_facts_when_needed(
+    request: BackupRequest, tool: process.RunningTool, session: SnapshotSession,
+    done: threading.Event,
+) -> None:  # fmt: skip
+    """Interrupt the facts queries when the backup is cancelled or pg_dump has failed, so that
+    a query waiting on a lock cannot hold a stopping daemon."""
+    while not done.wait(0.1):
+        if request.cancelled or tool.returncode not in (None, 0):
+            session.conn.cancel_safe()
+            return
 
 
 GLOBALS_LIMIT = 16 << 20

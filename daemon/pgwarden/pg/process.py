@@ -176,6 +176,11 @@ class RunningTool:
         return self._proc.poll() is None
 
     @property
+    def returncode(self) -> int | None:
+        """The exit status once the tool has ended (negative: killed by that signal)."""
+        return self._proc.poll()
+
+    @property
     def stderr_tail(self) -> str:
         return "\n".join(self._tail)
 

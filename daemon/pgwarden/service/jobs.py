@@ -123,22 +123,19 @@ class JobRunner:
 
     # -- control ---------------------------------------------------------------------------
     def start(self) -> None:
-        for i in range(self._max_parallel):
-            thread = threading.Thread(target=self._worker, name=f"job-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.set_max_parallel(self._max_parallel)
 
     def set_max_parallel(self, value: int) -> None:
         """Grow the pool on reload (shrinking takes effect by idling extra workers)."""
         with self._lock:
             self._max_parallel = value
-            missing = value - len(self._threads)
-        for _ in range(max(0, missing)):
-            thread = threading.Thread(
-                target=self._worker, name=f"job-{len(self._threads)}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+            while len(self._threads) < value:
+                index = len(self._threads)
+                thread = threading.Thread(
+                    target=self._worker, args=(index,), name=f"job-{index}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
 
     def alive(self) -> bool:
         return self.crashed is None and all(t.is_alive() for t in self._threads)
@@ -201,12 +198,11 @@ class JobRunner:
             return not self._running
 
     # -- workers ---------------------------------------------------------------------------
-    def _next(self) -> Job | None:
+    def _next(self, index: int) -> Job | None:
         with self._lock:
             while True:
                 if self._stopping:
                     return None
-                index = self._threads.index(threading.current_thread())
                 if index < self._max_parallel:
                     for job in self._queue:
                         if job.target not in self._running:
@@ -215,9 +211,9 @@ class JobRunner:
                             return job
                 self._lock.wait(timeout=1.0)
 
-    def _worker(self) -> None:
+    def _worker(self, index: int) -> None:
         try:
-            while (job := self._next()) is not None:
+            while (job := self._next(index)) is not None:
                 self._run(job)
         except BaseException as exc:  # pragma: no cover - a bug in the runner itself
             self.crashed = exc

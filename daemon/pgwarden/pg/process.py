@@ -36,8 +36,8 @@ from types import TracebackType
 from typing import IO, cast
 
 from pgwarden.errors import ToolError
-from pgwarden.redaction import redact
 from pgwarden.pg.tooltypes import AnyLogger, Readable, Sink, ToolLogger, ToolResult, check
+from pgwarden.redaction import redact
 
 CHUNK = 1 << 20
 GRACE_S = 5.0

@@ -105,7 +105,9 @@ class RestorePlan:
         return [*argv, str(source)] if source is not None else argv
 
 
-def describe(plan: RestorePlan, spec: ConnSpec, spool_dir: Path | None) -> list[str]:
+def describe(
+    plan: RestorePlan, spec: ConnSpec, spool_dir: Path | None, before_restore: tuple[str, ...] = ()
+) -> list[str]:
     """The exact commands of a restore, as a shell would run them (``--dry-run``).
 
     Steps pgwarden does in-process (SHA-256, decompression) are shown as their stock-tool
@@ -128,6 +130,7 @@ def describe(plan: RestorePlan, spec: ConnSpec, spool_dir: Path | None) -> list[
         producer = f"{tool} {q(str(plan.artifact))} | "
     if m.format != "plain":
         lines.append(shlex.join(plan.list_argv(source)) + " > /dev/null")
+    lines.extend(before_restore)
     lines.append(producer + shlex.join(plan.argv(conninfo, source)))
     if plan.spools and spool_dir is not None:
         lines.append(f"rm {q(str(source))}")

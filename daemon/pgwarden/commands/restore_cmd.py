@@ -1,0 +1,115 @@
+"""``pgwarden verify TARGET [BACKUP]`` (a restore drill now) and ``pgwarden restore``.
+
+Both run in this process, without the daemon.  SIGTERM or Ctrl-C cancels cleanly: the running
+tool is stopped, the scratch database dropped, the drill recorded as interrupted; a second
+Ctrl-C interrupts at once.  Exit codes: 0 passed, 1 a check or the restore failed, 2 usage
+(a non-empty ``--into`` database without ``--force`` included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from pgwarden.backup.outcome import CheckResult, VerifyOutcome
+from pgwarden.backup.restore import RestoreOutcome, RestoreRequest, restore_backup
+from pgwarden.backup.verify import VerifyRequest, run_verification
+from pgwarden.commands.context import command_env
+from pgwarden.errors import EXIT_FAILED, EXIT_OK
+
+
+@contextmanager
+def _cancel_on_signals() -> Iterator[threading.Event]:
+    """An event set by the first SIGTERM/SIGINT; the handlers only set it (no exit here)."""
+    cancel = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        cancel.set()
+        signal.signal(signum, previous[signal.Signals(signum)])  # the second one is not polite
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield cancel
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _check_lines(checks: list[CheckResult]) -> list[str]:
+    lines = []
+    for check in checks:
+        mark = "ok" if check.passed else "FAILED"
+        lines.append(f"  {mark:<7} {check.name:<22} {check.detail}")
+        for failure in check.failures:
+            lines.append(f"            {failure['item']}: expected {failure['expected']!r}, "
+                         f"got {failure['actual']!r}")  # fmt: skip
+        if check.more_failures:
+            lines.append(f"            ... and {check.more_failures} more")
+        if not check.passed and isinstance(check.actual, list) and check.name == "restore":
+            lines.extend(f"            {line}" for line in check.actual[:10])
+    return lines
+
+
+def _drill_text(outcome: VerifyOutcome) -> list[str]:
+    verdict = {"passed": "PASSED", "failed": "FAILED", "interrupted": "INTERRUPTED"}[outcome.status]
+    lines = [f"restore drill of backup {outcome.backup_id[:8]} ({outcome.artifact}) of "
+             f"{outcome.target}: {verdict} in {outcome.duration_s:.1f} s"]  # fmt: skip
+    if outcome.restore_mode:
+        lines.append(f"  restored on {outcome.server} into {outcome.scratch_database} "
+                     f"({outcome.restore_mode}), dropped afterwards")  # fmt: skip
+    lines.extend(_check_lines(outcome.checks))
+    lines.extend(f"  note: {note}" for note in outcome.notes)
+    for older in outcome.older:
+        lines.append("")
+        lines.extend(_drill_text(older))
+    return lines
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with _cancel_on_signals() as cancel, command_env(args) as env:
+        target = env.config.target(args.target)
+        outcome = run_verification(VerifyRequest(
+            target, env.config, env.catalog, env.storage, backup_ref=args.backup, cancel=cancel,
+            raise_on_failure=False,
+        ))  # fmt: skip
+    if args.json:
+        print(json.dumps(outcome.as_dict(), indent=2, default=str))
+    else:
+        print("\n".join(_drill_text(outcome)))
+    return EXIT_OK if outcome.passed else EXIT_FAILED
+
+
+def _restore_text(outcome: RestoreOutcome) -> list[str]:
+    if outcome.dry_run:
+        state = "exists, empty" if outcome.existed else "to be created"
+        lines = [f"# restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
+                 f"{outcome.database} on {outcome.server} ({state}); nothing was run"]  # fmt: skip
+        return lines + outcome.commands
+    verdict = "done" if outcome.passed else "FAILED"
+    lines = [f"restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
+             f"{outcome.database} on {outcome.server}: {verdict} in {outcome.duration_s:.1f} s"]  # fmt: skip
+    lines.extend(_check_lines(outcome.checks))
+    lines.extend(f"  note: {note}" for note in outcome.notes)
+    return lines
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    with _cancel_on_signals() as cancel, command_env(args) as env:
+        target = env.config.target(args.target)
+        outcome = restore_backup(RestoreRequest(
+            target, env.config, env.catalog, env.storage, into=args.into,
+            backup_ref=args.backup, force=args.force, dry_run=args.dry_run, verify=args.verify,
+            cancel=cancel,
+        ))  # fmt: skip
+    if args.json:
+        print(json.dumps(outcome.as_dict(), indent=2, default=str))
+    else:
+        print("\n".join(_restore_text(outcome)))
+    return EXIT_OK if outcome.passed else EXIT_FAILED

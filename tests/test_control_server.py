@@ -159,7 +159,10 @@ def test_backups_pin_unpin(harness: Harness) -> None:
     assert pinned["pinned"] is True
     assert pinned["id"] == app[0]["id"]
     assert call(harness, "backups", {"target": "app"})["backups"][0]["pinned"] is True
+    manifests = list((harness.root / "backups" / "app").glob("*.manifest.json"))
+    assert json.loads(manifests[0].read_text())["pinned"] is True  # the manifest says so too
     assert call(harness, "unpin", {"target": "app", "backup": short})["backup"]["pinned"] is False
+    assert json.loads(manifests[0].read_text())["pinned"] is False
     assert error_of(harness, "pin", {"target": "shop", "backup": short}).code == "not_found"
     assert error_of(harness, "backups", {"target": "nosuch"}).code == "not_found"
     assert call(harness, "backups", {"target": "broken"})["backups"] == []

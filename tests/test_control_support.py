@@ -35,6 +35,7 @@ from pgwarden.errors import BackupError, ConfigError, PgwardenError
 from pgwarden.metrics import Metrics
 from pgwarden.service.jobs import Job, JobRunner
 from pgwarden.service.scheduler import Scheduler
+from pgwarden.storage import LocalStorage, backup_name, manifest_name
 
 CANARY = "CANARY-pw-7f3a9c2e"
 STEPS = 6  # progress reports per fake job
@@ -103,6 +104,7 @@ class MiniState:
     def __init__(self, config: Config, catalog: Catalog) -> None:
         self.config = config
         self.catalog = catalog
+        self.storage = LocalStorage(config.storage.path)
 
     def check_reloadable(self, new: Config) -> None:
         if new.daemon.socket != self.config.daemon.socket:
@@ -183,15 +185,23 @@ class MiniDaemon:
         if job.target == "broken":
             raise BackupError(f"pg_dump failed: password={CANARY} authentication failed")
         backup_id = uuid.uuid4().hex
-        catalog = self.state.catalog
+        catalog, storage = self.state.catalog, self.state.storage
+        started = datetime.now(UTC)
+        name = backup_name(started, backup_id[:8], "dump")
         catalog.record_backup_start(
-            backup_id, target=job.target, database=job.target, started_at=datetime.now(UTC),
-            format="custom", tags=["manual", *job.args.get("tags", [])],
+            backup_id, target=job.target, database=job.target, started_at=started,
+            format="custom", tags=job.args.get("tags", ["manual"]),
         )  # fmt: skip
         self._steps(job, "dumping")
+        folder = storage.target_dir(job.target)
+        (folder / name).write_bytes(b"PGDMP")
+        manifest = {"id": backup_id, "target": job.target, "pinned": False}
+        storage.write_manifest_atomic(
+            job.target, manifest_name(name), json.dumps(manifest).encode()
+        )
         catalog.record_backup_finish(
             backup_id, status="complete", finished_at=datetime.now(UTC), size_bytes=STEPS * 10**6,
-            sha256="0" * 64, path=f"/backups/{job.target}/{backup_id[:8]}.dump",
+            sha256="0" * 64, path=f"{job.target}/{name}",
         )  # fmt: skip
         return {"backup_id": backup_id, "size_bytes": STEPS * 10**6}
 

@@ -16,7 +16,9 @@ Decisions written down here:
   in memory and end with the process.
 - ``reload`` validates the file itself first (pure), so a bad file is answered with every
   problem; then it asks the main loop to apply it and waits (<= 10 s) to see it in force.
-- ``pin``/``unpin`` change the catalog (``Catalog.set_pinned``).
+- ``pin``/``unpin`` use the same function as ``pgwarden pin``
+  (:func:`pgwarden.backup.reconcile.set_pin`): the catalog and the manifest, under the
+  backup's lock.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from typing import Any, Protocol
 
 from pgwarden import __version__
 from pgwarden import config as config_mod
+from pgwarden.backup.locks import BackupLocks
+from pgwarden.backup.reconcile import set_pin
 from pgwarden.catalog.queries import Catalog
 from pgwarden.catalog.records import BackupRecord, TargetSummary
 from pgwarden.config import Config
 from pgwarden.config_render import effective_dict
 from pgwarden.control.protocol import (
+    BAD_ARGUMENT,
     BUSY,
     NOT_FOUND,
     PROTOCOL_VERSION,
@@ -49,6 +54,7 @@ from pgwarden.errors import CatalogError
 from pgwarden.metrics import Metrics
 from pgwarden.service.jobs import Job, JobRunner
 from pgwarden.service.scheduler import Scheduler
+from pgwarden.storage import Storage
 
 PROGRESS_MIN_INTERVAL = 0.25  # seconds between two progress events of one job
 HEARTBEAT = 5.0  # a progress event at least this often while waiting
@@ -61,6 +67,9 @@ class StateView(Protocol):
 
     @property
     def catalog(self) -> Catalog: ...
+
+    @property
+    def storage(self) -> Storage: ...
 
     def check_reloadable(self, new: Config) -> None: ...
 
@@ -160,19 +169,30 @@ def _progress(job: Job) -> dict[str, Any]:
 
 
 def _follow(call: Call, job: Job) -> None:
-    """Emit ``progress`` events until ``job`` has finished (throttled, with heartbeats)."""
-    seen, last_sent = -1, 0.0
+    """Emit ``progress`` events until ``job`` has finished.
+
+    A new phase or state is sent at once; byte counts at most every
+    :data:`PROGRESS_MIN_INTERVAL`; a heartbeat every :data:`HEARTBEAT` when nothing changes.
+    """
+    observed, sent_version, last_sent, last_key = -1, -1, 0.0, None
     while True:
         finished = job.finished
-        version = job.version
-        now = time.monotonic()
-        if version != seen or now - last_sent >= HEARTBEAT:
-            call.emit("progress", _progress(job))
-            seen, last_sent = version, now
+        observed = job.version
+        data = _progress(job)
+        key = (data.get("phase"), data["state"])
+        since = time.monotonic() - last_sent
+        if (observed != sent_version and (key != last_key or since >= PROGRESS_MIN_INTERVAL)) or (
+            since >= HEARTBEAT
+        ):
+            call.emit("progress", data)
+            sent_version, last_sent, last_key, since = observed, time.monotonic(), key, 0.0
         if finished:
             return
-        job.wait_change(seen, timeout=HEARTBEAT)
-        time.sleep(max(0.0, last_sent + PROGRESS_MIN_INTERVAL - time.monotonic()))
+        # wake on the next change (a new phase goes out at once), or when the throttle of a
+        # pending update ends, or for the heartbeat
+        pending = observed != sent_version
+        wait = PROGRESS_MIN_INTERVAL - since if pending else HEARTBEAT - since
+        job.wait_change(observed, timeout=max(0.0, wait))
 
 
 def _submit(call: Call, kind: str, target: str, job_args: dict[str, Any]) -> tuple[Job, bool]:
@@ -310,7 +330,12 @@ def backup(call: Call) -> dict[str, Any]:
     target = _target(call, required=True)
     assert target is not None
     tags = call.args.text_list("tags")
-    return _job_answer(call, "backup", target, {"tags": tags} if tags else {})
+    for tag in tags:
+        if len(tag) > 64 or not tag.isprintable() or " " in tag:
+            raise control_error(BAD_ARGUMENT, f"backup: tag {tag!r} is not a short word")
+    # like ``pgwarden backup --tag``: a manual backup keeps its "manual" tag
+    job_args = {"tags": list(dict.fromkeys(["manual", *tags]))} if tags else {}
+    return _job_answer(call, "backup", target, job_args)
 
 
 @command("verify")
@@ -365,7 +390,9 @@ def _pin(call: Call, pinned: bool) -> dict[str, Any]:
     target = _target(call, required=True)
     ref = call.args.text("backup")
     call.args.finish()
-    record = _parts(call.daemon)[1].catalog.set_pinned(ref, pinned, target)
+    state = _parts(call.daemon)[1]
+    locks = BackupLocks(state.config.daemon.state_dir)
+    record = set_pin(state.catalog, state.storage, ref, pinned, target=target, locks=locks)
     return {"backup": _record(record)}
 
 

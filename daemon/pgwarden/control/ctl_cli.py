@@ -32,7 +32,7 @@ def socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
     if args.config is not None:
-        from pgwarden import config as config_mod  # noqa: PLC0415 - it imports psycopg
+        from pgwarden import config as config_mod
 
         try:
             return config_mod.load(args.config).daemon.socket

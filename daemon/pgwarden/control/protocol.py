@@ -121,7 +121,7 @@ def parse_request(line: bytes) -> Request:
 # -- answers ---------------------------------------------------------------------------------
 def encode(message: Mapping[str, Any]) -> bytes:
     """One message as a JSON line (redacted)."""
-    from pgwarden.control.redact import redact  # noqa: PLC0415 - keeps the CLI from psycopg
+    from pgwarden.control.redact import redact
 
     text = json.dumps(redact(message), ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8") + b"\n"

@@ -22,10 +22,11 @@ daemon, which watches its threads, exits non-zero so that systemd restarts it.
   as ``application_name = pgwarden-monitor``, plus one admin-console connection per PgBouncer;
 * each running backup: one session that exports the snapshot and counts rows
   (``pgwarden-backup``) plus ``pg_dump``'s own (one; ``jobs + 1`` for the ``directory``
-  format), so 2, or ``jobs + 2``;
-* each running restore drill: ``pg_restore`` with ``verify.jobs`` connections into the scratch
-  database, plus one session for the checks and one for creating/dropping the scratch
-  database (on the verification server);
+  format), so 2, or ``jobs + 2`` (4 with the defaults);
+* each running restore drill (``pgwarden-verify``): one session that creates and drops the
+  scratch database, plus ``pg_restore`` (``jobs + 1`` connections, 1 when ``jobs`` is 1) and
+  then up to ``jobs`` sessions for the checks; ``verify.jobs`` is lowered to what the server
+  can spare while keeping a margin for the applications, so 4 with the defaults;
 * at most ``daemon.max_parallel_jobs`` jobs (2 by default) run at once, one per target.
 
 With the defaults that is at most 1 + 2 x 4 = 9 connections per server, usually 1.  The

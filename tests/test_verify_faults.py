@@ -1,0 +1,224 @@
+"""Restore drills under attack and under faults: an archive swapped with a forged checksum, a
+drill killed with SIGKILL during its restore, a drill stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import tomli_w
+
+from pgwarden import config as config_mod
+from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
+from pgwarden.backup.verify import (
+    VerifyRequest,
+    drop_leftover_scratch_databases,
+    run_verification,
+)
+from tests.helpers import Env, open_env, target_doc, write_config
+from tests.pgservers import PgServer
+from tests.sampledata import make_sample_db
+
+#: a CHECK constraint that sleeps only inside a drill's scratch database: a slow restore
+SLOW_TABLE = r"""
+CREATE FUNCTION slow_ok(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_database() LIKE 'pgwarden\_verify\_%' THEN PERFORM pg_sleep(0.05); END IF;
+    RETURN true;
+END $$;
+CREATE TABLE slow (id int PRIMARY KEY, v int CHECK (slow_ok(v)));
+INSERT INTO slow SELECT g, g FROM generate_series(1, 600) g;
+"""
+
+
+def _config(workdir: Path, server: PgServer, db: str, **verify: Any) -> Path:
+    doc = {
+        "daemon": {"state_dir": str(workdir / "state"), "socket": str(workdir / "ctl.sock"),
+                   "log_level": "warning"},
+        "storage": {"path": str(workdir / "backups")},
+        "metrics": {"listen": "127.0.0.1:0"},
+        "targets": [target_doc(server, db, backup={"retries": 0}, verify=verify)],
+    }  # fmt: skip
+    workdir.mkdir(parents=True, exist_ok=True)
+    return write_config(workdir, tomli_w.dumps(doc))
+
+
+def _backup(env: Env) -> BackupOutcome:
+    return take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage))
+
+
+def _scratch_left(server: PgServer) -> list[str]:
+    return [d for d in server.databases() if d.startswith("pgwarden_verify_")]
+
+
+def test_changed_embeddings_fail_the_vector_probes(pg18: PgServer, workdir: Path) -> None:
+    """Someone with write access replaces a backup by another database's dump and forges the
+    manifest's checksum: same tables, same ids, same counts -- only the embeddings differ.
+    Checksum, restore and counts pass; the recorded nearest neighbours do not come back."""
+    make_sample_db(pg18, "emb_a", rows=300)
+    pg18.drop_database("emb_b")
+    pg18.execute("CREATE DATABASE emb_b TEMPLATE emb_a")
+    # every document takes the embedding of the next one: ids and counts unchanged
+    pg18.execute("UPDATE documents d SET embedding = n.embedding FROM documents n "
+                 "WHERE n.id = d.id % 300 + 1", "emb_b")  # fmt: skip
+    env_a = open_env(config_mod.load(_config(workdir / "a", pg18, "emb_a")))
+    env_b = open_env(config_mod.load(_config(workdir / "b", pg18, "emb_b")))
+    a, b = _backup(env_a), _backup(env_b)
+    shutil.copyfile(b.path, a.path)
+    manifest = json.loads(a.manifest_path.read_text())
+    manifest["sha256"] = hashlib.sha256(a.path.read_bytes()).hexdigest()
+    manifest["size_bytes"] = a.path.stat().st_size
+    a.manifest_path.write_text(json.dumps(manifest, indent=2))
+
+    outcome = run_verification(VerifyRequest(env_a.config.targets[0], env_a.config,
+                                             env_a.catalog, env_a.storage,
+                                             raise_on_failure=False))  # fmt: skip
+    by_name = {c.name: c for c in outcome.checks}
+    assert by_name["checksum"].passed and by_name["restore"].passed
+    assert by_name["row_counts"].passed
+    probes = by_name["vector_probes"]
+    assert not probes.passed
+    assert probes.failures, probes
+    first = probes.failures[0]
+    assert first["item"].startswith("public.documents.embedding id=")
+    assert first["expected"] != first["actual"]
+    assert [c.name for c in outcome.failed_checks] == ["vector_probes"]
+    assert not _scratch_left(pg18)
+
+
+def _drill_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    code = (
+        "import sys\n"
+        "from pgwarden import config as c\n"
+        "from pgwarden.backup.verify import VerifyRequest, run_verification\n"
+        "from pgwarden.catalog import open_catalog\n"
+        "from pgwarden.storage import LocalStorage\n"
+        f"cfg = c.load({str(config)!r})\n"
+        "cat = open_catalog(cfg.daemon.effective_catalog_url)\n"
+        "run_verification(VerifyRequest(cfg.targets[0], cfg, cat, LocalStorage(cfg.storage.path)))\n"
+    )
+    with log.open("wb") as err:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=err, stderr=err)
+
+
+def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer) -> psutil.Process:
+    """The pg_restore of the drill, once it has been restoring for a moment."""
+    deadline = time.monotonic() + 60
+    parent = psutil.Process(proc.pid)
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the drill process ended early"
+        for child in parent.children(recursive=True):
+            try:
+                if child.name() == "pg_restore" and _scratch_left(server):
+                    time.sleep(1.0)  # well into the slow table
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.05)
+    raise AssertionError("the drill never started pg_restore")
+
+
+def test_sigkill_during_restore_leaves_no_scratch_database_after_restart(
+    pg18: PgServer, workdir: Path
+) -> None:
+    make_sample_db(pg18, "killed", rows=200)
+    pg18.execute(SLOW_TABLE, "killed")
+    config = _config(workdir, pg18, "killed")
+    env = open_env(config_mod.load(config))
+    backup = _backup(env)
+    target = env.config.targets[0]
+    proc = _drill_process(config, workdir / "drill.log")
+    restore = None
+    try:
+        restore = _wait_for_restore(proc, pg18)
+        [scratch] = _scratch_left(pg18)
+        # a drill that is alive (in another process) is left alone by a start-up clean-up
+        assert drop_leftover_scratch_databases(target) == []
+        assert _scratch_left(pg18) == [scratch]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert restore.is_running()  # an orphan pg_restore still writing into the scratch db
+        # "restart": what ServiceState.recover() does
+        assert drop_leftover_scratch_databases(target) == [scratch]
+        env.storage.cleanup_partials()
+        env.catalog.mark_running_interrupted()
+        assert _scratch_left(pg18) == []
+        assert not list(backup.path.parent.glob("*.partial"))
+        restore.wait(30)  # its connections were terminated: it ends
+        drills = env.catalog.list_verifications(backup.backup_id)
+        assert [d.status for d in drills] == ["interrupted"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if restore is not None and restore.is_running():
+            restore.kill()
+        for name in _scratch_left(pg18):
+            pg18.drop_database(name)
+
+
+def test_sigterm_of_pgwarden_verify_drops_the_scratch_database(
+    pg18: PgServer, workdir: Path
+) -> None:
+    make_sample_db(pg18, "termed", rows=100, vectors=False)
+    pg18.execute(SLOW_TABLE, "termed")
+    config = _config(workdir, pg18, "termed")
+    env = open_env(config_mod.load(config))
+    backup = _backup(env)
+    proc = subprocess.Popen([sys.executable, "-m", "pgwarden.cli", "verify", "-c", str(config),
+                             "termed", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        restore = _wait_for_restore(proc, pg18)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - started < 15
+        assert proc.returncode == 1, err
+        report = json.loads(out)
+        assert report["status"] == "interrupted"
+        assert not _scratch_left(pg18)
+        assert not restore.is_running()
+        assert not list(backup.path.parent.glob("*.partial"))
+        assert [d.status for d in env.catalog.list_verifications(backup.backup_id)] == [
+            "interrupted"
+        ]
+        manifest = json.loads(backup.manifest_path.read_text())
+        assert manifest["verifications"][-1]["status"] == "interrupted"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for name in _scratch_left(pg18):
+            pg18.drop_database(name)
+
+
+def test_cancel_during_checks_stops_a_long_query(pg18: PgServer, workdir: Path) -> None:
+    """A cancel that arrives while an operator's check runs a long query cancels the query."""
+    import threading
+
+    make_sample_db(pg18, "cancel_q", rows=50, vectors=False)
+    env = open_env(config_mod.load(_config(workdir, pg18, "cancel_q", checks=[
+        {"name": "slow", "sql": "SELECT pg_sleep(60)::text", "equals": ""}])))  # fmt: skip
+    _backup(env)
+    cancel = threading.Event()
+
+    def progress(**fields: Any) -> None:
+        if fields.get("phase") == "checking":
+            threading.Timer(1.0, cancel.set).start()
+
+    started = time.monotonic()
+    outcome = run_verification(VerifyRequest(env.config.targets[0], env.config, env.catalog,
+                                             env.storage, cancel=cancel, progress=progress,
+                                             raise_on_failure=False))  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert outcome.status == "interrupted"
+    assert not _scratch_left(pg18)
+    assert os.getpid()  # the test process itself was not signalled

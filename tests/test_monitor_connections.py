@@ -315,3 +315,30 @@ def test_monitoring_queries_run_under_the_statement_timeout(pg18: PgServer, work
             assert time.monotonic() - started < 2
     finally:
         engines.close()
+
+
+def test_own_pool_timeouts_are_counted(pg18: PgServer, workdir: Path) -> None:
+    config = make_config(
+        workdir,
+        [{"name": "own", "dsn": pg18.dsn()}],
+        pool={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.1},
+    )
+    sampler = Sampler()
+    plan = plan_servers(config.targets)[0]
+    try:
+        # a connection that is never given back (a leak) exhausts the one-connection pool
+        with sampler.engines.connect(plan, config.monitor):
+            snap = sampler.cycle(config)
+        status = snap.server("own")
+        assert status is not None
+        assert not status.up
+        assert status.own_pool is not None
+        assert (status.own_pool.timeouts, status.own_pool.checked_out) == (1, 1)
+        assert snap.server_errors["own"] == 1
+        after = sampler.cycle(config).server("own")
+        assert after is not None
+        assert after.up
+        assert after.own_pool is not None
+        assert (after.own_pool.timeouts, after.own_pool.checked_out) == (1, 0)
+    finally:
+        sampler.close()

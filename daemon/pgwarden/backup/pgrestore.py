@@ -282,10 +282,13 @@ def run_restore(
                                              and found.ignored and not found.errors)  # fmt: skip
     if found.errors or not clean_exit:
         result.passed = False
-        first = found.errors[0] if found.errors else (lines.lines[-1] if lines.lines else "")
         count = len(found.errors)
-        result.detail = (f"{how} {outcome.describe()} with {count} error{'s' * (count != 1)}: "
-                         f"{first}").rstrip(": ")  # fmt: skip
+        if found.errors:
+            result.detail = (f"{how} {outcome.describe()} with {count} "
+                             f"error{'s' * (count != 1)}: {found.errors[0]}")  # fmt: skip
+        else:
+            last = lines.lines[-1] if lines.lines else "no message"
+            result.detail = f"{how} {outcome.describe()}: {last}"
         result.expected, result.actual = "no errors", found.errors[:MAX_ERROR_LINES]
     else:
         result.detail = f"{how} exited cleanly in {outcome.duration_s:.1f} s"

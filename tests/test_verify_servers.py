@@ -1,0 +1,197 @@
+"""Drills across servers and formats: PostgreSQL 15 as a separate verification server, a
+missing pgvector reported before restoring, every archive format, both ways a ``.dump.zst``
+reaches pg_restore, a random older backup, and connection headroom on the server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgwarden.backup.outcome import VerifyOutcome
+from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
+from pgwarden.backup.verify import VerifyRequest, run_verification
+from tests.helpers import Env, make_config, open_env, target_doc
+from tests.pgservers import PgServer
+from tests.sampledata import make_rich_db, make_sample_db
+
+
+def _env(workdir: Path, server: PgServer, db: str, *, backup: dict[str, Any] | None = None,
+         verify: dict[str, Any] | None = None) -> Env:  # fmt: skip
+    doc = target_doc(server, db, backup={"retries": 0, **(backup or {})}, verify=verify or {})
+    return open_env(make_config(workdir, [doc]))
+
+
+def _backup(env: Env) -> BackupOutcome:
+    return take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage))
+
+
+def _drill(env: Env, **kw: Any) -> VerifyOutcome:
+    return run_verification(VerifyRequest(env.config.targets[0], env.config, env.catalog,
+                                          env.storage, raise_on_failure=False, **kw))  # fmt: skip
+
+
+def _scratch_left(server: PgServer) -> list[str]:
+    return [d for d in server.databases() if d.startswith("pgwarden_verify_")]
+
+
+def _checks(outcome: VerifyOutcome) -> dict[str, Any]:
+    return {c["name"]: c for c in outcome.as_dict()["checks"]}
+
+
+def test_pg15_as_a_separate_verification_server(pg18: PgServer, pg15: PgServer,
+                                                workdir: Path) -> None:  # fmt: skip
+    """A PostgreSQL 18 database drilled on PostgreSQL 15.  pg_restore must be at least as new as
+    the pg_dump that wrote the archive (18 here); it restores into the older server, whose only
+    complaint -- the ``SET transaction_timeout`` every 17+ tool sends -- is noted, not failed."""
+    make_sample_db(pg18, "to15", rows=250, vectors=False)
+    env = _env(workdir, pg18, "to15", verify={"dsn": pg15.uri("postgres"), "checks": [
+        {"name": "users", "sql": "SELECT count(*) FROM users", "equals": 250}]})  # fmt: skip
+    _backup(env)
+    outcome = _drill(env)
+    checks = _checks(outcome)
+    assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
+    assert "PostgreSQL 15" in checks["headroom"]["detail"]
+    assert str(pg15.port) in outcome.server
+    assert "transaction_timeout" in checks["restore"]["detail"]
+    assert checks["row_counts"]["passed"] and checks["sql:users"]["actual"] == 250
+    assert not _scratch_left(pg15)
+    assert not _scratch_left(pg18)
+
+
+def test_missing_pgvector_on_the_verification_server_is_reported_before_restoring(
+    pg18: PgServer, pg15: PgServer, workdir: Path
+) -> None:
+    make_sample_db(pg18, "vec_to15", rows=100)
+    env = _env(workdir, pg18, "vec_to15", verify={"dsn": pg15.uri("postgres")})
+    _backup(env)
+    outcome = _drill(env)
+    assert not outcome.passed
+    failed = outcome.failed_checks
+    assert [c.name for c in failed] == ["extensions_available"]
+    assert "vector" in failed[0].detail and "pgvector" in failed[0].detail
+    assert "PostgreSQL 15" in failed[0].detail
+    assert failed[0].actual == ["vector"]
+    names = [c.name for c in outcome.checks]
+    assert "restore" not in names  # reported before any restore
+    assert outcome.scratch_database is None
+    assert not _scratch_left(pg15)
+
+
+@pytest.mark.parametrize(
+    ("backup", "mode"),
+    [
+        ({"format": "plain"}, "gzip stream into psql"),
+        ({"format": "plain", "compression": "none"}, "plain stream into psql"),
+        ({"format": "directory", "jobs": 2}, "from the artifact"),
+        ({"compression": "gzip"}, "from the artifact"),
+        ({"compression": "none"}, "from the artifact"),
+        ({}, "spooled"),
+    ],
+    ids=["sql.gz", "sql", "directory", "dump-gzip", "dump-none", "dump.zst"],
+)
+def test_every_format_drills(pg18: PgServer, workdir: Path, backup: dict[str, Any],
+                             mode: str) -> None:  # fmt: skip
+    make_rich_db(pg18, "formats_src", large_objects=2)
+    env = _env(workdir, pg18, "formats_src", backup=backup)
+    made = _backup(env)
+    outcome = _drill(env)
+    assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
+    assert mode in outcome.restore_mode
+    assert _checks(outcome)["vector_probes"]["passed"]
+    assert not _scratch_left(pg18)
+    assert not list(made.path.parent.glob("*.partial"))
+
+
+def test_a_dump_zst_streamed_into_a_serial_pg_restore(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "streamed", rows=300)
+    env = _env(workdir, pg18, "streamed")
+    _backup(env)
+    outcome = _drill(env, restore_mode="stream")
+    assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
+    assert outcome.restore_mode == "streamed into a serial pg_restore"
+    assert outcome.jobs == 1
+    assert _checks(outcome)["archive"]["passed"]
+
+
+def _forge(made: BackupOutcome, data: bytes) -> None:
+    """Rewrite the artifact and the manifest's checksum (as someone with write access could)."""
+    import hashlib
+
+    made.path.write_bytes(data)
+    manifest = json.loads(made.manifest_path.read_text())
+    manifest["sha256"] = hashlib.sha256(data).hexdigest()
+    made.manifest_path.write_text(json.dumps(manifest))
+
+
+def test_a_truncated_stream_fails_a_streamed_restore(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "streamed_short", rows=300)
+    env = _env(workdir, pg18, "streamed_short")
+    made = _backup(env)
+    _forge(made, made.path.read_bytes()[: made.size_bytes * 3 // 4])
+    outcome = _drill(env, restore_mode="stream")
+    assert not outcome.passed
+    assert outcome.failed_checks[0].name == "archive"
+    assert "truncated" in outcome.failed_checks[0].detail
+    assert not _scratch_left(pg18)
+
+
+def test_garbage_inside_the_stream_fails_the_drill(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "streamed_bad", rows=300)
+    env = _env(workdir, pg18, "streamed_bad")
+    made = _backup(env)
+    data = bytearray(made.path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    _forge(made, bytes(data))
+    for mode in ("stream", "spool"):
+        outcome = _drill(env, restore_mode=mode)
+        assert not outcome.passed
+        assert outcome.failed_checks[0].name in ("archive", "restore"), outcome.as_dict()
+    assert not _scratch_left(pg18)
+    assert not list(made.path.parent.glob("*.partial"))
+
+
+def test_random_older_also_drills_one_older_backup(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "history", rows=80, vectors=False)
+    env = _env(workdir, pg18, "history", verify={"random_older": True})
+    first = _backup(env)
+    second = _backup(env)
+    outcome = _drill(env)
+    assert outcome.backup_id == second.backup_id
+    assert [o.backup_id for o in outcome.older] == [first.backup_id]
+    assert outcome.passed and outcome.as_dict()["older"][0]["passed"]
+    assert env.catalog.get_backup(first.backup_id).verify_status == "passed"
+    # a named backup is drilled alone
+    named = _drill(env, backup_ref=first.backup_id[:8])
+    assert named.backup_id == first.backup_id and not named.older
+
+
+@contextmanager
+def _held_connections(server: PgServer, count: int) -> Iterator[None]:
+    conns = [psycopg.connect(server.dsn("postgres")) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_jobs_are_reduced_to_the_free_connections(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "crowded", rows=100, vectors=False)
+    env = _env(workdir, pg18, "crowded", verify={"jobs": 4})
+    _backup(env)
+    # the other client backends, not counting the one asking
+    in_use = int(pg18.execute("SELECT count(*) - 1 FROM pg_stat_activity "
+                              "WHERE backend_type = 'client backend'")[0][0])  # type: ignore[call-overload]  # fmt: skip
+    # max_connections 100, 10 kept for applications, 1 for the drill's own connection: leave
+    # room for exactly 2 more (pg_restore --jobs=1 needs 1, --jobs=2 needs 3)
+    with _held_connections(pg18, 100 - 10 - 1 - 2 - in_use):
+        outcome = _drill(env)
+    assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
+    assert outcome.jobs == 1
+    assert "jobs reduced from 4 to 1" in _checks(outcome)["headroom"]["detail"]

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from pgwarden.control import protocol
+from pgwarden.control.calls import Call
 from pgwarden.control.client import ControlClient
-from pgwarden.control.commands import COMMANDS, Call
+from pgwarden.control.commands import COMMANDS
 from pgwarden.control.server import ControlServer
 from pgwarden.errors import ControlError, PgwardenError
 from tests.test_control_support import (

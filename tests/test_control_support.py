@@ -85,21 +85,6 @@ password = "{CANARY}"
 """
 
 
-class _Runner(JobRunner):
-    """``JobRunner`` whose ``start`` registers each worker before starting it.
-
-    Workaround: ``JobRunner.start`` (service/jobs.py) appends a worker to ``_threads`` after
-    ``thread.start()``, and the worker looks itself up in that list at once: it can die with
-    ``ValueError`` first.  Reported to the owner of service/; drop this class once fixed.
-    """
-
-    def start(self) -> None:
-        for i in range(self._max_parallel):
-            thread = threading.Thread(target=self._worker, name=f"job-{i}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-
 class MiniState:
     def __init__(self, config: Config, catalog: Catalog) -> None:
         self.config = config
@@ -124,7 +109,7 @@ class MiniDaemon:
             config, open_catalog(config.daemon.effective_catalog_url)
         )
         self.scheduler: Scheduler | None = Scheduler(config, datetime.now(UTC))
-        self.runner: JobRunner | None = _Runner(
+        self.runner: JobRunner | None = JobRunner(
             {"backup": self._backup, "verify": self._verify, "prune": self._prune},
             config.daemon.max_parallel_jobs,
         )

@@ -1,6 +1,7 @@
 """The control socket's command table: one small handler per command, nothing else.
 
-Each handler takes a :class:`Call` (the daemon seen through :class:`DaemonView`, the validated
+Each handler takes a :class:`~pgwarden.control.calls.Call` (the daemon seen through
+:class:`~pgwarden.control.calls.DaemonView`, the validated
 arguments, an ``emit`` for progress events, the peer) and returns the ``result`` object.  It
 raises :class:`~pgwarden.errors.PgwardenError` (``ControlError`` for protocol codes) to answer
 an error; the server turns anything else into an ``internal`` answer.
@@ -24,114 +25,34 @@ Decisions written down here:
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pgwarden import __version__
 from pgwarden import config as config_mod
 from pgwarden.backup.locks import BackupLocks
 from pgwarden.backup.reconcile import set_pin
-from pgwarden.catalog.queries import Catalog
 from pgwarden.catalog.records import BackupRecord, TargetSummary
-from pgwarden.config import Config
 from pgwarden.config_render import effective_dict
+from pgwarden.control.calls import Call, DaemonView, Handler, StateView, follow, parts
 from pgwarden.control.protocol import (
     BAD_ARGUMENT,
     BUSY,
     NOT_FOUND,
     PROTOCOL_VERSION,
     TIMEOUT,
-    Args,
-    Peer,
     control_error,
 )
 from pgwarden.errors import CatalogError
 from pgwarden.metrics import Metrics
-from pgwarden.service.jobs import Job, JobRunner
-from pgwarden.service.scheduler import Scheduler
-from pgwarden.storage import Storage
+from pgwarden.service.jobs import Job
 
-PROGRESS_MIN_INTERVAL = 0.25  # seconds between two progress events of one job
-HEARTBEAT = 5.0  # a progress event at least this often while waiting
 RELOAD_WAIT = 10.0  # how long ``reload`` waits for the main loop to apply the file
 
 
-class StateView(Protocol):
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def catalog(self) -> Catalog: ...
-
-    @property
-    def storage(self) -> Storage: ...
-
-    def check_reloadable(self, new: Config) -> None: ...
-
-
-class DaemonView(Protocol):
-    """What the control socket uses of :class:`pgwarden.service.daemon.Daemon`."""
-
-    @property
-    def config_path(self) -> Path: ...
-
-    @property
-    def paused(self) -> set[str]: ...
-
-    @property
-    def runner(self) -> JobRunner | None: ...
-
-    @property
-    def scheduler(self) -> Scheduler | None: ...
-
-    @property
-    def state(self) -> StateView | None: ...
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    def submit(
-        self, kind: str, target: str, args: dict[str, Any], trigger: str = "manual"
-    ) -> Job: ...
-
-    def request_reload(self) -> None: ...
-
-
-class ConfigWatch:
-    """When the config now in force was loaded: noticed by identity, within a server tick."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._config: Config | None = None
-        self._at = datetime.now(UTC)
-
-    def observe(self, config: Config) -> datetime:
-        with self._lock:
-            if config is not self._config:
-                if self._config is not None:
-                    self._at = datetime.now(UTC)
-                self._config = config
-            return self._at
-
-
-Emit = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass
-class Call:
-    daemon: DaemonView
-    args: Args
-    emit: Emit
-    peer: Peer
-    watch: ConfigWatch
-
-
-Handler = Callable[[Call], dict[str, Any]]
 COMMANDS: dict[str, Handler] = {}
 
 
@@ -144,60 +65,16 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def _parts(daemon: DaemonView) -> tuple[JobRunner, StateView, Scheduler]:
-    runner, state, scheduler = daemon.runner, daemon.state, daemon.scheduler
-    if runner is None or state is None or scheduler is None:
-        raise control_error(BUSY, "the daemon is still starting; try again in a moment")
-    return runner, state, scheduler
-
-
 def _target(call: Call, required: bool) -> str | None:
     name = call.args.text("target") if required else call.args.opt_text("target")
     if name is not None:
-        _parts(call.daemon)[1].config.target(name)  # NotFoundError (not_found) when unknown
+        parts(call.daemon)[1].config.target(name)  # NotFoundError (not_found) when unknown
     return name
-
-
-def _progress(job: Job) -> dict[str, Any]:
-    data: dict[str, Any] = {"job": job.id, "kind": job.kind, "target": job.target}
-    data.update(job.progress)
-    data["state"] = job.state
-    if job.started_at is not None:
-        end = job.finished_at or datetime.now(UTC)
-        data["elapsed_s"] = round((end - job.started_at).total_seconds(), 3)
-    return data
-
-
-def _follow(call: Call, job: Job) -> None:
-    """Emit ``progress`` events until ``job`` has finished.
-
-    A new phase or state is sent at once; byte counts at most every
-    :data:`PROGRESS_MIN_INTERVAL`; a heartbeat every :data:`HEARTBEAT` when nothing changes.
-    """
-    observed, sent_version, last_sent, last_key = -1, -1, 0.0, None
-    while True:
-        finished = job.finished
-        observed = job.version
-        data = _progress(job)
-        key = (data.get("phase"), data["state"])
-        since = time.monotonic() - last_sent
-        if (observed != sent_version and (key != last_key or since >= PROGRESS_MIN_INTERVAL)) or (
-            since >= HEARTBEAT
-        ):
-            call.emit("progress", data)
-            sent_version, last_sent, last_key, since = observed, time.monotonic(), key, 0.0
-        if finished:
-            return
-        # wake on the next change (a new phase goes out at once), or when the throttle of a
-        # pending update ends, or for the heartbeat
-        pending = observed != sent_version
-        wait = PROGRESS_MIN_INTERVAL - since if pending else HEARTBEAT - since
-        job.wait_change(observed, timeout=max(0.0, wait))
 
 
 def _submit(call: Call, kind: str, target: str, job_args: dict[str, Any]) -> tuple[Job, bool]:
     """Queue a job; also whether an identical queued or running job was returned instead."""
-    runner = _parts(call.daemon)[0]
+    runner = parts(call.daemon)[0]
     before = {job.id for job in runner.jobs() if not job.finished}
     job = call.daemon.submit(kind, target, job_args, trigger="manual")
     return job, job.id in before
@@ -213,7 +90,7 @@ def _job_answer(call: Call, kind: str, target: str, job_args: dict[str, Any]) ->
             f"(job {job.id}); try again when it has finished",
         )  # fmt: skip
     if wait:
-        _follow(call, job)
+        follow(call, job)
     return {"job": job.as_dict(), "existing": existing}
 
 
@@ -271,7 +148,7 @@ def hello(call: Call) -> dict[str, Any]:
 def status(call: Call) -> dict[str, Any]:
     call.args.finish()
     daemon = call.daemon
-    runner, state, scheduler = _parts(daemon)
+    runner, state, scheduler = parts(daemon)
     config = state.config
     jobs = runner.jobs()
     paused = set(daemon.paused)
@@ -308,7 +185,7 @@ def status(call: Call) -> dict[str, Any]:
 def jobs(call: Call) -> dict[str, Any]:
     target = call.args.opt_text("target")
     call.args.finish()
-    runner = _parts(call.daemon)[0]
+    runner = parts(call.daemon)[0]
     return {"jobs": [j.as_dict() for j in runner.jobs() if target in (None, j.target)]}
 
 
@@ -317,11 +194,11 @@ def job(call: Call) -> dict[str, Any]:
     job_id = call.args.text("id")
     wait = call.args.flag("wait")
     call.args.finish()
-    found = _parts(call.daemon)[0].get(job_id)
+    found = parts(call.daemon)[0].get(job_id)
     if found is None:
         raise control_error(NOT_FOUND, f"no job {job_id!r} (the daemon keeps the last 200)")
     if wait:
-        _follow(call, found)
+        follow(call, found)
     return {"job": found.as_dict()}
 
 
@@ -345,7 +222,7 @@ def verify(call: Call) -> dict[str, Any]:
     ref = call.args.opt_text("backup")
     job_args: dict[str, Any] = {}
     if ref is not None:
-        job_args["backup"] = _parts(call.daemon)[1].catalog.get_backup(ref, target).id
+        job_args["backup"] = parts(call.daemon)[1].catalog.get_backup(ref, target).id
     return _job_answer(call, "verify", target, job_args)
 
 
@@ -355,7 +232,7 @@ def prune(call: Call) -> dict[str, Any]:
     dry_run = call.args.flag("dry_run")
     wait = call.args.flag("wait")
     call.args.finish()
-    config = _parts(call.daemon)[1].config
+    config = parts(call.daemon)[1].config
     names = [target] if target is not None else [t.name for t in config.targets]
     job_args: dict[str, Any] = {"dry_run": True} if dry_run else {}
     queued = []
@@ -369,7 +246,7 @@ def prune(call: Call) -> dict[str, Any]:
         queued.append(found)
     if wait:
         for found in queued:
-            _follow(call, found)
+            follow(call, found)
     return {"jobs": [found.as_dict() for found in queued], "dry_run": dry_run}
 
 
@@ -378,7 +255,7 @@ def backups(call: Call) -> dict[str, Any]:
     target = call.args.opt_text("target")
     include_deleted = call.args.flag("all")
     call.args.finish()
-    state = _parts(call.daemon)[1]
+    state = parts(call.daemon)[1]
     statuses = None if include_deleted else ("running", "complete", "failed", "interrupted")
     records = state.catalog.list_backups(target, statuses=statuses)
     if target is not None and not records:
@@ -390,7 +267,7 @@ def _pin(call: Call, pinned: bool) -> dict[str, Any]:
     target = _target(call, required=True)
     ref = call.args.text("backup")
     call.args.finish()
-    state = _parts(call.daemon)[1]
+    state = parts(call.daemon)[1]
     locks = BackupLocks(state.config.daemon.state_dir)
     record = set_pin(state.catalog, state.storage, ref, pinned, target=target, locks=locks)
     return {"backup": _record(record)}
@@ -410,7 +287,7 @@ def unpin(call: Call) -> dict[str, Any]:
 def reload(call: Call) -> dict[str, Any]:
     call.args.finish()
     daemon = call.daemon
-    state = _parts(daemon)[1]
+    state = parts(daemon)[1]
     new = config_mod.load(daemon.config_path)  # ConfigError (code "config") lists every problem
     state.check_reloadable(new)
     old = state.config
@@ -460,7 +337,7 @@ def resume(call: Call) -> dict[str, Any]:
         paused.clear()
     else:
         if "*" in paused:  # all paused, resume one: pause the others by name, then lift "*"
-            others = {t.name for t in _parts(call.daemon)[1].config.targets} - {target}
+            others = {t.name for t in parts(call.daemon)[1].config.targets} - {target}
             paused.update(others)
             paused.discard("*")
         paused.discard(target)
@@ -470,7 +347,7 @@ def resume(call: Call) -> dict[str, Any]:
 @command("config")
 def config(call: Call) -> dict[str, Any]:
     call.args.finish()
-    current = _parts(call.daemon)[1].config
+    current = parts(call.daemon)[1].config
     return {
         "path": str(call.daemon.config_path),
         "loaded_at": call.watch.observe(current),

@@ -15,6 +15,8 @@ argument validation (:class:`Args`).  Every outgoing message goes through
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +118,46 @@ def parse_request(line: bytes) -> Request:
     if not isinstance(args, dict):
         raise control_error(BAD_REQUEST, "args must be a JSON object")
     return Request(peek_id(data), cmd, args)
+
+
+# -- framing -------------------------------------------------------------------------------
+class TooLargeError(Exception):
+    """A request line longer than :data:`MAX_LINE`."""
+
+
+class LineReader:
+    """Newline-framed reads with a size limit and a deadline per line."""
+
+    def __init__(self, conn: socket.socket, limit: int) -> None:
+        self._conn = conn
+        self._limit = limit
+        self._buf = bytearray()
+        self.eof = False
+
+    def readline(self, timeout: float) -> bytes | None:
+        """The next line (without its newline); ``None`` at end of stream."""
+        deadline = time.monotonic() + timeout
+        while True:
+            index = self._buf.find(b"\n")
+            if index >= 0:
+                line = bytes(self._buf[:index])
+                del self._buf[: index + 1]
+                if len(line) > self._limit:
+                    raise TooLargeError
+                return line
+            if len(self._buf) > self._limit:
+                raise TooLargeError
+            if self.eof:
+                line, self._buf = bytes(self._buf), bytearray()
+                return line or None  # a last line without newline still counts
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self._conn.settimeout(remaining)
+            chunk = self._conn.recv(65536)
+            if not chunk:
+                self.eof = True
+            self._buf += chunk
 
 
 # -- answers ---------------------------------------------------------------------------------

@@ -128,12 +128,9 @@ def status(result: Mapping[str, Any]) -> str:
 def _job_detail(job: Mapping[str, Any]) -> str:
     if job.get("error"):
         return str(job["error"]).splitlines()[0]
-    progress = job.get("progress") or {}
     if job.get("state") == "running":
-        return progress_text(progress)
-    result = job.get("result") or {}
-    bits = [f"{k}={v}" for k, v in result.items() if isinstance(v, str | int | float)]
-    return " ".join(bits[:4])
+        return progress_text(job.get("progress") or {})
+    return outcome(job)
 
 
 def jobs(items: Iterable[Mapping[str, Any]]) -> str:
@@ -158,6 +155,25 @@ def progress_text(progress: Mapping[str, Any]) -> str:
     return "  ".join(b for b in bits if b)
 
 
+def outcome(job: Mapping[str, Any]) -> str:
+    """What a finished job produced, in a few words (by kind)."""
+    result = job.get("result") or {}
+    kind = job.get("kind")
+    if kind == "backup" and result.get("backup_id"):
+        return f"backup {str(result['backup_id'])[:8]}, {size(result.get('size_bytes'))}"
+    if kind == "verify" and result.get("backup_id"):
+        checks = result.get("checks") or []
+        passed = sum(1 for c in checks if isinstance(c, Mapping) and c.get("passed"))
+        return (f"backup {str(result['backup_id'])[:8]} {result.get('status', '?')}, "
+                f"{passed}/{len(checks)} checks passed")  # fmt: skip
+    if kind == "prune" and "deleted" in result:
+        kept = result.get("kept", 0)
+        if result.get("dry_run"):
+            return f"dry run: would delete {result.get('would_delete', 0)}, keep {kept}"
+        return f"deleted {result['deleted']} ({size(result.get('freed_bytes'))}), kept {kept}"
+    return ""
+
+
 def job_summary(job: Mapping[str, Any]) -> str:
     """One line saying how a job ended (or that it was queued)."""
     kind, target, state = job.get("kind"), job.get("target"), job.get("state")
@@ -167,13 +183,8 @@ def job_summary(job: Mapping[str, Any]) -> str:
     line = f"{kind} of {target} {state} after {duration(_elapsed(job))} (job {job.get('id')})"
     if job.get("error"):
         return f"{line}: {job['error']}"
-    result = job.get("result") or {}
-    extras = []
-    if result.get("backup_id"):
-        extras.append(f"backup {str(result['backup_id'])[:8]}")
-    if "size_bytes" in result:
-        extras.append(size(result["size_bytes"]))
-    return f"{line}: {', '.join(extras)}" if extras else line
+    done = outcome(job)
+    return f"{line}: {done}" if done else line
 
 
 def _elapsed(job: Mapping[str, Any]) -> float | None:
@@ -186,23 +197,25 @@ def _elapsed(job: Mapping[str, Any]) -> float | None:
 
 
 def job_result(job: Mapping[str, Any]) -> str:
-    """Any list of rows in a job's result (a prune plan...) as a table, then the summary."""
+    """A finished job in full: the prune plan or the drill's checks, then the summary."""
+    result = job.get("result") or {}
     parts = []
-    for key, value in (job.get("result") or {}).items():
-        if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            headers = list(dict.fromkeys(k for row in value for k in row))
-            rows = [[_cell(row.get(h)) for h in headers] for row in value]
-            parts.append(f"{key}:\n" + table([h.upper() for h in headers], rows))
+    if job.get("kind") == "prune" and isinstance(result.get("backups"), list):
+        rows = [[b.get("backup"), when(b.get("started_at")), b.get("status"),
+                 size(b.get("size_bytes")), "yes" if b.get("pinned") else "", b.get("decision"),
+                 b.get("result"), b.get("reason")] for b in result["backups"]]  # fmt: skip
+        headers = ("BACKUP", "STARTED", "STATUS", "SIZE", "PINNED", "DECISION", "RESULT",
+                   "REASON")  # fmt: skip
+        parts.append(f"{job.get('target')}:\n" + (table(headers, rows) if rows else "no backups"))
+    if job.get("kind") == "verify" and isinstance(result.get("checks"), list):
+        rows = [[c.get("name"), "passed" if c.get("passed") else "FAILED", c.get("detail")]
+                for c in result["checks"]]  # fmt: skip
+        parts.append(table(("CHECK", "RESULT", "DETAIL"), rows))
+    notes = [*(result.get("errors") or []), *(result.get("warnings") or [])]
+    if notes and isinstance(notes, list):
+        parts.append("\n".join(f"note: {n}" for n in notes))
     parts.append(job_summary(job))
     return "\n\n".join(parts)
-
-
-def _cell(value: object) -> str:
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
-    if isinstance(value, str) and len(value) >= 19 and value[4:5] == "-" and value[10:11] == "T":
-        return when(value)
-    return "-" if value is None else str(value)
 
 
 def backups(result: Mapping[str, Any]) -> str:

@@ -7,10 +7,9 @@ replaced; anything that is not a socket is never deleted.  The socket is bound u
 temporary name, given its mode and group, then renamed into place, so it is never reachable
 with looser permissions.  ``stop()`` removes it (only if it is still ours).
 
-Each connection is checked with SO_PEERCRED: root, the daemon's own uid, ``allowed_users`` and
-members of ``allowed_groups`` (primary or supplementary, from ``os.getgrouplist``) are served;
-others get ``forbidden``.  The allow lists are read from the config in force, so a reload
-changes them.  At most :data:`MAX_CONNECTIONS` connections are served at once (more get
+Each connection's peer is checked (:mod:`pgwarden.control.peers`); a refused peer gets
+``forbidden`` in answer to its first request.  The allow lists are read from the config in
+force, so a reload changes them.  At most :data:`MAX_CONNECTIONS` connections are served at once (more get
 ``busy``); a client has :data:`~pgwarden.control.protocol.READ_TIMEOUT` seconds for each request
 line, so a silent one only holds its own thread, briefly.  A handler that raises answers
 ``internal``; nothing a client sends can stop the accept loop.  The accept loop thread is
@@ -24,11 +23,9 @@ import errno
 import fcntl
 import grp
 import os
-import pwd
 import selectors
 import socket
 import stat
-import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -37,7 +34,9 @@ from pathlib import Path
 from pgwarden import logsetup
 from pgwarden.config import DaemonConfig
 from pgwarden.control import protocol
-from pgwarden.control.commands import COMMANDS, Call, ConfigWatch, DaemonView, Handler
+from pgwarden.control.calls import Call, ConfigWatch, DaemonView, Handler
+from pgwarden.control.commands import COMMANDS
+from pgwarden.control.peers import peer_of, refusal
 from pgwarden.control.protocol import Args, Peer
 from pgwarden.errors import ControlError, PgwardenError
 
@@ -48,83 +47,10 @@ SEND_TIMEOUT = 10.0  # a client that does not read its answers is dropped after 
 TICK = 1.0  # the accept loop wakes at least this often (stop flag, config watch)
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 READ_ONLY_COMMANDS = frozenset({"hello", "status", "jobs", "job", "backups", "config"})
-_UCRED = struct.Struct("3i")  # pid, uid, gid
-
-
-class _TooLargeError(Exception):
-    pass
 
 
 class _ClientGoneError(Exception):
     pass
-
-
-class _LineReader:
-    """Newline-framed reads with a size limit and a deadline per line."""
-
-    def __init__(self, conn: socket.socket, limit: int) -> None:
-        self._conn = conn
-        self._limit = limit
-        self._buf = bytearray()
-        self.eof = False
-
-    def readline(self, timeout: float) -> bytes | None:
-        """The next line (without its newline); ``None`` at end of stream."""
-        deadline = time.monotonic() + timeout
-        while True:
-            index = self._buf.find(b"\n")
-            if index >= 0:
-                line = bytes(self._buf[:index])
-                del self._buf[: index + 1]
-                if len(line) > self._limit:
-                    raise _TooLargeError
-                return line
-            if len(self._buf) > self._limit:
-                raise _TooLargeError
-            if self.eof:
-                line, self._buf = bytes(self._buf), bytearray()
-                return line or None  # a last line without newline still counts
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            self._conn.settimeout(remaining)
-            chunk = self._conn.recv(65536)
-            if not chunk:
-                self.eof = True
-            self._buf += chunk
-
-
-def peer_of(conn: socket.socket) -> Peer:
-    pid, uid, gid = _UCRED.unpack(
-        conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    )
-    try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    return Peer(pid, uid, gid, user)
-
-
-def refusal(peer: Peer, policy: DaemonConfig) -> str | None:
-    """Why ``peer`` may not use the socket, or ``None`` when it may."""
-    if peer.uid in (0, os.geteuid()):
-        return None
-    if peer.user in policy.allowed_users or str(peer.uid) in policy.allowed_users:
-        return None
-    gids = {peer.gid}
-    if peer.user != str(peer.uid):
-        with contextlib.suppress(KeyError, OSError):
-            gids.update(os.getgrouplist(peer.user, peer.gid))
-    for name in policy.allowed_groups:
-        try:
-            if grp.getgrnam(name).gr_gid in gids:
-                return None
-        except KeyError:
-            continue
-    return (
-        f"user {peer.user} (uid {peer.uid}) may not use the pgwarden control socket: "
-        "add it to [daemon] allowed_users, or one of its groups to allowed_groups"
-    )
 
 
 class ControlServer:
@@ -346,12 +272,12 @@ class ControlServer:
 
     def _converse(self, conn: socket.socket) -> None:
         peer = peer_of(conn)
-        reader = _LineReader(conn, protocol.MAX_LINE)
+        reader = protocol.LineReader(conn, protocol.MAX_LINE)
         refused = refusal(peer, self._policy())
         while not self._stopping.is_set():
             try:
                 line = reader.readline(self._read_timeout)
-            except _TooLargeError:
+            except protocol.TooLargeError:
                 self._send(conn, protocol.error(None, protocol.TOO_LARGE,
                            f"request line longer than {protocol.MAX_LINE} bytes"))  # fmt: skip
                 return

@@ -222,3 +222,31 @@ def test_a_vanished_backup_does_not_count_toward_min_keep(new_store: StoreFactor
     assert decisions[resurrected.id] == ("delete", ("expired",), "deleted")
     assert any("catalog rebuild" in w for w in outcome.warnings)
     assert store.files() == backup_files([second, third])
+
+
+def test_prune_every_target_and_usage_errors(new_store: StoreFactory) -> None:
+    store = new_store(keep_days=2, min_keep=1)
+    app = [store.backup(days(age)) for age in (0.5, 5)]
+    other = [store.backup(days(age), target="other") for age in (0.5, 5, 6)]
+    result = store.cli_json("prune")
+    assert [t["target"] for t in result["targets"]] == ["app", "other"]
+    assert result["deleted"] == 3
+    assert store.files("app") == backup_files(app[:1])
+    assert store.files("other") == backup_files(other[:1])
+    code, _ = store.cli("prune", "nosuch")
+    assert code == 2
+    code, _ = store.cli("pin", "app", "0000")
+    assert code == 2
+
+
+def test_a_broken_lock_directory_deletes_nothing_and_says_why(new_store: StoreFactory) -> None:
+    store = new_store(keep_days=2, min_keep=1)
+    kept = [store.backup(days(age)) for age in (0.5, 5, 6)]
+    (store.config.daemon.state_dir / "locks").write_text("not a directory")
+    outcome = prune_target(store.target(), store.env.catalog, store.storage)
+    assert outcome.deleted == 0
+    assert not outcome.ok
+    assert len(outcome.errors) == 2
+    assert all("locks" in error for error in outcome.errors)
+    assert store.files() == backup_files(kept)
+    assert all(store.record(b.id).status == "complete" for b in kept)

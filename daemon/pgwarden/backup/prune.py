@@ -209,6 +209,15 @@ class _Deleter:
     outcome: PruneOutcome
 
     def delete(self, entry: Entry, original: BackupRecord) -> None:
+        """Delete one backup, or report why not; never raises for this backup's files."""
+        try:
+            self._delete(entry, original)
+        except OSError as exc:  # the lock directory, a stat: this backup stays, the rest go on
+            entry.result = "not deleted"
+            where = f" ({exc.filename})" if exc.filename else ""
+            self._error(entry, f"cannot lock it or look at its files: {exc.strerror or exc}{where}")
+
+    def _delete(self, entry: Entry, original: BackupRecord) -> None:
         backup_id = original.id
         with self.locks.try_exclusive(backup_id) as lock:
             if not lock.held:

@@ -15,10 +15,13 @@ import socket
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 from pgwarden import logsetup
 from pgwarden.errors import PgwardenError
+from pgwarden.service.daemon import Daemon
+from pgwarden.service.jobs import Job
 
 log = logsetup.get_logger("pgwarden.demo")
 
@@ -130,10 +133,10 @@ def run_demo(directory: Path | None, duration: float | None) -> int:
         f"  backups:  pgwarden backups -c {config_path}\n"
         "  stop:     Ctrl-C\n"
     )
-    from pgwarden.service.daemon import Daemon
-
     daemon = Daemon(config_path)
-    kick = threading.Thread(target=_first_backup, args=(daemon, duration), name="demo", daemon=True)
+    kick = threading.Thread(
+        target=_first_backup, args=(daemon, duration, port), name="demo", daemon=True
+    )
     kick.start()
     try:
         return daemon.run()
@@ -145,18 +148,43 @@ def run_demo(directory: Path | None, duration: float | None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _first_backup(daemon: object, duration: float | None) -> None:
-    from pgwarden.service.daemon import Daemon
-
-    assert isinstance(daemon, Daemon)
-    if not daemon.started.wait(60):
-        return
-    deadline = time.monotonic() + duration if duration is not None else None
-    job = daemon.submit("backup", "shop", {"tags": ["manual"]})
+def _wait(job: Job) -> None:
     version = 0
     while not job.finished:
         version = job.wait_change(version, 1.0)
-    print(f"demo: backup {job.state}: {job.result or job.error}")
+
+
+def _first_backup(daemon: Daemon, duration: float | None, port: int) -> None:
+    """Take a backup at once, wait for its restore drill, show the metrics it produced."""
+    if not daemon.started.wait(60):
+        return
+    deadline = time.monotonic() + duration if duration is not None else None
+    backup = daemon.submit("backup", "shop", {"tags": ["manual"]})
+    _wait(backup)
+    if backup.state != "succeeded":
+        print(f"demo: backup {backup.state}: {backup.error}")
+    else:
+        r = backup.result
+        print(f"demo: backup {r['backup_id'][:8]} written: {r['path']} ({r['size_bytes']} bytes, "
+              f"{r['tables']} tables, sha256 {r['sha256'][:12]}...)")  # fmt: skip
+        assert daemon.runner is not None
+        drills: list[Job] = []
+        until = time.monotonic() + 30
+        while not drills and time.monotonic() < until:  # queued by the backup's follow-up
+            drills = [j for j in daemon.runner.jobs() if j.kind == "verify"]
+            time.sleep(0.1)
+        for drill in drills[:1]:
+            _wait(drill)
+            verdict = "passed" if drill.result.get("passed") else f"FAILED: {drill.error}"
+            print(f"demo: restore drill of {r['backup_id'][:8]} {verdict}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        shown = [line for line in lines if line.startswith(("pgwarden_backup_last_success",
+                 "pgwarden_verify_last_success", "pgwarden_server_connection_saturation"))]  # fmt: skip
+        print("demo: metrics now served:\n  " + "\n  ".join(shown))
+    except OSError as exc:
+        print(f"demo: cannot read the metrics: {exc}")
     if deadline is not None:
         while time.monotonic() < deadline and not daemon.flags.stop:
             time.sleep(0.2)

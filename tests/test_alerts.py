@@ -85,6 +85,12 @@ def test_every_alert_is_tested_firing_and_the_required_ones_exist() -> None:
     assert set(names) <= alerts_seen_firing(), set(names) - alerts_seen_firing()
 
 
+def test_every_alert_is_documented() -> None:
+    readme = (PROMETHEUS_DIR.parent / "README-metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(Pgwarden\w+)` \|", readme, re.MULTILINE))
+    assert documented == set(alerts_in_rules())
+
+
 def test_every_alert_has_severity_summary_and_description() -> None:
     chunks = re.split(r"^\s*- alert:", RULES.read_text(), flags=re.MULTILINE)[1:]
     assert len(chunks) == len(alerts_in_rules())

@@ -41,6 +41,7 @@ from tests.test_metrics import basic, get, openssl_hash, self_signed
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "packaging" / "grafana" / "pgwarden.json"
 RULES = ROOT / "packaging" / "prometheus" / "pgwarden-rules.yml"
+README = ROOT / "packaging" / "README-metrics.md"
 METRIC_RE = re.compile(r"\bpgwarden_\w+")
 
 
@@ -141,6 +142,8 @@ def test_full_scrape_is_clean_and_has_every_metric_the_dashboard_and_rules_use(
     assert len(used_by_dashboard) >= 30
     assert used_by_dashboard <= names, used_by_dashboard - names
     assert rule_metrics() <= names, rule_metrics() - names
+    documented = set(METRIC_RE.findall(README.read_text()))
+    assert names <= documented, f"not in {README.name}: {names - documented}"
     assert 'pgwarden_backup_runs_total{result="success",target="full"} 1.0' in text
     assert 'pgwarden_verify_last_run_success{target="full"} 1.0' in text
     assert 'pgwarden_pg_dump_compatible{target="full"} 1.0' in text

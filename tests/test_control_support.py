@@ -192,7 +192,18 @@ class MiniDaemon:
 
     def _verify(self, job: Job) -> dict[str, Any]:
         self._steps(job, "restoring")
-        return {"backup_id": job.args.get("backup"), "checks": 3}
+        assert self.state is not None
+        ref = job.args.get("backup")
+        backup = (
+            self.state.catalog.get_backup(ref)
+            if ref
+            else self.state.catalog.list_backups(job.target, statuses=("complete",))[0]
+        )
+        checks = [
+            {"name": "restore exit status", "passed": True, "detail": "pg_restore 0"},
+            {"name": "row counts", "passed": True, "detail": "2 tables equal"},
+        ]
+        return {"backup_id": backup.id, "status": "passed", "checks": checks}
 
     def _prune(self, job: Job) -> dict[str, Any]:
         assert self.state is not None

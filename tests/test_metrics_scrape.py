@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +112,10 @@ def test_full_scrape_is_clean_and_has_every_metric_the_dashboard_and_rules_use(
         outcomes.restore_gauges(state)
         backup = run_job(state, Job("backup", "full", config))
         assert backup.state == "succeeded", backup.error
-        # drills and prunes: real Job objects with the results those job functions return
-        now = datetime.now(UTC)
-        for kind, result in (("verify", {"status": "passed", "duration_s": 3.5}),
-                             ("prune", {"deleted": 0})):  # fmt: skip
-            job = Job(kind, "full", config, state="succeeded", result=result)
-            job.started_at, job.finished_at = now - timedelta(seconds=4), now
-            state.after_job(job)
+        # the real restore drill and prune job functions, as the daemon runs them
+        for kind in ("verify", "prune"):
+            job = run_job(state, Job(kind, "full", config))
+            assert job.state == "succeeded", job.error
         with (
             psycopg.connect(pg18.dsn("metrics_full"), application_name="api"),
             psycopg.connect(bouncer.dsn("metrics_full"), prepare_threshold=None) as pooled,
@@ -146,6 +143,9 @@ def test_full_scrape_is_clean_and_has_every_metric_the_dashboard_and_rules_use(
     assert names <= documented, f"not in {README.name}: {names - documented}"
     assert 'pgwarden_backup_runs_total{result="success",target="full"} 1.0' in text
     assert 'pgwarden_verify_last_run_success{target="full"} 1.0' in text
+    assert 'pgwarden_verify_runs_total{result="success",target="full"} 1.0' in text
+    assert 'pgwarden_retention_deleted_total{target="full"} 0.0' in text
+    assert 'pgwarden_backups{state="complete",target="full"} 1.0' in text
     assert 'pgwarden_pg_dump_compatible{target="full"} 1.0' in text
     assert 'pgwarden_application_pool_saturation_ratio{application="api",target="full"} 1.0' in text
 

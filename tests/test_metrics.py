@@ -274,16 +274,11 @@ def test_a_restart_restores_what_the_jobs_had_set(workdir: Path) -> None:
     config = config_for(workdir, "shop")
     first = ServiceState.open(config, Metrics())
     try:
-        add_backup(first, "shop", T0, size=321)
-        job = finished_job(
-            first,
-            "backup",
-            "shop",
-            "succeeded",
-            {"size_bytes": 321, "duration_s": 120.0},
-            started=T0,
-        )
-        job.finished_at = T0 + timedelta(minutes=2)
+        backup_id = add_backup(first, "shop", T0, size=321)
+        result = {"backup_id": backup_id, "size_bytes": 321, "duration_s": 120.0}
+        # the job ends a little after the catalog records the backup complete
+        job = finished_job(first, "backup", "shop", "succeeded", result, started=T0)
+        job.finished_at = T0 + timedelta(minutes=2, seconds=1)
         outcomes.record_job(first, job)
         names = (
             "pgwarden_backup_last_success_timestamp_seconds",

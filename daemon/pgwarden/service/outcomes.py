@@ -43,6 +43,8 @@ def record_job(state: ServiceState, job: Job) -> None:
     m = state.metrics
     finished = (job.finished_at or datetime.now(UTC)).timestamp()
     if job.kind == "backup":
+        if result == "success":  # the catalog's time, which a restart restores exactly
+            finished = _catalog_finish(state, job) or finished
         _record_backup(m, job, result, finished)
     elif job.kind == "verify":
         _record_verify(m, job, result, finished)
@@ -52,6 +54,17 @@ def record_job(state: ServiceState, job: Job) -> None:
         if count > 0 and not job.result.get("dry_run"):
             m.retention_deleted.labels(job.target).inc(count)
     refresh_target(state, job.target)
+
+
+def _catalog_finish(state: ServiceState, job: Job) -> float | None:
+    backup_id = job.result.get("backup_id")
+    if not isinstance(backup_id, str):
+        return None
+    try:
+        record = state.catalog.get_backup(backup_id, target=job.target)
+    except PgwardenError:
+        return None
+    return None if record.finished_at is None else record.finished_at.timestamp()
 
 
 def _duration(job: Job) -> float:

@@ -338,3 +338,47 @@ def test_prometheus_scrapes_pgwarden_run_and_a_tls_endpoint(pg18: PgServer, work
     finally:
         tls_server.stop()
         pg18.drop_database("metrics_run")
+
+
+def sample(text: str, name: str, labels: str) -> float | None:
+    match = re.search(rf"^{name}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
+    return None if match is None else float(match[1])
+
+
+def test_pgwarden_run_restart_keeps_the_history_gauges(pg18: PgServer, workdir: Path) -> None:
+    """What the alerts read after a restart is what they read before it."""
+    pg18.create_database("metrics_restart")
+    pg18.execute("CREATE TABLE t AS SELECT 1 AS id", "metrics_restart")
+    port = free_port()
+    text = daemon_config(workdir, pg18, "metrics_restart", port)
+    history = ("pgwarden_backup_last_success_timestamp_seconds", "pgwarden_backup_last_run_success",
+               "pgwarden_backup_last_size_bytes", "pgwarden_backup_last_duration_seconds",
+               "pgwarden_backup_oldest_timestamp_seconds", "pgwarden_backup_stored_bytes")  # fmt: skip
+    labels = 'target="metrics_restart"'
+    try:
+        with pgwarden_run(workdir, text) as proc:
+            wait_started(proc, workdir)
+            client = ControlClient(workdir / "ctl.sock")
+            job = client.call("backup", {"target": "metrics_restart"})["job"]
+            deadline = time.monotonic() + 120
+            while True:
+                scrape = get(f"http://127.0.0.1:{port}/metrics")[1]
+                if sample(scrape, "pgwarden_backups", f'state="complete",{labels}') == 1:
+                    break
+                assert time.monotonic() < deadline, (job, scrape)
+                time.sleep(0.2)
+            before = {name: sample(scrape, name, labels) for name in history}
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        assert None not in before.values(), before
+        with pgwarden_run(workdir, text) as proc:
+            wait_started(proc, workdir)
+            scrape = get(f"http://127.0.0.1:{port}/metrics")[1]
+            after = {name: sample(scrape, name, labels) for name in history}
+            # counters restart at 0, and exist from the start
+            runs = sample(scrape, "pgwarden_backup_runs_total", f'result="success",{labels}')
+            assert runs == 0
+            promtool_check_metrics(scrape)
+    finally:
+        pg18.drop_database("metrics_restart")
+    assert after == before

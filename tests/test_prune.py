@@ -100,18 +100,26 @@ def test_a_target_whose_last_ten_days_of_runs_failed_keeps_min_keep(
     # the daemon's call: prune_job passes (target, catalog, storage, dry_run=...)
     outcome = prune_target(store.target(), store.env.catalog, store.storage, dry_run=False)
     result = outcome.as_dict()
-    assert result["deleted"] == 1 + len(failures)
+    assert result["deleted"] == 1
     assert result["ok"] is True
     assert store.files() == backup_files(good[:3])
     statuses = store.statuses()
     assert [statuses[r.id] for r in good] == ["complete", "complete", "complete", "deleted"]
-    assert all(statuses[f.id] == "deleted" for f in failures)
+    # the failed runs are the record of the outage: kept (no files) until a backup succeeds
+    assert all(statuses[f.id] == "failed" for f in failures)
     reasons = {b["id"]: b["reason"] for b in result["backups"]}
     assert "min_keep" in reasons[good[0].id]
-    assert "failed run" in reasons[failures[0].id]
-    assert result["backups_by_state"] == {"complete": 3}
+    assert "record of the outage" in reasons[failures[0].id]
+    assert result["backups_by_state"] == {"complete": 3, "failed": 10}
     assert result["oldest_backup_at"] == good[2].started_at.isoformat()
     assert result["stored_bytes"] == store.storage.stored_bytes("app") > 0
+
+    recovered = store.backup(days(0.1))
+    after = prune_target(store.target(), store.env.catalog, store.storage)
+    assert after.deleted == 10 + 1  # the outage's failed runs, and the oldest backup
+    statuses = store.statuses()
+    assert all(statuses[f.id] == "deleted" for f in failures)
+    assert store.files() == backup_files([recovered, *good[:2]])
 
 
 def test_a_pinned_backup_survives_until_it_is_unpinned(new_store: StoreFactory) -> None:

@@ -163,17 +163,24 @@ def test_failed_and_interrupted_leftovers_are_removed_running_ones_kept(
     items: list[BackupRecord], policy: RetentionSettings
 ) -> None:
     result = plan(items, policy, NOW)
+    complete = complete_newest_first(items)
+    last_success = complete[0].started_at if complete else None
     for backup in items:
-        if backup.pinned:
+        if backup.pinned or backup.status == "deleted":
             continue
+        decision = result.decision(backup.id)
         age = NOW - backup.started_at
-        if backup.status == "failed":
-            assert result.decision(backup.id).action == DELETE
+        if backup.status in ("failed", "interrupted") and (
+            last_success is None or backup.started_at > last_success
+        ):  # the record of an outage still going on
+            assert decision.rules == (retention.SINCE_LAST_SUCCESS,)
+        elif backup.status == "failed":
+            assert decision.action == DELETE
         elif backup.status == "interrupted":
             expected = DELETE if age >= retention.INTERRUPTED_GRACE else KEEP
-            assert result.decision(backup.id).action == expected
+            assert decision.action == expected
         elif backup.status == "running":
-            assert result.decision(backup.id).keep
+            assert decision.keep
 
 
 def _reference_periods(
@@ -267,13 +274,20 @@ def test_a_more_generous_policy_keeps_a_superset(
 def test_a_week_of_failed_backups_does_not_empty_the_store() -> None:
     """The strategy's ``find -mtime +7 -delete`` would delete every backup here."""
     items = [record(i, NOW - timedelta(days=20 - i)) for i in range(5)]  # 16..20 days old
-    items += [record(10 + day, NOW - timedelta(days=day), "failed") for day in range(10)]
-    result = plan(items, RetentionSettings(keep_days=7, min_keep=3), NOW)
-    assert result.keep_ids == {items[4].id, items[3].id, items[2].id}
-    assert result.delete_ids == {b.id for b in items} - result.keep_ids
+    failures = [
+        record(10 + day, NOW - timedelta(days=day, hours=12), "failed") for day in range(10)
+    ]
+    result = plan(items + failures, RetentionSettings(keep_days=7, min_keep=3), NOW)
+    assert result.delete_ids == {items[0].id, items[1].id}
+    assert result.keep_ids == {items[4].id, items[3].id, items[2].id} | {f.id for f in failures}
     assert "min_keep" in result.decision(items[4].id).reason
-    assert "failed run" in result.decision(items[5].id).reason
     assert "expired" in result.decision(items[0].id).reason
+    assert "record of the outage" in result.decision(failures[0].id).reason
+    # once a backup succeeds again, the outage's failed runs go
+    recovered = [*items, *failures, record(99, NOW - timedelta(hours=1))]
+    after = plan(recovered, RetentionSettings(keep_days=7, min_keep=3), NOW)
+    assert {f.id for f in failures} <= after.delete_ids
+    assert "failed run" in after.decision(failures[0].id).reason
 
 
 def test_grandfather_father_son_over_a_year_of_daily_backups() -> None:
@@ -310,17 +324,23 @@ def test_reasons_name_every_rule_that_keeps_a_backup() -> None:
         record(6, NOW - timedelta(hours=3), "interrupted"),
         record(7, NOW - timedelta(days=3), "interrupted"),
         record(8, NOW - timedelta(days=40), "deleted"),
+        record(9, NOW - timedelta(minutes=90)),
+        record(10, NOW - timedelta(minutes=10), "failed"),
+        record(11, NOW - timedelta(days=2), "failed"),
     ]
     result = plan(items, RetentionSettings(keep_days=2, min_keep=1), NOW)
     assert result.decision(items[0].id).reason == "pinned (pgwarden unpin releases it)"
     assert result.decision(items[1].id).rules == (retention.NEWEST_VERIFIED,)
     assert result.decision(items[2].id).rules == (retention.PRE_MIGRATION,)
     assert "until 2025-06-17" in result.decision(items[2].id).reason
-    assert result.decision(items[3].id).rules == (retention.MIN_KEEP, retention.KEEP_DAYS)
+    assert result.decision(items[3].id).rules == (retention.KEEP_DAYS,)
+    assert result.decision(items[8].id).rules == (retention.MIN_KEEP, retention.KEEP_DAYS)
     assert result.decision(items[4].id).rules == (retention.RUNNING,)
     assert result.decision(items[5].id).rules == (retention.RECENTLY_INTERRUPTED,)
     assert result.decision(items[6].id).action == DELETE
     assert items[7].id not in result
+    assert result.decision(items[9].id).rules == (retention.SINCE_LAST_SUCCESS,)
+    assert result.decision(items[10].id).rules == (retention.FAILED_RUN,)
 
 
 def test_now_must_be_timezone_aware() -> None:

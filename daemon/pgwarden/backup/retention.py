@@ -23,10 +23,13 @@ Rules (DESIGN.md, "Retention").  A *complete* backup is kept when at least one h
 
 Every other complete backup is deleted.  Runs that did not complete:
 
-- ``failed``: deleted at once (the row is marked deleted, anything left on disk removed);
-- ``interrupted``: deleted once older than :data:`INTERRUPTED_GRACE` -- start-up marks every
-  ``running`` row interrupted, including a one-shot ``pgwarden backup`` that may still be
-  writing beside a restarted daemon;
+- ``failed`` and ``interrupted`` runs that started after the newest complete backup are kept
+  (``since_last_success``): they are the record of an outage still going on, which
+  ``pgwarden backups`` shows and the start-up metrics read ("did the last run fail?");
+- older ``failed`` runs are deleted (the row is marked deleted, anything left on disk
+  removed), older ``interrupted`` ones once older than :data:`INTERRUPTED_GRACE` -- start-up
+  marks every ``running`` row interrupted, including a one-shot ``pgwarden backup`` that may
+  still be writing beside a restarted daemon;
 - ``running``: kept (a job is writing it);
 - ``deleted``: not planned at all (nothing is left to touch);
 - any other status: kept (fail safe).
@@ -66,6 +69,7 @@ KEEP_MONTHLY: Final = "keep_monthly"
 PRE_MIGRATION: Final = "pre_migration"
 RUNNING: Final = "running"
 RECENTLY_INTERRUPTED: Final = "recently_interrupted"
+SINCE_LAST_SUCCESS: Final = "since_last_success"
 UNKNOWN_STATUS: Final = "unknown_status"
 EXPIRED: Final = "expired"
 FAILED_RUN: Final = "failed_run"
@@ -268,7 +272,7 @@ def plan(backups: Sequence[BackupLike], policy: RetentionSettings, now: datetime
             text = f"pre-migration backup, kept {migration_days} days (until {until:%Y-%m-%d})"
             reasons.add(backup.id, PRE_MIGRATION, text)
 
-    return Plan(policy, now, tuple(_decisions(ordered, reasons, policy, now)))
+    return Plan(policy, now, tuple(_decisions(ordered, complete, reasons, policy, now)))
 
 
 _EXPIRED_RULES = (EXPIRED,)
@@ -276,10 +280,16 @@ _FAILED = ("failed run: no backup to keep; leftovers removed", (FAILED_RUN,))
 _INTERRUPTED = ("interrupted run: no backup to keep; leftovers removed", (INTERRUPTED_RUN,))
 _RECENT = ("interrupted less than 24 h ago: it may still be finishing", (RECENTLY_INTERRUPTED,))
 _RUNNING = ("running: a backup job is writing it", (RUNNING,))
+_OUTAGE = ("{} run newer than the newest complete backup: kept as the record of the outage "
+           "until a backup succeeds", (SINCE_LAST_SUCCESS,))  # fmt: skip
 
 
 def _decisions(
-    ordered: _Timeline, reasons: _Reasons, policy: RetentionSettings, now: datetime
+    ordered: _Timeline,
+    complete: _Timeline,
+    reasons: _Reasons,
+    policy: RetentionSettings,
+    now: datetime,
 ) -> list[Decision]:
     """One decision per backup, in order (the hot loop: 100,000 backups in well under 1 s)."""
     now_ts = now.timestamp()
@@ -288,6 +298,7 @@ def _decisions(
     expired = (f"expired: %.1f days old (keep_days={policy.keep_days}), not among the "
                f"{policy.min_keep} newest, no other rule keeps it")  # fmt: skip
     kept_by = reasons.by_id
+    last_success_ts = complete.stamps[0] if complete.stamps else float("-inf")
     decisions: list[Decision] = []
     add = decisions.append
     for ts, backup in ordered:
@@ -298,6 +309,8 @@ def _decisions(
                          tuple(rule for rule, _ in found)))  # fmt: skip
         elif status == "complete":
             add(Decision(backup.id, DELETE, expired % ((now_ts - ts) / _DAY_S), _EXPIRED_RULES))
+        elif status in ("failed", "interrupted") and ts > last_success_ts:
+            add(Decision(backup.id, KEEP, _OUTAGE[0].format(status), _OUTAGE[1]))
         elif status == "failed":
             add(Decision(backup.id, DELETE, *_FAILED))
         elif status == "interrupted":

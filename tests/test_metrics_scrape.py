@@ -382,3 +382,22 @@ def test_pgwarden_run_restart_keeps_the_history_gauges(pg18: PgServer, workdir: 
     finally:
         pg18.drop_database("metrics_restart")
     assert after == before
+
+
+def test_dashboard_is_importable() -> None:
+    """One uid, unique panel ids, every query on the data source variable, four sections."""
+    doc = json.loads(DASHBOARD.read_text())
+    assert doc["uid"] == "pgwarden"
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
+    assert {"Backups", "Verifications", "Storage", "Saturation"} <= set(rows)
+    variables = {v["name"] for v in doc["templating"]["list"]}
+    assert variables == {"datasource", "instance", "target"}
+    for panel in doc["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ def _unreachable(path: Path, exc: OSError) -> DaemonUnreachable:
         why += "(see [daemon] socket_group and allowed_groups)"
     elif isinstance(exc, ConnectionRefusedError) or code == errno.ECONNREFUSED:
         why = "connection refused: a stale socket left by a daemon that is no longer running"
+    elif isinstance(exc, BlockingIOError) or code == errno.EAGAIN:
+        why = "the daemon's listen queue stayed full: it is overloaded or hung"
     elif isinstance(exc, TimeoutError):
         why = "the daemon did not answer in time"
     else:
@@ -73,12 +76,7 @@ class ControlClient:
         self._next_id += 1
         request_id = self._next_id
         line = json.dumps({"id": request_id, "cmd": cmd, "args": args or {}}).encode() + b"\n"
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(min(timeout, 10.0))
-            try:
-                sock.connect(str(self.path))
-            except OSError as exc:
-                raise _unreachable(self.path, exc) from exc
+        with self._connect(min(timeout, 10.0)) as sock:
             try:
                 sock.sendall(line)
             except (BrokenPipeError, ConnectionResetError):
@@ -87,6 +85,25 @@ class ControlClient:
                 raise _unreachable(self.path, exc) from exc
             sock.settimeout(timeout)
             yield from self._read(sock, request_id)
+
+    def _connect(self, timeout: float) -> socket.socket:
+        """A connected socket; a full listen queue (EAGAIN) is retried until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(self.path))
+            except BlockingIOError as exc:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise _unreachable(self.path, exc) from exc
+                time.sleep(0.02)
+                continue
+            except OSError as exc:
+                sock.close()
+                raise _unreachable(self.path, exc) from exc
+            return sock
 
     def _read(self, sock: socket.socket, request_id: int) -> Iterator[Message]:
         with sock.makefile("rb") as stream:

@@ -197,7 +197,7 @@ def _run_job(args: argparse.Namespace) -> int:
     else:
         result = client.call(args.kind, request)
     job = result.get("job") or {}
-    human = render.job_summary(job)
+    human = render.job_result(job) if args.wait else render.job_summary(job)
     if result.get("existing") and not args.wait:
         human = f"already queued or running: {human}"
     _print(args, result, human)

@@ -162,7 +162,8 @@ def outcome(job: Mapping[str, Any]) -> str:
     if kind == "backup" and result.get("backup_id"):
         return f"backup {str(result['backup_id'])[:8]}, {size(result.get('size_bytes'))}"
     if kind == "verify" and result.get("backup_id"):
-        checks = result.get("checks") if isinstance(result.get("checks"), list) else []
+        given = result.get("checks")
+        checks: list[Any] = given if isinstance(given, list) else []
         passed = sum(1 for c in checks if isinstance(c, Mapping) and c.get("passed"))
         return (f"backup {str(result['backup_id'])[:8]} {result.get('status', '?')}, "
                 f"{passed}/{len(checks)} checks passed")  # fmt: skip

@@ -160,7 +160,7 @@ class ControlServer:
                         f"daemon.socket_group: no group {self._config.socket_group!r}"
                     ) from None
                 os.chown(tmp, -1, gid)
-            listener.listen(128)
+            listener.listen(socket.SOMAXCONN)
             listener.setblocking(False)
             os.rename(tmp, self.path)
             info = self.path.stat()

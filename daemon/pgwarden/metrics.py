@@ -384,6 +384,7 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
+        """The bound port (the real one when the configured port was 0)."""
         return int(self._server.server_address[1])
 
     def _app(self, environ: dict[str, Any], start_response: WsgiStart) -> Iterable[bytes]:
@@ -404,8 +405,10 @@ class MetricsServer:
         return [b"pgwarden: see /metrics and /healthz\n"]
 
     def start(self) -> None:
+        """Serve in the ``metrics-http`` thread."""
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the listening socket."""
         self._server.shutdown()
         self._server.server_close()

@@ -172,11 +172,14 @@ def test_check_command_json_and_exit_codes(
         config.daemon.state_dir.mkdir()
         with open_catalog(config.daemon.effective_catalog_url) as catalog:
             record_drill(catalog, "cli", datetime.now(UTC) - timedelta(hours=5), "passed")
-        assert cli.main(["check", "-c", str(path), "cli"]) == 0
+        # the drill recorded above names a backup whose files were never written: the
+        # restore counts as tested, and the storage check reports the dangling catalog row
+        assert cli.main(["check", "-c", str(path), "cli"]) == 1
         out = capsys.readouterr().out
         assert "target cli:" in out
         assert "PASS  Backup restore tested:" in out
-        assert "0 fail" in out
+        assert "FAIL  Catalog and storage agree:" in out
+        assert "1 fail" in out
 
         assert cli.main(["check", "-c", str(path), "nosuch"]) == 2  # unknown target
         capsys.readouterr()

@@ -54,8 +54,12 @@ def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
 
 
 def prune_job(job: Job, state: ServiceState) -> dict[str, Any]:
+    from pgwarden.backup.locks import BackupLocks
     from pgwarden.backup.prune import prune_target
 
     target = job.config.target(job.target)
     dry_run = bool(job.args.get("dry_run", False))
-    return prune_target(target, state.catalog, state.storage, dry_run=dry_run).as_dict()
+    locks = BackupLocks(job.config.daemon.state_dir)
+    return prune_target(
+        target, state.catalog, state.storage, dry_run=dry_run, locks=locks
+    ).as_dict()

@@ -162,7 +162,8 @@ class StreamCheck:
         self._format = manifest_format
         self._codec = codec
         self._pg_restore = pg_restore
-        self._cancel = cancel
+        self._cancel = threading.Event()
+        self._outer_cancel = cancel
         self._queue: queue.Queue[object] = queue.Queue(maxsize=64)
         self._error: BaseException | None = None
         self._ended = False
@@ -170,14 +171,15 @@ class StreamCheck:
         self._thread.start()
 
     def tee(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        try:
-            for chunk in chunks:
-                if self._thread.is_alive():
-                    self._queue.put(chunk)
-                yield chunk
-        finally:
+        """Pass ``chunks`` through, queueing a copy for the parse.  The end of the stream is
+        signalled by :meth:`finish` (pg_dump succeeded) or :meth:`close` (it did not), so
+        that a dump that failed half-way is never parsed as if it were whole."""
+        for chunk in chunks:
+            if self._outer_cancel is not None and self._outer_cancel.is_set():
+                self._cancel.set()
             if self._thread.is_alive():
-                self._queue.put(_DONE)
+                self._queue.put(chunk)
+            yield chunk
 
     def _incoming(self) -> Iterator[bytes]:
         while (item := self._queue.get()) is not _DONE:
@@ -216,14 +218,17 @@ class StreamCheck:
             self._drain()
 
     def close(self) -> None:
-        """End the check whatever happened to the writer (an error, a cancel)."""
+        """Abandon the check (the dump failed or was cancelled): stop pg_restore quietly."""
         if self._thread.is_alive():
+            self._cancel.set()
             with contextlib.suppress(queue.Full):
                 self._queue.put(_DONE, timeout=5)
             self._thread.join(30)
 
     def finish(self) -> None:
-        """Wait for the parse; raise what it found (the stream must have ended)."""
+        """The stream is complete: wait for the parse and raise what it found."""
+        if self._thread.is_alive():
+            self._queue.put(_DONE)
         self._thread.join()
         if self._error is not None:
             raise self._error

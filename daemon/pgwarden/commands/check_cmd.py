@@ -11,11 +11,13 @@ import argparse
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 from pgwarden.commands.context import load_config
+from pgwarden.config import Config
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
 from pgwarden.monitor.checklist import run_checklist
-from pgwarden.monitor.verdicts import STATUSES, CheckResult
+from pgwarden.monitor.verdicts import STATUSES, CheckResult, Status
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unknown": "????"}
 
@@ -35,9 +37,53 @@ def render(results: list[CheckResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def storage_checks(config: Config, target: str | None) -> dict[str, CheckResult]:
+    """Per target: do catalog and storage agree (files without a manifest, manifests without
+    their file, catalog rows without either)?  Repaired by ``pgwarden catalog rebuild``."""
+    from pgwarden.backup.reconcile import find_problems
+    from pgwarden.catalog import open_catalog
+    from pgwarden.storage import open_storage
+
+    names = [target] if target else [t.name for t in config.targets]
+    if not names or not Path(config.daemon.state_dir).exists():
+        return {}
+    out: dict[str, CheckResult] = {}
+    catalog = open_catalog(config.daemon.effective_catalog_url)
+    try:
+        storage = open_storage(config.storage)
+        for name in names:
+            problems = find_problems(catalog, storage, name)
+            if not problems:
+                out[name] = CheckResult(
+                    "storage", "pass", "every backup has its file and manifest", name
+                )
+                continue
+            status: Status = "fail" if any(p.severity == "error" for p in problems) else "warn"
+            shown = "; ".join(p.message for p in problems[:3])
+            more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+            out[name] = CheckResult(
+                "storage", status, f"{shown}{more}; run pgwarden catalog rebuild", name
+            )
+    finally:
+        catalog.close()
+    return out
+
+
+def _merge(results: list[CheckResult], extra: dict[str, CheckResult]) -> list[CheckResult]:
+    """Each extra item after the last item of its target, keeping the report grouped."""
+    merged: list[CheckResult] = []
+    for i, r in enumerate(results):
+        merged.append(r)
+        following = results[i + 1].target if i + 1 < len(results) else None
+        if r.target in extra and following != r.target:
+            merged.append(extra[r.target])
+    return merged
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args)
-    results = run_checklist(config, getattr(args, "target", None))
+    target = getattr(args, "target", None)
+    results = _merge(run_checklist(config, target), storage_checks(config, target))
     failed = any(r.status == "fail" for r in results)
     if getattr(args, "json", False):
         counts = Counter(r.status for r in results)

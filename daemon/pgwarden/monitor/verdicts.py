@@ -27,6 +27,7 @@ TITLES = {
     "pgvector.column": "pgvector column",
     "pg_dump": "pg_dump / pg_restore compatible with the server",
     "targets": "Targets configured",
+    "storage": "Catalog and storage agree",
 }
 
 

@@ -118,9 +118,7 @@ class Daemon:
     def _start_infrastructure(self, config: Config) -> None:
         assert self.state is not None
         if config.metrics.enabled:
-            self._metrics_server = MetricsServer(
-                self.metrics, config.metrics.host, config.metrics.port, self.healthy
-            )
+            self._metrics_server = MetricsServer.from_config(self.metrics, config, self.healthy)
             self._metrics_server.start()
             self._threads["metrics-http"] = self._metrics_server.thread
         self._monitor = self.state.start_monitor(self)
@@ -256,6 +254,8 @@ class Daemon:
         self.runner.set_max_parallel(new.daemon.max_parallel_jobs)
         for gone in old_targets - {t.name for t in new.targets}:
             self.metrics.forget_target(gone)
+        for added in {t.name for t in new.targets} - old_targets:
+            self.metrics.init_target(added)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_ok.set(1)
         log.info("configuration reloaded", targets=[t.name for t in new.targets])

@@ -86,7 +86,7 @@ def test_every_alert_is_tested_firing_and_the_required_ones_exist() -> None:
 
 
 def test_every_alert_is_documented() -> None:
-    readme = (PROMETHEUS_DIR.parent / "README-metrics.md").read_text()
+    readme = (PROMETHEUS_DIR.parents[1] / "README.md").read_text()
     documented = set(re.findall(r"^\| `(Pgwarden\w+)` \|", readme, re.MULTILINE))
     assert documented == set(alerts_in_rules())
 

@@ -41,7 +41,7 @@ from tests.test_metrics import basic, get, openssl_hash, self_signed
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "packaging" / "grafana" / "pgwarden.json"
 RULES = ROOT / "packaging" / "prometheus" / "pgwarden-rules.yml"
-README = ROOT / "packaging" / "README-metrics.md"
+README = ROOT / "README.md"
 METRIC_RE = re.compile(r"\bpgwarden_\w+")
 
 

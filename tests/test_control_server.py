@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import json
 import os
@@ -470,6 +471,27 @@ def test_second_server_on_a_live_socket_refuses_to_start(harness: Harness) -> No
         second.start()
     assert call(harness, "hello")["server"] == "pgwarden"  # the first one is untouched
     assert harness.socket.exists()
+
+
+def test_claim_refuses_early_and_stop_releases_it(harness: Harness) -> None:
+    assert harness.daemon.state is not None
+    config = harness.daemon.state.config.daemon
+    with pytest.raises(PgwardenError, match="another pgwarden daemon"):
+        ControlServer(harness.daemon, config).claim()
+    root = short_dir()
+    try:
+        other = dataclasses.replace(config, socket=root / "x.sock")
+        first = ControlServer(harness.daemon, other)
+        first.claim()  # the path is ours, nothing listens yet
+        with pytest.raises(PgwardenError, match="another pgwarden daemon"):
+            ControlServer(harness.daemon, other).claim()
+        first.stop()
+        again = ControlServer(harness.daemon, other)
+        again.start()
+        assert ControlClient(root / "x.sock").call("hello")["server"] == "pgwarden"
+        again.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_live_listener_without_the_lock_is_not_replaced() -> None:

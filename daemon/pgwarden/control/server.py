@@ -81,14 +81,29 @@ class ControlServer:
         self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
 
     # -- start and stop --------------------------------------------------------------------
-    def start(self) -> None:
-        """Claim the socket path, bind and listen, start the accept thread."""
+    def claim(self) -> None:
+        """Take the socket path (lock, live-daemon check, stale file removed), bind nothing.
+
+        A daemon calls this before touching shared state (crash recovery), so that a second
+        daemon on the same socket refuses before it can disturb the first one's jobs.
+        ``start()`` claims by itself when this was not called.
+        """
+        if self._lock_fd is not None:
+            return
         if len(os.fsencode(self.path)) > UNIX_PATH_MAX - 16:
             raise PgwardenError(f"control socket path {self.path} is too long for a Unix socket")
         try:
             self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             self._lock()
             self._clear_stale()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def start(self) -> None:
+        """Claim the socket path, bind and listen, start the accept thread."""
+        self.claim()
+        try:
             self._listener = self._bind()
             self._wake = socket.socketpair()
         except BaseException:

@@ -19,7 +19,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+from typing import IO
 
 import zstandard
 
@@ -33,7 +33,8 @@ def worker_count() -> int:
 
 def zstd_compress(chunks: Iterable[bytes], level: int = 3) -> Iterator[bytes]:
     threads = worker_count() if worker_count() > 1 else 0
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads)
+    # a content checksum in every frame: decompression detects a damaged file by itself
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     stream = compressor.compressobj()
     for chunk in chunks:
         out = stream.compress(chunk)
@@ -81,7 +82,7 @@ def passthrough(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield from chunks
 
 
-def read_chunks(stream: BinaryIO, size: int = READ_CHUNK) -> Iterator[bytes]:
+def read_chunks(stream: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
     while chunk := stream.read(size):
         yield chunk
 

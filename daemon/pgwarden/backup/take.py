@@ -295,9 +295,9 @@ def _run_dump(
             try:
                 if plan.stage == "stream":
                     assert tool.stdout is not None
-                    checker = readback.StreamCheck(plan.format, plan.codec, restore_tool,
-                                                   request.cancel)  # fmt: skip
-                    chunks = checker.tee(_compressed(tool.stdout, plan, request))
+                    checker = readback.StreamCheck(plan.format, restore_tool, request.cancel)
+                    raw = checker.tee(_counting(compress.read_chunks(tool.stdout), request))
+                    chunks = _compressed(raw, plan)
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
                 watcher = threading.Thread(target=_cancel_facts_when_needed,
                                            args=(request, tool, session, facts_done),
@@ -366,8 +366,7 @@ def dump_globals(spec: ConnSpec, dump_tool: Tool, request: BackupRequest) -> str
     return out.decode("utf-8", "replace")
 
 
-def _compressed(stdout: Any, plan: pgdump.DumpPlan, request: BackupRequest) -> Iterator[bytes]:
-    raw = _counting(compress.read_chunks(stdout), request)
+def _compressed(raw: Iterator[bytes], plan: pgdump.DumpPlan) -> Iterator[bytes]:
     if plan.codec == "zstd":
         return compress.zstd_compress(raw, plan.level or pgdump.DEFAULT_ZSTD_LEVEL)
     if plan.codec == "gzip":

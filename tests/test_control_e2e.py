@@ -326,13 +326,6 @@ def test_a_second_daemon_on_the_same_socket_refuses_to_start(live: Live) -> None
     assert live.call("hello")["pid"] == live.proc.pid  # the first one still answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/daemon.py runs crash recovery (removes .partial files, marks running rows "
-    "interrupted) and binds the metrics port (a traceback when in use) before the control "
-    "socket is claimed, so a second daemon damages the first one's running backup and does "
-    "not say why it stops; fix: claim first (ControlServer.claim())",
-)
 def test_a_refused_second_daemon_leaves_the_running_backup_alone(
     live: Live, pg18: PgServer
 ) -> None:

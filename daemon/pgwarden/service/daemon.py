@@ -92,6 +92,13 @@ class Daemon:
     def start(self) -> Config:
         config = config_mod.load(self.config_path)
         logsetup.configure(config.daemon.log_level, config.daemon.log_format)
+        from pgwarden.control.server import ControlServer
+
+        # claim the control socket first: a second daemon on the same config must refuse
+        # before its crash recovery could disturb the first one's running jobs
+        control = ControlServer(self, config.daemon)
+        control.claim()
+        self._control = control
         self.state = ServiceState.open(config, self.metrics)
         self.state.recover()
         self.metrics.start_time.set(self.clock.now().timestamp())
@@ -118,15 +125,20 @@ class Daemon:
     def _start_infrastructure(self, config: Config) -> None:
         assert self.state is not None
         if config.metrics.enabled:
-            self._metrics_server = MetricsServer.from_config(self.metrics, config, self.healthy)
+            try:
+                self._metrics_server = MetricsServer.from_config(self.metrics, config, self.healthy)
+            except OSError as exc:
+                raise PgwardenError(
+                    f"metrics.listen: cannot listen on {config.metrics.listen}: {exc.strerror}"
+                    " (another pgwarden, or another exporter, uses that port)"
+                ) from exc
             self._metrics_server.start()
             self._threads["metrics-http"] = self._metrics_server.thread
         self._monitor = self.state.start_monitor(self)
         if self._monitor is not None:
             self._threads["monitor"] = self._monitor.thread
-        self._control = self.state.start_control(self)
-        if self._control is not None:
-            self._threads["control"] = self._control.thread
+        self._control.start()
+        self._threads["control"] = self._control.thread
 
     def _last_run(self, key: ScheduleKey) -> datetime | None:
         assert self.state is not None
@@ -154,14 +166,14 @@ class Daemon:
     def run(self) -> int:
         """Start, loop until stopped; the process exit code."""
         try:
-            self.start()
-        except ConfigError as exc:
-            log.error("configuration invalid", error=str(exc))
-            return exc.exit_code
-        except PgwardenError as exc:
-            log.error("cannot start", error=str(exc))
-            return exc.exit_code
-        try:
+            try:
+                self.start()
+            except ConfigError as exc:
+                log.error("configuration invalid", error=str(exc))
+                return exc.exit_code
+            except PgwardenError as exc:
+                log.error("cannot start", error=str(exc))
+                return exc.exit_code
             return self.loop()
         finally:
             self.close()

@@ -129,23 +129,5 @@ class ServiceState:
         monitor.start()
         return monitor
 
-    def start_control(self, daemon: Daemon) -> Any:
-        from pgwarden.control.server import ControlServer
-
-        server = ControlServer(daemon, self.config.daemon)
-        server.start()
-        return server
-
     def close(self) -> None:
         self.catalog.close()
-
-
-def running_as() -> str:
-    """The daemon's own user name (allowed on the control socket by default)."""
-    import pwd
-
-    return pwd.getpwuid(os.geteuid()).pw_name
-
-
-def config_path_str(path: Path) -> str:
-    return str(path)

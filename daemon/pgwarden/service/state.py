@@ -8,12 +8,10 @@ verify right after it when ``after_backup`` is set), and it owns crash recovery 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pgwarden import logsetup

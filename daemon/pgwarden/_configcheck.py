@@ -147,6 +147,13 @@ class Reader:
             self.error(key, "must not be empty")
         return value
 
+    def string_or_off(self, key: str, default: str | None) -> str | None:
+        """A string, where ``""`` turns the setting off (``None``)."""
+        if self.data.get(key) == "":
+            self._seen.add(key)
+            return None
+        return self.string(key, default or "") if (key in self.data or default) else None
+
     def opt_str(self, key: str) -> str | None:
         value = self._typed(key, (str,), "a string")
         if value is _MISSING:

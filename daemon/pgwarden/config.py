@@ -198,6 +198,20 @@ class AppPool:
 
 
 @dataclass(frozen=True)
+class MigrationSettings:
+    """A target's application migrations (Alembic), guarded by the forward-only policy."""
+
+    project: Path | None = None  # the directory holding alembic.ini; None: no guard
+    alembic_ini: str = "alembic.ini"
+    alembic: str = "alembic"  # the application's own alembic executable (its virtualenv)
+    versions: Path | None = None  # default: read from alembic.ini's script_location
+    require_numbered: bool = True  # 001_initial_schema.py, 002_..., as the strategy names them
+    backup_before: bool = True  # a pre-migration backup before every upgrade
+    database_url_env: str | None = "DATABASE_URL"  # how the app's env.py finds the database
+    timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     name: str
     dsn: str
@@ -207,6 +221,7 @@ class TargetConfig:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     verify: VerifySettings = field(default_factory=VerifySettings)
     pools: tuple[AppPool, ...] = ()
+    migrations: MigrationSettings = field(default_factory=MigrationSettings)
 
 
 @dataclass(frozen=True)
@@ -507,6 +522,20 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     )
     v.finish()
 
+    m = r.section("migrations")
+    md = MigrationSettings()
+    migrations = MigrationSettings(
+        project=m.opt_path("project"),
+        alembic_ini=m.string("alembic_ini", md.alembic_ini),
+        alembic=m.string("alembic", md.alembic),
+        versions=m.opt_path("versions"),
+        require_numbered=m.flag("require_numbered", md.require_numbered),
+        backup_before=m.flag("backup_before", md.backup_before),
+        database_url_env=m.string_or_off("database_url_env", md.database_url_env),
+        timeout=m.number("timeout", md.timeout, minimum=1),
+    )
+    m.finish()
+
     pools = []
     for p in r.table_array("pools"):
         pools.append(
@@ -532,6 +561,7 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         retention=retention,
         verify=verify,
         pools=tuple(pools),
+        migrations=migrations,
     )
 
 

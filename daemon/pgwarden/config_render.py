@@ -50,6 +50,8 @@ def _target(target: TargetConfig) -> dict[str, Any]:
         out["verify"]["dsn"] = redact_dsn(target.verify.dsn)
     if target.retention.schedule is None:
         out["retention"]["schedule"] = "off"
+    if target.migrations.database_url_env is None:
+        out["migrations"]["database_url_env"] = ""
     return out
 
 

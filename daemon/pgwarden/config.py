@@ -334,7 +334,9 @@ def _daemon(r: SubReader) -> DaemonConfig | None:
         socket_group=r.opt_str("socket_group"),
         allowed_users=r.str_list("allowed_users"),
         allowed_groups=r.str_list("allowed_groups"),
-        max_parallel_jobs=r.integer("max_parallel_jobs", d.max_parallel_jobs, minimum=1, maximum=64),
+        max_parallel_jobs=r.integer(
+            "max_parallel_jobs", d.max_parallel_jobs, minimum=1, maximum=64
+        ),
         shutdown_timeout=r.number("shutdown_timeout", d.shutdown_timeout, minimum=1),
         timezone=r.timezone("timezone", d.timezone),
         jitter=r.integer("jitter", d.jitter, minimum=0, maximum=86400),
@@ -372,7 +374,9 @@ def _pool(r: SubReader, keys_prefix: str = "") -> PoolSettings:
     d = PoolSettings()
     return PoolSettings(
         pool_size=r.integer(f"{keys_prefix}pool_size", d.pool_size, minimum=1, maximum=10000),
-        max_overflow=r.integer(f"{keys_prefix}max_overflow", d.max_overflow, minimum=0, maximum=10000),
+        max_overflow=r.integer(
+            f"{keys_prefix}max_overflow", d.max_overflow, minimum=0, maximum=10000
+        ),
         pool_timeout=r.number(f"{keys_prefix}pool_timeout", d.pool_timeout, minimum=0.1),
         pool_recycle=r.integer(f"{keys_prefix}pool_recycle", d.pool_recycle, minimum=-1),
     )
@@ -455,7 +459,9 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         compression_level=b.opt_int("compression_level", minimum=0, maximum=22),
         jobs=b.integer("jobs", bd.jobs, minimum=1, maximum=64),
         row_counts=b.choice("row_counts", bd.row_counts, ROW_COUNT_MODES),
-        exact_count_max_bytes=b.integer("exact_count_max_bytes", bd.exact_count_max_bytes, minimum=0),
+        exact_count_max_bytes=b.integer(
+            "exact_count_max_bytes", bd.exact_count_max_bytes, minimum=0
+        ),
         vector_probes=b.integer("vector_probes", bd.vector_probes, minimum=0, maximum=100),
         vector_probe_k=b.integer("vector_probe_k", bd.vector_probe_k, minimum=1, maximum=100),
         retries=b.integer("retries", bd.retries, minimum=0, maximum=20),

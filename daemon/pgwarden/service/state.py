@@ -71,18 +71,26 @@ class ServiceState:
         interrupted = self.catalog.mark_running_interrupted()
         if interrupted:
             log.warning("runs interrupted by the previous stop", count=interrupted)
+        outcomes.restore_gauges(self)
+        # server checks may wait on a connect timeout: they must not delay READY=1
+        threading.Thread(target=self.check_servers, name="startup-checks", daemon=True).start()
+
+    def check_servers(self) -> None:
+        """Once at start-up, per target: drop scratch databases a crashed drill left behind,
+        and check that a usable pg_dump exists — so an operator learns of a missing
+        postgresql-client-N at noon (log, metric, ``pgwarden check``), not at 3 AM."""
         from pgwarden.backup.verify import drop_leftover_scratch_databases
 
         for target in self.config.targets:
             try:
-                dropped = drop_leftover_scratch_databases(target)
+                for name in drop_leftover_scratch_databases(target):
+                    log.warning("dropped a scratch database left by a crash", database=name)
+                self.metrics.pg_dump_compatible.labels(target.name).set(
+                    1 if pg_dump_usable(target) else 0
+                )
             except Exception as exc:  # noqa: BLE001 - a server down at start-up is not fatal
-                log.warning("cannot look for leftover scratch databases", target=target.name,
+                log.warning("cannot check the server at start-up", target=target.name,
                             error=logsetup.scrub(str(exc)))  # fmt: skip
-                continue
-            for name in dropped:
-                log.warning("dropped a scratch database left by a crash", database=name)
-        outcomes.restore_gauges(self)
 
     def last_run(self, target: str, kind: str) -> datetime | None:
         return self.catalog.last_run(target, kind)
@@ -129,3 +137,20 @@ class ServiceState:
 
     def close(self) -> None:
         self.catalog.close()
+
+
+def pg_dump_usable(target: TargetConfig) -> bool:
+    """Whether a pg_dump at least as new as ``target``'s server is installed (logs why not)."""
+    from pgwarden.errors import IncompatibleToolError
+    from pgwarden.pg.binaries import find_tool
+    from pgwarden.pg.conninfo import ConnSpec
+    from pgwarden.pg.server import server_major, server_version
+
+    with ConnSpec.from_target(target).connect(application_name="pgwarden") as conn:
+        major, version = server_major(conn), server_version(conn)
+    try:
+        find_tool("pg_dump", min_major=major, bin_dir=target.bin_dir, server_version=version)
+    except IncompatibleToolError as exc:
+        log.error("backups of this target will fail", target=target.name, error=str(exc))
+        return False
+    return True

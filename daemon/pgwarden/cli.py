@@ -133,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?")
     _json_opt(p)
 
+    p = add("migrate", c + "migrate_cmd:cmd_migrate",
+            "forward-only guard and safe upgrade of a target's Alembic migrations")  # fmt: skip
+    actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    m = actions.add_parser("check", help="check the migration policy (exit 1 on an error)")
+    _config_opt(m)
+    m.add_argument("target", nargs="?", help="default: every target with migrations configured")
+    _json_opt(m)
+    m = actions.add_parser(
+        "upgrade", help="pre-migration backup, then alembic upgrade head (no downgrade exists)"
+    )
+    _config_opt(m)
+    m.add_argument("target")
+    m.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    _json_opt(m)
+
     p = sub.add_parser("ctl", help="talk to the running daemon over its control socket")
     ctl_cli.configure_parser(p)
     return parser

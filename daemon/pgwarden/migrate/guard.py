@@ -186,7 +186,8 @@ def evaluate(
     cycle = _has_cycle(graph)
     if cycle:
         err("cycle", "the down_revision links form a cycle")
-    if len(heads) > 1:
+    broken = any(p.code == "missing_parent" for p in problems)
+    if len(heads) > 1 and not broken:  # a broken chain splits the graph: not a real branch
         err("branch", f"{len(heads)} heads: {', '.join(label(h) for h in heads)}. The policy "
             "keeps one line of migrations: renumber the newer one so it revises the other, or "
             "add a merge migration")  # fmt: skip
@@ -264,9 +265,11 @@ def numbering(files: Sequence[MigrationFile]) -> list[Problem]:
     if any(len(same) > 1 for same in numbered.values()):
         return problems
     ordered = [numbered[n][0] for n in sorted(numbered)]
+    defined = {f.revision for f in files if f.revision is not None}
     previous: MigrationFile | None = None
     for f in ordered:
-        if f.error is not None or f.revision is None:
+        if f.error is not None or f.revision is None or not defined.issuperset(f.down_revisions):
+            # unreadable, or revising a missing file (reported as missing_parent)
             previous = None
             continue
         if previous is None and f is ordered[0] and f.down_revisions:

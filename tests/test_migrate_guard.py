@@ -25,7 +25,7 @@ from pgwarden.migrate.database import database_url, display_url
 from pgwarden.migrate.guard import evaluate, numbering
 from pgwarden.migrate.ledger import Ledger, LedgerEntry, LedgerError, LedgerStore, UpgradeRecord
 from pgwarden.migrate.project import locate, versions_from_ini
-from pgwarden.migrate.run import child_environment
+from pgwarden.migrate.run import child_environment, last_error_line
 from pgwarden.migrate.scripts import MigrationFile, parse_source, scan
 from pgwarden.pg.conninfo import ConnSpec
 from tests.helpers import make_config
@@ -348,3 +348,24 @@ def test_the_child_gets_a_small_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert env["LC_ALL"] == "C.UTF-8"
     assert "PGWARDEN_OTHER_PASSWORD" not in env
     assert "DATABASE_URL" not in child_environment(None, None)
+
+
+def test_the_error_line_of_a_stderr_tail() -> None:
+    tail = textwrap.dedent("""\
+        INFO  [alembic.runtime.migration] Running upgrade a -> b, add users
+        Traceback (most recent call last):
+          File "env.py", line 3, in <module>
+        psycopg.errors.UndefinedTable: relation "x" does not exist
+        The above exception was the direct cause of the following exception:
+            raise ex.with_traceback(None)
+        sqlalchemy.exc.ProgrammingError: (psycopg.errors.UndefinedTable) relation "x"
+        LINE 1: UPDATE x SET y = 1
+        [SQL: UPDATE x SET y = 1]
+        (Background on this error at: https://sqlalche.me/e/21/f405)
+    """)
+    assert last_error_line(tail) == (
+        'sqlalchemy.exc.ProgrammingError: (psycopg.errors.UndefinedTable) relation "x"'
+    )
+    assert last_error_line("FAILED: Can't locate revision identified by 'zz'") is not None
+    assert last_error_line("KeyError: 'DATABASE_URL'") == "KeyError: 'DATABASE_URL'"
+    assert last_error_line("INFO  [alembic] fine\nDETAIL:  nothing") is None

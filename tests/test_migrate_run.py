@@ -216,7 +216,8 @@ def test_a_failing_migration_keeps_the_backup_and_reports_stderr(
     outcome = failed.value.outcome
     assert outcome.status == "failed"
     assert 'relation "no_such_table" does not exist' in outcome.stderr_tail
-    assert "exited with status" in (outcome.error or "")
+    assert (outcome.error or "").startswith("alembic upgrade head exited with status 1: ")
+    assert 'relation "no_such_table" does not exist' in (outcome.error or "")
     assert outcome.revision_before == outcome.revision_after == (app.revisions[1],)
     assert outcome.applied == ()
     # PostgreSQL's transactional DDL rolled the whole migration back

@@ -29,6 +29,7 @@ migration, write a new one (strategy, "Rollback Strategy").
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -63,6 +64,10 @@ PRE_MIGRATION_TAG = "pre-migration"
 _INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _STDOUT_LINES = 20
+#: alembic's ``FAILED: ...``, or a traceback's last line (``psycopg.errors.UndefinedTable: ...``)
+_ERROR_LINE = re.compile(
+    r"^(?:FAILED: |[A-Za-z_]\w*(?:\.\w+)+: |[A-Za-z_]\w*(?:Error|Exception): )"
+)
 
 
 def child_environment(url_env: str | None, url: Secret | None) -> dict[str, str]:
@@ -255,6 +260,9 @@ def _upgrade(
                      f", not {head}: does env.py connect to ${command.database_url_env}?")  # fmt: skip
         else:
             error = f"alembic upgrade head {result.describe()}"
+            cause = last_error_line(tail)
+            if cause:
+                error += f": {cause}"
         failed = outcome("failed", revision_after=after, applied=applied, stderr_tail=tail,
                          error=error, **backup_fields)  # fmt: skip
         _remember(store, failed, started_at)
@@ -270,6 +278,14 @@ def _upgrade(
              applied=list(applied), backup_id=done.backup_id,
              duration_s=round(done.duration_s, 3))  # fmt: skip
     return done
+
+
+def last_error_line(text: str) -> str | None:
+    """The last line of a stderr tail that states an error (an exception, alembic's FAILED:)."""
+    for line in reversed(text.splitlines()):
+        if _ERROR_LINE.match(line):
+            return line.strip()[:500]
+    return None
 
 
 def _applied(report: GuardReport, after: tuple[str, ...]) -> tuple[str, ...]:

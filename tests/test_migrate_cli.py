@@ -113,6 +113,10 @@ def test_upgrade_refused_and_failed_exit_1(
     assert "pre-migration backup" in out
 
     (app.versions / "003_broken.py").rename(app.versions / "3_broken.py")
+    code, out = _run(capsys, "migrate", "upgrade", "-c", str(config), "cli_fail", "--dry-run")
+    assert code == 1
+    assert "3_broken.py is not named NNN_name.py" in out
+    assert "the guard would refuse this upgrade" in out
     code, out = _run(capsys, "migrate", "upgrade", "-c", str(config), "cli_fail", "--json")
     assert code == 1
     result = json.loads(out)

@@ -66,7 +66,8 @@ class MigrateOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        """False for a failed run, and for a plan the guard would refuse."""
+        return self.status != "failed" and self.report.ok
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -256,8 +256,10 @@ def _upgrade(
 
     if not result.ok or after != (head,):
         if result.ok:
+            where = (f"${command.database_url_env}" if command.database_url_env
+                     else "the target's database")  # fmt: skip
             error = (f"alembic exited 0 but the database is at {', '.join(after) or 'no revision'}"
-                     f", not {head}: does env.py connect to ${command.database_url_env}?")  # fmt: skip
+                     f", not {head}: does env.py connect to {where}?")  # fmt: skip
         else:
             error = f"alembic upgrade head {result.describe()}"
             cause = last_error_line(tail)

@@ -2,11 +2,12 @@
 
 Used when pg_dump cannot compress well itself: PostgreSQL 15's pg_dump and the embedded
 PostgreSQL 18 build have no zstd, and pg_dump's gzip is single-threaded and slow (it is what
-makes the strategy's ``pg_dump | gzip`` take minutes).  Both stages use every core:
+makes the strategy's ``pg_dump | gzip`` take minutes).  Measured by ``benchmarks/backup.py``:
 
-* ``zstd``: the ``zstandard`` library with worker threads; output is one standard zstd frame
+* ``zstd``: the ``zstandard`` library, in-line (worker threads cost more CPU than they save
+  on a 2-core server that also runs PostgreSQL and pg_dump); output is one standard zstd frame
   stream (``zstd -dc x.dump.zst | pg_restore ...`` works with stock tools);
-* ``gzip``: blocks compressed in parallel, each a complete gzip member, concatenated in order —
+* ``gzip``: blocks compressed in parallel on every core, each a complete gzip member, concatenated in order —
   a valid ``.gz`` file (RFC 1952 allows several members) that ``gunzip -c`` reads as one stream.
 
 Decompression readers for readback checks and restores live here too.
@@ -32,9 +33,8 @@ def worker_count() -> int:
 
 
 def zstd_compress(chunks: Iterable[bytes], level: int = 3) -> Iterator[bytes]:
-    threads = worker_count() if worker_count() > 1 else 0
     # a content checksum in every frame: decompression detects a damaged file by itself
-    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    compressor = zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True)
     stream = compressor.compressobj()
     for chunk in chunks:
         out = stream.compress(chunk)

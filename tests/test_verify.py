@@ -65,6 +65,9 @@ def test_a_good_backup_passes_every_check(pg18: PgServer, workdir: Path) -> None
     assert "probes" in _check(outcome, "vector_probes")["detail"]
     assert _check(outcome, "sql:one invoice sequence")["actual"] == 123457
     assert outcome.jobs == 2
+    # the rich database has a partitioned table: its drill keeps every table logged
+    assert "kept logged (partitioned tables)" in _check(outcome, "restore")["detail"]
+    assert any("data offsets recorded" in note for note in outcome.notes)
     assert not _scratch_left(pg18)
     # no spool file left beside the storage
     assert not list(backup.path.parent.glob("*.partial"))
@@ -183,3 +186,4 @@ def test_a_failing_sql_check_is_reported_with_its_name_and_values(
     assert outcome.error is not None
     assert outcome.error.startswith("sql:enough users")
     assert _check(outcome, "row_counts")["passed"] is True
+    assert "tables restored unlogged" in _check(outcome, "restore")["detail"]

@@ -111,14 +111,15 @@ def _drill_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer) -> psutil.Process:
-    """The pg_restore of the drill, once it has been restoring for a moment."""
+    """The pg_restore loading the drill's data, once it has been at it for a moment."""
     deadline = time.monotonic() + 60
     parent = psutil.Process(proc.pid)
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the drill process ended early"
         for child in parent.children(recursive=True):
             try:
-                if child.name() == "pg_restore" and _scratch_left(server):
+                if (child.name() == "pg_restore" and "--section=data" in child.cmdline()
+                        and _scratch_left(server)):  # fmt: skip
                     time.sleep(1.0)  # well into the slow table
                     return child
             except psutil.NoSuchProcess:

@@ -321,9 +321,18 @@ def run_checks(
     spec: ConnSpec, manifest: Manifest, sql_checks: tuple[SqlCheck, ...],
     canceller: QueryCanceller, *, jobs: int = 1,
 ) -> list[CheckResult]:  # fmt: skip
-    """Every check of a restored database, in order: counts, extensions, SQL, probes."""
-    results = [check_row_counts(spec, manifest, canceller, jobs),
-               check_extensions(spec, manifest, canceller)]  # fmt: skip
-    results.extend(check_sql(spec, check, canceller) for check in sql_checks)
-    results.append(check_vector_probes(spec, manifest, canceller))
-    return results
+    """Every check of a restored database: counts, extensions, SQL, probes.
+
+    The row counts (on ``jobs`` connections) run beside the other checks (on one more).
+    """
+
+    def others() -> list[CheckResult]:
+        results = [check_extensions(spec, manifest, canceller)]
+        results.extend(check_sql(spec, check, canceller) for check in sql_checks)
+        results.append(check_vector_probes(spec, manifest, canceller))
+        return results
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drill-checks") as pool:
+        counts = pool.submit(check_row_counts, spec, manifest, canceller, jobs)
+        rest = pool.submit(others)
+        return [counts.result(), *rest.result()]

@@ -11,8 +11,9 @@ Per format (see :mod:`pgwarden.backup.pgdump`):
   ``pg_restore`` (``benchmarks/verify.py`` measures both);
 * ``.sql.gz`` / ``.sql``: decompressed in-process into ``psql``.
 
-Drills restore with ``--no-owner --no-privileges --no-tablespaces --no-subscriptions`` (the
-verification server need not have the roles or tablespaces); ``pgwarden restore`` keeps owners
+Drills restore with ``--no-owner --no-privileges --no-tablespaces --no-subscriptions
+--no-publications`` (the verification server need not have the roles or tablespaces, and an
+unlogged table cannot be published); ``pgwarden restore`` keeps owners
 and privileges.  Every line the tool writes on stderr is kept; errors are counted and
 reported.  Two kinds are not failures, each written down in the result: PostgreSQL 17+
 ``pg_restore``/``pg_dump`` start every session with ``SET transaction_timeout = 0``, which
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgwarden.backup import staging
+from pgwarden.backup import scratch, staging
 from pgwarden.backup.manifest import Manifest
 from pgwarden.backup.outcome import CheckResult, StepError
 from pgwarden.logsetup import get_logger
@@ -42,7 +43,8 @@ from pgwarden.pg.conninfo import ConnSpec, tool_environment
 
 log = get_logger("pgwarden.restore")
 
-DRILL_FLAGS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-subscriptions")
+DRILL_FLAGS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-subscriptions",
+               "--no-publications")  # fmt: skip
 MAX_ERROR_LINES = 200
 _TRANSACTION_TIMEOUT = 'unrecognized configuration parameter "transaction_timeout"'
 _MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
@@ -83,14 +85,15 @@ class RestorePlan:
         """Whether the archive is decompressed to a spool file first (for ``--jobs``)."""
         return self.manifest.format == "custom" and self.codec is not None and self.jobs > 1
 
-    def argv(self, conninfo: str, source: Path | None) -> list[str]:
+    def argv(self, conninfo: str, source: Path | None, sections: tuple[str, ...] = ()) -> list[str]:
         """The restore tool's argv; ``source`` ``None`` means it reads stdin."""
         if self.manifest.format == "plain":
             argv = [str(self.tool.path), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0",
                     f"--dbname={conninfo}"]  # fmt: skip
             return [*argv, "-f", str(source) if source is not None else "-"]
         argv = [str(self.tool.path), "--no-password", f"--dbname={conninfo}"]
-        if self.jobs > 1 and source is not None:
+        argv.extend(f"--section={section}" for section in sections)
+        if self.jobs > 1 and source is not None and sections != ("pre-data",):
             argv.append(f"--jobs={self.jobs}")
         if self.drill:
             argv.extend(DRILL_FLAGS)
@@ -248,32 +251,56 @@ def _drain_counting(stream: Any, sink: Any) -> None:
             sink(chunk)
 
 
+def _run_tool(
+    plan: RestorePlan, argv: list[str], env: dict[str, str], source: Path | None,
+    lines: StderrLines, cancel: threading.Event | None,
+) -> process.ToolResult:  # fmt: skip
+    name = plan.tool.name
+    if source is not None:
+        return process.run_tool(argv, env=env, cancel=cancel, log=lines, name=name)
+    with process.start_tool(
+        argv, env=env, name=name, log=lines, cancel=cancel, stdin=process.PIPE,
+        stdout=process.DEVNULL,
+    ) as tool:  # fmt: skip
+        _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
+        return tool.wait()
+
+
 def run_restore(
     plan: RestorePlan, staged: staging.Staged, spec: ConnSpec, *, server_major: int,
     cancel: threading.Event | None = None,
 ) -> CheckResult:  # fmt: skip
-    """Restore into the database ``spec`` names; a ``restore`` result listing the errors."""
+    """Restore into the database ``spec`` names; a ``restore`` result listing the errors.
+
+    A drill of an archive restores in two runs: the schema (``--section=pre-data``), then,
+    once the still empty tables are made unlogged (:func:`scratch.unlog_tables`: no WAL for a
+    database that is dropped anyway, none shipped to replicas or archives), the data and the
+    indexes and constraints (``--section=data --section=post-data``) with ``--jobs``.
+    """
     started = time.monotonic()
     lines = StderrLines()
     plain = plan.manifest.format == "plain"
     source = staged.source if not plain else None
+    notes: list[str] = []
     with tool_environment(spec) as env:
         if plan.drill:
             # a scratch database need not survive a crash: no WAL flush at every commit
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
-        argv = plan.argv(spec.tool_conninfo(), source)
-        name = plan.tool.name
-        if source is not None:
-            outcome = process.run_tool(argv, env=env, cancel=cancel, log=lines, name=name)
+        conninfo = spec.tool_conninfo()
+        if plan.drill and not plain:
+            outcome = _run_tool(plan, plan.argv(conninfo, source, ("pre-data",)), env, source,
+                                lines, cancel)  # fmt: skip
+            early = classify(lines.lines, plain=False, server_major=server_major, drill=True)
+            if outcome.ok or (outcome.returncode == 1 and not outcome.cancelled
+                              and not early.errors):  # fmt: skip
+                notes.append(scratch.unlog_tables(spec))
+                outcome = _run_tool(plan, plan.argv(conninfo, source, ("data", "post-data")),
+                                    env, source, lines, cancel)  # fmt: skip
         else:
-            with process.start_tool(
-                argv, env=env, name=name, log=lines, cancel=cancel, stdin=process.PIPE,
-                stdout=process.DEVNULL,
-            ) as tool:  # fmt: skip
-                _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
-                outcome = tool.wait()
+            outcome = _run_tool(plan, plan.argv(conninfo, source), env, source, lines, cancel)
     if outcome.cancelled:
         raise StepError("cancelled", "the drill was cancelled")
+    name = plan.tool.name
     found = classify(lines.lines, plain=plain, server_major=server_major, drill=plan.drill)
     result = CheckResult("restore", True, duration_s=time.monotonic() - started)
     how = f"{name} --jobs={plan.jobs}" if source is not None and plan.jobs > 1 else name
@@ -291,7 +318,8 @@ def run_restore(
             result.detail = f"{how} {outcome.describe()}: {last}"
         result.expected, result.actual = "no errors", found.errors[:MAX_ERROR_LINES]
     else:
-        result.detail = f"{how} exited cleanly in {outcome.duration_s:.1f} s"
-    if found.notes:
-        result.detail += "; " + "; ".join(found.notes)
+        result.detail = f"{how} exited cleanly in {time.monotonic() - started:.1f} s"
+    extra = [n for n in (*notes, *found.notes) if n]
+    if extra:
+        result.detail += "; " + "; ".join(extra)
     return result

@@ -1,0 +1,197 @@
+"""Restore drill speed: pgwarden's full verification against the strategy's own drill and a
+stock parallel restore.
+
+Builds the backup benchmark's database (about 1 GB: pgbench data at ``--scale`` plus a
+pgvector ``documents`` table with an ivfflat index, :func:`benchmarks.backup.build`) on its own
+embedded PostgreSQL 18, takes one backup of each kind, then runs, interleaved, ``--runs``
+times each:
+
+* ``strategy``: the seed's quarterly drill -- ``createdb``; ``gunzip -c x.sql.gz | psql``;
+  ``SELECT COUNT(*)`` on one table; ``dropdb``;
+* ``stock -j2 + counts``: ``createdb``; ``pg_restore -j2`` of the uncompressed custom archive;
+  an exact ``count(*)`` of every table; ``dropdb`` (no checksum, no other check);
+* ``pgwarden verify``: the real CLI, every step and check -- headroom, SHA-256 (spooling the
+  ``.dump.zst`` for ``pg_restore --jobs=2``), table of contents, extensions, restore, exact
+  counts of every table, extensions, vector probes, drop;
+* ``pgwarden, streamed``: the same drill with the ``.dump.zst`` decompressed straight into a
+  serial ``pg_restore`` (how the spool-or-stream choice was measured).
+
+Prints the median of each and the goals' ratios: pgwarden <= 0.7x the strategy's drill and
+<= 1.15x stock ``pg_restore -j2`` plus the counts.
+
+    .venv/bin/python benchmarks/verify.py [--scale 60] [--vectors 100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tomli_w  # noqa: E402
+from tests.pgservers import PgServer, start_pg18, temp_base  # noqa: E402
+
+DB = "bench"
+TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers",
+          "documents")  # fmt: skip
+
+
+def _build_from_backup_benchmark() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_backup", ROOT / "benchmarks/backup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build
+
+
+def _run(argv: list[str] | str, **kw: Any) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+def _timed(fn: Any) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def strategy_drill(server: PgServer, sql_gz: Path) -> None:
+    b, dsn = server.bin_dir, server.dsn
+    _run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+          "restore_test"])  # fmt: skip
+    _run(f"gunzip -c {sql_gz} | {b / 'psql'} -q '{dsn('restore_test')}'", shell=True)
+    _run([str(b / "psql"), dsn("restore_test"), "-c", "SELECT COUNT(*) FROM pgbench_accounts;"])
+    _run([str(b / "dropdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+          "restore_test"])  # fmt: skip
+
+
+def stock_drill(server: PgServer, dump: Path) -> None:
+    b, dsn = server.bin_dir, server.dsn
+    _run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+          "stock_test"])  # fmt: skip
+    _run([str(b / "pg_restore"), "-j2", "--no-owner", "-d", dsn("stock_test"), str(dump)])
+    counts = "; ".join(f"SELECT count(*) FROM {t}" for t in TABLES)
+    _run([str(b / "psql"), dsn("stock_test"), "-c", counts])
+    _run([str(b / "dropdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+          "stock_test"])  # fmt: skip
+
+
+def pgwarden_verify(config: Path) -> dict[str, Any]:
+    out = subprocess.run([str(ROOT / ".venv/bin/pgwarden"), "verify", "-c", str(config), DB,
+                          "--json"], check=True, capture_output=True)  # fmt: skip
+    report: dict[str, Any] = json.loads(out.stdout)
+    assert report["passed"], report
+    return report
+
+
+def pgwarden_streamed(config: Path) -> dict[str, Any]:
+    code = (
+        "import json, sys\n"
+        "from pgwarden import config as c, logsetup\n"
+        "logsetup.configure('warning', 'auto', sys.stderr)\n"
+        "from pgwarden.backup.verify import VerifyRequest, run_verification\n"
+        "from pgwarden.catalog import open_catalog\n"
+        "from pgwarden.storage import LocalStorage\n"
+        f"cfg = c.load({str(config)!r})\n"
+        "cat = open_catalog(cfg.daemon.effective_catalog_url)\n"
+        "o = run_verification(VerifyRequest(cfg.targets[0], cfg, cat, "
+        "LocalStorage(cfg.storage.path), restore_mode='stream'))\n"
+        "print(json.dumps(o.as_dict()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    report: dict[str, Any] = json.loads(out.stdout)
+    return report
+
+
+def _config(work: Path, server: PgServer) -> Path:
+    doc = {
+        "daemon": {"state_dir": str(work / "state"), "socket": str(work / "ctl.sock"),
+                   "log_level": "warning"},
+        "storage": {"path": str(work / "backups")},
+        "metrics": {"listen": "127.0.0.1:0"},
+        "targets": [{"name": DB, "dsn": server.uri(DB), "bin_dir": str(server.bin_dir),
+                     "backup": {"retries": 0}, "verify": {"jobs": 2}}],
+    }  # fmt: skip
+    path = work / "pgwarden.toml"
+    path.write_text(tomli_w.dumps(doc))
+    path.chmod(0o600)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=60)
+    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
+    base = temp_base("pgwarden-bench-verify-")
+    server = start_pg18(base)
+    work = Path(tempfile.mkdtemp(prefix="pgwarden-bench-verify-work-", dir="/tmp"))
+    work.chmod(0o755)
+    try:
+        t0 = time.monotonic()
+        _build_from_backup_benchmark()(server, args.scale, args.vectors)
+        size = server.execute(f"SELECT pg_database_size('{DB}')")[0][0]
+        print(f"database: {int(size) / 2**30:.2f} GiB built in {time.monotonic() - t0:.0f} s")
+        sql_gz, dump = work / "strategy.sql.gz", work / "stock.dump"
+        _run(f"{server.bin_dir / 'pg_dump'} '{server.dsn(DB)}' | gzip > {sql_gz}", shell=True)
+        _run([str(server.bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(dump), server.dsn(DB)])
+        config = _config(work, server)
+        _run([str(ROOT / ".venv/bin/pgwarden"), "backup", "-c", str(config), DB])
+        zst = next((work / "backups" / DB).glob("*.dump.zst"))
+        print(f"archives: {sql_gz.stat().st_size / 2**20:.0f} MiB .sql.gz, "
+              f"{dump.stat().st_size / 2**20:.0f} MiB .dump, "
+              f"{zst.stat().st_size / 2**20:.0f} MiB .dump.zst")  # fmt: skip
+        times: dict[str, list[float]] = {k: [] for k in ("strategy", "stock", "pgwarden",
+                                                         "streamed")}  # fmt: skip
+        steps: dict[str, dict[str, float]] = {}
+        for run in range(args.runs):
+            times["strategy"].append(_timed(lambda: strategy_drill(server, sql_gz)))
+            times["stock"].append(_timed(lambda: stock_drill(server, dump)))
+            for key, drill in (("pgwarden", pgwarden_verify), ("streamed", pgwarden_streamed)):
+                start = time.monotonic()
+                report = drill(config)
+                times[key].append(time.monotonic() - start)
+                steps[key] = {c["name"]: c["duration_s"] for c in report["checks"]}
+            print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows = [
+            ("strategy drill (createdb; gunzip | psql; COUNT(*) users-like; dropdb)", "strategy"),
+            ("stock pg_restore -j2 + exact count(*) of every table", "stock"),
+            ("pgwarden verify (checksum, TOC, restore -j2, every check, drop)", "pgwarden"),
+            ("pgwarden verify, .dump.zst streamed into serial pg_restore", "streamed"),
+        ]
+        print(f"\nmedian of {args.runs} interleaved runs, {int(size) / 2**30:.2f} GiB database")
+        print(f"{'':72} {'time':>8} {'/strategy':>10} {'/stock':>8}")
+        for label, key in rows:
+            print(f"{label:72} {med[key]:7.1f}s {med[key] / med['strategy']:9.2f}x "
+                  f"{med[key] / med['stock']:7.2f}x")  # fmt: skip
+        for key in ("pgwarden", "streamed"):
+            print(f"{key} steps (last run): " + ", ".join(f"{n} {s:.2f}"
+                                                          for n, s in steps[key].items()))  # fmt: skip
+        ok1 = med["pgwarden"] <= 0.7 * med["strategy"]
+        ok2 = med["pgwarden"] <= 1.15 * med["stock"]
+        print(f"\ngoal pgwarden <= 0.7x strategy: {'met' if ok1 else 'NOT met'}; "
+              f"<= 1.15x stock -j2 + counts: {'met' if ok2 else 'NOT met'}")  # fmt: skip
+    finally:
+        if server.is_running():
+            server.stop("fast")
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

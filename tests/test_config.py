@@ -92,6 +92,14 @@ def test_defaults_follow_the_strategy() -> None:
         ),
         ({"targets": [target(password_env="A", password_file="/x")]}, "choose one password source"),
         ({"daemon": {"state_dir": "relative/path"}}, "daemon.state_dir: must be an absolute path"),
+        (
+            {"targets": [target(migrations={"url_scheme": "mysql"})]},
+            "targets[0].migrations.url_scheme: must be a postgresql URL scheme",
+        ),
+        (
+            {"targets": [target(migrations={"dsn": "postgresql://o:pw@h/app"})]},
+            "targets[0].migrations.dsn: the DSN contains a password",
+        ),
     ],
 )
 def test_each_mistake_names_its_key(doc: dict[str, object], expected: str) -> None:

@@ -208,6 +208,9 @@ class MigrationSettings:
     require_numbered: bool = True  # 001_initial_schema.py, 002_..., as the strategy names them
     backup_before: bool = True  # a pre-migration backup before every upgrade
     database_url_env: str | None = "DATABASE_URL"  # how the app's env.py finds the database
+    url_scheme: str = "postgresql"  # e.g. "postgresql+psycopg" for SQLAlchemy's psycopg 3
+    dsn: str | None = None  # who migrates (the schema owner); default: the target's dsn
+    credentials: Credentials = field(default_factory=Credentials)
     timeout: float = 3600.0
 
 
@@ -321,6 +324,7 @@ def _any_plaintext(
     targets: list[TargetConfig | None], bouncers: list[PgBouncerConfig | None]
 ) -> bool:
     creds = [t.credentials for t in targets if t] + [t.verify.credentials for t in targets if t]
+    creds += [t.migrations.credentials for t in targets if t]
     creds += [b.credentials for b in bouncers if b]
     return any(c.password is not None for c in creds)
 
@@ -530,6 +534,7 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
 
     m = r.section("migrations")
     md = MigrationSettings()
+    mdsn = m.dsn("dsn", required=False)
     migrations = MigrationSettings(
         project=m.opt_path("project"),
         alembic_ini=m.string("alembic_ini", md.alembic_ini),
@@ -538,8 +543,14 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         require_numbered=m.flag("require_numbered", md.require_numbered),
         backup_before=m.flag("backup_before", md.backup_before),
         database_url_env=m.string_or_off("database_url_env", md.database_url_env),
+        url_scheme=m.string("url_scheme", md.url_scheme),
+        dsn=mdsn,
+        credentials=_credentials(m, plaintext_ok, "dsn", mdsn),
         timeout=m.number("timeout", md.timeout, minimum=1),
     )
+    if not migrations.url_scheme.startswith("postgres") or "://" in migrations.url_scheme:
+        m.error("url_scheme", f"must be a postgresql URL scheme such as postgresql+psycopg "
+                              f"(got {migrations.url_scheme!r})")  # fmt: skip
     m.finish()
 
     pools = []

@@ -48,6 +48,8 @@ def _target(target: TargetConfig) -> dict[str, Any]:
     out["dsn"] = redact_dsn(target.dsn)
     if target.verify.dsn:
         out["verify"]["dsn"] = redact_dsn(target.verify.dsn)
+    if target.migrations.dsn:
+        out["migrations"]["dsn"] = redact_dsn(target.migrations.dsn)
     if target.retention.schedule is None:
         out["retention"]["schedule"] = "off"
     if target.migrations.database_url_env is None:

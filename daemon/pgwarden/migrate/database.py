@@ -57,7 +57,7 @@ def read_revisions(spec: ConnSpec, target: str) -> tuple[str, ...]:
     return tuple(sorted(str(r[0]) for r in rows))
 
 
-def _url(spec: ConnSpec, password: str | None) -> str:
+def _url(spec: ConnSpec, password: str | None, scheme: str = "postgresql") -> str:
     params: dict[str, Any] = spec.params()
     user = params.pop("user", None)
     host = params.pop("host", None)
@@ -84,7 +84,7 @@ def _url(spec: ConnSpec, password: str | None) -> str:
         _put(params, "port", port)
     path = "/" + quote(dbname, safe="") if dbname else "/"
     query = urlencode(sorted(params.items()), quote_via=quote)
-    return f"postgresql://{netloc}{path}" + (f"?{query}" if query else "")
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def _put(params: dict[str, Any], key: str, value: str | None) -> None:
@@ -92,18 +92,18 @@ def _put(params: dict[str, Any], key: str, value: str | None) -> None:
         params[key] = value
 
 
-def database_url(spec: ConnSpec) -> Secret:
+def database_url(spec: ConnSpec, scheme: str = "postgresql") -> Secret:
     """The target's URL with its password, for the child's environment only."""
     if spec.password is None:
-        return Secret(_url(spec, None))
-    return Secret(_url(_with_user(spec), quote(spec.password.reveal(), safe="")))
+        return Secret(_url(spec, None, scheme))
+    return Secret(_url(_with_user(spec), quote(spec.password.reveal(), safe=""), scheme))
 
 
-def display_url(spec: ConnSpec) -> str:
+def display_url(spec: ConnSpec, scheme: str = "postgresql") -> str:
     """:func:`database_url` with ``***`` in place of the password: safe to print and log."""
     if spec.password is None:
-        return _url(spec, None)
-    return _url(_with_user(spec), "***")
+        return _url(spec, None, scheme)
+    return _url(_with_user(spec), "***", scheme)
 
 
 def _with_user(spec: ConnSpec) -> ConnSpec:

@@ -90,14 +90,15 @@ def plan_command(
     """The exact alembic command and the child's environment (which holds the password)."""
     settings = target.migrations
     url_env = settings.database_url_env
-    env = child_environment(url_env, database_url(spec) if url_env else None)
+    scheme = settings.url_scheme
+    env = child_environment(url_env, database_url(spec, scheme) if url_env else None)
     executable = resolve_alembic(config, target, settings, env["PATH"])
     command = AlembicCommand(
         argv=(str(executable), "-c", str(project.ini), "upgrade", "head"),
         cwd=project.project,
         env_names=tuple(sorted(env)),
         database_url_env=url_env,
-        display_url=display_url(spec) if url_env else None,
+        display_url=display_url(spec, scheme) if url_env else None,
         timeout=settings.timeout,
     )
     return command, env
@@ -153,6 +154,15 @@ class _StdoutTail:
         return "\n".join([*self._lines, *rest][-_STDOUT_LINES:])
 
 
+def migration_spec(target: TargetConfig) -> ConnSpec:
+    """Who migrates: ``[targets.migrations] dsn`` (the schema owner, typically) when set, else
+    the target's own connection (often a backup role that cannot change the schema)."""
+    m = target.migrations
+    if m.dsn is not None:
+        return ConnSpec.from_dsn(m.dsn, m.credentials, what=f"targets[{target.name}].migrations")
+    return ConnSpec.from_target(target)
+
+
 def safe_migrate(
     target: TargetConfig, config: Config, catalog: Catalog, storage: Storage, *,
     dry_run: bool = False, cancel: threading.Event | None = None,
@@ -163,7 +173,7 @@ def safe_migrate(
     ``planned``): the backup it would take and the exact command.
     """
     project = locate(config, target)
-    spec = ConnSpec.from_target(target)
+    spec = migration_spec(target)
     store = LedgerStore(config.daemon.state_dir, target.name)
     numbered = target.migrations.require_numbered
     if dry_run:

@@ -271,3 +271,28 @@ def test_env_py_ignoring_the_url_is_a_failure(pg18: PgServer, workdir: Path) -> 
         _migrate(env)
     assert "does env.py connect to $DATABASE_URL" in str(failed.value)
     assert _version(pg18, "mig_elsewhere") == [app.revisions[1]]
+
+
+def test_migrations_run_as_their_own_role(pg18: PgServer, workdir: Path) -> None:
+    """``[targets.migrations] dsn`` names the schema owner: the app's alembic connects as it,
+    with the configured URL scheme, while backups keep using the target's own role."""
+    pg18.execute("DROP ROLE IF EXISTS mig_owner")
+    pg18.execute("CREATE ROLE mig_owner LOGIN")
+    app = users_app(workdir / "app")
+    migrations = {**app.migrations(), "url_scheme": "postgresql+psycopg",
+                  "dsn": f"postgresql://mig_owner@127.0.0.1:{pg18.port}/mig_owner_db"}  # fmt: skip
+    pg18.create_database("mig_owner_db")
+    pg18.execute("ALTER DATABASE mig_owner_db OWNER TO mig_owner")
+    pg18.execute("ALTER SCHEMA public OWNER TO mig_owner", "mig_owner_db")
+    config = make_config(
+        workdir, [migrate_target(pg18, "mig_owner_db", app, migrations=migrations)]
+    )
+    env = open_env(config)
+    plan = _migrate(env, dry_run=True)
+    assert "postgresql+psycopg://mig_owner@" in plan.command.shell_line()
+    outcome = _migrate(env)
+    assert outcome.status == "migrated"
+    owner = pg18.execute(
+        "SELECT tableowner FROM pg_tables WHERE tablename = 'users'", "mig_owner_db"
+    )
+    assert owner == [("mig_owner",)]

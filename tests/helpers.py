@@ -52,3 +52,35 @@ def open_env(config: Config) -> Env:
     config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     return Env(config, open_catalog(config.daemon.effective_catalog_url),
                LocalStorage(config.storage.path))  # fmt: skip
+
+
+def daemon_config_text(
+    workdir: Path, server: PgServer, db: str, port: int, *, shutdown_timeout: float = 5
+) -> str:
+    """A whole config file for a daemon with one target ``db`` on ``server``."""
+    return f"""
+[daemon]
+state_dir = "{workdir}/state"
+socket = "{workdir}/ctl.sock"
+shutdown_timeout = {shutdown_timeout}
+log_format = "json"
+
+[metrics]
+listen = "127.0.0.1:{port}"
+
+[monitor]
+interval = 1
+
+[storage]
+path = "{workdir}/backups"
+
+[[targets]]
+name = "{db}"
+dsn = "{server.uri(db)}"
+bin_dir = "{server.bin_dir}"
+  [targets.backup]
+  schedule = "0 3 * * *"
+  retries = 0
+  [targets.verify]
+  schedule = "0 5 * * 0"
+"""

@@ -23,37 +23,9 @@ import pytest
 
 from pgwarden.control.client import ControlClient
 from pgwarden.service.daemon import Daemon
+from tests.helpers import daemon_config_text
 from tests.pgservers import PgServer, free_port
 from tests.sampledata import make_sample_db
-
-
-def _config_text(workdir: Path, server: PgServer, db: str, port: int, **extra: str) -> str:
-    return f"""
-[daemon]
-state_dir = "{workdir}/state"
-socket = "{workdir}/ctl.sock"
-shutdown_timeout = {extra.get("shutdown_timeout", "5")}
-log_format = "json"
-
-[metrics]
-listen = "127.0.0.1:{port}"
-
-[monitor]
-interval = 1
-
-[storage]
-path = "{workdir}/backups"
-
-[[targets]]
-name = "{db}"
-dsn = "{server.uri(db)}"
-bin_dir = "{server.bin_dir}"
-  [targets.backup]
-  schedule = "0 3 * * *"
-  retries = 0
-  [targets.verify]
-  schedule = "0 5 * * 0"
-"""
 
 
 class Systemd:
@@ -112,7 +84,7 @@ def _scrape(port: int) -> str:
 def test_notify_reload_and_stop(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "life", rows=20, vectors=False)
     port = free_port()
-    text = _config_text(workdir, pg18, "life", port)
+    text = daemon_config_text(workdir, pg18, "life", port)
     with running_daemon(workdir, text) as (proc, systemd, config):
         ready = systemd.wait_for("READY=1")
         assert any(line.startswith("STATUS=") for line in ready.split("\n"))
@@ -151,7 +123,7 @@ def test_notify_reload_and_stop(pg18: PgServer, workdir: Path) -> None:
 def test_sigterm_aborts_a_running_backup_cleanly(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "abort", rows=20, vectors=False)
     port = free_port()
-    text = _config_text(workdir, pg18, "abort", port, shutdown_timeout="1")
+    text = daemon_config_text(workdir, pg18, "abort", port, shutdown_timeout=1)
     locker = psycopg.connect(pg18.dsn("abort"))
     locker.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # pg_dump will wait on it
     try:
@@ -180,7 +152,7 @@ def test_dead_infrastructure_thread_is_fatal(pg18: PgServer, workdir: Path) -> N
     make_sample_db(pg18, "fatal", rows=5, vectors=False)
     port = free_port()
     config = workdir / "pgwarden.toml"
-    config.write_text(_config_text(workdir, pg18, "fatal", port))
+    config.write_text(daemon_config_text(workdir, pg18, "fatal", port))
     daemon = Daemon(config, install_signals=False)
     box: dict[str, int] = {}
     thread = threading.Thread(target=lambda: box.update(code=daemon.run()))
@@ -213,7 +185,7 @@ def test_bad_config_exits_2_before_starting(workdir: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT])
 def test_sigint_stops_like_sigterm(pg18: PgServer, workdir: Path, sig: signal.Signals) -> None:
     make_sample_db(pg18, "intr", rows=5, vectors=False)
-    with running_daemon(workdir, _config_text(workdir, pg18, "intr", free_port())) as (
+    with running_daemon(workdir, daemon_config_text(workdir, pg18, "intr", free_port())) as (
         proc, systemd, _config,
     ):  # fmt: skip
         systemd.wait_for("READY=1")

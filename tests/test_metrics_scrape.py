@@ -33,7 +33,7 @@ from pgwarden.monitor.thread import MonitorThread
 from pgwarden.service import outcomes
 from pgwarden.service.jobs import Job
 from pgwarden.service.state import ServiceState
-from tests.helpers import make_config
+from tests.helpers import daemon_config_text, make_config
 from tests.pgbouncer import PgBouncerFactory
 from tests.pgservers import PgServer, free_port
 from tests.test_metrics import basic, get, openssl_hash, self_signed
@@ -153,35 +153,6 @@ def test_full_scrape_is_clean_and_has_every_metric_the_dashboard_and_rules_use(
 # -- pgwarden run, scraped by a real Prometheus ------------------------------------------
 
 
-def daemon_config(workdir: Path, server: PgServer, db: str, port: int) -> str:
-    return f"""
-[daemon]
-state_dir = "{workdir}/state"
-socket = "{workdir}/ctl.sock"
-shutdown_timeout = 5
-log_format = "json"
-
-[metrics]
-listen = "127.0.0.1:{port}"
-
-[monitor]
-interval = 1
-
-[storage]
-path = "{workdir}/backups"
-
-[[targets]]
-name = "{db}"
-dsn = "{server.uri(db)}"
-bin_dir = "{server.bin_dir}"
-  [targets.backup]
-  schedule = "0 3 * * *"
-  retries = 0
-  [targets.verify]
-  schedule = "0 5 * * 0"
-"""
-
-
 @contextmanager
 def pgwarden_run(workdir: Path, text: str) -> Iterator[subprocess.Popen[bytes]]:
     config = workdir / "pgwarden.toml"
@@ -290,7 +261,7 @@ def test_prometheus_scrapes_pgwarden_run_and_a_tls_endpoint(pg18: PgServer, work
     ]  # fmt: skip
     try:
         with pgwarden_run(
-            workdir, daemon_config(workdir, pg18, "metrics_run", daemon_port)
+            workdir, daemon_config_text(workdir, pg18, "metrics_run", daemon_port)
         ) as proc:
             wait_started(proc, workdir)
             wait_http(f"http://127.0.0.1:{daemon_port}/healthz")
@@ -350,7 +321,7 @@ def test_pgwarden_run_restart_keeps_the_history_gauges(pg18: PgServer, workdir: 
     pg18.create_database("metrics_restart")
     pg18.execute("CREATE TABLE t AS SELECT 1 AS id", "metrics_restart")
     port = free_port()
-    text = daemon_config(workdir, pg18, "metrics_restart", port)
+    text = daemon_config_text(workdir, pg18, "metrics_restart", port)
     history = ("pgwarden_backup_last_success_timestamp_seconds", "pgwarden_backup_last_run_success",
                "pgwarden_backup_last_size_bytes", "pgwarden_backup_last_duration_seconds",
                "pgwarden_backup_oldest_timestamp_seconds", "pgwarden_backup_stored_bytes")  # fmt: skip

@@ -15,6 +15,7 @@ are cancelled when the drill's cancel event is set (:class:`QueryCanceller`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from pgwarden.backup import facts
 from pgwarden.backup.manifest import Manifest, TableCount
@@ -292,6 +294,12 @@ def check_vector_probes(
         result.detail = "no probes recorded (no pgvector column with a single-column key)"
         return result
     with canceller.connection(spec) as conn:
+        # a freshly restored table has no statistics: without them the planner materialises
+        # the whole table for every probe
+        for schema, table in sorted({(p.schema, p.table) for p in probes}):
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema),
+                                                             sql.Identifier(table)))  # fmt: skip
         for probe in probes:
             item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
             try:

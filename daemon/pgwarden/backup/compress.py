@@ -83,8 +83,17 @@ def passthrough(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def read_chunks(stream: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
-    while chunk := stream.read(size):
-        yield chunk
+    """Chunks of ``size`` bytes (the last may be shorter).  A pipe answers with whatever is
+    there, often a few KiB: gathering whole chunks keeps the per-chunk cost of every stage
+    after this one (compression, hashing, the parse, the write) off the hot path."""
+    buffer = bytearray()
+    while piece := stream.read(size - len(buffer)):
+        buffer += piece
+        if len(buffer) >= size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def zstd_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -85,7 +85,9 @@ def _feed(tool: process.RunningTool, chunks: Iterable[bytes]) -> None:
     assert tool.stdin is not None
     try:
         for chunk in chunks:
-            tool.stdin.write(chunk)
+            view = memoryview(chunk)
+            while view:  # a raw pipe may take part of a chunk (a signal arrived)
+                view = view[tool.stdin.write(view) or 0 :]
     except BrokenPipeError:
         pass  # pg_restore stopped reading: its exit status says why
     finally:

@@ -223,3 +223,34 @@ def test_cancel_during_checks_stops_a_long_query(pg18: PgServer, workdir: Path) 
     assert outcome.status == "interrupted"
     assert not _scratch_left(pg18)
     assert os.getpid()  # the test process itself was not signalled
+
+
+def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
+    pg18: PgServer, workdir: Path, monkeypatch: Any
+) -> None:
+    from pgwarden.backup import verify
+    from pgwarden.backup.locks import BackupLocks
+
+    make_sample_db(pg18, "locked", rows=50, vectors=False)
+    env = open_env(config_mod.load(_config(workdir, pg18, "locked")))
+    backup = _backup(env)
+    locks = BackupLocks(env.config.daemon.state_dir)
+    monkeypatch.setattr(verify, "LOCK_TIMEOUT_S", 0.5)
+    request = VerifyRequest(env.config.targets[0], env.config, env.catalog, env.storage,
+                            raise_on_failure=False)  # fmt: skip
+    with locks.try_exclusive(backup.backup_id) as deleting:
+        assert deleting.held
+        outcome = run_verification(request)
+    assert outcome.failed_checks[0].name == "setup"
+    assert "being deleted" in outcome.failed_checks[0].detail
+    # while a drill reads the backup, retention cannot take it
+    seen: list[bool] = []
+
+    def progress(**fields: Any) -> None:
+        if fields.get("phase") == "restoring" and not seen:
+            with locks.try_exclusive(backup.backup_id) as lock:
+                seen.append(lock.held)
+
+    request.progress = progress
+    assert run_verification(request).passed
+    assert seen == [False]

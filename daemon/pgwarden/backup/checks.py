@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.backup import facts
-from pgwarden.backup.manifest import Manifest, TableCount
+from pgwarden.backup.manifest import Manifest, TableCount, VectorProbe
 from pgwarden.backup.outcome import CheckResult, StepError
 from pgwarden.config import SqlCheck
 from pgwarden.logsetup import scrub
@@ -284,40 +284,67 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
 # -- pgvector probes ---------------------------------------------------------------------------
 
 
-def check_vector_probes(
-    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller
-) -> CheckResult:
-    started = time.monotonic()
-    result = CheckResult("vector_probes", True)
-    probes = manifest.vector_probes
-    if not probes:
-        result.detail = "no probes recorded (no pgvector column with a single-column key)"
-        return result
+def analyze_probed_tables(spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller) -> None:
+    """``ANALYZE`` the tables the probes read: a freshly restored table has no statistics, and
+    without them the planner materialises the whole table (on disk) for every probe."""
+    tables = sorted({(p.schema, p.table) for p in manifest.vector_probes})
+    if not tables:
+        return
     with canceller.connection(spec) as conn:
-        # a freshly restored table has no statistics: without them the planner materialises
-        # the whole table for every probe
-        for schema, table in sorted({(p.schema, p.table) for p in probes}):
+        for schema, table in tables:
             with contextlib.suppress(psycopg.Error):
                 conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema),
                                                              sql.Identifier(table)))  # fmt: skip
-        for probe in probes:
-            item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
-            try:
-                with conn.transaction():
-                    facts.exact_search(conn)
-                    found = facts.probe_neighbours(
-                        conn, probe.schema, probe.table, probe.column, probe.key_column,
-                        probe.key, probe.k,
-                    )  # fmt: skip
-            except psycopg.Error as exc:
-                if canceller.cancelled:
-                    raise StepError("cancelled", "the drill was cancelled") from None
-                result.add_failure(item, list(probe.neighbours), f"error: {_error(exc)}")
-                continue
-            if found is None:
-                result.add_failure(item, list(probe.neighbours), "probe row missing")
-            elif tuple(found) != tuple(probe.neighbours):
-                result.add_failure(item, list(probe.neighbours), list(found))
+
+
+def _probe(conn: psycopg.Connection[Any], probe: VectorProbe,
+           canceller: QueryCanceller) -> tuple[str, ...] | str:  # fmt: skip
+    try:
+        with conn.transaction():
+            facts.exact_search(conn)
+            found = facts.probe_neighbours(conn, probe.schema, probe.table, probe.column,
+                                           probe.key_column, probe.key, probe.k)  # fmt: skip
+    except psycopg.Error as exc:
+        if canceller.cancelled:
+            raise StepError("cancelled", "the drill was cancelled") from None
+        return f"error: {_error(exc)}"
+    return "probe row missing" if found is None else tuple(found)
+
+
+def check_vector_probes(
+    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
+) -> CheckResult:
+    """Every recorded probe, on up to ``jobs`` connections in parallel."""
+    started = time.monotonic()
+    result = CheckResult("vector_probes", True)
+    probes = list(manifest.vector_probes)
+    if not probes:
+        result.detail = "no probes recorded (no pgvector column with a single-column key)"
+        return result
+    pending = list(enumerate(probes))
+    lock = threading.Lock()
+    found: dict[int, tuple[str, ...] | str] = {}
+
+    def worker() -> None:
+        with canceller.connection(spec) as conn:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    index, probe = pending.pop(0)
+                found[index] = _probe(conn, probe, canceller)
+
+    workers = max(1, min(jobs, len(probes)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-probe") as pool:
+        for future in [pool.submit(worker) for _ in range(workers)]:
+            future.result()
+    for index, probe in enumerate(probes):
+        item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
+        actual = found[index]
+        if isinstance(actual, str):
+            result.add_failure(item, list(probe.neighbours), actual)
+        elif actual != tuple(probe.neighbours):
+            result.add_failure(item, list(probe.neighbours), list(actual))
     result.detail = (f"{len(probes)} probes, exact search" if result.passed
                      else f"{len(result.failures) + result.more_failures} of {len(probes)} "
                           "probes returned other neighbours")  # fmt: skip
@@ -331,16 +358,19 @@ def run_checks(
 ) -> list[CheckResult]:  # fmt: skip
     """Every check of a restored database: counts, extensions, SQL, probes.
 
-    The row counts (on ``jobs`` connections) run beside the other checks (on one more).
+    First the row counts (on ``jobs`` connections) beside the extensions, the SQL checks and
+    the ``ANALYZE`` the probes need (on one more); then the probes, on ``jobs`` connections:
+    never more connections than the restore itself used.
     """
 
     def others() -> list[CheckResult]:
         results = [check_extensions(spec, manifest, canceller)]
         results.extend(check_sql(spec, check, canceller) for check in sql_checks)
-        results.append(check_vector_probes(spec, manifest, canceller))
+        analyze_probed_tables(spec, manifest, canceller)
         return results
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drill-checks") as pool:
         counts = pool.submit(check_row_counts, spec, manifest, canceller, jobs)
         rest = pool.submit(others)
-        return [counts.result(), *rest.result()]
+        results = [counts.result(), *rest.result()]
+    return [*results, check_vector_probes(spec, manifest, canceller, jobs)]

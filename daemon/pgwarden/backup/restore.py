@@ -164,7 +164,7 @@ def restore_backup(request: RestoreRequest) -> RestoreOutcome:
         if request.dry_run:
             outcome.duration_s = time.monotonic() - began
             return outcome
-        with backup_in_use(request.config, located.record.id):
+        with backup_in_use(request.config, request.catalog, located):
             _run(request, located, plan, conn, major, outcome, spool_dir, existed)
     outcome.duration_s = time.monotonic() - began
     return outcome

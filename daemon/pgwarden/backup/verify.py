@@ -106,9 +106,14 @@ def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> 
 
 
 @contextmanager
-def backup_in_use(config: Config, backup_id: str) -> Iterator[None]:
-    """A shared lock on the backup: retention cannot delete it while it is read."""
-    with BackupLocks(config.daemon.state_dir).shared(backup_id, timeout=LOCK_TIMEOUT_S):
+def backup_in_use(config: Config, catalog: Catalog, located: Located) -> Iterator[None]:
+    """A shared lock on the backup: retention cannot delete it while it is read.  A prune
+    may have deleted it just before the lock was taken: checked once it is held."""
+    with BackupLocks(config.daemon.state_dir).shared(located.record.id, timeout=LOCK_TIMEOUT_S):
+        record = catalog.get_backup(located.record.id)
+        if record.status != "complete" or not located.artifact.exists():
+            raise StepError("setup", f"backup {record.short_id} was deleted before it could be "
+                                     "read")  # fmt: skip
         yield
 
 
@@ -162,7 +167,7 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
     log.info("restore drill started", backup=record.short_id, artifact=located.artifact.name)
     interrupted: BaseException | None = None
     try:
-        with backup_in_use(request.config, record.id):
+        with backup_in_use(request.config, request.catalog, located):
             _steps(request, located, outcome)
         outcome.status = "passed" if all(c.passed for c in outcome.checks) else "failed"
     except StepError as exc:

@@ -181,10 +181,19 @@ def main() -> int:
         for key in ("pgwarden", "streamed"):
             print(f"{key} steps (last run): " + ", ".join(f"{n} {s:.2f}"
                                                           for n, s in steps[key].items()))  # fmt: skip
+        # ratios within each run (its drills ran minutes apart, under the same load), then
+        # their median: steadier than a ratio of medians on a shared machine
+        paired = {
+            other: statistics.median(p / o for p, o in zip(times["pgwarden"], times[other],
+                                                           strict=True))
+            for other in ("strategy", "stock")
+        }  # fmt: skip
+        print(f"median of per-run ratios: pgwarden/strategy {paired['strategy']:.2f}x, "
+              f"pgwarden/stock {paired['stock']:.2f}x")  # fmt: skip
         ok1 = med["pgwarden"] <= 0.7 * med["strategy"]
         ok2 = med["pgwarden"] <= 1.15 * med["stock"]
         print(f"\ngoal pgwarden <= 0.7x strategy: {'met' if ok1 else 'NOT met'}; "
-              f"<= 1.15x stock -j2 + counts: {'met' if ok2 else 'NOT met'}")  # fmt: skip
+              f"<= 1.15x stock -j2 + counts: {'met' if ok2 else 'NOT met'} (medians)")  # fmt: skip
     finally:
         if server.is_running():
             server.stop("fast")

@@ -254,3 +254,39 @@ def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
     request.progress = progress
     assert run_verification(request).passed
     assert seen == [False]
+
+
+def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """The drill ends as failed (not with an exception), names the restore, and the scratch
+    database it could not drop is dropped once the server is back (start-up clean-up)."""
+    import threading
+
+    from tests.pgservers import start_pg15, temp_base
+
+    base = temp_base("pgwarden-verify-stop-")
+    server = start_pg15(base)
+    try:
+        make_sample_db(pg18, "stopping", rows=50, vectors=False)
+        pg18.execute(SLOW_TABLE, "stopping")
+        env = open_env(config_mod.load(_config(workdir, pg18, "stopping",
+                                               dsn=server.uri("postgres"))))  # fmt: skip
+        _backup(env)
+
+        def progress(**fields: Any) -> None:
+            if fields.get("phase") == "restoring":
+                threading.Timer(2.0, server.stop, args=("immediate",)).start()
+
+        outcome = run_verification(VerifyRequest(env.config.targets[0], env.config,
+                                                 env.catalog, env.storage, progress=progress,
+                                                 raise_on_failure=False))  # fmt: skip
+        assert outcome.status == "failed"
+        assert outcome.failed_checks[0].name == "restore"
+        server.start()
+        assert drop_leftover_scratch_databases(env.config.targets[0]) == [outcome.scratch_database]
+        assert not _scratch_left(server)
+    finally:
+        if server.is_running():
+            server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)

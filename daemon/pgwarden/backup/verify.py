@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from pgwarden.backup import checks, pgrestore, scratch, staging
 from pgwarden.backup.locks import BackupLocks
 from pgwarden.backup.manifest import Manifest
@@ -178,6 +180,10 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
     except PgwardenError as exc:  # a tool, a credential, a lock: the drill could not run
         outcome.status = "interrupted" if _cancelled(request) else "failed"
         outcome.checks.append(CheckResult("setup", False, scrub(str(exc))))
+    except psycopg.Error as exc:  # the verification server went away (restart, network)
+        outcome.status = "interrupted" if _cancelled(request) else "failed"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        outcome.checks.append(CheckResult("server", False, scrub(first)))
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt...: recorded, then re-raised
         outcome.status = "interrupted"
         outcome.checks.append(CheckResult("interrupted", False, type(exc).__name__))
@@ -196,14 +202,6 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
 
 def _cancelled(request: VerifyRequest) -> bool:
     return request.cancel is not None and request.cancel.is_set()
-
-
-def _timed(outcome: VerifyOutcome, name: str, fn: Callable[[], CheckResult]) -> CheckResult:
-    started = time.monotonic()
-    result = fn()
-    result.duration_s = result.duration_s or (time.monotonic() - started)
-    outcome.checks.append(result)
-    return result
 
 
 def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> None:
@@ -239,11 +237,7 @@ def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> 
             else:
                 outcome.checks.append(pgrestore.list_archive(plan, staged, cancel))
             where = f"the verification server {spec.redacted()}"
-            _timed(
-                outcome,
-                "extensions_available",
-                lambda: checks.check_extensions_available(conn, manifest, where, major),
-            )
+            outcome.checks.append(checks.check_extensions_available(conn, manifest, where, major))
             name = scratch.scratch_name(target.name)
             outcome.scratch_database = name
             request.report(phase="restoring", database=name, jobs=jobs)

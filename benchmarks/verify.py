@@ -16,7 +16,8 @@ times each:
 * ``pgwarden, streamed``: the same drill with the ``.dump.zst`` decompressed straight into a
   serial ``pg_restore`` (how the spool-or-stream choice was measured).
 
-Prints the median of each and the goals' ratios: pgwarden <= 0.7x the strategy's drill and
+Each timed drill starts after a ``CHECKPOINT`` and a ``sync`` (untimed), so that none pays for
+the WAL and dirty pages of the one before.  Prints the median of each and the goals' ratios: pgwarden <= 0.7x the strategy's drill and
 <= 1.15x stock ``pg_restore -j2`` plus the counts.
 
     .venv/bin/python benchmarks/verify.py [--scale 60] [--vectors 100000] [--runs 3]
@@ -114,6 +115,14 @@ def pgwarden_streamed(config: Path) -> dict[str, Any]:
     return report
 
 
+def settle(server: PgServer) -> None:
+    """Before each timed drill (untimed): a checkpoint and a sync, so that no drill pays for
+    the WAL and dirty pages the previous one left behind."""
+    server.execute("CHECKPOINT")
+    os.sync()
+    time.sleep(1.0)
+
+
 def _config(work: Path, server: PgServer) -> Path:
     doc = {
         "daemon": {"state_dir": str(work / "state"), "socket": str(work / "ctl.sock"),
@@ -158,9 +167,12 @@ def main() -> int:
                                                          "streamed")}  # fmt: skip
         steps: dict[str, dict[str, float]] = {}
         for run in range(args.runs):
+            settle(server)
             times["strategy"].append(_timed(lambda: strategy_drill(server, sql_gz)))
+            settle(server)
             times["stock"].append(_timed(lambda: stock_drill(server, dump)))
             for key, drill in (("pgwarden", pgwarden_verify), ("streamed", pgwarden_streamed)):
+                settle(server)
                 start = time.monotonic()
                 report = drill(config)
                 times[key].append(time.monotonic() - start)

@@ -8,7 +8,8 @@ Per format (see :mod:`pgwarden.backup.pgdump`):
   decompressed into a spool file beside the storage during the checksum pass
   (:mod:`pgwarden.backup.staging`), then ``pg_restore --jobs=N`` reads that; with one job, or
   when the spool does not fit, it is decompressed in-process straight into a serial
-  ``pg_restore`` (``benchmarks/verify.py`` measures both);
+  ``pg_restore`` (``benchmarks/verify.py`` measures both: streaming took 1.2-1.5x as long as
+  spooling for ``--jobs=2`` on its 1.2 GB database);
 * ``.sql.gz`` / ``.sql``: decompressed in-process into ``psql``.
 
 Drills restore with ``--no-owner --no-privileges --no-tablespaces --no-subscriptions

@@ -91,13 +91,22 @@ def probe_neighbours(
     conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
     key: str, k: int,
 ) -> tuple[str, ...] | None:  # fmt: skip
-    """Ids of the ``k`` rows nearest (L2) to the row ``key``; ``None`` if that row is gone."""
+    """Ids of the ``k`` rows nearest (L2) to the row ``key``; ``None`` if that row is gone.
+
+    The recorded key (text) is cast to the key column's own type, so that the probe row is
+    found through the primary key instead of a scan."""
+    row = conn.execute(
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped",
+        (str(_qualified(schema, table).as_string(conn)), key_column),
+    ).fetchone()
+    key_type = sql.SQL(str(row[0])) if row else sql.SQL("text")
     query = sql.SQL(
         "SELECT t.{key}::text FROM {tbl} t, "
-        "(SELECT {col} AS v FROM {tbl} WHERE {key}::text = %s) probe "
+        "(SELECT {col} AS v FROM {tbl} WHERE {key} = %s::{typ}) probe "
         "WHERE t.{col} IS NOT NULL ORDER BY t.{col} <-> probe.v, t.{key} LIMIT %s"
     ).format(key=sql.Identifier(key_column), col=sql.Identifier(column),
-             tbl=_qualified(schema, table))  # fmt: skip
+             tbl=_qualified(schema, table), typ=key_type)  # fmt: skip
     rows = conn.execute(query, (key, k)).fetchall()
     return tuple(str(r[0]) for r in rows) if rows else None
 

@@ -43,6 +43,7 @@ def backup_job(job: Job, state: ServiceState) -> dict[str, Any]:
 
 
 def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
+    from pgwarden.backup.outcome import DrillFailed
     from pgwarden.backup.verify import VerifyRequest, run_verification
 
     target = job.config.target(job.target)
@@ -50,7 +51,11 @@ def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
         target, job.config, state.catalog, state.storage,
         backup_ref=job.args.get("backup"), cancel=job.cancel, progress=job.report,
     )  # fmt: skip
-    return run_verification(request).as_dict()
+    try:
+        return run_verification(request).as_dict()
+    except DrillFailed as exc:
+        job.result = exc.outcome.as_dict()  # every check's result stays visible (ctl, metrics)
+        raise
 
 
 def prune_job(job: Job, state: ServiceState) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The manual path of ``backup/README-verify.md`` (stock tools only) runs as written against a
+"""The manual path in ``README.md`` (stock tools only) runs as written against a
 real backup: the checksum matches, the restore works, the row counts match the manifest (the
 query prints nothing), and the vector probe returns the recorded neighbours."""
 
@@ -15,7 +15,7 @@ from tests.helpers import make_config, open_env, target_doc
 from tests.pgservers import PgServer
 from tests.sampledata import make_sample_db
 
-README = Path(__file__).resolve().parents[1] / "daemon/pgwarden/backup/README-verify.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _manual_script() -> str:

@@ -234,14 +234,20 @@ def test_psql_authenticates_through_the_pgpass_file(pg15: PgServer, scram: tuple
         assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
         argv = [psql, "--no-psqlrc", "--no-password", "--tuples-only", "--no-align",
                 "--dbname", spec.tool_conninfo(),
-                "-c", "SELECT pg_sleep(0.5)", "-c", "SELECT current_user"]  # fmt: skip
+                "-c", "SELECT pg_sleep(3)", "-c", "SELECT current_user"]  # fmt: skip
         assert all(password not in a and "Canary" not in a for a in argv)
         assert all("Canary" not in v for v in env.values())
         out: list[bytes] = []
         with start_tool(argv, env=env, stdout=DEVNULL) as tool:
             # what the kernel shows other users of this process: argv and environment
-            cmdline = Path(f"/proc/{tool.pid}/cmdline").read_bytes()
-            environ = Path(f"/proc/{tool.pid}/environ").read_bytes()
+            # (read once psql has exec'd: before that the kernel shows the forked Python)
+            deadline = time.monotonic() + 3
+            while True:
+                cmdline = Path(f"/proc/{tool.pid}/cmdline").read_bytes()
+                environ = Path(f"/proc/{tool.pid}/environ").read_bytes()
+                if cmdline.startswith(psql.encode()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
             result = tool.wait()
         assert b"Canary" not in cmdline
         assert b"Canary" not in environ

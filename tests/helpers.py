@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.config import Config, parse
 from pgwarden.storage import LocalStorage
@@ -46,6 +47,20 @@ class Env:
     config: Config
     catalog: Catalog
     storage: LocalStorage
+
+    def backup(self) -> BackupOutcome:
+        """A real backup of the first target."""
+        target = self.config.targets[0]
+        return take_backup(BackupRequest(target, self.config, self.catalog, self.storage))
+
+
+def target_env(
+    workdir: Path, server: PgServer, db: str, *, backup: dict[str, Any] | None = None,
+    verify: dict[str, Any] | None = None,
+) -> Env:  # fmt: skip
+    """One target ``db`` on ``server``, backups without retries."""
+    doc = target_doc(server, db, backup={"retries": 0, **(backup or {})}, verify=verify or {})
+    return open_env(make_config(workdir, [doc]))
 
 
 def open_env(config: Config) -> Env:

@@ -12,21 +12,11 @@ import pytest
 
 from pgwarden.backup.manifest import Manifest
 from pgwarden.backup.outcome import DrillFailed, VerifyOutcome
-from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
+from pgwarden.backup.take import BackupOutcome
 from pgwarden.backup.verify import VerifyRequest, run_verification
-from tests.helpers import Env, make_config, open_env, target_doc
+from tests.helpers import Env, target_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db
-
-
-def _env(workdir: Path, server: PgServer, db: str, *, backup: dict[str, Any] | None = None,
-         verify: dict[str, Any] | None = None) -> Env:  # fmt: skip
-    doc = target_doc(server, db, backup={"retries": 0, **(backup or {})}, verify=verify or {})
-    return open_env(make_config(workdir, [doc]))
-
-
-def _backup(env: Env) -> BackupOutcome:
-    return take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage))
 
 
 def _drill(env: Env, **kw: Any) -> VerifyOutcome:
@@ -47,12 +37,12 @@ def _scratch_left(server: PgServer) -> list[str]:
 
 def test_a_good_backup_passes_every_check(pg18: PgServer, workdir: Path) -> None:
     make_rich_db(pg18, "drill_ok")
-    env = _env(workdir, pg18, "drill_ok", verify={"checks": [
+    env = target_env(workdir, pg18, "drill_ok", verify={"checks": [
         {"name": "users exist", "sql": "SELECT count(*) FROM users", "min": 1},
         {"name": "one invoice sequence", "sql": "SELECT last_value FROM invoice_no",
          "equals": 123457},
     ]})  # fmt: skip
-    backup = _backup(env)
+    backup = env.backup()
     outcome = _drill(env)
     report = outcome.as_dict()
     assert report["passed"], json.dumps(report, indent=2)
@@ -84,8 +74,8 @@ def test_a_good_backup_passes_every_check(pg18: PgServer, workdir: Path) -> None
 
 def test_a_flipped_byte_fails_the_checksum_step(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "drill_flip", rows=300)
-    env = _env(workdir, pg18, "drill_flip")
-    backup = _backup(env)
+    env = target_env(workdir, pg18, "drill_flip")
+    backup = env.backup()
     with backup.path.open("r+b") as fh:
         fh.seek(backup.size_bytes // 2)
         byte = fh.read(1)
@@ -107,8 +97,8 @@ def test_a_flipped_byte_fails_the_checksum_step(pg18: PgServer, workdir: Path) -
 
 def test_a_truncated_archive_fails(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "drill_trunc", rows=300)
-    env = _env(workdir, pg18, "drill_trunc")
-    backup = _backup(env)
+    env = target_env(workdir, pg18, "drill_trunc")
+    backup = env.backup()
     os.truncate(backup.path, backup.size_bytes * 2 // 3)
     outcome = _drill(env)
     assert [c.name for c in outcome.failed_checks] == ["checksum"]
@@ -122,8 +112,8 @@ def test_a_truncated_archive_with_a_matching_checksum_fails_the_archive_step(
     """A backup damaged before it was hashed (a bug, a rewrite by hand): the checksum holds,
     reading the compressed stream does not."""
     make_sample_db(pg18, "drill_trunc2", rows=300)
-    env = _env(workdir, pg18, "drill_trunc2")
-    backup = _backup(env)
+    env = target_env(workdir, pg18, "drill_trunc2")
+    backup = env.backup()
     os.truncate(backup.path, backup.size_bytes * 2 // 3)
     _rewrite_checksum(backup)
     outcome = _drill(env)
@@ -147,9 +137,9 @@ def test_a_backup_without_one_tables_data_fails_the_count_naming_it(
     pg18: PgServer, workdir: Path
 ) -> None:
     make_sample_db(pg18, "drill_excl", rows=400)
-    env = _env(workdir, pg18, "drill_excl",
+    env = target_env(workdir, pg18, "drill_excl",
                backup={"extra_args": ["--exclude-table-data=public.users"]})  # fmt: skip
-    _backup(env)
+    env.backup()
     outcome = _drill(env)
     assert not outcome.passed
     counts = _check(outcome, "row_counts")
@@ -166,12 +156,12 @@ def test_a_failing_sql_check_is_reported_with_its_name_and_values(
     pg18: PgServer, workdir: Path
 ) -> None:
     make_sample_db(pg18, "drill_sql", rows=120, vectors=False)
-    env = _env(workdir, pg18, "drill_sql", verify={"checks": [
+    env = target_env(workdir, pg18, "drill_sql", verify={"checks": [
         {"name": "enough users", "sql": "SELECT COUNT(*) FROM users", "min": 1000},
         {"name": "users present", "sql": "SELECT COUNT(*) FROM users", "min": 1, "max": 500},
         {"name": "broken", "sql": "SELECT nonsense FROM nowhere", "equals": 1},
     ]})  # fmt: skip
-    _backup(env)
+    env.backup()
     outcome = _drill(env)
     assert not outcome.passed
     enough = _check(outcome, "sql:enough users")

@@ -18,13 +18,12 @@ import psutil
 import tomli_w
 
 from pgwarden import config as config_mod
-from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.backup.verify import (
     VerifyRequest,
     drop_leftover_scratch_databases,
     run_verification,
 )
-from tests.helpers import Env, open_env, target_doc, write_config
+from tests.helpers import open_env, target_doc, write_config
 from tests.pgservers import PgServer
 from tests.sampledata import make_sample_db
 
@@ -52,10 +51,6 @@ def _config(workdir: Path, server: PgServer, db: str, **verify: Any) -> Path:
     return write_config(workdir, tomli_w.dumps(doc))
 
 
-def _backup(env: Env) -> BackupOutcome:
-    return take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage))
-
-
 def _scratch_left(server: PgServer) -> list[str]:
     return [d for d in server.databases() if d.startswith("pgwarden_verify_")]
 
@@ -72,7 +67,7 @@ def test_changed_embeddings_fail_the_vector_probes(pg18: PgServer, workdir: Path
                  "WHERE n.id = d.id % 300 + 1", "emb_b")  # fmt: skip
     env_a = open_env(config_mod.load(_config(workdir / "a", pg18, "emb_a")))
     env_b = open_env(config_mod.load(_config(workdir / "b", pg18, "emb_b")))
-    a, b = _backup(env_a), _backup(env_b)
+    a, b = env_a.backup(), env_b.backup()
     shutil.copyfile(b.path, a.path)
     manifest = json.loads(a.manifest_path.read_text())
     manifest["sha256"] = hashlib.sha256(a.path.read_bytes()).hexdigest()
@@ -135,7 +130,7 @@ def test_sigkill_during_restore_leaves_no_scratch_database_after_restart(
     pg18.execute(SLOW_TABLE, "killed")
     config = _config(workdir, pg18, "killed")
     env = open_env(config_mod.load(config))
-    backup = _backup(env)
+    backup = env.backup()
     target = env.config.targets[0]
     proc = _drill_process(config, workdir / "drill.log")
     restore = None
@@ -173,7 +168,7 @@ def test_sigterm_of_pgwarden_verify_drops_the_scratch_database(
     pg18.execute(SLOW_TABLE, "termed")
     config = _config(workdir, pg18, "termed")
     env = open_env(config_mod.load(config))
-    backup = _backup(env)
+    backup = env.backup()
     proc = subprocess.Popen([sys.executable, "-m", "pgwarden.cli", "verify", "-c", str(config),
                              "termed", "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)  # fmt: skip
@@ -208,7 +203,7 @@ def test_cancel_during_checks_stops_a_long_query(pg18: PgServer, workdir: Path) 
     make_sample_db(pg18, "cancel_q", rows=50, vectors=False)
     env = open_env(config_mod.load(_config(workdir, pg18, "cancel_q", checks=[
         {"name": "slow", "sql": "SELECT pg_sleep(60)::text", "equals": ""}])))  # fmt: skip
-    _backup(env)
+    env.backup()
     cancel = threading.Event()
 
     def progress(**fields: Any) -> None:
@@ -233,7 +228,7 @@ def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
 
     make_sample_db(pg18, "locked", rows=50, vectors=False)
     env = open_env(config_mod.load(_config(workdir, pg18, "locked")))
-    backup = _backup(env)
+    backup = env.backup()
     locks = BackupLocks(env.config.daemon.state_dir)
     monkeypatch.setattr(verify, "LOCK_TIMEOUT_S", 0.5)
     request = VerifyRequest(env.config.targets[0], env.config, env.catalog, env.storage,
@@ -272,7 +267,7 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
         pg18.execute(SLOW_TABLE, "stopping")
         env = open_env(config_mod.load(_config(workdir, pg18, "stopping",
                                                dsn=server.uri("postgres"))))  # fmt: skip
-        _backup(env)
+        env.backup()
 
         def progress(**fields: Any) -> None:
             if fields.get("phase") == "restoring":

@@ -14,21 +14,11 @@ import psycopg
 import pytest
 
 from pgwarden.backup.outcome import VerifyOutcome
-from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
+from pgwarden.backup.take import BackupOutcome
 from pgwarden.backup.verify import VerifyRequest, run_verification
-from tests.helpers import Env, make_config, open_env, target_doc
+from tests.helpers import Env, target_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db
-
-
-def _env(workdir: Path, server: PgServer, db: str, *, backup: dict[str, Any] | None = None,
-         verify: dict[str, Any] | None = None) -> Env:  # fmt: skip
-    doc = target_doc(server, db, backup={"retries": 0, **(backup or {})}, verify=verify or {})
-    return open_env(make_config(workdir, [doc]))
-
-
-def _backup(env: Env) -> BackupOutcome:
-    return take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage))
 
 
 def _drill(env: Env, **kw: Any) -> VerifyOutcome:
@@ -50,9 +40,9 @@ def test_pg15_as_a_separate_verification_server(pg18: PgServer, pg15: PgServer,
     the pg_dump that wrote the archive (18 here); it restores into the older server, whose only
     complaint -- the ``SET transaction_timeout`` every 17+ tool sends -- is noted, not failed."""
     make_sample_db(pg18, "to15", rows=250, vectors=False)
-    env = _env(workdir, pg18, "to15", verify={"dsn": pg15.uri("postgres"), "checks": [
+    env = target_env(workdir, pg18, "to15", verify={"dsn": pg15.uri("postgres"), "checks": [
         {"name": "users", "sql": "SELECT count(*) FROM users", "equals": 250}]})  # fmt: skip
-    _backup(env)
+    env.backup()
     outcome = _drill(env)
     checks = _checks(outcome)
     assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
@@ -68,8 +58,8 @@ def test_missing_pgvector_on_the_verification_server_is_reported_before_restorin
     pg18: PgServer, pg15: PgServer, workdir: Path
 ) -> None:
     make_sample_db(pg18, "vec_to15", rows=100)
-    env = _env(workdir, pg18, "vec_to15", verify={"dsn": pg15.uri("postgres")})
-    _backup(env)
+    env = target_env(workdir, pg18, "vec_to15", verify={"dsn": pg15.uri("postgres")})
+    env.backup()
     outcome = _drill(env)
     assert not outcome.passed
     failed = outcome.failed_checks
@@ -98,8 +88,8 @@ def test_missing_pgvector_on_the_verification_server_is_reported_before_restorin
 def test_every_format_drills(pg18: PgServer, workdir: Path, backup: dict[str, Any],
                              mode: str) -> None:  # fmt: skip
     make_rich_db(pg18, "formats_src", large_objects=2)
-    env = _env(workdir, pg18, "formats_src", backup=backup)
-    made = _backup(env)
+    env = target_env(workdir, pg18, "formats_src", backup=backup)
+    made = env.backup()
     outcome = _drill(env)
     assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
     assert mode in outcome.restore_mode
@@ -110,8 +100,8 @@ def test_every_format_drills(pg18: PgServer, workdir: Path, backup: dict[str, An
 
 def test_a_dump_zst_streamed_into_a_serial_pg_restore(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "streamed", rows=300)
-    env = _env(workdir, pg18, "streamed")
-    _backup(env)
+    env = target_env(workdir, pg18, "streamed")
+    env.backup()
     outcome = _drill(env, restore_mode="stream")
     assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
     assert outcome.restore_mode == "streamed into a serial pg_restore"
@@ -131,8 +121,8 @@ def _forge(made: BackupOutcome, data: bytes) -> None:
 
 def test_a_truncated_stream_fails_a_streamed_restore(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "streamed_short", rows=300)
-    env = _env(workdir, pg18, "streamed_short")
-    made = _backup(env)
+    env = target_env(workdir, pg18, "streamed_short")
+    made = env.backup()
     _forge(made, made.path.read_bytes()[: made.size_bytes * 3 // 4])
     outcome = _drill(env, restore_mode="stream")
     assert not outcome.passed
@@ -143,8 +133,8 @@ def test_a_truncated_stream_fails_a_streamed_restore(pg18: PgServer, workdir: Pa
 
 def test_garbage_inside_the_stream_fails_the_drill(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "streamed_bad", rows=300)
-    env = _env(workdir, pg18, "streamed_bad")
-    made = _backup(env)
+    env = target_env(workdir, pg18, "streamed_bad")
+    made = env.backup()
     data = bytearray(made.path.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
     _forge(made, bytes(data))
@@ -158,9 +148,9 @@ def test_garbage_inside_the_stream_fails_the_drill(pg18: PgServer, workdir: Path
 
 def test_random_older_also_drills_one_older_backup(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "history", rows=80, vectors=False)
-    env = _env(workdir, pg18, "history", verify={"random_older": True})
-    first = _backup(env)
-    second = _backup(env)
+    env = target_env(workdir, pg18, "history", verify={"random_older": True})
+    first = env.backup()
+    second = env.backup()
     outcome = _drill(env)
     assert outcome.backup_id == second.backup_id
     assert [o.backup_id for o in outcome.older] == [first.backup_id]
@@ -183,8 +173,8 @@ def _held_connections(server: PgServer, count: int) -> Iterator[None]:
 
 def test_jobs_are_reduced_to_the_free_connections(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "crowded", rows=100, vectors=False)
-    env = _env(workdir, pg18, "crowded", verify={"jobs": 4})
-    _backup(env)
+    env = target_env(workdir, pg18, "crowded", verify={"jobs": 4})
+    env.backup()
     # the other client backends, not counting the one asking
     in_use = int(pg18.execute("SELECT count(*) - 1 FROM pg_stat_activity "
                               "WHERE backend_type = 'client backend'")[0][0])  # type: ignore[call-overload]  # fmt: skip

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
+import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -156,16 +159,40 @@ def test_stream_check_parses_the_archive_to_its_end(pg18: PgServer, workdir: Pat
     data = archive.read_bytes()
     tool = find_tool("pg_restore", min_major=18, bin_dir=pg18.bin_dir)
 
-    def run(payload: bytes) -> None:
-        check = readback.StreamCheck("custom", tool, None)
-        chunks = [payload[i : i + 65536] for i in range(0, len(payload), 65536)]
-        for _ in compress.zstd_compress(check.tee(iter(chunks))):
-            pass
-        check.finish()
+    def through_pipe(payload: bytes) -> BinaryIO:
+        # a pipe, as pg_dump's stdout is: the bytes reach pg_restore by tee(2)
+        read_fd, write_fd = os.pipe()
 
-    run(data)
-    listed = subprocess.run([str(tool.path), "--list"], input=data[: len(data) * 2 // 3],
-                            capture_output=True, check=False)  # fmt: skip
+        def write() -> None:
+            with open(write_fd, "wb") as out:
+                out.write(payload)
+
+        threading.Thread(target=write, daemon=True).start()
+        return open(read_fd, "rb", buffering=0)
+
+    def from_file(payload: bytes) -> BinaryIO:
+        # not a pipe: tee(2) refuses it and the bytes are copied instead
+        path = workdir / "payload"
+        path.write_bytes(payload)
+        return path.open("rb", buffering=0)
+
+    def run(source: BinaryIO) -> int:
+        check = readback.StreamCheck("custom", tool, None)
+        total = 0
+        with source:
+            try:
+                for chunk in compress.zstd_compress(check.chunks(source)):
+                    total += len(chunk)
+                check.finish()
+            finally:
+                check.close()
+        return total
+
+    truncated = data[: len(data) * 2 // 3]
+    listed = subprocess.run([str(tool.path), "--list"], input=truncated, capture_output=True,
+                            check=False)  # fmt: skip
     assert listed.returncode == 0  # --list is fooled by a truncated archive...
-    with pytest.raises(BackupError, match="pg_restore cannot read"):
-        run(data[: len(data) * 2 // 3])  # ...the whole parse is not
+    for source in (through_pipe, from_file):
+        assert run(source(data)) > 0
+        with pytest.raises(BackupError, match="pg_restore cannot read"):
+            run(source(truncated))  # ...the whole parse is not

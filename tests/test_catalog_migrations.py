@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
-from pgwarden.catalog import head_revision, migrations_dir, open_catalog
+from pgwarden.catalog import head_revision, migrations_dir, migrator, open_catalog
 from pgwarden.catalog.migrator import alembic_config
 from pgwarden.catalog.models import Base
 from tests.pgservers import PgServer
@@ -107,6 +107,8 @@ def test_numbering_is_contiguous_and_matches_revisions() -> None:
     script = ScriptDirectory.from_config(alembic_config())
     assert script.get_heads() == [f"{len(files):03d}"]
     assert head_revision() == f"{len(files):03d}"
+    # the fast path that opens an up-to-date catalog without Alembic must know the same head
+    assert head_revision() == migrator.HEAD_REVISION
 
 
 def test_downgrades_raise_and_point_forward() -> None:

@@ -5,11 +5,18 @@ The package root only exposes the version; every capability lives in its own sub
 ``control``) as laid out in DESIGN.md.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("pgwarden")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    # looked up on first use: importlib.metadata is slow to import for a one-shot command
+    if name != "__version__":
+        raise AttributeError(f"module 'pgwarden' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("pgwarden")
+    except PackageNotFoundError:  # running from a source tree without an install
+        found = "0.0.0+unknown"
+    globals()["__version__"] = found
+    return found

@@ -24,6 +24,9 @@ from typing import IO
 
 import zstandard
 
+#: what the stages pass along: pg_dump's output arrives as views of one reused buffer
+Chunk = bytes | bytearray | memoryview
+
 GZIP_BLOCK = 8 << 20
 READ_CHUNK = 1 << 20
 
@@ -32,7 +35,7 @@ def worker_count() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def zstd_compress(chunks: Iterable[bytes], level: int = 3) -> Iterator[bytes]:
+def zstd_compress(chunks: Iterable[Chunk], level: int = 3) -> Iterator[bytes]:
     # a content checksum in every frame: decompression detects a damaged file by itself
     compressor = zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True)
     stream = compressor.compressobj()
@@ -50,7 +53,7 @@ def _gzip_member(block: bytes, level: int) -> bytes:
     return compressor.compress(block) + compressor.flush()
 
 
-def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+def _blocks(chunks: Iterable[Chunk], size: int) -> Iterator[bytes]:
     buffer = bytearray()
     for chunk in chunks:
         buffer += chunk
@@ -61,7 +64,7 @@ def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def gzip_compress(chunks: Iterable[bytes], level: int = 6) -> Iterator[bytes]:
+def gzip_compress(chunks: Iterable[Chunk], level: int = 6) -> Iterator[bytes]:
     """Parallel gzip: blocks compressed on worker threads (zlib releases the GIL)."""
     workers = worker_count()
     if workers == 1:
@@ -78,7 +81,7 @@ def gzip_compress(chunks: Iterable[bytes], level: int = 6) -> Iterator[bytes]:
             yield pending.popleft().result()
 
 
-def passthrough(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def passthrough(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
     yield from chunks
 
 

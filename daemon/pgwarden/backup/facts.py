@@ -111,16 +111,40 @@ def probe_neighbours(
     return tuple(str(r[0]) for r in rows) if rows else None
 
 
+#: tables with more rows than this pick their probe rows from a sample of pages, not a scan
+SAMPLE_ABOVE_ROWS = 20_000
+
+
 def _probe_keys(
     conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
     count: int,
 ) -> list[str]:  # fmt: skip
-    # a deterministic spread of rows: ordered by a hash of the key, not the first few ids
+    """A deterministic spread of rows (ordered by a hash of the key, not the first few ids).
+
+    A big table is sampled (``TABLESAMPLE SYSTEM ... REPEATABLE``: a few pages instead of a
+    scan that competes with pg_dump); the whole table is the fallback when the sample holds
+    too few rows with a vector."""
+    tbl = _qualified(schema, table)
     query = sql.SQL(
-        "SELECT {key}::text FROM {tbl} WHERE {col} IS NOT NULL ORDER BY md5({key}::text) LIMIT %s"
-    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column),
-             tbl=_qualified(schema, table))  # fmt: skip
-    return [str(r[0]) for r in conn.execute(query, (count,))]
+        "SELECT {key}::text FROM {tbl}{sample} WHERE {col} IS NOT NULL "
+        "ORDER BY md5({key}::text) LIMIT %s"
+    )
+    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+                       (tbl.as_string(conn),)).fetchone()  # fmt: skip
+    estimate = float(row[0]) if row else -1.0
+    if estimate > SAMPLE_ABOVE_ROWS:
+        percent = min(100.0, 100.0 * max(50 * count, 1000) / estimate)
+        sampled = query.format(
+            key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
+            sample=sql.SQL(" TABLESAMPLE SYSTEM ({}) REPEATABLE (0)").format(
+                sql.Literal(round(percent, 6))),
+        )  # fmt: skip
+        keys = [str(r[0]) for r in conn.execute(sampled, (count,))]
+        if len(keys) >= count:
+            return keys
+    full = query.format(key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
+                        sample=sql.SQL(""))  # fmt: skip
+    return [str(r[0]) for r in conn.execute(full, (count,))]
 
 
 class SnapshotSession:

@@ -9,8 +9,8 @@ archives are hashed file by file and read by ``pg_restore --file=/dev/null DIR``
 
 Used as the first steps of every restore drill, and right after a backup is written.  For
 archives pgwarden compresses itself, the parse runs *while* the dump is written:
-:class:`StreamCheck` feeds pg_dump's output, on its way into the compressor, to
-``pg_restore`` on another thread; after publishing, the SHA-256 is re-read from disk — equal
+:class:`StreamCheck` reads pg_dump's output on its way into the compressor, and ``tee(2)`` hands
+the same bytes to ``pg_restore`` without a copy through Python; after publishing, the SHA-256 is re-read from disk — equal
 hashes prove that the file is what was written.  zstd frames carry their own content
 checksum, so a later decompression (a drill, a restore) detects any damage by itself.
 """
@@ -18,17 +18,18 @@ checksum, so a later decompression (a drill, a restore) detects any damage by it
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
-import queue
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import zstandard
 
-from pgwarden.backup import compress
+from pgwarden.backup import compress, pipetee
 from pgwarden.backup.manifest import Manifest
 from pgwarden.errors import BackupError, ToolError
 from pgwarden.logsetup import get_logger
@@ -154,85 +155,59 @@ def check_artifact(
     return digest
 
 
-_DONE = object()
-
-
 class StreamCheck:
-    """Parse an archive to its end while it is being written (see the module docstring)."""
+    """Parse an archive to its end while it is being written (see the module docstring).
+
+    :meth:`chunks` reads pg_dump's output; every byte also reaches ``pg_restore
+    --file=/dev/null`` through ``tee(2)`` (:mod:`pgwarden.backup.pipetee`).  The end of the
+    stream is signalled by :meth:`finish` (pg_dump succeeded: wait for the parse and raise what
+    it found) or :meth:`close` (it did not: stop pg_restore), so that a dump that failed half-way
+    is never parsed as if it were whole."""
 
     def __init__(
         self, manifest_format: str, pg_restore: Tool, cancel: threading.Event | None
     ) -> None:
         self._format = manifest_format
-        self._pg_restore = pg_restore
-        self._cancel = threading.Event()
-        self._outer_cancel = cancel
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=64)
-        self._error: BaseException | None = None
-        self._ended = False
-        self._thread = threading.Thread(target=self._run, name="stream-check", daemon=True)
-        self._thread.start()
+        self._tail = b""
+        self._tool: process.RunningTool | None = None
+        self._reader: pipetee.PipeReader | None = None
+        if manifest_format != "plain":
+            argv = [str(pg_restore.path), "--file=/dev/null"]
+            self._tool = process.start_tool(argv, env=None, name="pg_restore", log=log,
+                                            stdin=process.PIPE, stdout=process.DEVNULL,
+                                            cancel=cancel)  # fmt: skip
+            assert self._tool.stdin is not None
+            with contextlib.suppress(OSError):  # fewer wake-ups; optional
+                fcntl.fcntl(self._tool.stdin.fileno(), fcntl.F_SETPIPE_SZ, pipetee.READ_CHUNK)
 
-    def tee(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Pass ``chunks`` through, queueing a copy for the parse.  The end of the stream is
-        signalled by :meth:`finish` (pg_dump succeeded) or :meth:`close` (it did not), so
-        that a dump that failed half-way is never parsed as if it were whole."""
-        for chunk in chunks:
-            if self._outer_cancel is not None and self._outer_cancel.is_set():
-                self._cancel.set()
-            if self._thread.is_alive():
-                self._queue.put(chunk)
-            yield chunk
-
-    def _incoming(self) -> Iterator[bytes]:
-        while (item := self._queue.get()) is not _DONE:
-            assert isinstance(item, bytes)
-            yield item
-        self._ended = True
-
-    def _drain(self) -> None:
-        while not self._ended:
-            self._ended = self._queue.get() is _DONE
-
-    def _run(self) -> None:
-        try:
-            decoded = self._incoming()
+    def chunks(self, source: IO[bytes]) -> Iterator[memoryview]:
+        """``source`` read to its end; each chunk is valid until the next is asked for."""
+        sink = self._tool.stdin if self._tool is not None else None
+        self._reader = pipetee.PipeReader(source, sink)
+        for chunk in self._reader.chunks():
             if self._format == "plain":
-                tail = b""
-                for chunk in decoded:
-                    tail = (tail + chunk)[-4096:]
-                if PLAIN_TRAILER not in tail:
-                    raise BackupError(
-                        "the dump is incomplete: pg_dump's end-of-dump line is missing"
-                    )
-                return
-            argv = [str(self._pg_restore.path), "--file=/dev/null"]
-            with process.start_tool(argv, env=None, name="pg_restore", log=log,
-                                    stdin=process.PIPE, stdout=process.DEVNULL,
-                                    cancel=self._cancel) as tool:  # fmt: skip
-                _feed(tool, decoded)
-                result = tool.wait()
-            _check_restore(result, Path("the archive"))
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread in finish()
-            self._error = exc
-        finally:
-            self._drain()
-
-    def close(self) -> None:
-        """Abandon the check (the dump failed or was cancelled): stop pg_restore quietly."""
-        if self._thread.is_alive():
-            self._cancel.set()
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_DONE, timeout=5)
-            self._thread.join(30)
+                self._tail = (self._tail + bytes(chunk[-4096:]))[-4096:]
+            yield chunk
 
     def finish(self) -> None:
         """The stream is complete: wait for the parse and raise what it found."""
-        if self._thread.is_alive():
-            self._queue.put(_DONE)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._tool is None:
+            if PLAIN_TRAILER not in self._tail:
+                raise BackupError("the dump is incomplete: pg_dump's end-of-dump line is missing")
+            return
+        if self._reader is not None:
+            self._reader.close_sink()
+        elif self._tool.stdin is not None:
+            self._tool.stdin.close()
+        tool, self._tool = self._tool, None
+        _check_restore(tool.wait(), Path("the archive"))
+
+    def close(self) -> None:
+        """Abandon the check (the dump failed or was cancelled): stop pg_restore quietly."""
+        if self._tool is not None:
+            tool, self._tool = self._tool, None
+            tool.terminate_group(grace=1.0)
+            tool.wait()
 
 
 def file_digest(path: Path) -> Digest:

@@ -296,7 +296,7 @@ def _run_dump(
                 if plan.stage == "stream":
                     assert tool.stdout is not None
                     checker = readback.StreamCheck(plan.format, restore_tool, request.cancel)
-                    raw = checker.tee(_counting(compress.read_chunks(tool.stdout), request))
+                    raw = _counting(checker.chunks(tool.stdout), request)
                     chunks = _compressed(raw, plan)
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
                 watcher = threading.Thread(target=_cancel_facts_when_needed,
@@ -366,7 +366,7 @@ def dump_globals(spec: ConnSpec, dump_tool: Tool, request: BackupRequest) -> str
     return out.decode("utf-8", "replace")
 
 
-def _compressed(raw: Iterator[bytes], plan: pgdump.DumpPlan) -> Iterator[bytes]:
+def _compressed(raw: Iterator[memoryview], plan: pgdump.DumpPlan) -> Iterator[compress.Chunk]:
     if plan.codec == "zstd":
         return compress.zstd_compress(raw, plan.level or pgdump.DEFAULT_ZSTD_LEVEL)
     if plan.codec == "gzip":
@@ -374,7 +374,9 @@ def _compressed(raw: Iterator[bytes], plan: pgdump.DumpPlan) -> Iterator[bytes]:
     return compress.passthrough(raw)
 
 
-def _counting(chunks: Iterator[bytes], request: BackupRequest) -> Iterator[bytes]:
+def _counting(
+    chunks: Iterator[memoryview], request: BackupRequest
+) -> Iterator[memoryview]:  # fmt: skip
     total = 0
     last = 0.0
     for chunk in chunks:

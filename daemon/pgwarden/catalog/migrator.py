@@ -12,20 +12,22 @@ refused rather than touched (:class:`CatalogError`), because downgrades do not e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 
 import pgwarden
 from pgwarden.errors import CatalogError
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 #: ``pg_advisory_xact_lock`` key held while migrating a PostgreSQL catalog ("pgwarden" in hex)
 ADVISORY_LOCK_KEY = 0x7067776172646E
 VERSION_TABLE = "alembic_version"
+#: the newest revision in ``migrations/versions`` (a test keeps the two equal): a catalog
+#: already there is opened without loading Alembic, which a one-shot command would notice
+HEAD_REVISION = "001"
 
 
 def migrations_dir() -> Path:
@@ -42,6 +44,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     """An Alembic configuration built in code (no alembic.ini at runtime)."""
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(migrations_dir()))
     config.set_main_option("path_separator", "os")
@@ -51,7 +55,9 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 def head_revision() -> str:
-    """The newest revision this build knows."""
+    """The newest revision this build knows, as Alembic computes it."""
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise CatalogError("the catalog migrations have no head revision")
@@ -60,12 +66,16 @@ def head_revision() -> str:
 
 def current_revisions(connection: Connection) -> tuple[str, ...]:
     """The revisions recorded in the database (empty for a new catalog)."""
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return tuple(context.get_current_heads())
 
 
 def check_known(connection: Connection, where: str) -> tuple[str, ...]:
     """Refuse a catalog at a revision this build does not know; return its revisions."""
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config())
     known = {rev.revision for rev in script.walk_revisions()}
     revisions = current_revisions(connection)
@@ -82,6 +92,11 @@ def check_known(connection: Connection, where: str) -> tuple[str, ...]:
 def upgrade(connection: Connection, where: str) -> tuple[str, ...]:
     """Lock, check and upgrade the catalog to head on ``connection`` (inside a transaction
     the caller commits).  Returns the revisions found before upgrading."""
+    if at_head(connection):
+        return (HEAD_REVISION,)
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
     before = check_known(connection, where)
@@ -90,3 +105,11 @@ def upgrade(connection: Connection, where: str) -> tuple[str, ...]:
     except CommandError as exc:
         raise CatalogError(f"cannot migrate the catalog at {where}: {exc}") from exc
     return before
+
+
+def at_head(connection: Connection) -> bool:
+    """True when the catalog records exactly :data:`HEAD_REVISION` (plain SQL, no Alembic)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return False
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+    return [r[0] for r in rows] == [HEAD_REVISION]

@@ -142,7 +142,9 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    def write_stream(self, partial: Partial, chunks: Iterable[bytes]) -> WriteResult:
+    def write_stream(
+        self, partial: Partial, chunks: Iterable[bytes | bytearray | memoryview]
+    ) -> WriteResult:
         """Append ``chunks`` to a file partial and fsync it; return size and SHA-256.
 
         On any error (a full disk included) the partial is removed and :class:`BackupError`

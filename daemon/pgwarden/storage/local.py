@@ -159,7 +159,9 @@ class LocalStorage(Storage):
             raise BackupError(_describe(exc, "cannot create", path)) from exc
         return Partial(target, name, path, final, directory)
 
-    def write_stream(self, partial: Partial, chunks: Iterable[bytes]) -> WriteResult:
+    def write_stream(
+        self, partial: Partial, chunks: Iterable[bytes | bytearray | memoryview]
+    ) -> WriteResult:
         if partial.directory:
             raise BackupError(f"{partial.path} is a directory partial; pg_dump writes into it")
         digest = hashlib.sha256()

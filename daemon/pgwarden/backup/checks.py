@@ -15,7 +15,6 @@ are cancelled when the drill's cancel event is set (:class:`QueryCanceller`).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from pgwarden.backup import facts
 from pgwarden.backup.manifest import Manifest, TableCount, VectorProbe
@@ -284,24 +282,10 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
 # -- pgvector probes ---------------------------------------------------------------------------
 
 
-def analyze_probed_tables(spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller) -> None:
-    """``ANALYZE`` the tables the probes read: a freshly restored table has no statistics, and
-    without them the planner materialises the whole table (on disk) for every probe."""
-    tables = sorted({(p.schema, p.table) for p in manifest.vector_probes})
-    if not tables:
-        return
-    with canceller.connection(spec) as conn:
-        for schema, table in tables:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema),
-                                                             sql.Identifier(table)))  # fmt: skip
-
-
 def _probe(conn: psycopg.Connection[Any], probe: VectorProbe,
            canceller: QueryCanceller) -> tuple[str, ...] | str:  # fmt: skip
     try:
         with conn.transaction():
-            facts.exact_search(conn)
             found = facts.probe_neighbours(conn, probe.schema, probe.table, probe.column,
                                            probe.key_column, probe.key, probe.k)  # fmt: skip
     except psycopg.Error as exc:
@@ -358,19 +342,17 @@ def run_checks(
 ) -> list[CheckResult]:  # fmt: skip
     """Every check of a restored database: counts, extensions, SQL, probes.
 
-    First the row counts (on ``jobs`` connections) beside the extensions, the SQL checks and
-    the ``ANALYZE`` the probes need (on one more); then the probes, on ``jobs`` connections:
-    never more connections than the restore itself used.
+    The row counts (on ``jobs`` connections) beside the extensions, the SQL checks and then the
+    probes (on one more): never more connections than the restore itself used.
     """
 
     def others() -> list[CheckResult]:
         results = [check_extensions(spec, manifest, canceller)]
         results.extend(check_sql(spec, check, canceller) for check in sql_checks)
-        analyze_probed_tables(spec, manifest, canceller)
+        results.append(check_vector_probes(spec, manifest, canceller))
         return results
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drill-checks") as pool:
         counts = pool.submit(check_row_counts, spec, manifest, canceller, jobs)
         rest = pool.submit(others)
-        results = [counts.result(), *rest.result()]
-    return [*results, check_vector_probes(spec, manifest, canceller, jobs)]
+        return [counts.result(), *rest.result()]

@@ -81,10 +81,23 @@ def list_extensions(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], ...]
     return tuple({"name": r[0], "version": r[1]} for r in rows if r[0] != "plpgsql")
 
 
-def exact_search(conn: psycopg.Connection[Any]) -> None:
-    """Make nearest-neighbour queries exact in this transaction (no approximate index)."""
-    conn.execute("SET LOCAL enable_indexscan = off")
-    conn.execute("SET LOCAL enable_bitmapscan = off")
+def exact_search(conn: psycopg.Connection[Any], exact: bool = True) -> None:
+    """Make nearest-neighbour queries exact in this transaction (no approximate index), or
+    allow index scans again (``exact=False``)."""
+    value = "off" if exact else "on"
+    conn.execute(f"SET LOCAL enable_indexscan = {value}")
+    conn.execute(f"SET LOCAL enable_bitmapscan = {value}")
+
+
+def _column_types(
+    conn: psycopg.Connection[Any], tbl: sql.Composed, *columns: str
+) -> dict[str, sql.SQL]:  # fmt: skip
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s) AND NOT a.attisdropped",
+        (tbl.as_string(conn), list(columns)),
+    ).fetchall()
+    return {str(r[0]): sql.SQL(str(r[1])) for r in rows}
 
 
 def probe_neighbours(
@@ -93,21 +106,29 @@ def probe_neighbours(
 ) -> tuple[str, ...] | None:  # fmt: skip
     """Ids of the ``k`` rows nearest (L2) to the row ``key``; ``None`` if that row is gone.
 
-    The recorded key (text) is cast to the key column's own type, so that the probe row is
-    found through the primary key instead of a scan."""
+    Runs inside a transaction (it sets ``enable_indexscan`` locally).  The probe row's vector
+    is fetched first through the primary key (the recorded key, as text, cast to the key
+    column's own type); then the exact search, with index scans off, takes that vector as a
+    parameter: a plain scan with a top-k sort, which needs no statistics (a freshly restored
+    table has none) and runs in parallel where the server allows."""
+    tbl = _qualified(schema, table)
+    types = _column_types(conn, tbl, key_column, column)
+    key_type = types.get(key_column, sql.SQL("text"))
+    exact_search(conn, False)
     row = conn.execute(
-        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "WHERE a.attrelid = %s::regclass AND a.attname = %s AND NOT a.attisdropped",
-        (str(_qualified(schema, table).as_string(conn)), key_column),
-    ).fetchone()
-    key_type = sql.SQL(str(row[0])) if row else sql.SQL("text")
+        sql.SQL("SELECT {col}::text FROM {tbl} WHERE {key} = %s::{typ}").format(
+            col=sql.Identifier(column), tbl=tbl, key=sql.Identifier(key_column), typ=key_type),
+        (key,),
+    ).fetchone()  # fmt: skip
+    if row is None or row[0] is None:
+        return None
+    exact_search(conn)
     query = sql.SQL(
-        "SELECT t.{key}::text FROM {tbl} t, "
-        "(SELECT {col} AS v FROM {tbl} WHERE {key} = %s::{typ}) probe "
-        "WHERE t.{col} IS NOT NULL ORDER BY t.{col} <-> probe.v, t.{key} LIMIT %s"
-    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column),
-             tbl=_qualified(schema, table), typ=key_type)  # fmt: skip
-    rows = conn.execute(query, (key, k)).fetchall()
+        "SELECT {key}::text FROM {tbl} WHERE {col} IS NOT NULL "
+        "ORDER BY {col} <-> %s::{vtype}, {key} LIMIT %s"
+    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
+             vtype=types.get(column, sql.SQL("vector")))  # fmt: skip
+    rows = conn.execute(query, (row[0], k)).fetchall()
     return tuple(str(r[0]) for r in rows) if rows else None
 
 
@@ -176,7 +197,6 @@ class SnapshotSession:
         vector_probes: list[VectorProbe] = []
         has_vector = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
         if probes > 0 and has_vector:
-            exact_search(conn)
             for schema, table, column, key_column in conn.execute(VECTOR_COLUMNS_SQL).fetchall():
                 for key in _probe_keys(conn, schema, table, column, key_column, probes):
                     found = probe_neighbours(conn, schema, table, column, key_column, key, probe_k)

@@ -42,11 +42,13 @@ def tee(source: int, sink: int, length: int) -> int:
     ``sink``; blocks until ``source`` has data; 0 at the end of ``source``."""
     if _TEE is None:
         raise OSError(errno.ENOSYS, "tee(2) is not available")
-    count = int(_TEE(source, sink, length, 0))
-    if count < 0:
+    while True:
+        count = int(_TEE(source, sink, length, 0))  # ctypes releases the GIL while it blocks
+        if count >= 0:
+            return count
         code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    return count
+        if code != errno.EINTR:  # a signal for the daemon landed on this thread: go on
+            raise OSError(code, os.strerror(code))
 
 
 class PipeReader:

@@ -1,0 +1,44 @@
+"""Snapshot facts on a real server: the probe rows of a big table come from a page sample, and
+a probe finds the same neighbours as a brute-force search in Python."""
+
+from __future__ import annotations
+
+import psycopg
+
+from pgwarden.backup import facts
+from tests.pgservers import PgServer
+from tests.sampledata import make_sample_db
+
+ROWS = facts.SAMPLE_ABOVE_ROWS + 5000
+
+
+def test_probe_rows_of_a_big_table_come_from_a_repeatable_sample(pg18: PgServer) -> None:
+    make_sample_db(pg18, "facts_big", rows=ROWS, dim=8)
+    pg18.execute("ANALYZE documents", "facts_big")  # reltuples: how big the table is
+    with psycopg.connect(pg18.dsn("facts_big")) as conn:
+        first = facts._probe_keys(conn, "public", "documents", "embedding", "id", 3)
+        again = facts._probe_keys(conn, "public", "documents", "embedding", "id", 3)
+    assert len(first) == 3 and len(set(first)) == 3
+    assert first == again  # REPEATABLE: the same rows for the same data
+    ids = {str(r[0]) for r in pg18.execute("SELECT id FROM documents", "facts_big")}
+    assert set(first) <= ids
+
+
+def test_a_probe_returns_the_exact_nearest_neighbours(pg18: PgServer) -> None:
+    make_sample_db(pg18, "facts_probe", rows=2000, dim=8)
+    key = 17
+    with psycopg.connect(pg18.dsn("facts_probe")) as conn, conn.transaction():
+        found = facts.probe_neighbours(conn, "public", "documents", "embedding", "id",
+                                       str(key), 10)  # fmt: skip
+        gone = facts.probe_neighbours(conn, "public", "documents", "embedding", "id",
+                                      "-1", 10)  # fmt: skip
+    # the same order from a brute-force sort of every distance (no LIMIT, no index)
+    brute = pg18.execute(
+        "SELECT id FROM (SELECT id, embedding <-> (SELECT embedding FROM documents "
+        f"WHERE id = {key}) AS d FROM documents) s ORDER BY d, id",
+        "facts_probe",
+    )
+    assert found is not None
+    assert [int(i) for i in found] == [int(str(r[0])) for r in brute[:10]]
+    assert found[0] == str(key)  # its own nearest neighbour
+    assert gone is None

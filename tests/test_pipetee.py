@@ -22,9 +22,8 @@ def _pipe_with(payload: bytes) -> tuple[BinaryIO, threading.Thread]:
     return open(read_fd, "rb", buffering=0), thread
 
 
-def test_every_byte_reaches_both_readers_through_tee() -> None:
-    payload = os.urandom(3 << 20) + b"tail"
-    source, writer = _pipe_with(payload)
+def _drained_pipe() -> tuple[int, bytearray, threading.Thread]:
+    """A pipe whose read end a thread empties into the returned buffer; its write end."""
     sink_read, sink_write = os.pipe()
     copied = bytearray()
 
@@ -35,6 +34,13 @@ def test_every_byte_reaches_both_readers_through_tee() -> None:
 
     drainer = threading.Thread(target=drain)
     drainer.start()
+    return sink_write, copied, drainer
+
+
+def test_every_byte_reaches_both_readers_through_tee() -> None:
+    payload = os.urandom(3 << 20) + b"tail"
+    source, writer = _pipe_with(payload)
+    sink_write, copied, drainer = _drained_pipe()
     with source, open(sink_write, "wb", buffering=0) as sink:
         reader = pipetee.PipeReader(source, sink, size=1 << 20)
         read = b"".join(bytes(chunk) for chunk in reader.chunks())
@@ -62,16 +68,7 @@ def test_a_regular_file_is_copied_to_the_sink(tmp_path: Path) -> None:
     payload = os.urandom(1 << 20) * 2 + b"end"
     path = tmp_path / "source"
     path.write_bytes(payload)
-    sink_read, sink_write = os.pipe()
-    copied = bytearray()
-
-    def drain() -> None:
-        with open(sink_read, "rb", buffering=0) as fh:
-            while piece := fh.read(1 << 16):
-                copied.extend(piece)
-
-    drainer = threading.Thread(target=drain)
-    drainer.start()
+    sink_write, copied, drainer = _drained_pipe()
     with path.open("rb", buffering=0) as source, open(sink_write, "wb", buffering=0) as sink:
         reader = pipetee.PipeReader(source, sink)
         read = b"".join(bytes(chunk) for chunk in reader.chunks())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.catalog import Catalog, open_catalog
@@ -99,3 +101,17 @@ bin_dir = "{server.bin_dir}"
   [targets.verify]
   schedule = "0 5 * * 0"
 """
+
+
+def pipe_with(payload: bytes) -> tuple[BinaryIO, threading.Thread]:
+    """The read end of a pipe (unbuffered, like a tool's stdout) that a thread fills with
+    ``payload`` and then closes; and that thread."""
+    read_fd, write_fd = os.pipe()
+
+    def write() -> None:
+        with open(write_fd, "wb") as out:
+            out.write(payload)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return open(read_fd, "rb", buffering=0), thread

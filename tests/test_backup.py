@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
-import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,7 +13,7 @@ import pytest
 from pgwarden.backup.manifest import Manifest
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.errors import IncompatibleToolError
-from tests.helpers import make_config, open_env, target_doc
+from tests.helpers import make_config, open_env, pipe_with, target_doc
 from tests.pgservers import PG15_BIN, PgServer
 from tests.sampledata import (
     large_object_digest,
@@ -161,14 +159,7 @@ def test_stream_check_parses_the_archive_to_its_end(pg18: PgServer, workdir: Pat
 
     def through_pipe(payload: bytes) -> BinaryIO:
         # a pipe, as pg_dump's stdout is: the bytes reach pg_restore by tee(2)
-        read_fd, write_fd = os.pipe()
-
-        def write() -> None:
-            with open(write_fd, "wb") as out:
-                out.write(payload)
-
-        threading.Thread(target=write, daemon=True).start()
-        return open(read_fd, "rb", buffering=0)
+        return pipe_with(payload)[0]
 
     def from_file(payload: bytes) -> BinaryIO:
         # not a pipe: tee(2) refuses it and the bytes are copied instead

@@ -5,21 +5,9 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import BinaryIO
 
 from pgwarden.backup import pipetee
-
-
-def _pipe_with(payload: bytes) -> tuple[BinaryIO, threading.Thread]:
-    read_fd, write_fd = os.pipe()
-
-    def write() -> None:
-        with open(write_fd, "wb") as out:
-            out.write(payload)
-
-    thread = threading.Thread(target=write, daemon=True)
-    thread.start()
-    return open(read_fd, "rb", buffering=0), thread
+from tests.helpers import pipe_with
 
 
 def _drained_pipe() -> tuple[int, bytearray, threading.Thread]:
@@ -39,7 +27,7 @@ def _drained_pipe() -> tuple[int, bytearray, threading.Thread]:
 
 def test_every_byte_reaches_both_readers_through_tee() -> None:
     payload = os.urandom(3 << 20) + b"tail"
-    source, writer = _pipe_with(payload)
+    source, writer = pipe_with(payload)
     sink_write, copied, drainer = _drained_pipe()
     with source, open(sink_write, "wb", buffering=0) as sink:
         reader = pipetee.PipeReader(source, sink, size=1 << 20)
@@ -54,7 +42,7 @@ def test_every_byte_reaches_both_readers_through_tee() -> None:
 
 def test_a_sink_that_goes_away_does_not_stop_the_read(tmp_path: Path) -> None:
     payload = os.urandom(2 << 20)
-    source, writer = _pipe_with(payload)
+    source, writer = pipe_with(payload)
     sink_read, sink_write = os.pipe()
     os.close(sink_read)  # the second reader died (pg_restore failed early)
     with source, open(sink_write, "wb", buffering=0) as sink:

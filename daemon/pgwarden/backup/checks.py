@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -32,6 +32,9 @@ from pgwarden.backup.outcome import CheckResult, StepError
 from pgwarden.config import SqlCheck
 from pgwarden.logsetup import scrub
 from pgwarden.pg.conninfo import ConnSpec
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: per-statement limit of an operator's SQL check on the scratch database
 SQL_CHECK_TIMEOUT_MS = 10 * 60 * 1000
@@ -97,6 +100,32 @@ def _error(exc: psycopg.Error) -> str:
 # -- row counts -----------------------------------------------------------------------------------
 
 
+def _on_connections(
+    spec: ConnSpec, canceller: QueryCanceller, items: Sequence[T], jobs: int,
+    run: Callable[[psycopg.Connection[Any], T], R],
+) -> list[R]:  # fmt: skip
+    """``run(conn, item)`` for every item, on up to ``jobs`` connections to the restored
+    database, each taking the next item when free; the results in the items' order."""
+    pending = list(enumerate(items))
+    lock = threading.Lock()
+    results: dict[int, R] = {}
+
+    def worker() -> None:
+        with canceller.connection(spec) as conn:
+            while True:
+                with lock:
+                    if not pending:
+                        return
+                    index, item = pending.pop(0)
+                results[index] = run(conn, item)
+
+    workers = max(1, min(jobs, len(items)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-check") as pool:
+        for future in [pool.submit(worker) for _ in range(workers)]:
+            future.result()
+    return [results[index] for index in range(len(items))]
+
+
 def check_row_counts(
     spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
 ) -> CheckResult:
@@ -107,26 +136,10 @@ def check_row_counts(
     if not manifest.tables:
         result.detail = f"no row counts in the manifest (row_counts = {manifest.row_count_mode})"
         return result
-    pending = list(exact)
-    lock = threading.Lock()
-    found: dict[str, int | str] = {}
-
-    def worker() -> None:
-        with canceller.connection(spec) as conn:
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    table = pending.pop(0)
-                found[table.qualified] = _count(conn, table, canceller)
-
-    workers = max(1, min(jobs, len(exact)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-count") as pool:
-        for future in [pool.submit(worker) for _ in range(workers)]:
-            future.result()
+    counted = _on_connections(spec, canceller, exact, jobs,
+                              lambda conn, table: _count(conn, table, canceller))  # fmt: skip
     total = 0
-    for table in exact:
-        actual = found.get(table.qualified, "not counted")
+    for table, actual in zip(exact, counted, strict=True):
         if actual != table.rows:
             result.add_failure(table.qualified, table.rows, actual)
         elif isinstance(actual, int):
@@ -305,26 +318,10 @@ def check_vector_probes(
     if not probes:
         result.detail = "no probes recorded (no pgvector column with a single-column key)"
         return result
-    pending = list(enumerate(probes))
-    lock = threading.Lock()
-    found: dict[int, tuple[str, ...] | str] = {}
-
-    def worker() -> None:
-        with canceller.connection(spec) as conn:
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    index, probe = pending.pop(0)
-                found[index] = _probe(conn, probe, canceller)
-
-    workers = max(1, min(jobs, len(probes)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-probe") as pool:
-        for future in [pool.submit(worker) for _ in range(workers)]:
-            future.result()
-    for index, probe in enumerate(probes):
+    found = _on_connections(spec, canceller, probes, jobs,
+                            lambda conn, probe: _probe(conn, probe, canceller))  # fmt: skip
+    for probe, actual in zip(probes, found, strict=True):
         item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
-        actual = found[index]
         if isinstance(actual, str):
             result.add_failure(item, list(probe.neighbours), actual)
         elif actual != tuple(probe.neighbours):

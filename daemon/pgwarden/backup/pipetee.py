@@ -58,7 +58,7 @@ class PipeReader:
     returned; the caller learns why from that tool's exit status."""
 
     def __init__(self, source: IO[bytes], sink: IO[bytes] | None, size: int = READ_CHUNK) -> None:
-        self._source = source
+        # read with os.readv on the descriptor: ``source`` must be unbuffered (a tool's pipe)
         self._fd = source.fileno()
         self._sink = sink
         self._sink_fd = sink.fileno() if sink is not None else -1

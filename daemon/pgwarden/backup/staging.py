@@ -268,13 +268,14 @@ class _SpoolWriter:
         self._offsets = offsets
         self._since_check = 0
         self._error: OSError | None = None
+        self._abandoned = False
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
         self._thread = threading.Thread(target=self._run, name="drill-spool", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (out := self._queue.get()) is not None:
-            if self._error is not None or self.short_of_space:
+            if self._error is not None or self.short_of_space or self._abandoned:
                 continue  # drain: the reader learns of it on its next put()
             try:
                 self._write(out)
@@ -307,7 +308,7 @@ class _SpoolWriter:
 
     def close(self) -> None:
         if self._thread.is_alive():
-            self._error = self._error or OSError(0, "abandoned")
+            self._abandoned = True
             self._queue.put(None)
             self._thread.join()
         if self.fd >= 0:

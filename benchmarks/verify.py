@@ -10,6 +10,9 @@ times each:
   ``SELECT COUNT(*)`` on one table; ``dropdb``;
 * ``stock -j2 + counts``: ``createdb``; ``pg_restore -j2`` of the uncompressed custom archive;
   an exact ``count(*)`` of every table; ``dropdb`` (no checksum, no other check);
+* ``floor``: the least any drill of a *compressed* backup does, with stock tools only -- the
+  stock drill, plus ``openssl sha256`` of a ``zstd -1`` copy of that archive and ``zstd -d`` of
+  it to a file first (the copy keeps pg_dump's data offsets: no scan needed by the workers);
 * ``pgwarden verify``: the real CLI, every step and check -- headroom, SHA-256 (spooling the
   ``.dump.zst`` for ``pg_restore --jobs=2``), table of contents, extensions, restore, exact
   counts of every table, extensions, vector probes, drop;
@@ -17,10 +20,13 @@ times each:
   serial ``pg_restore`` (how the spool-or-stream choice was measured).
 
 Each timed drill starts after a ``CHECKPOINT`` and a ``sync`` (untimed), so that none pays for
-the WAL and dirty pages of the one before.  Prints the median of each and the goals' ratios: pgwarden <= 0.7x the strategy's drill and
-<= 1.15x stock ``pg_restore -j2`` plus the counts.
+the WAL and dirty pages of the one before.  Prints, for each, the median time and the median
+CPU-seconds the whole machine was busy (client tools and server), then the goals' ratios:
+pgwarden <= 0.7x the strategy's drill and <= 1.15x stock ``pg_restore -j2`` plus the counts.
 
     .venv/bin/python benchmarks/verify.py [--scale 60] [--vectors 100000] [--runs 3]
+
+Needs the ``openssl`` and ``zstd`` commands (the floor drill).
 """
 
 from __future__ import annotations
@@ -62,10 +68,11 @@ def _run(argv: list[str] | str, **kw: Any) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 
 
-def _timed(fn: Any) -> float:
-    start = time.monotonic()
-    fn()
-    return time.monotonic() - start
+def busy_cpu_s() -> float:
+    """CPU-seconds the machine has been busy (user, nice, system, irq, softirq) since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:8]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
 
 
 def strategy_drill(server: PgServer, sql_gz: Path) -> None:
@@ -78,11 +85,18 @@ def strategy_drill(server: PgServer, sql_gz: Path) -> None:
           "restore_test"])  # fmt: skip
 
 
-def stock_drill(server: PgServer, dump: Path) -> None:
+def stock_drill(server: PgServer, dump: Path, compressed: Path | None = None) -> None:
+    """The stock drill; given ``compressed`` (a zstd copy of ``dump``), the floor drill, which
+    first checks and decompresses it into ``dump``'s place."""
     b, dsn = server.bin_dir, server.dsn
     _run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
           "stock_test"])  # fmt: skip
+    if compressed is not None:
+        _run(["openssl", "dgst", "-sha256", str(compressed)])
+        _run(["zstd", "-d", "-q", "-f", "-o", str(dump), str(compressed)])
     _run([str(b / "pg_restore"), "-j2", "--no-owner", "-d", dsn("stock_test"), str(dump)])
+    if compressed is not None:
+        dump.unlink()
     counts = "; ".join(f"SELECT count(*) FROM {t}" for t in TABLES)
     _run([str(b / "psql"), dsn("stock_test"), "-c", counts])
     _run([str(b / "dropdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
@@ -159,41 +173,50 @@ def main() -> int:
         size = server.execute(f"SELECT pg_database_size('{DB}')")[0][0]
         print(f"database: {int(size) / 2**30:.2f} GiB built in {time.monotonic() - t0:.0f} s")
         sql_gz, dump = work / "strategy.sql.gz", work / "stock.dump"
+        floor_zst, floor_dump = work / "floor.dump.zst", work / "floor.dump"
         _run(f"{server.bin_dir / 'pg_dump'} '{server.dsn(DB)}' | gzip > {sql_gz}", shell=True)
         _run([str(server.bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(dump), server.dsn(DB)])
+        _run(["zstd", "-1", "-q", "-o", str(floor_zst), str(dump)])
         config = _config(work, server)
         _run([str(ROOT / ".venv/bin/pgwarden"), "backup", "-c", str(config), DB])
         zst = next((work / "backups" / DB).glob("*.dump.zst"))
         print(f"archives: {sql_gz.stat().st_size / 2**20:.0f} MiB .sql.gz, "
               f"{dump.stat().st_size / 2**20:.0f} MiB .dump, "
               f"{zst.stat().st_size / 2**20:.0f} MiB .dump.zst")  # fmt: skip
-        times: dict[str, list[float]] = {k: [] for k in ("strategy", "stock", "pgwarden",
-                                                         "streamed")}  # fmt: skip
+        drills: dict[str, Any] = {
+            "strategy": lambda: strategy_drill(server, sql_gz),
+            "stock": lambda: stock_drill(server, dump),
+            "floor": lambda: stock_drill(server, floor_dump, floor_zst),
+            "pgwarden": lambda: pgwarden_verify(config),
+            "streamed": lambda: pgwarden_streamed(config),
+        }
+        times: dict[str, list[float]] = {k: [] for k in drills}
+        cpu: dict[str, list[float]] = {k: [] for k in drills}
         steps: dict[str, dict[str, float]] = {}
         for run in range(args.runs):
-            settle(server)
-            times["strategy"].append(_timed(lambda: strategy_drill(server, sql_gz)))
-            settle(server)
-            times["stock"].append(_timed(lambda: stock_drill(server, dump)))
-            for key, drill in (("pgwarden", pgwarden_verify), ("streamed", pgwarden_streamed)):
+            for key, drill in drills.items():
                 settle(server)
-                start = time.monotonic()
-                report = drill(config)
+                start, busy = time.monotonic(), busy_cpu_s()
+                report = drill()
                 times[key].append(time.monotonic() - start)
-                steps[key] = {c["name"]: c["duration_s"] for c in report["checks"]}
+                cpu[key].append(busy_cpu_s() - busy)
+                if report is not None:
+                    steps[key] = {c["name"]: c["duration_s"] for c in report["checks"]}
             print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
         med = {k: statistics.median(v) for k, v in times.items()}
         rows = [
             ("strategy drill (createdb; gunzip | psql; COUNT(*) users-like; dropdb)", "strategy"),
             ("stock pg_restore -j2 + exact count(*) of every table", "stock"),
+            ("floor: stock + openssl sha256 + zstd -d of a compressed copy first", "floor"),
             ("pgwarden verify (checksum, TOC, restore -j2, every check, drop)", "pgwarden"),
             ("pgwarden verify, .dump.zst streamed into serial pg_restore", "streamed"),
         ]
         print(f"\nmedian of {args.runs} interleaved runs, {int(size) / 2**30:.2f} GiB database")
-        print(f"{'':72} {'time':>8} {'/strategy':>10} {'/stock':>8}")
+        print(f"{'':68} {'time':>7} {'CPU-s':>6} {'/strategy':>9} {'/stock':>7} {'/floor':>7}")
         for label, key in rows:
-            print(f"{label:72} {med[key]:7.1f}s {med[key] / med['strategy']:9.2f}x "
-                  f"{med[key] / med['stock']:7.2f}x")  # fmt: skip
+            print(f"{label:68} {med[key]:6.1f}s {statistics.median(cpu[key]):6.1f} "
+                  f"{med[key] / med['strategy']:8.2f}x {med[key] / med['stock']:6.2f}x "
+                  f"{med[key] / med['floor']:6.2f}x")  # fmt: skip
         for key in ("pgwarden", "streamed"):
             print(f"{key} steps (last run): " + ", ".join(f"{n} {s:.2f}"
                                                           for n, s in steps[key].items()))  # fmt: skip
@@ -202,10 +225,10 @@ def main() -> int:
         paired = {
             other: statistics.median(p / o for p, o in zip(times["pgwarden"], times[other],
                                                            strict=True))
-            for other in ("strategy", "stock")
+            for other in ("strategy", "stock", "floor")
         }  # fmt: skip
         print(f"median of per-run ratios: pgwarden/strategy {paired['strategy']:.2f}x, "
-              f"pgwarden/stock {paired['stock']:.2f}x")  # fmt: skip
+              f"pgwarden/stock {paired['stock']:.2f}x, pgwarden/floor {paired['floor']:.2f}x")  # fmt: skip
         ok1 = med["pgwarden"] <= 0.7 * med["strategy"]
         ok2 = med["pgwarden"] <= 1.15 * med["stock"]
         print(f"\ngoal pgwarden <= 0.7x strategy: {'met' if ok1 else 'NOT met'}; "

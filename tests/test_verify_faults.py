@@ -269,9 +269,21 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
                                                dsn=server.uri("postgres"))))  # fmt: skip
         env.backup()
 
+        def stop_while_loading() -> None:
+            # once the data is being loaded (not while the schema is: a stop there fails
+            # another step), and well into the slow table
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if server.execute("SELECT count(*) FROM pg_stat_activity "
+                                  "WHERE query LIKE 'COPY %'")[0][0]:  # fmt: skip
+                    time.sleep(1.0)
+                    break
+                time.sleep(0.05)
+            server.stop("immediate")
+
         def progress(**fields: Any) -> None:
             if fields.get("phase") == "restoring":
-                threading.Timer(2.0, server.stop, args=("immediate",)).start()
+                threading.Thread(target=stop_while_loading, daemon=True).start()
 
         outcome = run_verification(VerifyRequest(env.config.targets[0], env.config,
                                                  env.catalog, env.storage, progress=progress,

@@ -14,6 +14,7 @@ The spool never fills the disk: while writing it, free space is checked, and bel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -185,13 +186,13 @@ class _Reader:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 fd = os.open(self.spool, flags, 0o600)
                 self._writer = _SpoolWriter(fd, self.spool.parent, self.offsets)
-            with self.artifact.open("rb") as fh, _Hasher(self.sha) as hasher:
-                for chunk in compress.read_chunks(fh):
+            # reading and SHA-256 on another core, beside the decompression
+            with _HashingReader(self.artifact, self.sha) as chunks:
+                for chunk in chunks:
                     _cancelled(cancel)
-                    hasher.put(chunk)  # SHA-256 on another core, beside the decompression
-                    self.size += len(chunk)
                     if self._decode and self.damage is None:
                         self._take(chunk)
+                self.size = chunks.size
             if self._writer is not None:
                 self._writer.finish()
             if self._writer is not None and self.offsets is not None and self.damage is None:
@@ -316,28 +317,45 @@ class _SpoolWriter:
             self.fd = -1
 
 
-class _Hasher:
-    """Hashes chunks on a thread of its own (``hashlib`` releases the GIL on big updates)."""
+class _HashingReader:
+    """Reads the artifact and hashes it on a thread of its own, handing the chunks on in
+    order: the reads and the hashing stay off the decompression's path."""
 
-    def __init__(self, sha: Any) -> None:
+    def __init__(self, path: Path, sha: Any) -> None:
+        self.size = 0
+        self._path = path
         self._sha = sha
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-        self._thread = threading.Thread(target=self._run, name="drill-sha256", daemon=True)
+        self._queue: queue.Queue[bytes | OSError | None] = queue.Queue(maxsize=16)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drill-read-sha256", daemon=True)
 
     def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self._sha.update(chunk)
+        try:
+            with self._path.open("rb") as fh:
+                while not self._stop.is_set() and (chunk := fh.read(compress.READ_CHUNK)):
+                    self._sha.update(chunk)
+                    self.size += len(chunk)
+                    self._queue.put(chunk)
+        except OSError as exc:
+            self._queue.put(exc)
+            return
+        self._queue.put(None)
 
-    def put(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+    def __iter__(self) -> Iterator[bytes]:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, OSError):
+                raise item
+            yield item
 
-    def __enter__(self) -> _Hasher:
+    def __enter__(self) -> _HashingReader:
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        self._stop.set()
+        while self._thread.is_alive():  # a reader left early: unblock the thread's put()
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
 
 
 def decompressed(

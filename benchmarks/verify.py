@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,18 +86,22 @@ def strategy_drill(server: PgServer, sql_gz: Path) -> None:
           "restore_test"])  # fmt: skip
 
 
-def stock_drill(server: PgServer, dump: Path, compressed: Path | None = None) -> None:
-    """The stock drill; given ``compressed`` (a zstd copy of ``dump``), the floor drill, which
-    first checks and decompresses it into ``dump``'s place."""
+def floor_drill(server: PgServer, compressed: Path, dump: Path) -> None:
+    """The stock drill of ``compressed`` (a zstd copy of the stock archive): checked and
+    decompressed to ``dump`` first, removed afterwards."""
+    _run(["openssl", "dgst", "-sha256", str(compressed)])
+    _run(["zstd", "-d", "-q", "-f", "-o", str(dump), str(compressed)])
+    try:
+        stock_drill(server, dump)
+    finally:
+        dump.unlink()
+
+
+def stock_drill(server: PgServer, dump: Path) -> None:
     b, dsn = server.bin_dir, server.dsn
     _run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
           "stock_test"])  # fmt: skip
-    if compressed is not None:
-        _run(["openssl", "dgst", "-sha256", str(compressed)])
-        _run(["zstd", "-d", "-q", "-f", "-o", str(dump), str(compressed)])
     _run([str(b / "pg_restore"), "-j2", "--no-owner", "-d", dsn("stock_test"), str(dump)])
-    if compressed is not None:
-        dump.unlink()
     counts = "; ".join(f"SELECT count(*) FROM {t}" for t in TABLES)
     _run([str(b / "psql"), dsn("stock_test"), "-c", counts])
     _run([str(b / "dropdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
@@ -183,10 +188,10 @@ def main() -> int:
         print(f"archives: {sql_gz.stat().st_size / 2**20:.0f} MiB .sql.gz, "
               f"{dump.stat().st_size / 2**20:.0f} MiB .dump, "
               f"{zst.stat().st_size / 2**20:.0f} MiB .dump.zst")  # fmt: skip
-        drills: dict[str, Any] = {
+        drills: dict[str, Callable[[], dict[str, Any] | None]] = {
             "strategy": lambda: strategy_drill(server, sql_gz),
             "stock": lambda: stock_drill(server, dump),
-            "floor": lambda: stock_drill(server, floor_dump, floor_zst),
+            "floor": lambda: floor_drill(server, floor_zst, floor_dump),
             "pgwarden": lambda: pgwarden_verify(config),
             "streamed": lambda: pgwarden_streamed(config),
         }

@@ -199,19 +199,6 @@ def test_server_stopped_mid_run_then_recovers(workdir: Path) -> None:
         shutil.rmtree(server.socket_dir, ignore_errors=True)
 
 
-@pytest.fixture
-def small_disk(workdir: Path) -> Iterator[Path]:
-    mount = workdir / "small"
-    mount.mkdir()
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=12m,mode=0755", "tmpfs", str(mount)], check=True
-    )
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_full_disk_leaves_nothing_and_next_run_succeeds(pg18: PgServer, workdir: Path,
                                                          small_disk: Path) -> None:  # fmt: skip
     make_sample_db(pg18, "fill", rows=50, vectors=False)

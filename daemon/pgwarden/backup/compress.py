@@ -5,8 +5,10 @@ PostgreSQL 18 build have no zstd, and pg_dump's gzip is single-threaded and slow
 makes the strategy's ``pg_dump | gzip`` take minutes).  Measured by ``benchmarks/backup.py``:
 
 * ``zstd``: the ``zstandard`` library, in-line (worker threads cost more CPU than they save
-  on a 2-core server that also runs PostgreSQL and pg_dump); output is one standard zstd frame
-  stream (``zstd -dc x.dump.zst | pg_restore ...`` works with stock tools);
+  on a 2-core server that also runs PostgreSQL and pg_dump); output is a sequence of standard
+  zstd frames of :data:`zstdframes.FRAME_INPUT` bytes of input each, sized in their headers, so
+  that a restore decompresses them on several cores (:mod:`pgwarden.backup.zstdframes`);
+  ``zstd -dc x.dump.zst | pg_restore ...`` works with stock tools;
 * ``gzip``: blocks compressed in parallel on every core, each a complete gzip member, concatenated in order —
   a valid ``.gz`` file (RFC 1952 allows several members) that ``gunzip -c`` reads as one stream.
 
@@ -24,6 +26,8 @@ from typing import IO
 
 import zstandard
 
+from pgwarden.backup import zstdframes
+
 #: what the stages pass along: pg_dump's output arrives as views of one reused buffer
 Chunk = bytes | bytearray | memoryview
 
@@ -33,7 +37,7 @@ GZIP_BLOCK = 8 << 20
 #: faulting those in costs more than the compression (``benchmarks/backup.py``: -15% CPU)
 COMPRESS_PIECE = 256 << 10
 #: the same for decompression: compressed input per call (its output is about 5x bigger)
-DECOMPRESS_PIECE = 16 << 10
+DECOMPRESS_PIECE = zstdframes.STREAM_PIECE
 READ_CHUNK = 1 << 20
 
 
@@ -42,18 +46,35 @@ def worker_count() -> int:
 
 
 def zstd_compress(chunks: Iterable[Chunk], level: int = 3) -> Iterator[bytes]:
-    # a content checksum in every frame: decompression detects a damaged file by itself
-    compressor = zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True)
-    stream = compressor.compressobj()
+    """Independent frames of ``FRAME_INPUT`` bytes of input, each with its content size and a
+    content checksum in its header (decompression detects a damaged file by itself)."""
+    compressor = zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True,
+                                          write_content_size=True)  # fmt: skip
+    frame = bytearray(zstdframes.FRAME_INPUT)
+    filled = 0
+    frames = 0
     for chunk in chunks:
         view = memoryview(chunk)
-        for start in range(0, len(view), COMPRESS_PIECE):
-            out = stream.compress(view[start : start + COMPRESS_PIECE])
-            if out:
-                yield out
-    tail = stream.flush()
-    if tail:
-        yield tail
+        while view:
+            take = min(len(view), len(frame) - filled)
+            frame[filled : filled + take] = view[:take]
+            filled += take
+            view = view[take:]
+            if filled == len(frame):
+                yield from _zstd_frame(compressor, memoryview(frame))
+                filled = 0
+                frames += 1
+    if filled or not frames:  # an empty input still gives a (valid, empty) zstd frame
+        yield from _zstd_frame(compressor, memoryview(frame)[:filled])
+
+
+def _zstd_frame(compressor: zstandard.ZstdCompressor, data: memoryview) -> Iterator[bytes]:
+    stream = compressor.compressobj(size=len(data))
+    for start in range(0, len(data), COMPRESS_PIECE):
+        out = stream.compress(data[start : start + COMPRESS_PIECE])
+        if out:
+            yield out
+    yield stream.flush()
 
 
 def _gzip_member(block: bytes, level: int) -> bytes:
@@ -108,16 +129,16 @@ def read_chunks(stream: IO[bytes], size: int = READ_CHUNK) -> Iterator[bytes]:
 
 
 def zstd_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    for chunk in chunks:
-        view = memoryview(chunk)
-        for start in range(0, len(view), DECOMPRESS_PIECE):
-            out = decompressor.decompress(view[start : start + DECOMPRESS_PIECE])
-            if out:
-                yield out
-    # zstandard raises on a corrupt frame; a truncated stream simply ends early
-    if not decompressor.eof:
-        raise zstandard.ZstdError("the zstd stream is truncated")
+    """Decompress a zstd stream of any number of frames, several at once when their headers
+    say how big they are; raises ``zstandard.ZstdError`` when damaged or truncated."""
+    with zstdframes.FrameDecoder() as decoder:
+        for chunk in chunks:
+            for piece in decoder.feed(chunk):
+                yield piece.data
+        for piece in decoder.finish():
+            yield piece.data
+        if decoder.inside_frame:
+            raise zstandard.ZstdError("the zstd stream is truncated")
 
 
 def gzip_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:

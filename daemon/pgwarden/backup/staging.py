@@ -7,7 +7,7 @@ file), decompressing it at the same time into a private spool file beside the st
 ``*.partial`` files after a crash).  Nothing is restored before the checksum matched.
 
 The spool never fills the disk: while writing it, free space is checked, and below
-:func:`spool_floor` the spool is abandoned; the restore then streams the archive into a serial
+:func:`pgwarden.backup.spool.spool_floor` the spool is abandoned; the restore then streams the archive into a serial
 ``pg_restore`` instead (:func:`decompressed`).  A damaged compressed stream is reported as the
 ``archive`` step, after the checksum (which a damaged file normally fails first).
 """
@@ -28,29 +28,16 @@ from typing import Any, Protocol
 
 import zstandard
 
-from pgwarden.backup import compress, customtoc, readback
+from pgwarden.backup import compress, customtoc, readback, zstdframes
 from pgwarden.backup.manifest import Manifest
 from pgwarden.backup.outcome import StepError
+from pgwarden.backup.spool import SPOOL_SUFFIX, SpoolWriter
 from pgwarden.logsetup import get_logger
 
 log = get_logger("pgwarden.verify")
 
-SPOOL_SUFFIX = ".partial"
-_SPACE_CHECK_EVERY = 64 << 20
-#: compressed input per decompression call (see compress.DECOMPRESS_PIECE: 2.8 s -> 1.2 s
-#: per GB here, with the spool written on its own thread)
+#: compressed input per decompression call of a gzip stream (see compress.DECOMPRESS_PIECE)
 _DECOMPRESS_INPUT = compress.DECOMPRESS_PIECE
-
-
-def spool_floor(path: Path) -> int:
-    """Free bytes a spool file must leave on its file system: 5% of it, at least 1 GiB."""
-    info = os.statvfs(path)
-    return max(1 << 30, info.f_blocks * info.f_frsize // 20)
-
-
-def _free(path: Path) -> int:
-    info = os.statvfs(path)
-    return info.f_bavail * info.f_frsize
 
 
 @dataclass
@@ -85,9 +72,9 @@ class _Decoder(Protocol):
     def decompress(self, data: bytes | memoryview) -> bytes: ...
 
 
-def _decoder(codec: str) -> _Decoder:
+def _decoder(codec: str, sink: zstdframes.FrameSink | None) -> _Decoder | zstdframes.FrameDecoder:
     if codec == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj()
+        return zstdframes.FrameDecoder(sink=sink)
     return _GzipMembers()
 
 
@@ -174,10 +161,10 @@ class _Reader:
         self.size = 0
         self.damage: str | None = None
         self.notes: list[str] = []
-        self._decoder = _decoder(codec) if codec is not None else None
+        self._decoder: _Decoder | zstdframes.FrameDecoder | None = None
         self._decode = spool is not None or plain
         self._tail = b""
-        self._writer: _SpoolWriter | None = None
+        self._writer: SpoolWriter | None = None
         self.offsets = customtoc.OffsetFinder() if spool is not None else None
 
     def run(self, cancel: threading.Event | None) -> None:
@@ -185,7 +172,11 @@ class _Reader:
             if self.spool is not None:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 fd = os.open(self.spool, flags, 0o600)
-                self._writer = _SpoolWriter(fd, self.spool.parent, self.offsets)
+                self._writer = SpoolWriter(fd, self.spool.parent, self.offsets)
+            if self.codec is not None:
+                # whole zstd frames are written into the spool by the threads that decompress them
+                sink = self._writer.write_at if self._writer is not None else None
+                self._decoder = _decoder(self.codec, sink)
             # reading and SHA-256 on another core, beside the decompression
             with _HashingReader(self.artifact, self.sha) as chunks:
                 for chunk in chunks:
@@ -193,6 +184,8 @@ class _Reader:
                     if self._decode and self.damage is None:
                         self._take(chunk)
                 self.size = chunks.size
+            if self._decode and self.damage is None:
+                self._finish_decoding()
             if self._writer is not None:
                 self._writer.finish()
             if self._writer is not None and self.offsets is not None and self.damage is None:
@@ -207,7 +200,7 @@ class _Reader:
             self.drop_spool()
             raise
         if self._decode and self.damage is None:
-            if self._decoder is not None and not self._decoder.eof:
+            if self._decoder is not None and not self._decoder_at_end():
                 self.damage = f"{self.artifact} is truncated: the {self.codec} stream ends early"
             elif self.plain and readback.PLAIN_TRAILER not in self._tail:
                 self.damage = (
@@ -215,6 +208,15 @@ class _Reader:
                 )
 
     def _take(self, chunk: bytes) -> None:
+        if isinstance(self._decoder, zstdframes.FrameDecoder):
+            try:
+                for out in self._decoder.feed(chunk):
+                    if self.damage is not None or not self._decode:
+                        return
+                    self._deliver(out.data, written=out.sunk)
+            except zstandard.ZstdError as exc:
+                self.damage = f"{self.artifact} is damaged: {exc}"
+            return
         # small inputs give small outputs, which the allocator reuses: a big fresh buffer per
         # call costs a page fault per 4 KiB, more than the decompression itself
         view = memoryview(chunk)
@@ -225,10 +227,31 @@ class _Reader:
 
     def _take_piece(self, piece: memoryview) -> None:
         try:
-            out = self._decoder.decompress(piece) if self._decoder else piece.tobytes()
+            decoder = self._decoder
+            assert not isinstance(decoder, zstdframes.FrameDecoder)
+            out = decoder.decompress(piece) if decoder else piece.tobytes()
         except (zstandard.ZstdError, zlib.error) as exc:
             self.damage = f"{self.artifact} is damaged: {exc}"
             return
+        self._deliver(out)
+
+    def _finish_decoding(self) -> None:
+        if isinstance(self._decoder, zstdframes.FrameDecoder):
+            try:
+                for out in self._decoder.finish():
+                    if self.damage is not None or not self._decode:
+                        return
+                    self._deliver(out.data, written=out.sunk)
+            except zstandard.ZstdError as exc:
+                self.damage = f"{self.artifact} is damaged: {exc}"
+
+    def _decoder_at_end(self) -> bool:
+        if isinstance(self._decoder, zstdframes.FrameDecoder):
+            return not self._decoder.inside_frame
+        return self._decoder is None or self._decoder.eof
+
+    def _deliver(self, out: bytes, *, written: bool = False) -> None:
+        """Decompressed bytes, in order: the plain dump's tail kept, the spool written."""
         if self.plain:
             self._tail = (self._tail + out[-4096:])[-4096:]
         if self._writer is None:
@@ -241,7 +264,7 @@ class _Reader:
             self.drop_spool()
             self._decode = self.plain
             return
-        self._writer.put(out)
+        self._writer.put(out, written=written)
 
     def drop_spool(self) -> None:
         self.close()
@@ -250,71 +273,11 @@ class _Reader:
             self.spool = None
 
     def close(self) -> None:
+        if isinstance(self._decoder, zstdframes.FrameDecoder):
+            self._decoder.close()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-class _SpoolWriter:
-    """Writes the decompressed archive to the spool on a thread of its own (beside the
-    decompression: each takes about a second per GB on a small VM), finds the data offsets in
-    it, and keeps :func:`spool_floor` bytes free on the file system."""
-
-    def __init__(self, fd: int, directory: Path,
-                 offsets: customtoc.OffsetFinder | None) -> None:  # fmt: skip
-        self.fd = fd
-        self.floor = spool_floor(directory)
-        self.short_of_space = False
-        self._directory = directory
-        self._offsets = offsets
-        self._since_check = 0
-        self._error: OSError | None = None
-        self._abandoned = False
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
-        self._thread = threading.Thread(target=self._run, name="drill-spool", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (out := self._queue.get()) is not None:
-            if self._error is not None or self.short_of_space or self._abandoned:
-                continue  # drain: the reader learns of it on its next put()
-            try:
-                self._write(out)
-            except OSError as exc:
-                self._error = exc
-
-    def _write(self, out: bytes) -> None:
-        view = memoryview(out)
-        while view:
-            view = view[os.write(self.fd, view) :]
-        if self._offsets is not None:
-            self._offsets.feed(out)
-        self._since_check += len(out)
-        if self._since_check >= _SPACE_CHECK_EVERY:
-            self._since_check = 0
-            self.short_of_space = _free(self._directory) < self.floor
-
-    def put(self, out: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(out)
-
-    def finish(self) -> None:
-        """Wait until everything put is written; raise a write error."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._abandoned = True
-            self._queue.put(None)
-            self._thread.join()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 class _HashingReader:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pgwarden import __version__
+import pgwarden
 from pgwarden.errors import EXIT_FAILED, EXIT_USAGE, PgwardenError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -49,12 +49,21 @@ def _json_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked for (it costs an import)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kw: object) -> None:
+        sys.stdout.write(f"pgwarden {pgwarden.__version__}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pgwarden.control import ctl_cli
 
     c = "pgwarden.commands."
     parser = _Parser(prog="pgwarden", description="Keeps a VPS's PostgreSQL safe and observable.")
-    parser.add_argument("--version", action="version", version=f"pgwarden {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="show the version and exit")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pgwarden import __version__
+import pgwarden
 from pgwarden.errors import BackupError
 
 MANIFEST_VERSION = 1
@@ -94,7 +94,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return {
             "manifest_version": MANIFEST_VERSION,
-            "pgwarden_version": __version__,
+            "pgwarden_version": pgwarden.__version__,
             "id": self.id,
             "target": self.target,
             "database": self.database,

@@ -185,3 +185,26 @@ def test_jobs_are_reduced_to_the_free_connections(pg18: PgServer, workdir: Path)
     assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
     assert outcome.jobs == 1
     assert "jobs reduced from 4 to 1" in _checks(outcome)["headroom"]["detail"]
+
+
+def test_a_role_that_cannot_create_databases_fails_the_scratch_step(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """The scratch database is created while the checksum runs: its failure is reported after
+    the checksum passed, naming the database, and leaves nothing behind."""
+    make_sample_db(pg18, "no_createdb", rows=100, vectors=False)
+    pg18.execute("DROP ROLE IF EXISTS drill_without_createdb")
+    pg18.execute("CREATE ROLE drill_without_createdb LOGIN NOCREATEDB")
+    verifier = pg18.uri("postgres", user="drill_without_createdb")
+    env = target_env(workdir, pg18, "no_createdb", verify={"dsn": verifier})
+    backup = env.backup()
+    outcome = _drill(env)
+    checks = _checks(outcome)
+    assert checks["checksum"]["passed"]
+    assert [c.name for c in outcome.failed_checks] == ["scratch"]
+    assert "cannot create the scratch database pgwarden_verify_no_createdb_" in (
+        outcome.failed_checks[0].detail)  # fmt: skip
+    assert "permission denied to create database" in outcome.failed_checks[0].detail
+    assert outcome.scratch_database is None
+    assert not _scratch_left(pg18)
+    assert not list(backup.path.parent.glob("*.partial"))

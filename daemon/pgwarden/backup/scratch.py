@@ -21,6 +21,9 @@ import os
 import re
 import secrets
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -82,7 +85,8 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 class ScratchDatabase:
-    """A scratch database that exists exactly for the duration of a ``with`` block."""
+    """A scratch database that exists exactly for the duration of a ``with`` block (created on
+    entry), or of a :meth:`creating` block (created on a thread meanwhile)."""
 
     def __init__(
         self, spec: ConnSpec, conn: psycopg.Connection[Any], name: str, target: str
@@ -91,22 +95,60 @@ class ScratchDatabase:
         self.conn = conn
         self.name = name
         self.target = target
+        self.created = False
         self.dropped = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def __enter__(self) -> ScratchDatabase:
+        self._create()
+        return self
+
+    @contextmanager
+    def creating(self) -> Iterator[ScratchDatabase]:
+        """Create it on a thread while the block runs (copying ``template0`` takes 0.1-0.3 s
+        of fsyncs); :meth:`wait` before using it or the connection; dropped at the end."""
+        self._thread = threading.Thread(target=self._create_on_thread, name="drill-createdb",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._join()
+            if self.created:
+                self.__exit__()
+
+    def wait(self) -> None:
+        """Until it exists; raises what its creation raised."""
+        self._join()
+        if self._error is not None:
+            raise self._error
+
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _create_on_thread(self) -> None:
+        try:
+            self._create()
+        except BaseException as exc:  # noqa: BLE001 - handed to wait() on the caller's thread
+            self._error = exc
+
+    def _create(self) -> None:
         ident = sql.Identifier(self.name)
         try:
             self.conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
         except psycopg.Error as exc:
             raise StepError("scratch", f"cannot create the scratch database {self.name}: "
                                         f"{scrub(str(exc).strip())}") from None  # fmt: skip
+        self.created = True
         try:
             self.conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 ident, sql.Literal(_marker(self.target))))  # fmt: skip
         except psycopg.Error:
             self.drop()
             raise
-        return self
 
     def drop(self) -> None:
         """Drop it (connections to it are terminated); idempotent."""

@@ -154,3 +154,16 @@ def test_closing_with_frames_in_flight_leaves_no_thread() -> None:
         for _piece in decoder.feed(stream):
             break
     assert threading.active_count() == before
+
+
+def test_one_big_input_keeps_at_most_twice_the_workers_frames_in_flight() -> None:
+    frames = 12
+    stream = b"".join(compress.zstd_compress([_data(zstdframes.FRAME_INPUT * frames)], level=1))
+    in_flight: list[int] = []
+    with FrameDecoder(workers=2) as decoder:
+        pieces = decoder.feed(stream)  # the whole stream in one call
+        for _piece in pieces:
+            in_flight.append(len(decoder._pending))
+        list(decoder.finish())
+    assert max(in_flight) <= 4
+    assert decoder.frames == frames

@@ -134,6 +134,8 @@ class FrameDecoder:
             elif self._state == "sized":
                 if not self._cut_sized():
                     return
+                while len(self._pending) > 2 * self.workers:  # one feed may hold many frames
+                    yield self._pending.popleft().result()
             elif self._state == "skip":
                 dropped = min(self._skip, len(self._buf))
                 self._drop(dropped)

@@ -123,6 +123,24 @@ def test_a_truncated_archive_with_a_matching_checksum_fails_the_archive_step(
     assert not list(backup.path.parent.glob("*.partial"))
 
 
+@pytest.mark.parametrize(("backup", "complaint"), [
+    ({"format": "plain"}, "the gzip stream ends early"),
+    ({"format": "plain", "compression": "none"}, "end-of-dump line is missing"),
+])  # fmt: skip
+def test_a_truncated_plain_dump_with_a_matching_checksum_fails_the_archive_step(
+    pg18: PgServer, workdir: Path, backup: dict[str, str], complaint: str
+) -> None:
+    make_sample_db(pg18, "drill_trunc_plain", rows=300)
+    env = target_env(workdir, pg18, "drill_trunc_plain", backup=backup)
+    taken = env.backup()
+    os.truncate(taken.path, taken.size_bytes * 2 // 3)
+    _rewrite_checksum(taken)
+    outcome = _drill(env)
+    assert [c.name for c in outcome.failed_checks] == ["archive"]
+    assert complaint in outcome.failed_checks[0].detail
+    assert not _scratch_left(pg18)
+
+
 def _rewrite_checksum(backup: BackupOutcome) -> None:
     import hashlib
 

@@ -7,8 +7,8 @@ file), decompressing it at the same time into a private spool file beside the st
 ``*.partial`` files after a crash).  Nothing is restored before the checksum matched.
 
 The spool never fills the disk: while writing it, free space is checked, and below
-:func:`pgwarden.backup.spool.spool_floor` the spool is abandoned; the restore then streams the archive into a serial
-``pg_restore`` instead (:func:`decompressed`).  A damaged compressed stream is reported as the
+:func:`pgwarden.backup.spool.spool_floor` the spool is abandoned; the restore then streams the
+archive into a serial ``pg_restore`` instead (:func:`decompressed`).  A damaged compressed stream is reported as the
 ``archive`` step, after the checksum (which a damaged file normally fails first).
 """
 
@@ -65,17 +65,24 @@ def codec_of(manifest: Manifest) -> str | None:
     return codec
 
 
-class _Decoder(Protocol):
+class _Decoding(Protocol):
+    """Decompressed bytes in order, fed the artifact's chunks (:class:`zstdframes.FrameDecoder`
+    for zstd, :class:`_GzipMembers`, :class:`_Uncompressed`)."""
+
     @property
-    def eof(self) -> bool: ...
+    def inside_frame(self) -> bool: ...
 
-    def decompress(self, data: bytes | memoryview) -> bytes: ...
+    def feed(self, data: bytes) -> Iterator[zstdframes.Decoded]: ...
+
+    def finish(self) -> Iterator[zstdframes.Decoded]: ...
+
+    def close(self) -> None: ...
 
 
-def _decoder(codec: str, sink: zstdframes.FrameSink | None) -> _Decoder | zstdframes.FrameDecoder:
+def _decoding(codec: str | None, sink: zstdframes.FrameSink | None) -> _Decoding:
     if codec == "zstd":
         return zstdframes.FrameDecoder(sink=sink)
-    return _GzipMembers()
+    return _GzipMembers() if codec == "gzip" else _Uncompressed()
 
 
 class _GzipMembers:
@@ -83,24 +90,50 @@ class _GzipMembers:
 
     def __init__(self) -> None:
         self._d = zlib.decompressobj(31)
-        self.in_member = False
+        self.inside_frame = False
 
-    def decompress(self, data: bytes | memoryview) -> bytes:
+    def feed(self, data: bytes) -> Iterator[zstdframes.Decoded]:
+        # small inputs give small outputs, which the allocator reuses: a big fresh buffer per
+        # call costs a page fault per 4 KiB, more than the decompression itself
+        view = memoryview(data)
+        for start in range(0, len(view), _DECOMPRESS_INPUT):
+            out = self._decompress(view[start : start + _DECOMPRESS_INPUT])
+            if out:
+                yield zstdframes.Decoded(out, False)
+
+    def _decompress(self, data: bytes | memoryview) -> bytes:
         out = bytearray()
         while data:
-            self.in_member = True
+            self.inside_frame = True
             out += self._d.decompress(data)
             if self._d.eof:
                 data = self._d.unused_data
                 self._d = zlib.decompressobj(31)
-                self.in_member = False
+                self.inside_frame = False
             else:
                 data = b""
         return bytes(out)
 
-    @property
-    def eof(self) -> bool:
-        return not self.in_member
+    def finish(self) -> Iterator[zstdframes.Decoded]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+class _Uncompressed:
+    """A plain dump stored as it is: its bytes are the dump's."""
+
+    inside_frame = False
+
+    def feed(self, data: bytes) -> Iterator[zstdframes.Decoded]:
+        yield zstdframes.Decoded(data, False)
+
+    def finish(self) -> Iterator[zstdframes.Decoded]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
 
 
 def _cancelled(cancel: threading.Event | None) -> None:
@@ -161,7 +194,7 @@ class _Reader:
         self.size = 0
         self.damage: str | None = None
         self.notes: list[str] = []
-        self._decoder: _Decoder | zstdframes.FrameDecoder | None = None
+        self._decoder: _Decoding | None = None
         self._decode = spool is not None or plain
         self._tail = b""
         self._writer: SpoolWriter | None = None
@@ -173,10 +206,10 @@ class _Reader:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 fd = os.open(self.spool, flags, 0o600)
                 self._writer = SpoolWriter(fd, self.spool.parent, self.offsets)
-            if self.codec is not None:
+            if self._decode:
                 # whole zstd frames are written into the spool by the threads that decompress them
                 sink = self._writer.write_at if self._writer is not None else None
-                self._decoder = _decoder(self.codec, sink)
+                self._decoder = _decoding(self.codec, sink)
             # reading and SHA-256 on another core, beside the decompression
             with _HashingReader(self.artifact, self.sha) as chunks:
                 for chunk in chunks:
@@ -200,7 +233,7 @@ class _Reader:
             self.drop_spool()
             raise
         if self._decode and self.damage is None:
-            if self._decoder is not None and not self._decoder_at_end():
+            if self._decoder is not None and self._decoder.inside_frame:
                 self.damage = f"{self.artifact} is truncated: the {self.codec} stream ends early"
             elif self.plain and readback.PLAIN_TRAILER not in self._tail:
                 self.damage = (
@@ -208,47 +241,21 @@ class _Reader:
                 )
 
     def _take(self, chunk: bytes) -> None:
-        if isinstance(self._decoder, zstdframes.FrameDecoder):
-            try:
-                for out in self._decoder.feed(chunk):
-                    if self.damage is not None or not self._decode:
-                        return
-                    self._deliver(out.data, written=out.sunk)
-            except zstandard.ZstdError as exc:
-                self.damage = f"{self.artifact} is damaged: {exc}"
-            return
-        # small inputs give small outputs, which the allocator reuses: a big fresh buffer per
-        # call costs a page fault per 4 KiB, more than the decompression itself
-        view = memoryview(chunk)
-        for start in range(0, len(chunk), _DECOMPRESS_INPUT):
-            if self.damage is not None or not self._decode:
-                return
-            self._take_piece(view[start : start + _DECOMPRESS_INPUT])
-
-    def _take_piece(self, piece: memoryview) -> None:
-        try:
-            decoder = self._decoder
-            assert not isinstance(decoder, zstdframes.FrameDecoder)
-            out = decoder.decompress(piece) if decoder else piece.tobytes()
-        except (zstandard.ZstdError, zlib.error) as exc:
-            self.damage = f"{self.artifact} is damaged: {exc}"
-            return
-        self._deliver(out)
+        assert self._decoder is not None
+        self._decoded(self._decoder.feed(chunk))
 
     def _finish_decoding(self) -> None:
-        if isinstance(self._decoder, zstdframes.FrameDecoder):
-            try:
-                for out in self._decoder.finish():
-                    if self.damage is not None or not self._decode:
-                        return
-                    self._deliver(out.data, written=out.sunk)
-            except zstandard.ZstdError as exc:
-                self.damage = f"{self.artifact} is damaged: {exc}"
+        assert self._decoder is not None
+        self._decoded(self._decoder.finish())
 
-    def _decoder_at_end(self) -> bool:
-        if isinstance(self._decoder, zstdframes.FrameDecoder):
-            return not self._decoder.inside_frame
-        return self._decoder is None or self._decoder.eof
+    def _decoded(self, pieces: Iterator[zstdframes.Decoded]) -> None:
+        try:
+            for out in pieces:
+                if self.damage is not None or not self._decode:
+                    return
+                self._deliver(out.data, written=out.sunk)
+        except (zstandard.ZstdError, zlib.error) as exc:
+            self.damage = f"{self.artifact} is damaged: {exc}"
 
     def _deliver(self, out: bytes, *, written: bool = False) -> None:
         """Decompressed bytes, in order: the plain dump's tail kept, the spool written."""
@@ -273,7 +280,7 @@ class _Reader:
             self.spool = None
 
     def close(self) -> None:
-        if isinstance(self._decoder, zstdframes.FrameDecoder):
+        if self._decoder is not None:
             self._decoder.close()
         if self._writer is not None:
             self._writer.close()

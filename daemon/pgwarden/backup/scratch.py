@@ -5,8 +5,8 @@ target's own server.  A drill restores into ``pgwarden_verify_<target>_<stamp>_<
 (:func:`scratch_name`; at most 63 bytes, PostgreSQL's identifier limit), created from
 ``template0`` and marked with a comment saying which drill owns it (host, pid, target).
 
-:class:`ScratchDatabase` creates it on entry and drops it ``WITH (FORCE)`` on exit, whatever
-happened in between.  After a crash, :func:`drop_leftovers` finds scratch databases by name
+:class:`ScratchDatabase` creates it on a thread (while the drill checks the artifact) and drops
+it ``WITH (FORCE)`` at the end of the block, whatever happened in between.  After a crash, :func:`drop_leftovers` finds scratch databases by name
 prefix and drops those whose drill is gone (its process is not alive on this host, or the
 comment is missing); a drill running right now in another pgwarden process is left alone.
 
@@ -85,8 +85,7 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 class ScratchDatabase:
-    """A scratch database that exists exactly for the duration of a ``with`` block (created on
-    entry), or of a :meth:`creating` block (created on a thread meanwhile)."""
+    """A scratch database that exists exactly for the duration of a :meth:`creating` block."""
 
     def __init__(
         self, spec: ConnSpec, conn: psycopg.Connection[Any], name: str, target: str
@@ -100,10 +99,6 @@ class ScratchDatabase:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def __enter__(self) -> ScratchDatabase:
-        self._create()
-        return self
-
     @contextmanager
     def creating(self) -> Iterator[ScratchDatabase]:
         """Create it on a thread while the block runs (copying ``template0`` takes 0.1-0.3 s
@@ -116,7 +111,7 @@ class ScratchDatabase:
         finally:
             self._join()
             if self.created:
-                self.__exit__()
+                self._drop_at_end()
 
     def wait(self) -> None:
         """Until it exists; raises what its creation raised."""
@@ -157,7 +152,7 @@ class ScratchDatabase:
         drop_database(self.conn, self.name)
         self.dropped = True
 
-    def __exit__(self, *_exc: object) -> None:
+    def _drop_at_end(self) -> None:
         try:
             self.drop()
         except psycopg.Error as exc:

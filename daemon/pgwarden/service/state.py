@@ -8,6 +8,7 @@ verify right after it when ``after_backup`` is set), and it owns crash recovery 
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,22 @@ RESTART_ONLY = (
     ("daemon", "state_dir"), ("daemon", "catalog_url"), ("daemon", "socket"),
     ("metrics", "listen"), ("metrics", "enabled"), ("storage", "path"),
 )  # fmt: skip
+
+
+#: what the start-up checks, the jobs and the monitor import when they first run
+BACKGROUND_MODULES = (
+    "pgwarden.backup.jobs", "pgwarden.backup.outcome", "pgwarden.backup.verify",
+    "pgwarden.backup.locks", "pgwarden.backup.prune", "pgwarden.monitor.thread",
+)  # fmt: skip
+
+
+def import_background_modules() -> None:
+    """Import, on the calling (main) thread, every module a background thread would import
+    lazily.  Two threads importing overlapping modules at once can deadlock in Python's import
+    locks (``_DeadlockError``: seen as a daemon that exits at start-up): the start-up checks'
+    thread and the main thread both pulled in ``pgwarden.pg`` here."""
+    for name in BACKGROUND_MODULES:
+        importlib.import_module(name)
 
 
 @dataclass
@@ -72,6 +89,7 @@ class ServiceState:
         if interrupted:
             log.warning("runs interrupted by the previous stop", count=interrupted)
         outcomes.restore_gauges(self)
+        import_background_modules()
         # server checks may wait on a connect timeout: they must not delay READY=1
         threading.Thread(target=self.check_servers, name="startup-checks", daemon=True).start()
 

@@ -141,22 +141,42 @@ def zstd_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
             raise zstandard.ZstdError("the zstd stream is truncated")
 
 
-def gzip_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a (multi-member) gzip stream; raises ``zlib.error`` when damaged/truncated."""
-    decompressor = zlib.decompressobj(31)
-    in_member = False
-    for chunk in chunks:
-        data = chunk
-        while data:
-            in_member = True
-            out = decompressor.decompress(data)
+class GzipMembers:
+    """Incremental decompression of a multi-member gzip stream (pgwarden's parallel gzip)."""
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(31)
+        #: whether the input so far stops in the middle of a member
+        self.inside_frame = False
+
+    def pieces(self, chunk: bytes) -> Iterator[bytes]:
+        """The output of ``chunk``, decompressed ``DECOMPRESS_PIECE`` bytes of input at a time:
+        small inputs give small outputs, which the allocator reuses (a big fresh buffer per
+        call costs a page fault per 4 KiB, more than the decompression itself)."""
+        view = memoryview(chunk)
+        for start in range(0, len(view), DECOMPRESS_PIECE):
+            out = self._decompress(view[start : start + DECOMPRESS_PIECE])
             if out:
                 yield out
-            if decompressor.eof:
-                data = decompressor.unused_data
-                decompressor = zlib.decompressobj(31)
-                in_member = False
+
+    def _decompress(self, data: bytes | memoryview) -> bytes:
+        out = bytearray()
+        while data:
+            self.inside_frame = True
+            out += self._d.decompress(data)
+            if self._d.eof:
+                data = self._d.unused_data
+                self._d = zlib.decompressobj(31)
+                self.inside_frame = False
             else:
                 data = b""
-    if in_member:
+        return bytes(out)
+
+
+def gzip_decompress(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress a (multi-member) gzip stream; raises ``zlib.error`` when damaged/truncated."""
+    members = GzipMembers()
+    for chunk in chunks:
+        yield from members.pieces(chunk)
+    if members.inside_frame:
         raise zlib.error("the gzip stream is truncated")

@@ -36,9 +36,6 @@ from pgwarden.logsetup import get_logger
 
 log = get_logger("pgwarden.verify")
 
-#: compressed input per decompression call of a gzip stream (see compress.DECOMPRESS_PIECE)
-_DECOMPRESS_INPUT = compress.DECOMPRESS_PIECE
-
 
 @dataclass
 class Staged:
@@ -86,33 +83,18 @@ def _decoding(codec: str | None, sink: zstdframes.FrameSink | None) -> _Decoding
 
 
 class _GzipMembers:
-    """Incremental decompression of a multi-member gzip stream (pgwarden's parallel gzip)."""
+    """:class:`compress.GzipMembers` behind the decoding interface."""
 
     def __init__(self) -> None:
-        self._d = zlib.decompressobj(31)
-        self.inside_frame = False
+        self._members = compress.GzipMembers()
+
+    @property
+    def inside_frame(self) -> bool:
+        return self._members.inside_frame
 
     def feed(self, data: bytes) -> Iterator[zstdframes.Decoded]:
-        # small inputs give small outputs, which the allocator reuses: a big fresh buffer per
-        # call costs a page fault per 4 KiB, more than the decompression itself
-        view = memoryview(data)
-        for start in range(0, len(view), _DECOMPRESS_INPUT):
-            out = self._decompress(view[start : start + _DECOMPRESS_INPUT])
-            if out:
-                yield zstdframes.Decoded(out, False)
-
-    def _decompress(self, data: bytes | memoryview) -> bytes:
-        out = bytearray()
-        while data:
-            self.inside_frame = True
-            out += self._d.decompress(data)
-            if self._d.eof:
-                data = self._d.unused_data
-                self._d = zlib.decompressobj(31)
-                self.inside_frame = False
-            else:
-                data = b""
-        return bytes(out)
+        for out in self._members.pieces(data):
+            yield zstdframes.Decoded(out, False)
 
     def finish(self) -> Iterator[zstdframes.Decoded]:
         return iter(())

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from pgwarden.backup.retention import plan
 from pgwarden.catalog import BackupRecord
 from pgwarden.config import RetentionSettings
+from pgwarden.retention.plan import plan
 
 GOAL_S = 1.0
 ROUNDS = 5

@@ -124,7 +124,7 @@ def pgwarden_streamed(config: Path) -> dict[str, Any]:
         "import json, sys\n"
         "from pgwarden import config as c, logsetup\n"
         "logsetup.configure('warning', 'auto', sys.stderr)\n"
-        "from pgwarden.backup.verify import VerifyRequest, run_verification\n"
+        "from pgwarden.restore.drill import VerifyRequest, run_verification\n"
         "from pgwarden.catalog import open_catalog\n"
         "from pgwarden.storage import LocalStorage\n"
         f"cfg = c.load({str(config)!r})\n"

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import pytest
 
-from pgwarden.backup.manifest import Manifest
+from pgwarden.archive.manifest import Manifest
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.errors import IncompatibleToolError
 from tests.helpers import make_config, open_env, pipe_with, target_doc
@@ -146,7 +146,8 @@ def test_globals_are_kept_in_the_manifest_without_passwords(pg18: PgServer, work
 def test_stream_check_parses_the_archive_to_its_end(pg18: PgServer, workdir: Path) -> None:
     """The parse that runs while a backup is written rejects a truncated archive even when
     the compression around it is intact (pg_restore --list alone would accept it)."""
-    from pgwarden.backup import compress, readback
+    from pgwarden.archive import compress
+    from pgwarden.backup import readback
     from pgwarden.errors import BackupError
     from pgwarden.pg.binaries import find_tool
 

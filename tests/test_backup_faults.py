@@ -21,7 +21,7 @@ import psutil
 import psycopg
 import pytest
 
-from pgwarden.backup.manifest import Manifest
+from pgwarden.archive.manifest import Manifest
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.errors import BackupError, InsufficientSpaceError, PgwardenError, ToolError
 from tests.helpers import Env, make_config, open_env, target_doc

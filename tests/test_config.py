@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgwarden import config as config_mod
-from pgwarden import config_render
 from pgwarden.config import parse
+from pgwarden.config import render as config_render
 from pgwarden.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 
 from pgwarden.backup import facts
+from pgwarden.pg import introspect
 from tests.pgservers import PgServer
 from tests.sampledata import make_sample_db
 
@@ -28,9 +29,9 @@ def test_a_probe_returns_the_exact_nearest_neighbours(pg18: PgServer) -> None:
     make_sample_db(pg18, "facts_probe", rows=2000, dim=8)
     key = 17
     with psycopg.connect(pg18.dsn("facts_probe")) as conn, conn.transaction():
-        found = facts.probe_neighbours(conn, "public", "documents", "embedding", "id",
+        found = introspect.probe_neighbours(conn, "public", "documents", "embedding", "id",
                                        str(key), 10)  # fmt: skip
-        gone = facts.probe_neighbours(conn, "public", "documents", "embedding", "id",
+        gone = introspect.probe_neighbours(conn, "public", "documents", "embedding", "id",
                                       "-1", 10)  # fmt: skip
     # the same order from a brute-force sort of every distance (no LIMIT, no index)
     brute = pg18.execute(

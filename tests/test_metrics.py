@@ -25,14 +25,8 @@ from structlog.testing import capture_logs
 
 from pgwarden.config import Config
 from pgwarden.errors import ConfigError
-from pgwarden.metrics import (
-    BasicAuth,
-    Metrics,
-    MetricsServer,
-    is_loopback,
-    sha_crypt,
-    tls_context,
-)
+from pgwarden.metrics import Metrics, MetricsServer
+from pgwarden.metrics.http import BasicAuth, is_loopback, sha_crypt, tls_context
 from pgwarden.service import outcomes
 from pgwarden.service.jobs import Job
 from pgwarden.service.state import ServiceState

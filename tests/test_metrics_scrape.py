@@ -28,7 +28,8 @@ import psycopg
 
 from pgwarden.control.client import ControlClient
 from pgwarden.errors import PgwardenError
-from pgwarden.metrics import BasicAuth, Metrics, MetricsServer, tls_context
+from pgwarden.metrics import Metrics, MetricsServer
+from pgwarden.metrics.http import BasicAuth, tls_context
 from pgwarden.monitor.thread import MonitorThread
 from pgwarden.service import outcomes
 from pgwarden.service.jobs import Job

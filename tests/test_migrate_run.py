@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pgwarden import logsetup
-from pgwarden.backup.manifest import Manifest
+from pgwarden.archive.manifest import Manifest
 from pgwarden.migrate import (
     LedgerStore,
     MigrationFailed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pgwarden.service.notify import Notifier
+from pgwarden.service.sdnotify import Notifier
 
 
 def test_messages_reach_a_path_socket(tmp_path: Path) -> None:

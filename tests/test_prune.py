@@ -6,12 +6,12 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
-from pgwarden.backup import retention
-from pgwarden.backup.locks import BackupLocks
-from pgwarden.backup.prune import prune_target
-from pgwarden.backup.reconcile import find_problems
 from pgwarden.catalog import BackupRecord
+from pgwarden.retention import plan as retention
+from pgwarden.retention.prune import prune_target
+from pgwarden.retention.reconcile import find_problems
 from pgwarden.storage import manifest_name
+from pgwarden.storage.locks import BackupLocks
 from tests.test_retention_support import StoreFactory, days, immutable, new_store, source_db
 
 __all__ = ["new_store", "source_db"]  # the fixtures, imported for pytest
@@ -154,7 +154,7 @@ def test_a_backup_in_use_is_kept_this_time(new_store: StoreFactory) -> None:
     state_dir = store.config.daemon.state_dir
     code = (
         "import sys\n"
-        "from pgwarden.backup.locks import BackupLocks\n"
+        "from pgwarden.storage.locks import BackupLocks\n"
         f"with BackupLocks({str(state_dir)!r}).shared({old.id!r}):\n"
         "    print('restoring', flush=True)\n"
         "    sys.stdin.read()\n"

@@ -7,8 +7,8 @@ import shutil
 from datetime import UTC, datetime
 from typing import Any
 
-from pgwarden.backup.reconcile import find_problems, rebuild_catalog
 from pgwarden.catalog import BackupRecord
+from pgwarden.retention.reconcile import find_problems, rebuild_catalog
 from pgwarden.storage import backup_name, manifest_name
 from tests.test_retention_support import Store, StoreFactory, days, new_store, source_db
 

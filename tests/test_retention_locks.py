@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.backup.locks import BackupLocks
 from pgwarden.errors import BusyError
+from pgwarden.storage.locks import BackupLocks
 
 A = "a" * 32
 B = "b" * 32
@@ -80,7 +80,7 @@ def test_a_discarded_lock_file_never_splits_holders(tmp_path: Path) -> None:
 def test_a_lock_held_by_another_process_and_released_by_its_death(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from pgwarden.backup.locks import BackupLocks\n"
+        "from pgwarden.storage.locks import BackupLocks\n"
         f"with BackupLocks({str(tmp_path)!r}).shared({A!r}):\n"
         "    print('held', flush=True)\n"
         "    sys.stdin.read()\n"

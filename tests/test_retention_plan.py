@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgwarden.backup import retention
-from pgwarden.backup.retention import DELETE, KEEP, Plan, plan
 from pgwarden.catalog import BackupRecord
 from pgwarden.config import RetentionSettings
+from pgwarden.retention import plan as retention
+from pgwarden.retention.plan import DELETE, KEEP, Plan, plan
 
 NOW = datetime(2025, 6, 15, 12, 0, tzinfo=UTC)
 

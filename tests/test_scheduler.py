@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgwarden import cronexpr
+from pgwarden.config import cron as cronexpr
 from pgwarden.config import parse
 from pgwarden.service.clock import FakeClock
 from pgwarden.service.scheduler import ScheduleKey, Scheduler

@@ -1,4 +1,4 @@
-"""The drill's read of an artifact (:mod:`pgwarden.backup.staging`): read and hashed on a
+"""The drill's read of an artifact (:mod:`pgwarden.restore.staging`): read and hashed on a
 thread of its own, handed on in order; a reader that stops early leaves no thread behind, and
 a read error reaches the reader."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.backup.staging import _HashingReader
+from pgwarden.restore.staging import _HashingReader
 
 
 def test_chunks_come_in_order_and_the_hash_covers_them_all(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from pgwarden.backup.manifest import Manifest
-from pgwarden.backup.outcome import DrillFailed, VerifyOutcome
+from pgwarden.archive.manifest import Manifest
 from pgwarden.backup.take import BackupOutcome
-from pgwarden.backup.verify import VerifyRequest, run_verification
+from pgwarden.restore.drill import VerifyRequest, run_verification
+from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from tests.helpers import Env, target_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.backup.customtoc import POS_NOT_SET, POS_SET, OffsetFinder, read_toc
+from pgwarden.archive.customtoc import POS_NOT_SET, POS_SET, OffsetFinder, read_toc
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db, table_fingerprints
 

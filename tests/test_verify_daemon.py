@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from pgwarden.backup import jobs
-from pgwarden.backup.outcome import DrillFailed
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.metrics import Metrics
+from pgwarden.restore.outcome import DrillFailed
+from pgwarden.service import jobkinds as jobs
 from pgwarden.service.jobs import Job
 from pgwarden.service.state import ServiceState
 from tests.helpers import make_config, open_env, target_doc

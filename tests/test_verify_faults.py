@@ -18,7 +18,7 @@ import psutil
 import tomli_w
 
 from pgwarden import config as config_mod
-from pgwarden.backup.verify import (
+from pgwarden.restore.drill import (
     VerifyRequest,
     drop_leftover_scratch_databases,
     run_verification,
@@ -94,7 +94,7 @@ def _drill_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
     code = (
         "import sys\n"
         "from pgwarden import config as c\n"
-        "from pgwarden.backup.verify import VerifyRequest, run_verification\n"
+        "from pgwarden.restore.drill import VerifyRequest, run_verification\n"
         "from pgwarden.catalog import open_catalog\n"
         "from pgwarden.storage import LocalStorage\n"
         f"cfg = c.load({str(config)!r})\n"
@@ -223,8 +223,8 @@ def test_cancel_during_checks_stops_a_long_query(pg18: PgServer, workdir: Path) 
 def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
     pg18: PgServer, workdir: Path, monkeypatch: Any
 ) -> None:
-    from pgwarden.backup import verify
-    from pgwarden.backup.locks import BackupLocks
+    from pgwarden.restore import drill as verify
+    from pgwarden.storage.locks import BackupLocks
 
     make_sample_db(pg18, "locked", rows=50, vectors=False)
     env = open_env(config_mod.load(_config(workdir, pg18, "locked")))

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pgwarden.backup import zstdframes
-from pgwarden.backup.customtoc import POS_SET, read_toc
-from pgwarden.backup.manifest import Manifest
-from pgwarden.backup.staging import checksum_and_stage
-from pgwarden.backup.verify import VerifyRequest, run_verification
-from pgwarden.backup.zstdframes import FrameDecoder
+from pgwarden.archive import zstdframes
+from pgwarden.archive.customtoc import POS_SET, read_toc
+from pgwarden.archive.manifest import Manifest
+from pgwarden.archive.zstdframes import FrameDecoder
+from pgwarden.restore.drill import VerifyRequest, run_verification
+from pgwarden.restore.staging import checksum_and_stage
 from tests.helpers import Env, make_config, open_env, target_doc, target_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db

@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgwarden.backup.outcome import VerifyOutcome
 from pgwarden.backup.take import BackupOutcome
-from pgwarden.backup.verify import VerifyRequest, run_verification
+from pgwarden.restore.drill import VerifyRequest, run_verification
+from pgwarden.restore.outcome import VerifyOutcome
 from tests.helpers import Env, target_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db

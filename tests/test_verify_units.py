@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgwarden.backup import scratch
-from pgwarden.backup.checks import evaluate
-from pgwarden.backup.outcome import StepError
-from pgwarden.backup.pgrestore import classify
 from pgwarden.config import SqlCheck
+from pgwarden.restore import scratch
+from pgwarden.restore.checks import evaluate
+from pgwarden.restore.outcome import StepError
+from pgwarden.restore.pgrestore import classify
 
 
 @given(st.text(min_size=1, max_size=200))

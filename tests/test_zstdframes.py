@@ -1,4 +1,4 @@
-"""zstd in frames (:mod:`pgwarden.backup.zstdframes`, ``compress.zstd_compress``): what pgwarden
+"""zstd in frames (:mod:`pgwarden.archive.zstdframes`, ``compress.zstd_compress``): what pgwarden
 writes is read by the stock ``zstd`` tool, and pgwarden reads every kind of zstd stream (its own
 frames, one big frame, frames without a size, skippable frames) exactly as ``zstd -dc`` does,
 in pieces of any size; damage and truncation are reported."""
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pgwarden.backup import compress, zstdframes
-from pgwarden.backup.zstdframes import FrameDecoder
+from pgwarden.archive import compress, zstdframes
+from pgwarden.archive.zstdframes import FrameDecoder
 
 
 def _data(size: int, seed: int = 1) -> bytes:

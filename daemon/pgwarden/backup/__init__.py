@@ -1,2 +1,2 @@
-"""Backups: dump (``take``), manifest, snapshot facts, compression stages, readback checks,
-retention planning, restore drills and restores.  ``jobs`` adapts them to the daemon."""
+"""Taking a backup: the dump plan, the ``pg_dump`` pipeline, the snapshot facts recorded with it,
+and the read-back that proves the archive whole before it is published."""

@@ -7,8 +7,8 @@ extensions, and records pgvector probes: for a few stored vectors per vector col
 their ``k`` exact nearest neighbours.  Index scans are disabled for the probes, because
 ivfflat and HNSW searches are approximate and a probe must be reproducible after a restore.
 
-The same queries (:func:`count_rows`, :func:`probe_neighbours`) run again on the restored
-database during verification.
+The queries themselves (:mod:`pgwarden.pg.introspect`) run again on the restored database
+during verification.
 """
 
 from __future__ import annotations
@@ -19,20 +19,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwarden.backup.manifest import TableCount, VectorProbe
-
-TABLES_SQL = """
-SELECT n.nspname, c.relname, pg_table_size(c.oid), c.reltuples::bigint
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm')
-  AND c.relpersistence <> 't'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
-  AND (c.relkind <> 'm' OR c.relispopulated)
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1, 2
-"""
+from pgwarden.archive.manifest import TableCount, VectorProbe
+from pgwarden.pg.introspect import (
+    count_rows,
+    list_extensions,
+    list_tables,
+    probe_neighbours,
+    qualified,
+)
 
 # vector columns of ordinary tables that have a single-column primary key
 VECTOR_COLUMNS_SQL = """
@@ -62,76 +56,6 @@ class Facts:
     vector_probes: tuple[VectorProbe, ...]
 
 
-def _qualified(schema: str, table: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-
-
-def list_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str, int, int]]:
-    return [(r[0], r[1], int(r[2] or 0), int(r[3] or 0)) for r in conn.execute(TABLES_SQL)]
-
-
-def count_rows(conn: psycopg.Connection[Any], schema: str, table: str) -> int:
-    query = sql.SQL("SELECT count(*) FROM ONLY {}").format(_qualified(schema, table))
-    row = conn.execute(query).fetchone()
-    return int(row[0]) if row else 0
-
-
-def list_extensions(conn: psycopg.Connection[Any]) -> tuple[dict[str, str], ...]:
-    rows = conn.execute("SELECT extname, extversion FROM pg_extension ORDER BY 1").fetchall()
-    return tuple({"name": r[0], "version": r[1]} for r in rows if r[0] != "plpgsql")
-
-
-def exact_search(conn: psycopg.Connection[Any], exact: bool = True) -> None:
-    """Make nearest-neighbour queries exact in this transaction (no approximate index), or
-    allow index scans again (``exact=False``)."""
-    value = "off" if exact else "on"
-    conn.execute(f"SET LOCAL enable_indexscan = {value}")
-    conn.execute(f"SET LOCAL enable_bitmapscan = {value}")
-
-
-def _column_types(
-    conn: psycopg.Connection[Any], tbl: sql.Composed, *columns: str
-) -> dict[str, sql.SQL]:  # fmt: skip
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s) AND NOT a.attisdropped",
-        (tbl.as_string(conn), list(columns)),
-    ).fetchall()
-    return {str(r[0]): sql.SQL(str(r[1])) for r in rows}
-
-
-def probe_neighbours(
-    conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
-    key: str, k: int,
-) -> tuple[str, ...] | None:  # fmt: skip
-    """Ids of the ``k`` rows nearest (L2) to the row ``key``; ``None`` if that row is gone.
-
-    Runs inside a transaction (it sets ``enable_indexscan`` locally).  The probe row's vector
-    is fetched first through the primary key (the recorded key, as text, cast to the key
-    column's own type); then the exact search, with index scans off, takes that vector as a
-    parameter: a plain scan with a top-k sort, which needs no statistics (a freshly restored
-    table has none) and runs in parallel where the server allows."""
-    tbl = _qualified(schema, table)
-    types = _column_types(conn, tbl, key_column, column)
-    key_type = types.get(key_column, sql.SQL("text"))
-    exact_search(conn, False)
-    row = conn.execute(
-        sql.SQL("SELECT {col}::text FROM {tbl} WHERE {key} = %s::{typ}").format(
-            col=sql.Identifier(column), tbl=tbl, key=sql.Identifier(key_column), typ=key_type),
-        (key,),
-    ).fetchone()  # fmt: skip
-    if row is None or row[0] is None:
-        return None
-    exact_search(conn)
-    query = sql.SQL(
-        "SELECT {key}::text FROM {tbl} WHERE {col} IS NOT NULL "
-        "ORDER BY {col} <-> %s::{vtype}, {key} LIMIT %s"
-    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
-             vtype=types.get(column, sql.SQL("vector")))  # fmt: skip
-    rows = conn.execute(query, (row[0], k)).fetchall()
-    return tuple(str(r[0]) for r in rows) if rows else None
-
-
 #: tables with more rows than this pick their probe rows from a sample of pages, not a scan
 SAMPLE_ABOVE_ROWS = 20_000
 
@@ -145,7 +69,7 @@ def _probe_keys(
     A big table is sampled (``TABLESAMPLE SYSTEM ... REPEATABLE``: a few pages instead of a
     scan that competes with pg_dump); the whole table is the fallback when the sample holds
     too few rows with a vector."""
-    tbl = _qualified(schema, table)
+    tbl = qualified(schema, table)
     query = sql.SQL(
         "SELECT {key}::text FROM {tbl}{sample} WHERE {col} IS NOT NULL "
         "ORDER BY md5({key}::text) LIMIT %s"

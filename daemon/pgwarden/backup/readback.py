@@ -23,55 +23,27 @@ import hashlib
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import zstandard
 
-from pgwarden.backup import compress, pipetee
-from pgwarden.backup.manifest import Manifest
+from pgwarden.archive import compress
+from pgwarden.archive.digest import (
+    PLAIN_TRAILER,
+    Digest,
+    directory_digest,
+    file_digest,
+    hashing,
+)
+from pgwarden.archive.manifest import Manifest
+from pgwarden.backup import pipetee
 from pgwarden.errors import BackupError, ToolError
 from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool
 
 log = get_logger("pgwarden.readback")
-
-PLAIN_TRAILER = b"PostgreSQL database dump complete"
-
-
-@dataclass(frozen=True)
-class Digest:
-    size_bytes: int
-    sha256: str
-    files: dict[str, str]
-
-
-def _hashing(path: Path, digest: hashlib._Hash, counter: list[int]) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as fh:
-            for chunk in compress.read_chunks(fh):
-                digest.update(chunk)
-                counter[0] += len(chunk)
-                yield chunk
-    except OSError as exc:
-        raise BackupError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def directory_digest(path: Path) -> Digest:
-    """Per-file SHA-256 of a directory archive, and one SHA-256 over the sorted listing."""
-    files: dict[str, str] = {}
-    size = 0
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        counter = [0]
-        for _ in _hashing(item, digest, counter):
-            pass
-        files[str(item.relative_to(path))] = digest.hexdigest()
-        size += counter[0]
-    listing = "".join(f"{name} {sha}\n" for name, sha in sorted(files.items()))
-    return Digest(size, hashlib.sha256(listing.encode()).hexdigest(), files)
 
 
 def _decoded(chunks: Iterable[bytes], codec: str, stage: str) -> Iterator[bytes]:
@@ -120,7 +92,7 @@ def check_artifact(
 
     sha = hashlib.sha256()
     counter = [0]
-    raw = _hashing(artifact, sha, counter)
+    raw = hashing(artifact, sha, counter)
     try:
         if manifest.format == "plain":
             tail = b""
@@ -210,14 +182,6 @@ class StreamCheck:
             tool.wait()
 
 
-def file_digest(path: Path) -> Digest:
-    sha = hashlib.sha256()
-    counter = [0]
-    for _ in _hashing(path, sha, counter):
-        pass
-    return Digest(counter[0], sha.hexdigest(), {})
-
-
 def _check_restore(result: process.ToolResult, artifact: Path) -> None:
     if result.cancelled:
         raise BackupError("readback cancelled")
@@ -228,4 +192,4 @@ def _check_restore(result: process.ToolResult, artifact: Path) -> None:
         )
 
 
-__all__ = ["Digest", "ToolError", "check_artifact", "directory_digest"]
+__all__ = ["Digest", "ToolError", "check_artifact", "directory_digest", "file_digest"]

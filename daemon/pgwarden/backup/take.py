@@ -29,9 +29,10 @@ from typing import Any
 
 import psycopg
 
-from pgwarden.backup import compress, pgdump, readback
+from pgwarden.archive import compress
+from pgwarden.archive.manifest import Manifest
+from pgwarden.backup import pgdump, readback
 from pgwarden.backup.facts import Facts, SnapshotSession
-from pgwarden.backup.manifest import Manifest
 from pgwarden.catalog import Catalog
 from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import (

@@ -40,8 +40,8 @@ def render(results: list[CheckResult]) -> str:
 def storage_checks(config: Config, target: str | None) -> dict[str, CheckResult]:
     """Per target: do catalog and storage agree (files without a manifest, manifests without
     their file, catalog rows without either)?  Repaired by ``pgwarden catalog rebuild``."""
-    from pgwarden.backup.reconcile import find_problems
     from pgwarden.catalog import open_catalog
+    from pgwarden.retention.reconcile import find_problems
     from pgwarden.storage import open_storage
 
     names = [target] if target else [t.name for t in config.targets]

@@ -8,7 +8,7 @@ import os
 import sys
 
 from pgwarden import config as config_mod
-from pgwarden import config_render
+from pgwarden.config import render as config_render
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError
 
 

@@ -14,6 +14,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pgwarden.demo import run_demo
+    from pgwarden.commands.demo import run_demo
 
     return run_demo(args.dir, args.duration)

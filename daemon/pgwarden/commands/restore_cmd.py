@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from pgwarden.backup.outcome import CheckResult, VerifyOutcome
-from pgwarden.backup.restore import RestoreOutcome, RestoreRequest, restore_backup
-from pgwarden.backup.verify import VerifyRequest, run_verification
 from pgwarden.commands.context import command_env
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
+from pgwarden.restore.drill import VerifyRequest, run_verification
+from pgwarden.restore.outcome import CheckResult, VerifyOutcome
+from pgwarden.restore.real import RestoreOutcome, RestoreRequest, restore_backup
 
 
 @contextmanager

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from pgwarden.backup.locks import BackupLocks
-from pgwarden.backup.prune import PruneOutcome, prune_target
-from pgwarden.backup.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
 from pgwarden.commands.context import command_env, human_bytes, table
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, PgwardenError, UsageError
+from pgwarden.retention.prune import PruneOutcome, prune_target
+from pgwarden.retention.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
+from pgwarden.storage.locks import BackupLocks
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ Decisions written down here:
 - ``reload`` validates the file itself first (pure), so a bad file is answered with every
   problem; then it asks the main loop to apply it and waits (<= 10 s) to see it in force.
 - ``pin``/``unpin`` use the same function as ``pgwarden pin``
-  (:func:`pgwarden.backup.reconcile.set_pin`): the catalog and the manifest, under the
+  (:func:`pgwarden.retention.reconcile.set_pin`): the catalog and the manifest, under the
   backup's lock.
 """
 
@@ -33,10 +33,8 @@ from typing import Any
 
 from pgwarden import __version__
 from pgwarden import config as config_mod
-from pgwarden.backup.locks import BackupLocks
-from pgwarden.backup.reconcile import set_pin
 from pgwarden.catalog.records import BackupRecord, TargetSummary
-from pgwarden.config_render import effective_dict
+from pgwarden.config.render import effective_dict
 from pgwarden.control.calls import Call, DaemonView, Handler, StateView, follow, parts
 from pgwarden.control.protocol import (
     BAD_ARGUMENT,
@@ -48,7 +46,9 @@ from pgwarden.control.protocol import (
 )
 from pgwarden.errors import CatalogError
 from pgwarden.metrics import Metrics
+from pgwarden.retention.reconcile import set_pin
 from pgwarden.service.jobs import Job
+from pgwarden.storage.locks import BackupLocks
 
 RELOAD_WAIT = 10.0  # how long ``reload`` waits for the main loop to apply the file
 

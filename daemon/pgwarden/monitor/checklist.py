@@ -36,9 +36,9 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from pgwarden import cronexpr
 from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.config import Config, Credentials, TargetConfig
+from pgwarden.config import cron as cronexpr
 from pgwarden.errors import PgwardenError
 from pgwarden.monitor.dbchecks import POOLING_GAP_S, POOLING_SAMPLES, database_checks
 from pgwarden.monitor.verdicts import CheckResult, Status

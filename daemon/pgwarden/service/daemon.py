@@ -28,8 +28,8 @@ from pgwarden.errors import ConfigError, PgwardenError
 from pgwarden.metrics import Metrics, MetricsServer
 from pgwarden.service.clock import Clock, SystemClock
 from pgwarden.service.jobs import Job, JobRunner
-from pgwarden.service.notify import Notifier
 from pgwarden.service.scheduler import ScheduleKey, Scheduler
+from pgwarden.service.sdnotify import Notifier
 from pgwarden.service.state import ServiceState
 
 log = logsetup.get_logger("pgwarden.daemon")

@@ -1,6 +1,6 @@
 """Cron schedules per target and job kind: which runs are due now, and when the next one is.
 
-Fire times are computed in wall-clock time of the configured timezone (:mod:`pgwarden.cronexpr`);
+Fire times are computed in wall-clock time of the configured timezone (:mod:`pgwarden.config.cron`);
 the daemon sleeps on monotonic time until the earliest one.  After downtime, at most one
 catch-up run per schedule: when the first fire time after the last recorded run is already
 past at start-up.  Missed fires while running (a long job, a suspended VM) also collapse into
@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pgwarden import cronexpr
 from pgwarden.config import Config
+from pgwarden.config import cron as cronexpr
 
 JOB_KINDS = ("backup", "verify", "prune")
 

@@ -38,8 +38,8 @@ RESTART_ONLY = (
 
 #: what the start-up checks, the jobs and the monitor import when they first run
 BACKGROUND_MODULES = (
-    "pgwarden.backup.jobs", "pgwarden.backup.outcome", "pgwarden.backup.verify",
-    "pgwarden.backup.locks", "pgwarden.backup.prune", "pgwarden.monitor.thread",
+    "pgwarden.service.jobkinds", "pgwarden.restore.outcome", "pgwarden.restore.drill",
+    "pgwarden.storage.locks", "pgwarden.retention.prune", "pgwarden.monitor.thread",
 )  # fmt: skip
 
 
@@ -97,7 +97,7 @@ class ServiceState:
         """Once at start-up, per target: drop scratch databases a crashed drill left behind,
         and check that a usable pg_dump exists — so an operator learns of a missing
         postgresql-client-N at noon (log, metric, ``pgwarden check``), not at 3 AM."""
-        from pgwarden.backup.verify import drop_leftover_scratch_databases
+        from pgwarden.restore.drill import drop_leftover_scratch_databases
 
         for target in self.config.targets:
             try:
@@ -115,7 +115,7 @@ class ServiceState:
 
     # -- jobs ------------------------------------------------------------------------------
     def job_functions(self) -> dict[str, JobFunction]:
-        from pgwarden.backup import jobs as backup_jobs
+        from pgwarden.service import jobkinds as backup_jobs
 
         def bind(fn: Callable[[Job, ServiceState], dict[str, Any]]) -> JobFunction:
             return lambda job: fn(job, self)

@@ -28,31 +28,27 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from pgwarden.backup import checks, pgrestore, scratch, staging
-from pgwarden.backup.locks import BackupLocks
-from pgwarden.backup.manifest import Manifest
-from pgwarden.backup.outcome import CheckResult, DrillFailed, StepError, VerifyOutcome
 from pgwarden.catalog import Catalog
-from pgwarden.catalog.records import BackupRecord
 from pgwarden.config import Config, TargetConfig
-from pgwarden.errors import BackupError, NotFoundError, PgwardenError, UsageError
+from pgwarden.errors import BackupError, PgwardenError, UsageError
 from pgwarden.logsetup import get_logger, scrub
 from pgwarden.pg.server import server_major
-from pgwarden.storage import Storage, manifest_name
+from pgwarden.restore import checks, pgrestore, scratch, staging
+from pgwarden.restore.locate import LOCK_TIMEOUT_S, Located, backup_in_use, locate
+from pgwarden.restore.outcome import CheckResult, DrillFailed, StepError, VerifyOutcome
+from pgwarden.storage import Storage
+from pgwarden.storage.locks import BackupLocks
 
 log = get_logger("pgwarden.verify")
 
 RESTORE_MODES = ("auto", "spool", "stream")
-LOCK_TIMEOUT_S = 60.0
 Progress = Callable[..., None]
 
 
@@ -75,49 +71,6 @@ class VerifyRequest:
     def report(self, **fields: Any) -> None:
         if self.progress is not None:
             self.progress(**fields)
-
-
-@dataclass(frozen=True)
-class Located:
-    """A complete backup found in the catalog and in the storage."""
-
-    record: BackupRecord
-    manifest_path: Path
-    manifest: Manifest
-    artifact: Path
-
-
-def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> Located:
-    """The backup ``ref`` (id, prefix or file name) of ``target``, or its newest one."""
-    if ref is None:
-        record = catalog.last_success(target)
-        if record is None:
-            raise NotFoundError(f"target {target!r} has no complete backup")
-    else:
-        record = catalog.get_backup(ref, target)
-    if record.status != "complete" or not record.path:
-        raise UsageError(f"backup {record.short_id} is {record.status}; only complete backups "
-                         "can be restored")  # fmt: skip
-    manifest_path = storage.target_dir(target) / manifest_name(record.path)
-    if not manifest_path.exists():
-        raise NotFoundError(f"backup {record.short_id}: manifest {manifest_path} is missing")
-    manifest = Manifest.from_dict(storage.read_manifest(manifest_path), str(manifest_path))
-    artifact = storage.artifact_for(manifest_path)
-    if not artifact.exists():
-        raise NotFoundError(f"backup {record.short_id}: {artifact} is missing")
-    return Located(record, manifest_path, manifest, artifact)
-
-
-@contextmanager
-def backup_in_use(config: Config, catalog: Catalog, located: Located) -> Iterator[None]:
-    """A shared lock on the backup: retention cannot delete it while it is read.  A prune
-    may have deleted it just before the lock was taken: checked once it is held."""
-    with BackupLocks(config.daemon.state_dir).shared(located.record.id, timeout=LOCK_TIMEOUT_S):
-        record = catalog.get_backup(located.record.id)
-        if record.status != "complete" or not located.artifact.exists():
-            raise StepError("setup", f"backup {record.short_id} was deleted before it could be "
-                                     "read")  # fmt: skip
-        yield
 
 
 def drop_leftover_scratch_databases(target: TargetConfig) -> list[str]:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg.conninfo
 
-from pgwarden import cronexpr
+from pgwarden.config import cron as cronexpr
 
 T = TypeVar("T")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")

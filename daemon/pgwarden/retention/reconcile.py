@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pgwarden.backup.locks import BackupLocks
 from pgwarden.catalog import BackupRecord, Catalog, read_manifest_facts
 from pgwarden.errors import BackupError, CatalogError, UsageError
 from pgwarden.storage import Storage, manifest_name
+from pgwarden.storage.locks import BackupLocks
 
 Severity = Literal["error", "warning"]
 REBUILD_HINT = "`pgwarden catalog rebuild` repairs the catalog"

@@ -31,10 +31,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwarden.backup.outcome import StepError
 from pgwarden.config import TargetConfig
 from pgwarden.logsetup import get_logger, scrub
 from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.restore.outcome import StepError
 
 log = get_logger("pgwarden.verify")
 

@@ -1,4 +1,4 @@
-"""Applying retention to one target: plan with :mod:`~pgwarden.backup.retention`, then delete.
+"""Applying retention to one target: plan with :mod:`~pgwarden.retention.plan`, then delete.
 
 This module owns the *applying*: which facts the planner sees, the locks, the order of
 deletion, and the report (:class:`PruneOutcome`).
@@ -11,10 +11,10 @@ against it first (one directory listing, no writes):
 - a row marked failed or interrupted whose manifest and artifact both exist *is* a complete
   backup (the run died after publishing): it is planned as complete, and reported;
 - a backup in storage that the catalog does not list is not touched, and reported.
-``pgwarden catalog rebuild`` repairs all three (:mod:`~pgwarden.backup.reconcile`).
+``pgwarden catalog rebuild`` repairs all three (:mod:`~pgwarden.retention.reconcile`).
 
 Applying one deletion.  Without waiting, take the backup's exclusive lock
-(:class:`~pgwarden.backup.locks.BackupLocks`); a backup held by a restore or a drill is kept
+(:class:`~pgwarden.storage.locks.BackupLocks`); a backup held by a restore or a drill is kept
 this time ("in use").  Read its row again (a pin or another prune since planning wins).  Then
 delete the artifact, then the manifest, then mark the row deleted: a crash in between leaves
 a manifest without an artifact, which is recognisable, never an artifact that still looks
@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgwarden.backup import retention
-from pgwarden.backup.locks import BackupLocks
-from pgwarden.backup.reconcile import REBUILD_HINT, artifact_name, scan
 from pgwarden.catalog import BackupRecord, Catalog
 from pgwarden.config import DaemonConfig, TargetConfig
 from pgwarden.errors import BackupError, CatalogError, NotFoundError
 from pgwarden.logsetup import get_logger
+from pgwarden.retention import plan as retention
+from pgwarden.retention.reconcile import REBUILD_HINT, artifact_name, scan
 from pgwarden.storage import PARTIAL_SUFFIX, Storage, manifest_name
+from pgwarden.storage.locks import BackupLocks
 
 log = get_logger("pgwarden.prune")
 

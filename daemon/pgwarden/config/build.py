@@ -1,6 +1,6 @@
 """Building :class:`~pgwarden.config.Config` from decoded TOML, one section at a time.
 
-Each ``_section`` function reads its table through a :class:`~pgwarden._configcheck.Reader`
+Each ``_section`` function reads its table through a :class:`~pgwarden.config.reader.Reader`
 (which records every problem with its key path and returns defaults meanwhile) and returns the
 frozen dataclass; :func:`build` assembles them and the cross-section rules (unique names,
 plaintext passwords only in a private file).  Pure: no I/O.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgwarden._configcheck import Reader, SubReader
-from pgwarden.config import (
+from pgwarden.config.model import (
     BACKUP_FORMATS,
     COMPRESSIONS,
     LOG_FORMATS,
@@ -35,6 +34,7 @@ from pgwarden.config import (
     TargetConfig,
     VerifySettings,
 )
+from pgwarden.config.reader import Reader, SubReader
 
 
 def build(root: Reader, source: Path, world_readable: bool) -> Config | None:

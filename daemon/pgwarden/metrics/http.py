@@ -1,17 +1,9 @@
-"""Prometheus metrics: the registry, every pgwarden metric, and the HTTP exposition.
+"""The metrics HTTP listener: ``/metrics`` and ``/healthz`` on the configured address only.
 
-One explicit :class:`CollectorRegistry` per :class:`Metrics` (tests build their own).  Names
-follow Prometheus rules (prefix ``pgwarden_``, ``_seconds``, ``_bytes``, ``_total``,
-``_timestamp_seconds``); labels are bounded (``target``, ``result``, ``state``, ``kind``...),
-never a backup id or a time.  ``*_created`` series are disabled: they double the series count
-and say nothing an operator uses.  A scrape never queries PostgreSQL: monitoring samples are
-published by the monitor thread into a snapshot that a custom collector reads, and job outcomes
-are written here by :mod:`pgwarden.service.outcomes`.
-
-:class:`MetricsServer` serves ``/metrics`` and ``/healthz`` (200 while the daemon's threads are
-alive, 503 otherwise) on the configured address only, optionally over TLS and behind HTTP basic
-auth.  The password is configured as a SHA-crypt hash (``$5$``/``$6$``, as made by
-``openssl passwd -5``), verified with the standard library only.
+:class:`MetricsServer` serves the registry of a :class:`~pgwarden.metrics.registry.Metrics`
+and ``/healthz`` (200 while the daemon's threads are alive, 503 otherwise), optionally over TLS
+and behind HTTP basic auth.  The password is configured as a SHA-crypt hash (``$5$``/``$6$``,
+as made by ``openssl passwd -5``), verified with the standard library only.
 """
 
 from __future__ import annotations
@@ -27,122 +19,20 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
-from prometheus_client import disable_created_metrics as _disable_created
+from prometheus_client import make_wsgi_app
 
-from pgwarden import __version__, logsetup
+from pgwarden import logsetup
+from pgwarden.config import Config
 from pgwarden.errors import ConfigError
+from pgwarden.metrics.registry import Metrics
 
-if TYPE_CHECKING:
-    from pgwarden.config import Config
-
-_disable_created()  # type: ignore[no-untyped-call]
 log = logsetup.get_logger("pgwarden.metrics")
 
-WsgiStart = Callable[[str, list[tuple[str, str]]], Any]
-RUN_RESULTS = ("success", "failure", "cancelled")
-JOB_KINDS = ("backup", "verify", "prune")
-BACKUP_STATES = ("complete", "failed")
 REQUEST_TIMEOUT_S = 30.0  # a client that stalls (TLS handshake, request) is dropped after this
-
-
-class Metrics:
-    """Every metric pgwarden exports, on one registry."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-
-        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
-            return Gauge(f"pgwarden_{name}", doc, list(labels), registry=r)
-
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(f"pgwarden_{name}", doc, list(labels), registry=r)
-
-        t, tr = ("target",), ("target", "result")
-        # fmt: off
-        self.build_info = gauge("build_info", "pgwarden version (always 1)", ["version"])
-        self.build_info.labels(__version__).set(1)
-        self.start_time = gauge("start_time_seconds", "When the daemon started (Unix time)")
-        # -- backups -------------------------------------------------------------------
-        self.backup_last_success = gauge("backup_last_success_timestamp_seconds",
-                                         "Finish time of the newest complete backup", t)
-        self.backup_last_attempt = gauge("backup_last_attempt_timestamp_seconds",
-                                         "Finish time of the newest backup run, any outcome", t)
-        self.backup_last_ok = gauge("backup_last_run_success",
-                                    "1 if the newest backup run succeeded, 0 if it failed", t)
-        self.backup_last_duration = gauge("backup_last_duration_seconds",
-                                          "Duration of the newest complete backup", t)
-        self.backup_last_size = gauge("backup_last_size_bytes",
-                                      "Size of the newest complete backup", t)
-        self.backup_runs = counter("backup_runs",
-                                   "Backup runs by result (success, failure, cancelled)", tr)
-        self.backups = gauge("backups", "Backups in the catalog by state (complete: kept)",
-                             ("target", "state"))
-        self.backup_oldest = gauge("backup_oldest_timestamp_seconds",
-                                   "Start time of the oldest complete backup kept", t)
-        self.stored_bytes = gauge("backup_stored_bytes", "Bytes of backups kept", t)
-        self.pg_dump_compatible = gauge(
-            "pg_dump_compatible", "1 if a pg_dump at least as new as the server was found", t)
-        self.space_ok = gauge("backup_space_sufficient",
-                              "0 if the last space check found too little room for a backup", t)
-        self.storage_free = gauge("storage_free_bytes", "Free bytes where backups are stored")
-        # -- retention -----------------------------------------------------------------
-        self.retention_deleted = counter("retention_deleted", "Backups deleted by retention", t)
-        # -- verification --------------------------------------------------------------
-        self.verify_last_success = gauge("verify_last_success_timestamp_seconds",
-                                         "Finish time of the newest passed restore drill", t)
-        self.verify_last_ok = gauge("verify_last_run_success",
-                                    "1 if the newest restore drill passed, 0 if it failed", t)
-        self.verify_last_duration = gauge("verify_last_duration_seconds",
-                                          "Duration of the newest restore drill", t)
-        self.verify_runs = counter("verify_runs",
-                                   "Restore drills by result (success, failure, cancelled)", tr)
-        # -- daemon --------------------------------------------------------------------
-        self.config_reloads = counter("config_reloads",
-                                      "Configuration reloads by result (success, failure)",
-                                      ["result"])
-        self.config_last_reload_ok = gauge(
-            "config_last_reload_success", "1 if the last reload was applied, 0 if rejected")
-        self.jobs_running = gauge("jobs_running", "Jobs running now by kind", ["kind"])
-        # fmt: on
-        for kind in JOB_KINDS:
-            self.jobs_running.labels(kind).set(0)
-        for result in ("success", "failure"):
-            self.config_reloads.labels(result)
-        self.config_last_reload_ok.set(1)
-
-    def init_target(self, target: str) -> None:
-        """Create a target's counters at 0, so that ``rate()`` and ``increase()`` see the
-        first run, and its ``pgwarden_backups`` states."""
-        for result in RUN_RESULTS:
-            self.backup_runs.labels(target, result)
-            self.verify_runs.labels(target, result)
-        self.retention_deleted.labels(target)
-
-    def forget_target(self, target: str) -> None:
-        """Drop a removed target's series (after a reload)."""
-        for metric in (self.backup_last_success, self.backup_last_attempt, self.backup_last_ok,
-                       self.backup_last_duration, self.backup_last_size, self.backup_oldest,
-                       self.stored_bytes, self.pg_dump_compatible, self.space_ok,
-                       self.verify_last_success, self.verify_last_ok, self.verify_last_duration,
-                       self.retention_deleted):  # fmt: skip
-            _remove(metric, target)
-        for result in RUN_RESULTS:
-            _remove(self.backup_runs, target, result)
-            _remove(self.verify_runs, target, result)
-        for state in BACKUP_STATES:
-            _remove(self.backups, target, state)
-
-
-def _remove(metric: Gauge | Counter, *labels: str) -> None:
-    try:
-        metric.remove(*labels)
-    except KeyError:
-        return
+WsgiStart = Callable[[str, list[tuple[str, str]]], Any]
 
 
 # -- basic auth with a SHA-crypt password hash -----------------------------------------------

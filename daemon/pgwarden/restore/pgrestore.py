@@ -6,7 +6,7 @@ Per format (see :mod:`pgwarden.backup.pgdump`):
   the artifact in place;
 * ``.dump.zst`` (pg_dump ``-Z0`` through pgwarden's zstd stage): with ``--jobs`` > 1 it is
   decompressed into a spool file beside the storage during the checksum pass
-  (:mod:`pgwarden.backup.staging`), then ``pg_restore --jobs=N`` reads that; with one job, or
+  (:mod:`pgwarden.restore.staging`), then ``pg_restore --jobs=N`` reads that; with one job, or
   when the spool does not fit, it is decompressed in-process straight into a serial
   ``pg_restore`` (``benchmarks/verify.py`` measures both: streaming took 1.2-1.5x as long as
   spooling for ``--jobs=2`` on its 1.2 GB database);
@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pgwarden.backup import scratch, staging
-from pgwarden.backup.manifest import Manifest
-from pgwarden.backup.outcome import CheckResult, StepError
+from pgwarden.archive.manifest import Manifest
 from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
+from pgwarden.restore import scratch, staging
+from pgwarden.restore.outcome import CheckResult, StepError
 
 log = get_logger("pgwarden.restore")
 

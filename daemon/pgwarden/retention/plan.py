@@ -5,7 +5,7 @@ I/O, no clock, no randomness) from the backups' catalog facts, the target's
 :class:`~pgwarden.config.RetentionSettings` and "now" to a :class:`Plan` that gives every
 backup one decision, ``keep`` or ``delete``, with a human reason and the machine-readable
 names of the rules behind it.  Applying a plan (locks, files, catalog) is
-:mod:`pgwarden.backup.prune`'s job.
+:mod:`pgwarden.retention.prune`'s job.
 
 Rules (DESIGN.md, "Retention").  A *complete* backup is kept when at least one holds:
 

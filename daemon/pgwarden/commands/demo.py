@@ -23,7 +23,7 @@ from pgwarden.errors import PgwardenError
 from pgwarden.service.daemon import Daemon
 from pgwarden.service.jobs import Job
 
-log = logsetup.get_logger("pgwarden.demo")
+log = logsetup.get_logger("pgwarden.commands.demo")
 
 DEMO_DB = "shop"
 SAMPLE_SQL = """

@@ -7,7 +7,7 @@ file), decompressing it at the same time into a private spool file beside the st
 ``*.partial`` files after a crash).  Nothing is restored before the checksum matched.
 
 The spool never fills the disk: while writing it, free space is checked, and below
-:func:`pgwarden.backup.spool.spool_floor` the spool is abandoned; the restore then streams the
+:func:`pgwarden.restore.spool.spool_floor` the spool is abandoned; the restore then streams the
 archive into a serial ``pg_restore`` instead (:func:`decompressed`).  A damaged compressed stream is reported as the
 ``archive`` step, after the checksum (which a damaged file normally fails first).
 """
@@ -28,11 +28,11 @@ from typing import Any, Protocol
 
 import zstandard
 
-from pgwarden.backup import compress, customtoc, readback, zstdframes
-from pgwarden.backup.manifest import Manifest
-from pgwarden.backup.outcome import StepError
-from pgwarden.backup.spool import SPOOL_SUFFIX, SpoolWriter
+from pgwarden.archive import compress, customtoc, digest, zstdframes
+from pgwarden.archive.manifest import Manifest
 from pgwarden.logsetup import get_logger
+from pgwarden.restore.outcome import StepError
+from pgwarden.restore.spool import SPOOL_SUFFIX, SpoolWriter
 
 log = get_logger("pgwarden.verify")
 
@@ -129,14 +129,14 @@ def checksum_and_stage(
 ) -> Staged:  # fmt: skip
     """Hash ``artifact`` (and spool it decompressed into ``spool_dir`` when given)."""
     if manifest.format == "directory":
-        digest = readback.directory_digest(artifact)
-        if digest.sha256 != manifest.sha256:
-            bad = sorted(n for n, s in digest.files.items() if manifest.files.get(n) != s)
-            missing = sorted(set(manifest.files) - set(digest.files))
+        found = digest.directory_digest(artifact)
+        if found.sha256 != manifest.sha256:
+            bad = sorted(n for n, s in found.files.items() if manifest.files.get(n) != s)
+            missing = sorted(set(manifest.files) - set(found.files))
             raise StepError("checksum", f"{artifact}: changed files {bad or 'none'}, missing "
                                         f"{missing or 'none'}", expected=manifest.sha256,
-                            actual=digest.sha256)  # fmt: skip
-        return Staged(digest.sha256, digest.size_bytes, artifact)
+                            actual=found.sha256)  # fmt: skip
+        return Staged(found.sha256, found.size_bytes, artifact)
     codec = codec_of(manifest)
     spool = None
     if spool_dir is not None and codec is not None and manifest.format == "custom":
@@ -217,7 +217,7 @@ class _Reader:
         if self._decode and self.damage is None:
             if self._decoder is not None and self._decoder.inside_frame:
                 self.damage = f"{self.artifact} is truncated: the {self.codec} stream ends early"
-            elif self.plain and readback.PLAIN_TRAILER not in self._tail:
+            elif self.plain and digest.PLAIN_TRAILER not in self._tail:
                 self.damage = (
                     f"{self.artifact} is incomplete: pg_dump's end-of-dump line is missing"
                 )

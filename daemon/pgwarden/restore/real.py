@@ -9,7 +9,7 @@ anything is written; the archive's table of contents; the backup's extensions av
 privileges kept; with ``verify``, the drill's checks on the restored database.
 
 ``dry_run`` connects only to learn whether the database exists and is empty, and returns the
-exact commands (:func:`pgwarden.backup.pgrestore.describe`) without running anything.  A
+exact commands (:func:`pgwarden.restore.pgrestore.describe`) without running anything.  A
 restore that fails leaves the database as it is, saying so: it may hold what could be saved.
 """
 
@@ -25,15 +25,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwarden.backup import checks, pgrestore, scratch, staging
-from pgwarden.backup.outcome import CheckResult, StepError
-from pgwarden.backup.verify import Located, Progress, backup_in_use, locate
 from pgwarden.catalog import Catalog
 from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import UsageError
 from pgwarden.logsetup import scrub
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.server import server_major
+from pgwarden.restore import checks, pgrestore, scratch, staging
+from pgwarden.restore.drill import Progress
+from pgwarden.restore.locate import Located, backup_in_use, locate
+from pgwarden.restore.outcome import CheckResult, StepError
 from pgwarden.storage import Storage
 
 CONTENTS_SQL = """

@@ -2,7 +2,7 @@
 
 :class:`SpoolWriter` takes the archive's decompressed bytes in order (:meth:`SpoolWriter.put`)
 on a thread of its own, where it writes them, feeds them to the data-offset search
-(:class:`pgwarden.backup.customtoc.OffsetFinder`) and keeps :func:`spool_floor` bytes free on
+(:class:`pgwarden.archive.customtoc.OffsetFinder`) and keeps :func:`spool_floor` bytes free on
 the file system.  Whole zstd frames decompressed on worker threads are written there at once,
 at their position (:meth:`SpoolWriter.write_at`); they are then put only for the offset
 search, which needs the bytes in order.
@@ -15,7 +15,7 @@ import queue
 import threading
 from pathlib import Path
 
-from pgwarden.backup import customtoc
+from pgwarden.archive import customtoc
 
 SPOOL_SUFFIX = ".partial"
 _SPACE_CHECK_EVERY = 64 << 20

@@ -7,7 +7,7 @@ makes the strategy's ``pg_dump | gzip`` take minutes).  Measured by ``benchmarks
 * ``zstd``: the ``zstandard`` library, in-line (worker threads cost more CPU than they save
   on a 2-core server that also runs PostgreSQL and pg_dump); output is a sequence of standard
   zstd frames of :data:`zstdframes.FRAME_INPUT` bytes of input each, sized in their headers, so
-  that a restore decompresses them on several cores (:mod:`pgwarden.backup.zstdframes`);
+  that a restore decompresses them on several cores (:mod:`pgwarden.archive.zstdframes`);
   ``zstd -dc x.dump.zst | pg_restore ...`` works with stock tools;
 * ``gzip``: blocks compressed in parallel on every core, each a complete gzip member, concatenated in order —
   a valid ``.gz`` file (RFC 1952 allows several members) that ``gunzip -c`` reads as one stream.
@@ -26,7 +26,7 @@ from typing import IO
 
 import zstandard
 
-from pgwarden.backup import zstdframes
+from pgwarden.archive import zstdframes
 
 #: what the stages pass along: pg_dump's output arrives as views of one reused buffer
 Chunk = bytes | bytearray | memoryview

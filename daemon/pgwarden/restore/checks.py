@@ -7,7 +7,7 @@
 * ``sql:<name>``: the operator's ``[[targets.verify.checks]]``: the first column of the first
   row of ``sql`` must satisfy ``min``, ``max`` and/or ``equals``; reported with its values.
 * ``vector_probes``: for every recorded pgvector probe, the exact nearest-neighbour search
-  (:func:`pgwarden.backup.facts.probe_neighbours`, index scans off) returns the same ids.
+  (:func:`pgwarden.pg.introspect.probe_neighbours`, index scans off) returns the same ids.
 
 The same functions check a database restored for real (``pgwarden restore --verify``).  Queries
 are cancelled when the drill's cancel event is set (:class:`QueryCanceller`).
@@ -26,12 +26,12 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from pgwarden.backup import facts
-from pgwarden.backup.manifest import Manifest, TableCount, VectorProbe
-from pgwarden.backup.outcome import CheckResult, StepError
+from pgwarden.archive.manifest import Manifest, TableCount, VectorProbe
 from pgwarden.config import SqlCheck
 from pgwarden.logsetup import scrub
+from pgwarden.pg import introspect
 from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.restore.outcome import CheckResult, StepError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -156,7 +156,7 @@ def _count(
     conn: psycopg.Connection[Any], table: TableCount, canceller: QueryCanceller
 ) -> int | str:
     try:
-        return facts.count_rows(conn, table.schema, table.table)
+        return introspect.count_rows(conn, table.schema, table.table)
     except psycopg.errors.UndefinedTable:
         return "table missing"
     except psycopg.Error as exc:
@@ -172,7 +172,7 @@ def check_extensions(spec: ConnSpec, manifest: Manifest, canceller: QueryCancell
     started = time.monotonic()
     result = CheckResult("extensions", True)
     with canceller.connection(spec) as conn:
-        present = {e["name"]: e["version"] for e in facts.list_extensions(conn)}
+        present = {e["name"]: e["version"] for e in introspect.list_extensions(conn)}
     notes = []
     for ext in manifest.extensions:
         name, version = ext.get("name", "?"), ext.get("version")
@@ -299,7 +299,7 @@ def _probe(conn: psycopg.Connection[Any], probe: VectorProbe,
            canceller: QueryCanceller) -> tuple[str, ...] | str:  # fmt: skip
     try:
         with conn.transaction():
-            found = facts.probe_neighbours(conn, probe.schema, probe.table, probe.column,
+            found = introspect.probe_neighbours(conn, probe.schema, probe.table, probe.column,
                                            probe.key_column, probe.key, probe.k)  # fmt: skip
     except psycopg.Error as exc:
         if canceller.cancelled:

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomli_w
 
-from pgwarden.config import Config, Credentials, Secret, TargetConfig
+from pgwarden.config.model import Config, Credentials, Secret, TargetConfig
 
 REDACTED = "***"
 
@@ -43,7 +43,7 @@ def _plain(value: Any) -> Any:
 def _target(target: TargetConfig) -> dict[str, Any]:
     out: dict[str, Any] = _plain(target)
     # the DSN is shown without any password it may carry (plaintext opt-in)
-    from pgwarden._configcheck import redact_dsn
+    from pgwarden.config.reader import redact_dsn
 
     out["dsn"] = redact_dsn(target.dsn)
     if target.verify.dsn:
@@ -68,7 +68,7 @@ def effective_dict(config: Config) -> dict[str, Any]:
         "targets": [_target(t) for t in config.targets],
     }
     if config.pgbouncers:
-        from pgwarden._configcheck import redact_dsn
+        from pgwarden.config.reader import redact_dsn
 
         result["pgbouncer"] = [{**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers]
     if not result["targets"]:

@@ -43,8 +43,8 @@ def backup_job(job: Job, state: ServiceState) -> dict[str, Any]:
 
 
 def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
-    from pgwarden.backup.outcome import DrillFailed
-    from pgwarden.backup.verify import VerifyRequest, run_verification
+    from pgwarden.restore.drill import VerifyRequest, run_verification
+    from pgwarden.restore.outcome import DrillFailed
 
     target = job.config.target(job.target)
     request = VerifyRequest(
@@ -59,8 +59,8 @@ def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
 
 
 def prune_job(job: Job, state: ServiceState) -> dict[str, Any]:
-    from pgwarden.backup.locks import BackupLocks
-    from pgwarden.backup.prune import prune_target
+    from pgwarden.retention.prune import prune_target
+    from pgwarden.storage.locks import BackupLocks
 
     target = job.config.target(job.target)
     dry_run = bool(job.args.get("dry_run", False))

@@ -1,29 +1,24 @@
-"""Configuration: the TOML file parsed once into frozen dataclasses.
+"""The configuration's shape: frozen dataclasses, their defaults and the legal values.
 
-This is the only module that reads the configuration file.  ``load()`` parses it, validates
-every key (collecting *all* problems, each with its key path, e.g.
-``targets[0].retention.keep_days: must be >= 1 (got 0)``) and returns a :class:`Config`.
-Validation is pure: no subprocess, no network, no writes.  Unknown keys and wrong types are
-errors; a cron expression that cannot fire is an error.
+:func:`pgwarden.config.load` produces a :class:`Config`, validated once (every problem with
+its key path, e.g. ``targets[0].retention.keep_days: must be >= 1 (got 0)``); nothing else in
+pgwarden reads the TOML file.  Unknown keys and wrong types are errors; a cron expression that
+cannot fire is an error.
 
 Defaults follow the database strategy: SQLAlchemy pools ``pool_size=5``, ``max_overflow=10``,
 ``pool_timeout=30``, ``pool_recycle=1800``; backups kept ``keep_days=7``.
 
-Building each section from the TOML tables lives in :mod:`pgwarden._configbuild` (with the
-typed readers of :mod:`pgwarden._configcheck`); rendering (``config show`` / ``config init``)
-in :mod:`pgwarden.config_render`.
+Building each section from the TOML tables lives in :mod:`pgwarden.config.build` (with the
+typed readers of :mod:`pgwarden.config.reader`); rendering (``config show`` / ``config init``)
+in :mod:`pgwarden.config.render`.
 """
 
 from __future__ import annotations
 
-import os
-import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgwarden._configcheck import Reader
-from pgwarden.errors import ConfigError
+from pgwarden.errors import NotFoundError
 
 DEFAULT_CONFIG_PATH = Path("/etc/pgwarden/pgwarden.toml")
 CONFIG_ENV = "PGWARDEN_CONFIG"
@@ -250,40 +245,5 @@ class Config:
         for target in self.targets:
             if target.name == name:
                 return target
-        from pgwarden.errors import NotFoundError
-
         known = ", ".join(t.name for t in self.targets) or "none"
         raise NotFoundError(f"unknown target {name!r} (configured: {known})")
-
-
-def default_path() -> Path:
-    """The config path from ``$PGWARDEN_CONFIG``, else ``/etc/pgwarden/pgwarden.toml``."""
-    env = os.environ.get(CONFIG_ENV)
-    return Path(env) if env else DEFAULT_CONFIG_PATH
-
-
-def load(path: Path | str | None = None) -> Config:
-    """Read, parse and validate a config file; raise :class:`ConfigError` listing all problems."""
-    file = Path(path) if path is not None else default_path()
-    try:
-        raw = file.read_bytes()
-        mode = file.stat().st_mode
-    except OSError as exc:
-        raise ConfigError(file, [f"cannot read the file: {exc.strerror}"]) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(file, [f"not valid TOML: {exc}"]) from exc
-    return parse(data, file, world_readable=bool(mode & (stat.S_IROTH | stat.S_IWOTH)))
-
-
-def parse(data: dict[str, object], source: Path, *, world_readable: bool = False) -> Config:
-    """Validate an already-decoded TOML document.  Pure: no I/O."""
-    from pgwarden._configbuild import build
-
-    reader = Reader(data)
-    config = build(reader, source, world_readable)
-    if reader.errors:
-        raise ConfigError(source, reader.errors)
-    assert config is not None
-    return config

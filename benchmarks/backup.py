@@ -38,8 +38,11 @@ DB = "bench"
 
 def build(server: PgServer, scale: int, vectors: int) -> None:
     server.create_database(DB)
-    subprocess.run([str(server.bin_dir / "pgbench"), "-i", "-q", "-s", str(scale), "-d",
-                    server.dsn(DB)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [str(server.bin_dir / "pgbench"), "-i", "-q", "-s", str(scale), "-d", server.dsn(DB)],
+        check=True,
+        capture_output=True,
+    )
     server.execute("CREATE EXTENSION vector", DB)
     server.execute(
         "CREATE TABLE documents (id serial PRIMARY KEY, content text, embedding vector(384))", DB
@@ -100,14 +103,16 @@ def main() -> int:
             out.unlink()
             secs = timed(f"{pg_dump} -Fc -Z0 '{server.dsn(DB)}' > /dev/null", shell=True)
             results["raw"].append((secs, 0))
-            secs = timed([str(pgwarden), "backup", "-c", str(config), "bench"],
-                         stdout=subprocess.DEVNULL)  # fmt: skip
+            secs = timed(
+                [str(pgwarden), "backup", "-c", str(config), "bench"], stdout=subprocess.DEVNULL
+            )
             made = sorted((work / "backups" / "bench").glob("*.zst"))[-1]
             results["pgwarden"].append((secs, made.stat().st_size))
             for leftover in (work / "backups" / "bench").iterdir():
                 leftover.unlink()
-            print(f"run {run + 1}: " + ", ".join(
-                f"{k} {v[-1][0]:.1f} s" for k, v in results.items()))  # fmt: skip
+            print(
+                f"run {run + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in results.items())
+            )
         med = {k: statistics.median(s for s, _ in v) for k, v in results.items()}
         sizes = {k: statistics.median(b for _, b in v) for k, v in results.items()}
         print()

@@ -35,15 +35,29 @@ def make_backups(count: int, now: datetime) -> list[BackupRecord]:
         status = "failed" if roll < 0.03 else "interrupted" if roll < 0.04 else "complete"
         tags = ("pre-migration",) if rng.random() < 0.01 else ("scheduled",)
         verified = status == "complete" and rng.random() < 0.02
-        found.append(BackupRecord(
-            id=f"{rng.getrandbits(128):032x}", target="app", database="app", started_at=started,
-            finished_at=started + timedelta(minutes=2), status=status, tags=tags,
-            format="custom", compression="zstd:1", path=None, size_bytes=1 << 20, sha256=None,
-            pinned=status == "complete" and rng.random() < 0.001,
-            verified_at=started + timedelta(hours=2) if verified else None,
-            verify_status="passed" if verified else None, error=None, attempt=1,
-            duration_s=120.0, deleted_at=None,
-        ))  # fmt: skip
+        found.append(
+            BackupRecord(
+                id=f"{rng.getrandbits(128):032x}",
+                target="app",
+                database="app",
+                started_at=started,
+                finished_at=started + timedelta(minutes=2),
+                status=status,
+                tags=tags,
+                format="custom",
+                compression="zstd:1",
+                path=None,
+                size_bytes=1 << 20,
+                sha256=None,
+                pinned=status == "complete" and rng.random() < 0.001,
+                verified_at=started + timedelta(hours=2) if verified else None,
+                verify_status="passed" if verified else None,
+                error=None,
+                attempt=1,
+                duration_s=120.0,
+                deleted_at=None,
+            )
+        )
     rng.shuffle(found)  # the planner must not rely on the catalog's order
     return found
 
@@ -64,24 +78,33 @@ def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     backups = make_backups(count, now)
-    policy = RetentionSettings(keep_days=7, min_keep=3, keep_daily=30, keep_weekly=52,
-                               keep_monthly=36)  # fmt: skip
+    policy = RetentionSettings(
+        keep_days=7, min_keep=3, keep_daily=30, keep_weekly=52, keep_monthly=36
+    )
     result = plan(backups, policy, now)
     best, median, cpu = best_of(ROUNDS, lambda: plan(backups, policy, now))
     cutoff = now - timedelta(days=7)
     floor, _, floor_cpu = best_of(ROUNDS, lambda: [b for b in backups if b.started_at < cutoff])
-    print(f"retention plan of {count:,} backups: best {best * 1000:.0f} ms wall "
-          f"({cpu * 1000:.0f} ms CPU), median {median * 1000:.0f} ms over {ROUNDS} rounds, "
-          f"{best / count * 1e6:.2f} us per backup")  # fmt: skip
-    print(f"  kept {len(result.keep_ids):,}, deleted {len(result.delete_ids):,}, "
-          f"every one with a reason")  # fmt: skip
+    print(
+        f"retention plan of {count:,} backups: best {best * 1000:.0f} ms wall "
+        f"({cpu * 1000:.0f} ms CPU), median {median * 1000:.0f} ms over {ROUNDS} rounds, "
+        f"{best / count * 1e6:.2f} us per backup"
+    )
+    print(
+        f"  kept {len(result.keep_ids):,}, deleted {len(result.delete_ids):,}, "
+        f"every one with a reason"
+    )
     load = os.getloadavg()[0]
-    print(f"  goal {GOAL_S:.1f} s: {cpu:.2f} s CPU ({'met' if cpu < GOAL_S else 'MISSED'}), "
-          f"{best:.2f} s wall ({'met' if best < GOAL_S else 'missed'}; load average "
-          f"{load:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip
-    print(f"  vs an age filter alone (find -mtime +7): {floor * 1000:.0f} ms wall "
-          f"({floor_cpu * 1000:.0f} ms CPU); the planner costs {cpu / max(floor_cpu, 1e-9):.1f}x "
-          f"that")  # fmt: skip
+    print(
+        f"  goal {GOAL_S:.1f} s: {cpu:.2f} s CPU ({'met' if cpu < GOAL_S else 'MISSED'}), "
+        f"{best:.2f} s wall ({'met' if best < GOAL_S else 'missed'}; load average "
+        f"{load:.1f} on {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"  vs an age filter alone (find -mtime +7): {floor * 1000:.0f} ms wall "
+        f"({floor_cpu * 1000:.0f} ms CPU); the planner costs {cpu / max(floor_cpu, 1e-9):.1f}x "
+        f"that"
+    )
     return 0
 
 

@@ -56,8 +56,7 @@ import tomli_w  # noqa: E402
 from tests.pgservers import PgServer, start_pg18, temp_base  # noqa: E402
 
 DB = "bench"
-TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers",
-          "documents")  # fmt: skip
+TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers", "documents")
 
 
 def _build_from_backup_benchmark() -> Any:
@@ -81,12 +80,32 @@ def busy_cpu_s() -> float:
 
 def strategy_drill(server: PgServer, sql_gz: Path) -> None:
     b, dsn = server.bin_dir, server.dsn
-    _run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
-          "restore_test"])  # fmt: skip
+    _run(
+        [
+            str(b / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "restore_test",
+        ]
+    )
     _run(f"gunzip -c {sql_gz} | {b / 'psql'} -q '{dsn('restore_test')}'", shell=True)
     _run([str(b / "psql"), dsn("restore_test"), "-c", "SELECT COUNT(*) FROM pgbench_accounts;"])
-    _run([str(b / "dropdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
-          "restore_test"])  # fmt: skip
+    _run(
+        [
+            str(b / "dropdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "restore_test",
+        ]
+    )
 
 
 def floor_drill(server: PgServer, compressed: Path, dump: Path) -> None:
@@ -102,18 +121,41 @@ def floor_drill(server: PgServer, compressed: Path, dump: Path) -> None:
 
 def stock_drill(server: PgServer, dump: Path) -> None:
     b, dsn = server.bin_dir, server.dsn
-    _run([str(b / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
-          "stock_test"])  # fmt: skip
+    _run(
+        [
+            str(b / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "stock_test",
+        ]
+    )
     _run([str(b / "pg_restore"), "-j2", "--no-owner", "-d", dsn("stock_test"), str(dump)])
     counts = "; ".join(f"SELECT count(*) FROM {t}" for t in TABLES)
     _run([str(b / "psql"), dsn("stock_test"), "-c", counts])
-    _run([str(b / "dropdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
-          "stock_test"])  # fmt: skip
+    _run(
+        [
+            str(b / "dropdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-U",
+            "postgres",
+            "stock_test",
+        ]
+    )
 
 
 def pgwarden_verify(config: Path) -> dict[str, Any]:
-    out = subprocess.run([str(ROOT / ".venv/bin/pgwarden"), "verify", "-c", str(config), DB,
-                          "--json"], check=True, capture_output=True)  # fmt: skip
+    out = subprocess.run(
+        [str(ROOT / ".venv/bin/pgwarden"), "verify", "-c", str(config), DB, "--json"],
+        check=True,
+        capture_output=True,
+    )
     report: dict[str, Any] = json.loads(out.stdout)
     assert report["passed"], report
     return report
@@ -148,13 +190,23 @@ def settle(server: PgServer) -> None:
 
 def _config(work: Path, server: PgServer) -> Path:
     doc = {
-        "daemon": {"state_dir": str(work / "state"), "socket": str(work / "ctl.sock"),
-                   "log_level": "warning"},
+        "daemon": {
+            "state_dir": str(work / "state"),
+            "socket": str(work / "ctl.sock"),
+            "log_level": "warning",
+        },
         "storage": {"path": str(work / "backups")},
         "metrics": {"listen": "127.0.0.1:0"},
-        "targets": [{"name": DB, "dsn": server.uri(DB), "bin_dir": str(server.bin_dir),
-                     "backup": {"retries": 0}, "verify": {"jobs": 2}}],
-    }  # fmt: skip
+        "targets": [
+            {
+                "name": DB,
+                "dsn": server.uri(DB),
+                "bin_dir": str(server.bin_dir),
+                "backup": {"retries": 0},
+                "verify": {"jobs": 2},
+            }
+        ],
+    }
     path = work / "pgwarden.toml"
     path.write_text(tomli_w.dumps(doc))
     path.chmod(0o600)
@@ -190,10 +242,12 @@ def main() -> int:
         config = _config(work, server)
         _run([str(ROOT / ".venv/bin/pgwarden"), "backup", "-c", str(config), DB])
         zst = next((work / "backups" / DB).glob("*.dump.zst"))
-        print(f"archives: {sql_gz.stat().st_size / 2**20:.0f} MiB .sql.gz, "
-              f"{dump.stat().st_size / 2**20:.0f} MiB .dump, "
-              f"{default_dump.stat().st_size / 2**20:.0f} MiB default .dump, "
-              f"{zst.stat().st_size / 2**20:.0f} MiB .dump.zst")  # fmt: skip
+        print(
+            f"archives: {sql_gz.stat().st_size / 2**20:.0f} MiB .sql.gz, "
+            f"{dump.stat().st_size / 2**20:.0f} MiB .dump, "
+            f"{default_dump.stat().st_size / 2**20:.0f} MiB default .dump, "
+            f"{zst.stat().st_size / 2**20:.0f} MiB .dump.zst"
+        )
         drills: dict[str, Callable[[], dict[str, Any] | None]] = {
             "strategy": lambda: strategy_drill(server, sql_gz),
             "stock": lambda: stock_drill(server, dump),
@@ -227,29 +281,38 @@ def main() -> int:
         print(f"\nmedian of {args.runs} interleaved runs, {int(size) / 2**30:.2f} GiB database")
         print(f"{'':68} {'time':>7} {'CPU-s':>6} {'/strategy':>9} {'/stock':>7} {'/floor':>7}")
         for label, key in rows:
-            print(f"{label:68} {med[key]:6.1f}s {statistics.median(cpu[key]):6.1f} "
-                  f"{med[key] / med['strategy']:8.2f}x {med[key] / med['stock']:6.2f}x "
-                  f"{med[key] / med['floor']:6.2f}x")  # fmt: skip
+            print(
+                f"{label:68} {med[key]:6.1f}s {statistics.median(cpu[key]):6.1f} "
+                f"{med[key] / med['strategy']:8.2f}x {med[key] / med['stock']:6.2f}x "
+                f"{med[key] / med['floor']:6.2f}x"
+            )
         for key in ("pgwarden", "streamed"):
-            print(f"{key} steps (last run): " + ", ".join(f"{n} {s:.2f}"
-                                                          for n, s in steps[key].items()))  # fmt: skip
+            print(
+                f"{key} steps (last run): "
+                + ", ".join(f"{n} {s:.2f}" for n, s in steps[key].items())
+            )
         # ratios within each run (its drills ran minutes apart, under the same load), then
         # their median: steadier than a ratio of medians on a shared machine
         paired = {
-            other: statistics.median(p / o for p, o in zip(times["pgwarden"], times[other],
-                                                           strict=True))
+            other: statistics.median(
+                p / o for p, o in zip(times["pgwarden"], times[other], strict=True)
+            )
             for other in ("strategy", "stock", "stock_default", "floor")
-        }  # fmt: skip
-        print(f"median of per-run ratios: pgwarden/strategy {paired['strategy']:.2f}x, "
-              f"pgwarden/stock {paired['stock']:.2f}x, "
-              f"pgwarden/stock of the default archive {paired['stock_default']:.2f}x, "
-              f"pgwarden/floor {paired['floor']:.2f}x")  # fmt: skip
+        }
+        print(
+            f"median of per-run ratios: pgwarden/strategy {paired['strategy']:.2f}x, "
+            f"pgwarden/stock {paired['stock']:.2f}x, "
+            f"pgwarden/stock of the default archive {paired['stock_default']:.2f}x, "
+            f"pgwarden/floor {paired['floor']:.2f}x"
+        )
         ok1 = med["pgwarden"] <= 0.7 * med["strategy"]
         ok2 = med["pgwarden"] <= 1.15 * med["stock"]
         ok3 = med["pgwarden"] <= 1.15 * med["stock_default"]
-        print(f"\ngoal pgwarden <= 0.7x strategy: {'met' if ok1 else 'NOT met'}; "
-              f"<= 1.15x stock -j2 + counts: {'met' if ok2 else 'NOT met'} (medians); "
-              f"against the default archive: {'met' if ok3 else 'NOT met'}")  # fmt: skip
+        print(
+            f"\ngoal pgwarden <= 0.7x strategy: {'met' if ok1 else 'NOT met'}; "
+            f"<= 1.15x stock -j2 + counts: {'met' if ok2 else 'NOT met'} (medians); "
+            f"against the default archive: {'met' if ok3 else 'NOT met'}"
+        )
     finally:
         if server.is_running():
             server.stop("fast")

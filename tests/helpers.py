@@ -18,8 +18,11 @@ from tests.pgservers import PgServer
 def target_doc(
     server: PgServer, dbname: str, name: str | None = None, **sections: Any
 ) -> dict[str, Any]:
-    doc: dict[str, Any] = {"name": name or dbname, "dsn": server.uri(dbname),
-                           "bin_dir": str(server.bin_dir)}  # fmt: skip
+    doc: dict[str, Any] = {
+        "name": name or dbname,
+        "dsn": server.uri(dbname),
+        "bin_dir": str(server.bin_dir),
+    }
     for key, value in sections.items():
         doc[key] = value
     return doc
@@ -27,13 +30,16 @@ def target_doc(
 
 def make_config(workdir: Path, targets: list[dict[str, Any]], **top: Any) -> Config:
     doc: dict[str, Any] = {
-        "daemon": {"state_dir": str(workdir / "state"), "socket": str(workdir / "ctl.sock"),
-                   **top.pop("daemon", {})},
+        "daemon": {
+            "state_dir": str(workdir / "state"),
+            "socket": str(workdir / "ctl.sock"),
+            **top.pop("daemon", {}),
+        },
         "storage": {"path": str(workdir / "backups"), **top.pop("storage", {})},
         "metrics": {"listen": "127.0.0.1:0", **top.pop("metrics", {})},
         "targets": targets,
         **top,
-    }  # fmt: skip
+    }
     return parse(doc, workdir / "pgwarden.toml")
 
 
@@ -57,9 +63,13 @@ class Env:
 
 
 def target_env(
-    workdir: Path, server: PgServer, db: str, *, backup: dict[str, Any] | None = None,
+    workdir: Path,
+    server: PgServer,
+    db: str,
+    *,
+    backup: dict[str, Any] | None = None,
     verify: dict[str, Any] | None = None,
-) -> Env:  # fmt: skip
+) -> Env:
     """One target ``db`` on ``server``, backups without retries."""
     doc = target_doc(server, db, backup={"retries": 0, **(backup or {})}, verify=verify or {})
     return open_env(make_config(workdir, [doc]))
@@ -67,8 +77,9 @@ def target_env(
 
 def open_env(config: Config) -> Env:
     config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
-    return Env(config, open_catalog(config.daemon.effective_catalog_url),
-               LocalStorage(config.storage.path))  # fmt: skip
+    return Env(
+        config, open_catalog(config.daemon.effective_catalog_url), LocalStorage(config.storage.path)
+    )
 
 
 def daemon_config_text(

@@ -103,9 +103,19 @@ class PgServer:
 
     def is_running(self) -> bool:
         result = subprocess.run(
-            ["runuser", "-u", self.run_as, "--", str(self.bin_dir / "pg_ctl"), "-D", str(self.datadir), "status"],
-            capture_output=True, check=False,
-        )  # fmt: skip
+            [
+                "runuser",
+                "-u",
+                self.run_as,
+                "--",
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "status",
+            ],
+            capture_output=True,
+            check=False,
+        )
         return result.returncode == 0
 
 
@@ -124,10 +134,26 @@ def _init_cluster(major: int, bin_dir: Path, run_as: str, base: Path) -> PgServe
     datadir = base / "data"
     server = PgServer(major, bin_dir, datadir, base, free_port(), run_as, base / "server.log")
     subprocess.run(
-        ["runuser", "-u", run_as, "--", str(bin_dir / "initdb"), "-D", str(datadir), "-U", "postgres",
-         "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C.UTF-8"],
-        check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+        [
+            "runuser",
+            "-u",
+            run_as,
+            "--",
+            str(bin_dir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     server.start()
     return server
 

@@ -17,11 +17,18 @@ RULE_TESTS = PROMETHEUS_DIR / "pgwarden-rules.test.yml"
 
 #: the alerts issue 6 asks for, at least
 REQUIRED = {
-    "PgwardenBackupTooOld", "PgwardenBackupFailing", "PgwardenVerificationTooOld",
-    "PgwardenVerificationFailed", "PgwardenPgDumpIncompatible", "PgwardenStorageSpaceLow",
-    "PgwardenConnectionSaturationHigh", "PgwardenApplicationPoolAtLimit",
-    "PgwardenPgBouncerClientsWaiting", "PgwardenDown", "PgwardenAbsent",
-}  # fmt: skip
+    "PgwardenBackupTooOld",
+    "PgwardenBackupFailing",
+    "PgwardenVerificationTooOld",
+    "PgwardenVerificationFailed",
+    "PgwardenPgDumpIncompatible",
+    "PgwardenStorageSpaceLow",
+    "PgwardenConnectionSaturationHigh",
+    "PgwardenApplicationPoolAtLimit",
+    "PgwardenPgBouncerClientsWaiting",
+    "PgwardenDown",
+    "PgwardenAbsent",
+}
 
 
 def promtool() -> str:
@@ -32,9 +39,13 @@ def promtool() -> str:
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [promtool(), *args], capture_output=True, text=True, timeout=120, check=False,
+        [promtool(), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         cwd=PROMETHEUS_DIR,
-    )  # fmt: skip
+    )
 
 
 def alerts_in_rules() -> list[str]:
@@ -71,9 +82,13 @@ def test_rule_tests_fail_when_a_threshold_changes(tmp_path: Path) -> None:
     (tmp_path / RULES.name).write_text(rules.replace("26 * 3600", "27 * 3600"))
     shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
     result = subprocess.run(
-        [promtool(), "test", "rules", RULE_TESTS.name], capture_output=True, text=True,
-        timeout=120, check=False, cwd=tmp_path,
-    )  # fmt: skip
+        [promtool(), "test", "rules", RULE_TESTS.name],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "PgwardenBackupTooOld" in result.stdout + result.stderr
 

@@ -33,8 +33,13 @@ def _backup(workdir: Path, server: PgServer, db: str, **backup: object):  # type
 
 def _restore_custom(server: PgServer, archive: Path, into: str, *, zst: bool) -> None:
     server.create_database(into)
-    restore = [str(server.bin_dir / "pg_restore"), "--no-owner", "--exit-on-error",
-               "-d", server.dsn(into)]  # fmt: skip
+    restore = [
+        str(server.bin_dir / "pg_restore"),
+        "--no-owner",
+        "--exit-on-error",
+        "-d",
+        server.dsn(into),
+    ]
     if zst:
         plain = archive.with_suffix("")
         subprocess.run(["zstd", "-q", "-d", "-f", "-o", str(plain), str(archive)], check=True)
@@ -81,8 +86,9 @@ def test_plain_sql_gz_restores_with_the_strategys_own_command(
     subprocess.run(
         f"gunzip -c {outcome.path} | {pg18.bin_dir / 'psql'} -q -v ON_ERROR_STOP=1 "
         f"'{pg18.dsn('rich_plain_restored')}' > /dev/null",
-        shell=True, check=True,
-    )  # fmt: skip
+        shell=True,
+        check=True,
+    )
     _same(pg18, "rich_plain", "rich_plain_restored")
     assert b"PostgreSQL database dump complete" in gzip.open(outcome.path).read()[-4096:]
 
@@ -96,8 +102,17 @@ def test_custom_gzip_and_directory_formats(pg18: PgServer, workdir: Path) -> Non
     _, directory = _backup(workdir / "dir", pg18, "formats", format="directory", jobs=2)
     assert directory.path.is_dir()
     pg18.create_database("formats_dir")
-    subprocess.run([str(pg18.bin_dir / "pg_restore"), "--no-owner", "-j2", "-d",
-                    pg18.dsn("formats_dir"), str(directory.path)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(pg18.bin_dir / "pg_restore"),
+            "--no-owner",
+            "-j2",
+            "-d",
+            pg18.dsn("formats_dir"),
+            str(directory.path),
+        ],
+        check=True,
+    )
     _same(pg18, "formats", "formats_dir")
     manifest = json.loads(directory.manifest_path.read_text())
     assert manifest["files"] and "toc.dat" in manifest["files"]
@@ -119,9 +134,7 @@ def test_pg18_pg_dump_backs_up_pg15_server(pg15: PgServer, pg18: PgServer, workd
     make_sample_db(pg15, "from15", rows=200, vectors=False)
     config = make_config(
         workdir,
-        [
-            {**target_doc(pg15, "from15"), "bin_dir": str(pg18.bin_dir), "backup": {"retries": 0}}
-        ],  # fmt: skip
+        [{**target_doc(pg15, "from15"), "bin_dir": str(pg18.bin_dir), "backup": {"retries": 0}}],
     )
     env = open_env(config)
     outcome = take_backup(BackupRequest(config.targets[0], config, env.catalog, env.storage))
@@ -153,8 +166,10 @@ def test_stream_check_parses_the_archive_to_its_end(pg18: PgServer, workdir: Pat
 
     make_sample_db(pg18, "streamcheck", rows=2000, vectors=False)
     archive = workdir / "a.dump"
-    subprocess.run([str(pg18.bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(archive),
-                    pg18.dsn("streamcheck")], check=True)  # fmt: skip
+    subprocess.run(
+        [str(pg18.bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(archive), pg18.dsn("streamcheck")],
+        check=True,
+    )
     data = archive.read_bytes()
     tool = find_tool("pg_restore", min_major=18, bin_dir=pg18.bin_dir)
 
@@ -181,8 +196,9 @@ def test_stream_check_parses_the_archive_to_its_end(pg18: PgServer, workdir: Pat
         return total
 
     truncated = data[: len(data) * 2 // 3]
-    listed = subprocess.run([str(tool.path), "--list"], input=truncated, capture_output=True,
-                            check=False)  # fmt: skip
+    listed = subprocess.run(
+        [str(tool.path), "--list"], input=truncated, capture_output=True, check=False
+    )
     assert listed.returncode == 0  # --list is fooled by a truncated archive...
     for source in (through_pipe, from_file):
         assert run(source(data)) > 0

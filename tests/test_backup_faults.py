@@ -33,8 +33,9 @@ def _env(
     workdir: Path, server: PgServer, db: str, storage: Path | None = None, **backup: object
 ) -> Env:
     extra = {"storage": {"path": str(storage), "min_free_margin": 0}} if storage else {}
-    return open_env(make_config(workdir, [target_doc(server, db, backup={"retries": 0, **backup})],
-                                **extra))  # fmt: skip
+    return open_env(
+        make_config(workdir, [target_doc(server, db, backup={"retries": 0, **backup})], **extra)
+    )
 
 
 def _request(env: Env, cancel: threading.Event | None = None) -> BackupRequest:
@@ -131,8 +132,17 @@ def test_row_counts_match_the_snapshot_under_concurrent_inserts(
     pg18.create_database("busy_restored")
     plain = outcome.path.with_suffix("")
     subprocess.run(["zstd", "-q", "-d", "-f", "-o", str(plain), str(outcome.path)], check=True)
-    subprocess.run([str(pg18.bin_dir / "pg_restore"), "--no-owner", "-d", pg18.dsn("busy_restored"),
-                    str(plain)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(pg18.bin_dir / "pg_restore"),
+            "--no-owner",
+            "-d",
+            pg18.dsn("busy_restored"),
+            str(plain),
+        ],
+        check=True,
+        capture_output=True,
+    )
     restored = pg18.execute("SELECT count(*) FROM users", "busy_restored")[0][0]
     assert restored == recorded
     live = pg18.execute("SELECT count(*) FROM users", "busy")[0][0]
@@ -199,8 +209,9 @@ def test_server_stopped_mid_run_then_recovers(workdir: Path) -> None:
         shutil.rmtree(server.socket_dir, ignore_errors=True)
 
 
-def test_full_disk_leaves_nothing_and_next_run_succeeds(pg18: PgServer, workdir: Path,
-                                                         small_disk: Path) -> None:  # fmt: skip
+def test_full_disk_leaves_nothing_and_next_run_succeeds(
+    pg18: PgServer, workdir: Path, small_disk: Path
+) -> None:
     make_sample_db(pg18, "fill", rows=50, vectors=False)
     env = _env(workdir, pg18, "fill", storage=small_disk)
     take_backup(_request(env))  # small: the estimate for the next run is this size
@@ -225,8 +236,9 @@ def test_space_check_refuses_before_dumping(
     pg18: PgServer, workdir: Path, small_disk: Path
 ) -> None:
     make_sample_db(pg18, "toobig", rows=50, vectors=False)
-    pg18.execute("CREATE TABLE pad AS SELECT repeat('x', 1000) AS t FROM generate_series(1, 8000)",
-                 "toobig")  # fmt: skip
+    pg18.execute(
+        "CREATE TABLE pad AS SELECT repeat('x', 1000) AS t FROM generate_series(1, 8000)", "toobig"
+    )
     env = _env(workdir, pg18, "toobig", storage=small_disk)
     with pytest.raises(InsufficientSpaceError, match="not enough free space"):
         take_backup(_request(env))
@@ -236,10 +248,17 @@ def test_space_check_refuses_before_dumping(
 
 def test_bad_password_is_reported_without_the_password(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "secretdb", rows=10, vectors=False)
-    config = make_config(workdir, [{**target_doc(pg18, "secretdb"), "dsn":
-                                    f"postgresql://nobody_here@127.0.0.1:{pg18.port}/secretdb",
-                                    "password_env": "PGWARDEN_TEST_CANARY",
-                                    "backup": {"retries": 1, "retry_backoff": 0}}])  # fmt: skip
+    config = make_config(
+        workdir,
+        [
+            {
+                **target_doc(pg18, "secretdb"),
+                "dsn": f"postgresql://nobody_here@127.0.0.1:{pg18.port}/secretdb",
+                "password_env": "PGWARDEN_TEST_CANARY",
+                "backup": {"retries": 1, "retry_backoff": 0},
+            }
+        ],
+    )
     env = open_env(config)
     os.environ["PGWARDEN_TEST_CANARY"] = "canary-Pa55word"
     try:

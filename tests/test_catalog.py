@@ -47,18 +47,26 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
 def start(catalog: Catalog, target: str = "app", at: datetime = T0, **kwargs: object) -> str:
     backup_id = str(kwargs.pop("backup_id", new_id()))
     catalog.record_backup_start(
-        backup_id, target=target, database=f"{target}_db", started_at=at, format="custom",
+        backup_id,
+        target=target,
+        database=f"{target}_db",
+        started_at=at,
+        format="custom",
         **kwargs,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     return backup_id
 
 
 def complete(catalog: Catalog, target: str = "app", at: datetime = T0, size: int = 100) -> str:
     backup_id = start(catalog, target, at)
     catalog.record_backup_finish(
-        backup_id, status="complete", finished_at=at + timedelta(seconds=30), size_bytes=size,
-        sha256="ab" * 32, path=f"{target}/{backup_id}.dump",
-    )  # fmt: skip
+        backup_id,
+        status="complete",
+        finished_at=at + timedelta(seconds=30),
+        size_bytes=size,
+        sha256="ab" * 32,
+        path=f"{target}/{backup_id}.dump",
+    )
     return backup_id
 
 
@@ -150,17 +158,27 @@ def test_backup_round_trip_keeps_aware_utc_datetimes(catalog: Catalog) -> None:
     backup_id = new_id()
     started = T0.astimezone(PLUS2)
     running = catalog.record_backup_start(
-        backup_id, target="app", database="app_db", started_at=started, format="directory",
-        compression="zstd", tags=["scheduled", "pre-migration"], attempt=2,
-    )  # fmt: skip
+        backup_id,
+        target="app",
+        database="app_db",
+        started_at=started,
+        format="directory",
+        compression="zstd",
+        tags=["scheduled", "pre-migration"],
+        attempt=2,
+    )
     assert running.status == "running"
     assert running.started_at == T0
     assert running.started_at.tzinfo == UTC
 
     finished = catalog.record_backup_finish(
-        backup_id, status="complete", finished_at=T0 + timedelta(minutes=2), size_bytes=5 << 30,
-        sha256="0f" * 32, path="app/20261126T031500Z-x.dir",
-    )  # fmt: skip
+        backup_id,
+        status="complete",
+        finished_at=T0 + timedelta(minutes=2),
+        size_bytes=5 << 30,
+        sha256="0f" * 32,
+        path="app/20261126T031500Z-x.dir",
+    )
     again = catalog.get_backup(backup_id)
     assert again == finished
     assert again.started_at == T0
@@ -191,12 +209,16 @@ def test_naive_datetimes_and_bad_values_are_refused(catalog: Catalog) -> None:
 def test_failed_attempts_record_their_error(catalog: Catalog) -> None:
     backup_id = start(catalog)
     failed = catalog.record_backup_finish(
-        backup_id, status="failed", finished_at=T0 + timedelta(seconds=3),
+        backup_id,
+        status="failed",
+        finished_at=T0 + timedelta(seconds=3),
         error="pg_dump: error: connection refused",
-    )  # fmt: skip
+    )
     assert (failed.status, failed.error, failed.duration_s) == (
-        "failed", "pg_dump: error: connection refused", 3.0,
-    )  # fmt: skip
+        "failed",
+        "pg_dump: error: connection refused",
+        3.0,
+    )
     with pytest.raises(CatalogError, match="already failed"):
         catalog.record_backup_finish(backup_id, status="complete", finished_at=T0)
 
@@ -282,9 +304,12 @@ def test_verifications_update_the_backup_summary(catalog: Catalog) -> None:
     backup_id = complete(catalog)
     details = {"row_counts": {"public.users": 42}, "checks": ["users exist"]}
     passed = catalog.record_verification(
-        backup_id, started_at=T0 + timedelta(hours=1),
-        finished_at=T0 + timedelta(hours=1, minutes=5), status="passed", details=details,
-    )  # fmt: skip
+        backup_id,
+        started_at=T0 + timedelta(hours=1),
+        finished_at=T0 + timedelta(hours=1, minutes=5),
+        status="passed",
+        details=details,
+    )
     assert passed.details == details
     row = catalog.get_backup(backup_id)
     assert (row.verify_status, row.verified_at) == ("passed", T0 + timedelta(hours=1, minutes=5))
@@ -292,9 +317,12 @@ def test_verifications_update_the_backup_summary(catalog: Catalog) -> None:
     drill = catalog.start_verification(backup_id[:8], T0 + timedelta(days=1))
     assert drill.status == "running"
     failed = catalog.finish_verification(
-        drill.id, status="failed", finished_at=T0 + timedelta(days=1, minutes=1),
-        details={"check": "users exist", "expected": 1, "actual": 0}, error="users exist: 0 < 1",
-    )  # fmt: skip
+        drill.id,
+        status="failed",
+        finished_at=T0 + timedelta(days=1, minutes=1),
+        details={"check": "users exist", "expected": 1, "actual": 0},
+        error="users exist: 0 < 1",
+    )
     assert failed.finished_at is not None
     assert failed.finished_at.tzinfo == UTC
     assert catalog.get_backup(backup_id).verify_status == "failed"
@@ -310,9 +338,11 @@ def test_summaries_restore_gauges(catalog: Catalog) -> None:
     first = complete(catalog, "app", T0, size=100)
     second = complete(catalog, "app", T0 + timedelta(days=1), size=250)
     catalog.record_verification(
-        first, started_at=T0 + timedelta(hours=2), finished_at=T0 + timedelta(hours=3),
+        first,
+        started_at=T0 + timedelta(hours=2),
+        finished_at=T0 + timedelta(hours=3),
         status="passed",
-    )  # fmt: skip
+    )
     failed = start(catalog, "app", T0 + timedelta(days=2))
     catalog.record_backup_finish(failed, status="failed", finished_at=T0 + timedelta(days=2))
     catalog.mark_deleted(first)
@@ -331,8 +361,10 @@ def test_summaries_restore_gauges(catalog: Catalog) -> None:
     assert catalog.get_backup(second).status == "complete"
     crm = summaries["crm"]
     assert (crm.last_attempt_status, crm.last_success_at, crm.complete_count) == (
-        "running", None, 0,
-    )  # fmt: skip
+        "running",
+        None,
+        0,
+    )
 
 
 # -- rebuild from manifests -----------------------------------------------------------------
@@ -340,15 +372,27 @@ def test_summaries_restore_gauges(catalog: Catalog) -> None:
 
 def manifest(backup_id: str, **extra: object) -> dict[str, object]:
     document: dict[str, object] = {
-        "version": 1, "id": backup_id, "target": "app", "database": "app_db",
-        "started_at": "2026-11-26T05:15:00.123456+02:00", "finished_at": "2026-11-26T03:16:00Z",
-        "format": "custom", "compression": "zstd", "size": 4096, "sha256": "cd" * 32,
-        "tags": ["scheduled"], "row_counts": {"public.users": 3},
-        "verifications": [{
-            "started_at": "2026-11-27T05:00:00Z", "finished_at": "2026-11-27T05:02:00Z",
-            "status": "passed", "details": {"tables": 3},
-        }],
-    }  # fmt: skip
+        "version": 1,
+        "id": backup_id,
+        "target": "app",
+        "database": "app_db",
+        "started_at": "2026-11-26T05:15:00.123456+02:00",
+        "finished_at": "2026-11-26T03:16:00Z",
+        "format": "custom",
+        "compression": "zstd",
+        "size": 4096,
+        "sha256": "cd" * 32,
+        "tags": ["scheduled"],
+        "row_counts": {"public.users": 3},
+        "verifications": [
+            {
+                "started_at": "2026-11-27T05:00:00Z",
+                "finished_at": "2026-11-27T05:02:00Z",
+                "status": "passed",
+                "details": {"tables": 3},
+            }
+        ],
+    }
     document.update(extra)
     return document
 
@@ -392,10 +436,12 @@ def test_rebuild_marks_vanished_backups_deleted(catalog: Catalog) -> None:
         ({"started_at": "yesterday"}, "started_at: not an ISO 8601"),
         ({"size": -1}, "size: must be a non-negative integer"),
         ({"tags": "scheduled"}, "tags: must be a list"),
-        ({"verifications": [{"status": "maybe", "started_at": "2026-11-27T05:00:00Z"}]},
-         r"verifications\[0\]: status"),
+        (
+            {"verifications": [{"status": "maybe", "started_at": "2026-11-27T05:00:00Z"}]},
+            r"verifications\[0\]: status",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_manifests_name_the_key(
     catalog: Catalog, change: dict[str, object], message: str
 ) -> None:
@@ -420,9 +466,11 @@ def test_concurrent_writes_from_several_threads(catalog_url: str) -> None:
                     at = T0 + timedelta(minutes=index * 100 + n)
                     backup_id = complete(catalog, f"t{index}", at, size=n)
                     catalog.record_verification(
-                        backup_id, started_at=at, finished_at=at + timedelta(seconds=1),
+                        backup_id,
+                        started_at=at,
+                        finished_at=at + timedelta(seconds=1),
                         status="passed",
-                    )  # fmt: skip
+                    )
                     catalog.list_backups(f"t{index}", limit=3)
                     catalog.summaries()
             except BaseException as exc:
@@ -449,9 +497,11 @@ def test_last_run_feeds_the_scheduler(catalog: Catalog) -> None:
     catalog.record_backup_finish(failed, status="failed", finished_at=T0 + timedelta(days=1))
     complete(catalog, "crm", T0 + timedelta(days=5))
     catalog.record_verification(
-        backup_id, started_at=T0 + timedelta(hours=5), finished_at=T0 + timedelta(hours=6),
+        backup_id,
+        started_at=T0 + timedelta(hours=5),
+        finished_at=T0 + timedelta(hours=6),
         status="passed",
-    )  # fmt: skip
+    )
     last_backup = catalog.last_run("app", "backup")
     assert last_backup == T0 + timedelta(days=1)
     assert last_backup is not None

@@ -94,9 +94,10 @@ def test_numbering_is_contiguous_and_matches_revisions() -> None:
         values = {
             node.targets[0].id: ast.literal_eval(node.value)
             for node in module.body
-            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            if isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
             and node.targets[0].id in {"revision", "down_revision"}
-        }  # fmt: skip
+        }
         assert values.get("revision") == f"{index:03d}", (
             f"{path.name}: revision must be {index:03d}"
         )

@@ -16,8 +16,11 @@ from tests.sampledata import make_sample_db
 def _check(config_path: Path) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-m", "pgwarden.cli", "check", "-c", str(config_path), "--json"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return json.loads(out.stdout)
 
 

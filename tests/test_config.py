@@ -23,8 +23,12 @@ EXAMPLE = ROOT / "config" / "pgwarden.example.toml"
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pgwarden.cli", *args],
-        capture_output=True, text=True, timeout=60, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
 
 
 def target(**extra: object) -> dict[str, object]:
@@ -57,8 +61,11 @@ def test_defaults_follow_the_strategy() -> None:
     app = config.targets[0]
     pool = app.pools[0].settings
     assert (pool.pool_size, pool.max_overflow, pool.pool_timeout, pool.pool_recycle) == (
-        5, 10, 30.0, 1800,
-    )  # fmt: skip
+        5,
+        10,
+        30.0,
+        1800,
+    )
     assert app.retention.keep_days == 7
     assert app.retention.min_keep == 3
     assert config.metrics.listen == "127.0.0.1:9188"
@@ -204,9 +211,20 @@ def test_example_documents_every_key() -> None:
                 found |= keys(item)
         return found
 
-    optional = {"socket_group", "catalog_url", "tls_cert_file", "tls_key_file", "basic_auth_user",
-                "basic_auth_password_hash", "password_file", "password_credential", "bin_dir",
-                "compression_level", "timeout", "dsn"}  # fmt: skip
+    optional = {
+        "socket_group",
+        "catalog_url",
+        "tls_cert_file",
+        "tls_key_file",
+        "basic_auth_user",
+        "basic_auth_password_hash",
+        "password_file",
+        "password_credential",
+        "bin_dir",
+        "compression_level",
+        "timeout",
+        "dsn",
+    }
     for key in keys(effective) | optional:
         assert key in text, f"{key} is not documented in {EXAMPLE.name}"
     tomllib.loads(text)

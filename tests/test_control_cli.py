@@ -21,9 +21,14 @@ __all__ = ["harness"]
 
 def run_ctl(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``pgwarden ctl`` in its own process (this one runs the daemon and its log lines)."""
-    out = subprocess.run([sys.executable, "-m", "pgwarden.cli", "ctl", *argv],
-                         capture_output=True, text=True, timeout=60, check=False,
-                         env={**os.environ, **(env or {})})  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", "ctl", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
     assert CANARY not in out.stdout + out.stderr
     return out.returncode, out.stdout, out.stderr
 
@@ -134,8 +139,9 @@ def test_socket_comes_from_option_config_env_or_default(
     assert json.loads(out)["paused"]["all"] is True
     code, out, _ = run_ctl("resume", env={"PGWARDEN_SOCKET": str(harness.socket)})
     assert (code, out) == (0, "schedules running for every target\n")
-    code, out, _ = run_ctl("--socket", "/nonexistent/a.sock", "status",
-                           env={"PGWARDEN_SOCKET": str(harness.socket)})  # fmt: skip
+    code, out, _ = run_ctl(
+        "--socket", "/nonexistent/a.sock", "status", env={"PGWARDEN_SOCKET": str(harness.socket)}
+    )
     assert code == 3  # --socket beats the environment
     monkeypatch.delenv("PGWARDEN_SOCKET", raising=False)
     assert main(["ctl", "status"]) == 3  # the default, /run/pgwarden/control.sock: no daemon
@@ -149,10 +155,21 @@ def test_socket_comes_from_option_config_env_or_default(
 def test_backup_wait_shows_a_live_progress_line_on_a_tty(harness: Harness) -> None:
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgwarden.cli", "ctl", "--socket", str(harness.socket),
-         "backup", "app", "--wait"],
-        stdout=subprocess.PIPE, stderr=slave, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pgwarden.cli",
+            "ctl",
+            "--socket",
+            str(harness.socket),
+            "backup",
+            "app",
+            "--wait",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 60
@@ -178,10 +195,22 @@ def test_backup_wait_shows_a_live_progress_line_on_a_tty(harness: Harness) -> No
 
 def test_progress_line_stays_off_when_not_a_tty(harness: Harness) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "pgwarden.cli", "ctl", "--socket", str(harness.socket),
-         "backup", "shop", "--wait"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pgwarden.cli",
+            "ctl",
+            "--socket",
+            str(harness.socket),
+            "backup",
+            "shop",
+            "--wait",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0
     assert out.stderr == ""
     assert out.stdout.startswith("backup of shop succeeded")

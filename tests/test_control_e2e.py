@@ -101,8 +101,11 @@ class Live:
     def ctl(self, *argv: str) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [sys.executable, "-m", "pgwarden.cli", "ctl", "--socket", str(self.socket), *argv],
-            capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         self.answers.extend([out.stdout, out.stderr])
         return out
 
@@ -115,8 +118,11 @@ def live(pg18: PgServer) -> Iterator[Live]:
     config.write_text(_config(root, pg18))
     config.chmod(0o600)
     log = (root / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     live = Live(root, config, root / "ctl.sock", proc)
     try:
         wait_for(lambda: _answers_hello(live) or proc.poll() is not None, timeout=60)
@@ -240,23 +246,46 @@ def test_every_command_through_ctl(live: Live) -> None:
 # -- the acceptance checks -----------------------------------------------------------------
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
-)  # fmt: skip
+)
 _requests = st.fixed_dictionaries(
-    {"cmd": st.sampled_from(["status", "jobs", "job", "backups", "pin", "unpin", "pause",
-                             "resume", "config", "hello", "nope", ""])},
-    optional={"id": _json, "args": st.dictionaries(
-        st.sampled_from(["target", "backup", "id", "wait", "dry_run", "tags", "all", "x"]),
-        st.sampled_from(["shop", "gone", "nosuch", "", "0000"]) | _json, max_size=4)},
-)  # fmt: skip
+    {
+        "cmd": st.sampled_from(
+            [
+                "status",
+                "jobs",
+                "job",
+                "backups",
+                "pin",
+                "unpin",
+                "pause",
+                "resume",
+                "config",
+                "hello",
+                "nope",
+                "",
+            ]
+        )
+    },
+    optional={
+        "id": _json,
+        "args": st.dictionaries(
+            st.sampled_from(["target", "backup", "id", "wait", "dry_run", "tags", "all", "x"]),
+            st.sampled_from(["shop", "gone", "nosuch", "", "0000"]) | _json,
+            max_size=4,
+        ),
+    },
+)
 _junk = st.binary(max_size=2048) | _json.map(lambda v: json.dumps(v).encode())
 _junk |= _requests.map(lambda v: json.dumps(v).encode())
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(junk=st.lists(_junk, min_size=1, max_size=4))
 def test_fuzz_then_a_valid_request_is_answered(live: Live, junk: list[bytes]) -> None:
     payload = b"\n".join(junk) + b"\n" + request_line("status", rid="probe-7d1e")
@@ -283,9 +312,17 @@ print(s.makefile("rb").readline().decode(), end="")
 
 
 def test_a_peer_dropped_to_nobody_is_refused(live: Live) -> None:
-    out = subprocess.run(["/usr/bin/python3", "-c", PEER, str(live.socket)], user="nobody",
-                         group="nogroup", extra_groups=[], capture_output=True, text=True,
-                         timeout=30, check=True, cwd="/")  # fmt: skip
+    out = subprocess.run(
+        ["/usr/bin/python3", "-c", PEER, str(live.socket)],
+        user="nobody",
+        group="nogroup",
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        cwd="/",
+    )
     answer = json.loads(out.stdout)
     assert answer["id"] == "who"
     assert answer["error"]["code"] == "forbidden"
@@ -315,8 +352,13 @@ def test_fifty_clients_with_a_silent_one(live: Live) -> None:
 
 
 def _second_daemon(live: Live) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pgwarden.cli", "run", "-c", str(live.config)],
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", "run", "-c", str(live.config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_a_second_daemon_on_the_same_socket_refuses_to_start(live: Live) -> None:
@@ -360,7 +402,13 @@ def test_stop_removes_the_socket_and_ctl_then_exits_3(live: Live) -> None:
     assert str(live.socket) in out.stderr
     assert "not running" in out.stderr
     env = {**os.environ, "PGWARDEN_SOCKET": str(live.socket)}
-    out = subprocess.run([sys.executable, "-m", "pgwarden.cli", "ctl", "status"], env=env,
-                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", "ctl", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 3
     assert str(live.socket) in out.stderr

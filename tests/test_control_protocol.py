@@ -69,9 +69,17 @@ def test_args_are_typed_and_unknown_ones_refused() -> None:
 
 @pytest.mark.parametrize(
     ("code", "exit_code"),
-    [("bad_request", 2), ("not_found", 2), ("config", 2), ("forbidden", 3), ("busy", 1),
-     ("internal", 1), ("backup_failed", 1), ("timeout", 1)],
-)  # fmt: skip
+    [
+        ("bad_request", 2),
+        ("not_found", 2),
+        ("config", 2),
+        ("forbidden", 3),
+        ("busy", 1),
+        ("internal", 1),
+        ("backup_failed", 1),
+        ("timeout", 1),
+    ],
+)
 def test_error_codes_map_to_cli_exit_codes(code: str, exit_code: int) -> None:
     assert protocol.exit_code_for(code) == exit_code
 
@@ -79,10 +87,11 @@ def test_error_codes_map_to_cli_exit_codes(code: str, exit_code: int) -> None:
 _secret_text = st.text(max_size=20).map(lambda s: f"S3CR3T-{s}")
 _values = st.recursive(
     st.none() | st.integers() | st.floats() | st.text(max_size=10) | _secret_text.map(Secret),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=15,
-)  # fmt: skip
+)
 
 
 def _secrets(value: Any) -> list[str]:
@@ -106,11 +115,17 @@ def test_no_secret_value_survives_encoding(value: Any) -> None:
 
 
 def test_redaction_of_keys_inline_passwords_and_types() -> None:
-    out = redact({
-        "password": "hunter2", "nested": {"token": "t0k"},
-        "dsn": "postgresql://u:pw@host/db", "conninfo": "host=x password=pw",
-        "path": Path("/x"), "nan": float("nan"), "set": {1},
-    })  # fmt: skip
+    out = redact(
+        {
+            "password": "hunter2",
+            "nested": {"token": "t0k"},
+            "dsn": "postgresql://u:pw@host/db",
+            "conninfo": "host=x password=pw",
+            "path": Path("/x"),
+            "nan": float("nan"),
+            "set": {1},
+        }
+    )
     assert out["password"] == "***"
     assert out["nested"]["token"] == "***"
     assert "pw" not in out["dsn"]

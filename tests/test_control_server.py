@@ -90,8 +90,9 @@ def test_backup_answers_at_once_then_wait_streams_progress(harness: Harness) -> 
     again = call(harness, "backup", {"target": "app"})  # same target and kind: the same job
     assert again["job"]["id"] == queued["job"]["id"]
     assert again["existing"] is True
-    messages = list(ControlClient(harness.socket).stream("job", {"id": queued["job"]["id"],
-                                                                   "wait": True}))  # fmt: skip
+    messages = list(
+        ControlClient(harness.socket).stream("job", {"id": queued["job"]["id"], "wait": True})
+    )
     events = [m for m in messages if m.kind == "progress"]
     assert events, "no progress events"
     assert {"job", "kind", "target", "state"} <= set(events[0].data)
@@ -105,8 +106,9 @@ def test_backup_answers_at_once_then_wait_streams_progress(harness: Harness) -> 
 
 
 def test_failed_job_is_an_outcome_with_a_scrubbed_error(harness: Harness) -> None:
-    messages = list(ControlClient(harness.socket).stream("backup", {"target": "broken",
-                                                                      "wait": True}))  # fmt: skip
+    messages = list(
+        ControlClient(harness.socket).stream("backup", {"target": "broken", "wait": True})
+    )
     job = messages[-1].data["job"]
     assert job["state"] == "failed"
     assert job["error_code"] == "backup_failed"
@@ -117,8 +119,11 @@ def test_failed_job_is_an_outcome_with_a_scrubbed_error(harness: Harness) -> Non
 def test_verify_with_and_without_a_backup_reference(harness: Harness) -> None:
     messages = list(ControlClient(harness.socket).stream("backup", {"target": "app", "wait": True}))
     backup_id = messages[-1].data["job"]["result"]["backup_id"]
-    result = list(ControlClient(harness.socket).stream(
-        "verify", {"target": "app", "backup": backup_id[:6], "wait": True}))[-1].data  # fmt: skip
+    result = list(
+        ControlClient(harness.socket).stream(
+            "verify", {"target": "app", "backup": backup_id[:6], "wait": True}
+        )
+    )[-1].data
     assert result["job"]["state"] == "succeeded"
     assert result["job"]["result"]["backup_id"] == backup_id  # the prefix was resolved
     plain = call(harness, "verify", {"target": "shop"})
@@ -130,8 +135,9 @@ def test_verify_with_and_without_a_backup_reference(harness: Harness) -> None:
 def test_prune_one_or_all_targets_and_dry_run(harness: Harness) -> None:
     one = call(harness, "prune", {"target": "app"})
     assert [j["target"] for j in one["jobs"]] == ["app"]
-    wait_for(lambda: call(harness, "job", {"id": one["jobs"][0]["id"]})["job"]["state"]
-             == "succeeded")  # fmt: skip
+    wait_for(
+        lambda: call(harness, "job", {"id": one["jobs"][0]["id"]})["job"]["state"] == "succeeded"
+    )
     every = list(ControlClient(harness.socket).stream("prune", {"dry_run": True, "wait": True}))
     result = every[-1].data
     assert result["dry_run"] is True
@@ -171,8 +177,7 @@ def test_backups_pin_unpin(harness: Harness) -> None:
 
 
 def test_pause_and_resume_all_or_one(harness: Harness) -> None:
-    assert call(harness, "pause", {"target": "app"})["paused"] == {"all": False,
-                                                                  "targets": ["app"]}  # fmt: skip
+    assert call(harness, "pause", {"target": "app"})["paused"] == {"all": False, "targets": ["app"]}
     assert harness.daemon.paused == {"app"}
     assert call(harness, "pause")["paused"]["all"] is True
     # resuming one target while all are paused keeps the others paused, by name
@@ -218,12 +223,22 @@ def test_no_answer_ever_contains_the_canary(harness: Harness) -> None:
         list(ControlClient(harness.socket).stream("backup", {"target": target, "wait": True}))
     short = call(harness, "backups", {"target": "app"})["backups"][0]["short_id"]
     requests = [
-        ("hello", {}), ("status", {}), ("jobs", {}), ("backups", {}), ("config", {}),
-        ("backup", {"target": "shop", "wait": True}), ("verify", {"target": "app", "wait": True}),
-        ("prune", {"dry_run": True, "wait": True}), ("pin", {"target": "app", "backup": short}),
-        ("unpin", {"target": "app", "backup": short}), ("pause", {}), ("resume", {}),
-        ("reload", {}), ("backup", {"target": "nosuch"}), ("nosuch", {}),
-    ]  # fmt: skip
+        ("hello", {}),
+        ("status", {}),
+        ("jobs", {}),
+        ("backups", {}),
+        ("config", {}),
+        ("backup", {"target": "shop", "wait": True}),
+        ("verify", {"target": "app", "wait": True}),
+        ("prune", {"dry_run": True, "wait": True}),
+        ("pin", {"target": "app", "backup": short}),
+        ("unpin", {"target": "app", "backup": short}),
+        ("pause", {}),
+        ("resume", {}),
+        ("reload", {}),
+        ("backup", {"target": "nosuch"}),
+        ("nosuch", {}),
+    ]
     payload = b"".join(request_line(cmd, args, i) for i, (cmd, args) in enumerate(requests))
     answers = raw_exchange(harness.socket, payload)
     finals = [a for a in answers if "ok" in a]
@@ -376,9 +391,14 @@ print(s.makefile("rb").readline().decode(), end="")
 def _as_nobody(path: Path) -> dict[str, Any]:
     out = subprocess.run(
         ["/usr/bin/python3", "-c", PEER_SCRIPT, str(path)],
-        user="nobody", group="nogroup", extra_groups=[], capture_output=True, timeout=30,
-        check=True, cwd="/",
-    )  # fmt: skip
+        user="nobody",
+        group="nogroup",
+        extra_groups=[],
+        capture_output=True,
+        timeout=30,
+        check=True,
+        cwd="/",
+    )
     answer: dict[str, Any] = json.loads(out.stdout)
     return answer
 

@@ -174,9 +174,13 @@ class MiniDaemon:
         started = datetime.now(UTC)
         name = backup_name(started, backup_id[:8], "dump")
         catalog.record_backup_start(
-            backup_id, target=job.target, database=job.target, started_at=started,
-            format="custom", tags=job.args.get("tags", ["manual"]),
-        )  # fmt: skip
+            backup_id,
+            target=job.target,
+            database=job.target,
+            started_at=started,
+            format="custom",
+            tags=job.args.get("tags", ["manual"]),
+        )
         self._steps(job, "dumping")
         folder = storage.target_dir(job.target)
         (folder / name).write_bytes(b"PGDMP")
@@ -185,9 +189,13 @@ class MiniDaemon:
             job.target, manifest_name(name), json.dumps(manifest).encode()
         )
         catalog.record_backup_finish(
-            backup_id, status="complete", finished_at=datetime.now(UTC), size_bytes=STEPS * 10**6,
-            sha256="0" * 64, path=f"{job.target}/{name}",
-        )  # fmt: skip
+            backup_id,
+            status="complete",
+            finished_at=datetime.now(UTC),
+            size_bytes=STEPS * 10**6,
+            sha256="0" * 64,
+            path=f"{job.target}/{name}",
+        )
         return {"backup_id": backup_id, "size_bytes": STEPS * 10**6}
 
     def _verify(self, job: Job) -> dict[str, Any]:

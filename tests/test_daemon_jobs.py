@@ -87,9 +87,12 @@ def test_start_up_recovers_from_a_crash(pg18: PgServer, workdir: Path) -> None:
     state.mkdir()
     with open_catalog(f"sqlite:///{state}/catalog.db") as catalog:
         catalog.record_backup_start(
-            "ab" * 16, target="crashed", database="crashed",
-            started_at=datetime.now(UTC), format="custom",
-        )  # fmt: skip
+            "ab" * 16,
+            target="crashed",
+            database="crashed",
+            started_at=datetime.now(UTC),
+            format="custom",
+        )
     leftover = workdir / "backups" / "crashed" / "20261126T030000Z-abababab.dump.zst.partial"
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"half a dump")
@@ -119,9 +122,20 @@ def test_an_unusable_pg_dump_is_reported_at_start_up(pg18: PgServer, workdir: Pa
     finally:
         _stop(daemon, thread, box)
     log = subprocess.run(
-        [sys.executable, "-m", "pgwarden.cli", "check", "-c", str(workdir / "pgwarden.toml"),
-         "--json"], capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pgwarden.cli",
+            "check",
+            "-c",
+            str(workdir / "pgwarden.toml"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     items = {r["check"]: r for r in json.loads(log.stdout)["results"]}
     assert items["pg_dump"]["status"] == "fail"
 
@@ -131,19 +145,35 @@ def test_backups_lists_runs_newest_first(pg18: PgServer, workdir: Path) -> None:
     config = _write(workdir, pg18, "listing")
     cli = [sys.executable, "-m", "pgwarden.cli"]
     for tag in ("first", "second"):
-        done = subprocess.run([*cli, "backup", "-c", str(config), "listing", "--tag", tag],
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        done = subprocess.run(
+            [*cli, "backup", "-c", str(config), "listing", "--tag", tag],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert "backup " in done.stdout
-    listed = subprocess.run([*cli, "backups", "-c", str(config), "--json"],
-                            capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    listed = subprocess.run(
+        [*cli, "backups", "-c", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     rows = json.loads(listed.stdout)
     assert [r["tags"] for r in rows] == [["manual", "second"], ["manual", "first"]]
     assert all(r["status"] == "complete" for r in rows)
-    table = subprocess.run([*cli, "backups", "-c", str(config)],
-                           capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    table = subprocess.run(
+        [*cli, "backups", "-c", str(config)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert table.splitlines()[0].startswith("ID")
-    bad = subprocess.run([*cli, "backup", "-c", str(config), "nosuch"],
-                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    bad = subprocess.run(
+        [*cli, "backup", "-c", str(config), "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 2
     assert "unknown target 'nosuch'" in bad.stderr

@@ -64,8 +64,12 @@ def running_daemon(
     systemd = Systemd(workdir / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000"}
     log = (workdir / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield proc, systemd, config
     finally:
@@ -176,8 +180,13 @@ def test_dead_infrastructure_thread_is_fatal(pg18: PgServer, workdir: Path) -> N
 def test_bad_config_exits_2_before_starting(workdir: Path) -> None:
     config = workdir / "pgwarden.toml"
     config.write_text("[daemon]\nmax_parallel_jobs = 0\n")
-    result = subprocess.run([sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
-                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "daemon.max_parallel_jobs: must be >= 1 (got 0)" in result.stdout + result.stderr
 
@@ -186,8 +195,10 @@ def test_bad_config_exits_2_before_starting(workdir: Path) -> None:
 def test_sigint_stops_like_sigterm(pg18: PgServer, workdir: Path, sig: signal.Signals) -> None:
     make_sample_db(pg18, "intr", rows=5, vectors=False)
     with running_daemon(workdir, daemon_config_text(workdir, pg18, "intr", free_port())) as (
-        proc, systemd, _config,
-    ):  # fmt: skip
+        proc,
+        systemd,
+        _config,
+    ):
         systemd.wait_for("READY=1")
         proc.send_signal(sig)
         systemd.wait_for("STOPPING=1")

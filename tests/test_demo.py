@@ -12,10 +12,22 @@ from pathlib import Path
 def test_demo_runs_end_to_end(workdir: Path) -> None:
     env = {**os.environ, "PGWARDEN_DEMO_KEEP": "0"}
     result = subprocess.run(
-        [sys.executable, "-m", "pgwarden.cli", "demo", "--dir", str(workdir / "demo"),
-         "--duration", "5"],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pgwarden.cli",
+            "demo",
+            "--dir",
+            str(workdir / "demo"),
+            "--duration",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "demo: backup" in out and "written" in out

@@ -29,10 +29,10 @@ def test_a_probe_returns_the_exact_nearest_neighbours(pg18: PgServer) -> None:
     make_sample_db(pg18, "facts_probe", rows=2000, dim=8)
     key = 17
     with psycopg.connect(pg18.dsn("facts_probe")) as conn, conn.transaction():
-        found = introspect.probe_neighbours(conn, "public", "documents", "embedding", "id",
-                                       str(key), 10)  # fmt: skip
-        gone = introspect.probe_neighbours(conn, "public", "documents", "embedding", "id",
-                                      "-1", 10)  # fmt: skip
+        found = introspect.probe_neighbours(
+            conn, "public", "documents", "embedding", "id", str(key), 10
+        )
+        gone = introspect.probe_neighbours(conn, "public", "documents", "embedding", "id", "-1", 10)
     # the same order from a brute-force sort of every distance (no LIMIT, no index)
     brute = pg18.execute(
         "SELECT id FROM (SELECT id, embedding <-> (SELECT embedding FROM documents "

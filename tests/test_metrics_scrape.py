@@ -75,8 +75,13 @@ def scraped_names(text: str) -> set[str]:
 
 
 def promtool_check_metrics(text: str) -> None:
-    result = subprocess.run([tool("promtool"), "check", "metrics"], input=text.encode(),
-                            capture_output=True, timeout=60, check=False)  # fmt: skip
+    result = subprocess.run(
+        [tool("promtool"), "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output
     assert output == ""
@@ -103,10 +108,16 @@ def test_full_scrape_is_clean_and_has_every_metric_the_dashboard_and_rules_use(
     bouncer = pgbouncer_factory(default_pool_size=2)
     config = make_config(
         workdir,
-        [{"name": "full", "dsn": pg18.uri("metrics_full"), "bin_dir": str(pg18.bin_dir),
-          "pools": [{"application": "api", "pool_size": 1, "max_overflow": 0}]}],
+        [
+            {
+                "name": "full",
+                "dsn": pg18.uri("metrics_full"),
+                "bin_dir": str(pg18.bin_dir),
+                "pools": [{"application": "api", "pool_size": 1, "max_overflow": 0}],
+            }
+        ],
         pgbouncer=[{"name": "main", "dsn": bouncer.admin_dsn()}],
-    )  # fmt: skip
+    )
     state = ServiceState.open(config, Metrics())
     monitor = MonitorThread(lambda: config, state.metrics)
     try:
@@ -160,8 +171,11 @@ def pgwarden_run(workdir: Path, text: str) -> Iterator[subprocess.Popen[bytes]]:
     config.write_text(text)
     config.chmod(0o600)
     log = (workdir / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgwarden.cli", "run", "-c", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         yield proc
     finally:
@@ -201,16 +215,24 @@ def wait_http(url: str, timeout: float = 60, **kwargs: Any) -> None:
 def prometheus(workdir: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[str]:
     """A real Prometheus on loopback with the pgwarden rules loaded; yields its base URL."""
     port = free_port()
-    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-              "rule_files": [str(RULES)], "scrape_configs": scrape_configs}  # fmt: skip
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": scrape_configs,
+    }
     path = workdir / "prometheus.yml"
     path.write_text(json.dumps(config))  # JSON is YAML
     log = (workdir / "prometheus.log").open("wb")
     proc = subprocess.Popen(
-        [tool("prometheus"), f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}",
-         f"--storage.tsdb.path={workdir / 'prom-data'}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            tool("prometheus"),
+            f"--config.file={path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={workdir / 'prom-data'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/-/ready")
@@ -250,16 +272,25 @@ def test_prometheus_scrapes_pgwarden_run_and_a_tls_endpoint(pg18: PgServer, work
     pg18.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 50) g", "metrics_run")
     daemon_port = free_port()
     cert, key = self_signed(workdir)
-    tls_server = MetricsServer(Metrics(), "127.0.0.1", 0, lambda: True,
-                               tls=tls_context(cert, key),
-                               auth=BasicAuth("prometheus", openssl_hash("-5", "pw")))  # fmt: skip
+    tls_server = MetricsServer(
+        Metrics(),
+        "127.0.0.1",
+        0,
+        lambda: True,
+        tls=tls_context(cert, key),
+        auth=BasicAuth("prometheus", openssl_hash("-5", "pw")),
+    )
     tls_server.start()
     scrape_configs = [
         {"job_name": "pgwarden", "static_configs": [{"targets": [f"127.0.0.1:{daemon_port}"]}]},
-        {"job_name": "pgwarden-tls", "scheme": "https", "tls_config": {"ca_file": str(cert)},
-         "basic_auth": {"username": "prometheus", "password": "pw"},
-         "static_configs": [{"targets": [f"127.0.0.1:{tls_server.port}"]}]},
-    ]  # fmt: skip
+        {
+            "job_name": "pgwarden-tls",
+            "scheme": "https",
+            "tls_config": {"ca_file": str(cert)},
+            "basic_auth": {"username": "prometheus", "password": "pw"},
+            "static_configs": [{"targets": [f"127.0.0.1:{tls_server.port}"]}],
+        },
+    ]
     try:
         with pgwarden_run(
             workdir, daemon_config_text(workdir, pg18, "metrics_run", daemon_port)
@@ -305,8 +336,14 @@ def test_prometheus_scrapes_pgwarden_run_and_a_tls_endpoint(pg18: PgServer, work
             assert status == 200
             promtool_check_metrics(text)
             assert proc.poll() is None
-        assert get(f"https://127.0.0.1:{tls_server.port}/metrics", basic("prometheus", "pw"),
-                   context=__import__("ssl").create_default_context(cafile=str(cert)))[0] == 200  # fmt: skip
+        assert (
+            get(
+                f"https://127.0.0.1:{tls_server.port}/metrics",
+                basic("prometheus", "pw"),
+                context=__import__("ssl").create_default_context(cafile=str(cert)),
+            )[0]
+            == 200
+        )
     finally:
         tls_server.stop()
         pg18.drop_database("metrics_run")
@@ -323,9 +360,14 @@ def test_pgwarden_run_restart_keeps_the_history_gauges(pg18: PgServer, workdir: 
     pg18.execute("CREATE TABLE t AS SELECT 1 AS id", "metrics_restart")
     port = free_port()
     text = daemon_config_text(workdir, pg18, "metrics_restart", port)
-    history = ("pgwarden_backup_last_success_timestamp_seconds", "pgwarden_backup_last_run_success",
-               "pgwarden_backup_last_size_bytes", "pgwarden_backup_last_duration_seconds",
-               "pgwarden_backup_oldest_timestamp_seconds", "pgwarden_backup_stored_bytes")  # fmt: skip
+    history = (
+        "pgwarden_backup_last_success_timestamp_seconds",
+        "pgwarden_backup_last_run_success",
+        "pgwarden_backup_last_size_bytes",
+        "pgwarden_backup_last_duration_seconds",
+        "pgwarden_backup_oldest_timestamp_seconds",
+        "pgwarden_backup_stored_bytes",
+    )
     labels = 'target="metrics_restart"'
     try:
         with pgwarden_run(workdir, text) as proc:

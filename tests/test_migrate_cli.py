@@ -17,8 +17,9 @@ from tests.pgservers import PgServer
 from tests.test_migrate_support import ALEMBIC, AlembicApp, users_app
 
 
-def _toml(workdir: Path, pg18: PgServer, targets: list[tuple[str, AlembicApp | None]],
-          extra: str = "") -> Path:  # fmt: skip
+def _toml(
+    workdir: Path, pg18: PgServer, targets: list[tuple[str, AlembicApp | None]], extra: str = ""
+) -> Path:
     parts = [
         f'[daemon]\nstate_dir = "{workdir / "state"}"\nsocket = "{workdir / "ctl.sock"}"\n',
         f'[storage]\npath = "{workdir / "backups"}"\n',
@@ -71,9 +72,11 @@ def test_check_every_target_reports_each_and_fails_on_an_error(
 
 
 def test_upgrade_dry_run_then_upgrade_then_up_to_date(
-    pg18: PgServer, workdir: Path, capsys: pytest.CaptureFixture[str],
+    pg18: PgServer,
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("CLI_MIGRATE_PW", "never-printed-pw")
     app = users_app(workdir / "app")
     config = _toml(workdir, pg18, [("cli_up", app)], extra='password_env = "CLI_MIGRATE_PW"')

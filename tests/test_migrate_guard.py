@@ -40,11 +40,13 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def test_parse_plain_and_annotated_assignments() -> None:
     plain = parse_source("revision = 'abc'\ndown_revision = None\n")
     assert (plain.revision, plain.down_revisions, plain.error) == ("abc", (), None)
-    annotated = parse_source(textwrap.dedent("""
+    annotated = parse_source(
+        textwrap.dedent("""
         from typing import Sequence, Union
         revision: str = "def"
         down_revision: Union[str, Sequence[str], None] = ("abc", "xyz")
-    """))  # fmt: skip
+    """)
+    )
     assert annotated.revision == "def"
     assert annotated.down_revisions == ("abc", "xyz")
 
@@ -80,15 +82,17 @@ def test_unparsable_files_are_reported_not_raised() -> None:
 
 
 def test_a_file_made_by_the_real_alembic_revision_command_parses(tmp_path: Path) -> None:
-    run = lambda *a: subprocess.run([str(ALEMBIC), *a], cwd=tmp_path, check=True,  # noqa: E731
-                                    capture_output=True)  # fmt: skip
+    def run(*a: str) -> None:
+        subprocess.run([str(ALEMBIC), *a], cwd=tmp_path, check=True, capture_output=True)
+
     run("init", "migrations")
     run("revision", "-m", "initial schema", "--rev-id", "001")
     run("revision", "-m", "add users table", "--rev-id", "002")
     files = scan([tmp_path / "migrations" / "versions"])
     assert [(f.revision, f.down_revisions, f.error) for f in files] == [
-        ("001", (), None), ("002", ("001",), None)
-    ]  # fmt: skip
+        ("001", (), None),
+        ("002", ("001",), None),
+    ]
     assert not any(f.downgrade_work for f in files)  # the template's downgrade() is `pass`
     project = locate(_config(tmp_path, {"project": str(tmp_path)}), _target(tmp_path))
     assert project.versions == (tmp_path / "migrations" / "versions",)
@@ -121,8 +125,10 @@ def test_versions_from_the_ini_with_here_and_relative_locations(tmp_path: Path) 
     assert versions_from_ini(ini, tmp_path) == (tmp_path / "db" / "versions",)
     ini.write_text("[alembic]\nscript_location = db\n")
     assert versions_from_ini(ini, tmp_path) == (tmp_path / "db" / "versions",)
-    ini.write_text(f"[alembic]\nscript_location = db\npath_separator = os\n"
-                   f"version_locations = %(here)s/a{os.pathsep}b\n")  # fmt: skip
+    ini.write_text(
+        f"[alembic]\nscript_location = db\npath_separator = os\n"
+        f"version_locations = %(here)s/a{os.pathsep}b\n"
+    )
     assert versions_from_ini(ini, tmp_path) == (ini.parent / "a", tmp_path / "b")
     ini.write_text("[alembic]\nscript_location = db\nversion_locations = x, y z\n")
     assert versions_from_ini(ini, tmp_path) == (tmp_path / "x", tmp_path / "y", tmp_path / "z")
@@ -177,8 +183,12 @@ def entries(files: list[MigrationFile]) -> dict[str, LedgerEntry]:
     return {f.name: LedgerEntry(f.name, f.sha256, f.revision or "", T0) for f in files}
 
 
-def codes(files: list[MigrationFile], ledger: dict[str, LedgerEntry] | None = None,
-          database: tuple[str, ...] = (), numbered: bool = True) -> list[str]:  # fmt: skip
+def codes(
+    files: list[MigrationFile],
+    ledger: dict[str, LedgerEntry] | None = None,
+    database: tuple[str, ...] = (),
+    numbered: bool = True,
+) -> list[str]:
     result = evaluate(files, ledger or {}, database, require_numbered=numbered)
     return sorted(p.code for p in result.problems)
 
@@ -189,8 +199,9 @@ def test_a_clean_chain_has_no_problems_and_plans_in_order() -> None:
     assert result.problems == ()
     assert result.heads == ("r4",)
     assert [(p.revision, p.file) for p in result.pending] == [
-        ("r3", "003_step_3.py"), ("r4", "004_step_4.py")
-    ]  # fmt: skip
+        ("r3", "003_step_3.py"),
+        ("r4", "004_step_4.py"),
+    ]
     assert result.to_record == ()
     fresh = evaluate(files, {}, ("r3",), require_numbered=True, now=T0)
     assert [e.name for e in fresh.to_record] == [f.name for f in files[:3]]
@@ -202,8 +213,10 @@ def test_each_policy_error() -> None:
     edited = [files[0], mf(files[1].name, "r2", "r1", sha="changed"), files[2]]
     assert codes(edited, released, ("r2",)) == ["released_edited"]
     assert codes([files[0], files[2]], released, ("r1",)) == [
-        "missing_parent", "numbering", "released_deleted"
-    ]  # fmt: skip
+        "missing_parent",
+        "numbering",
+        "released_deleted",
+    ]
     assert codes(files, {}, ("nope",)) == ["unknown_revision"]
     assert codes(files, {}, ("r1", "r2")) == ["database_heads"]
     branch = [*files, mf("004_other.py", "r4", "r2")]
@@ -322,14 +335,19 @@ def test_the_ledger_lock_excludes_a_second_holder(tmp_path: Path) -> None:
 
 def test_database_url_carries_the_password_encoded_and_display_url_hides_it() -> None:
     secret = "p@ss:w/rd %?&é"
-    spec = ConnSpec("host=db.internal port=5433 dbname=my_app user=app sslmode=require",
-                    Secret(secret))  # fmt: skip
+    spec = ConnSpec(
+        "host=db.internal port=5433 dbname=my_app user=app sslmode=require", Secret(secret)
+    )
     url = database_url(spec)
     assert str(url) == "***" and repr(url) == "Secret('***')"
     parsed = make_url(url.reveal())
     assert (parsed.username, parsed.password, parsed.host, parsed.port, parsed.database) == (
-        "app", secret, "db.internal", 5433, "my_app"
-    )  # fmt: skip
+        "app",
+        secret,
+        "db.internal",
+        5433,
+        "my_app",
+    )
     assert parsed.query == {"sslmode": "require"}
     shown = display_url(spec)
     assert shown == "postgresql://app:***@db.internal:5433/my_app?sslmode=require"

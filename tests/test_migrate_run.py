@@ -42,8 +42,13 @@ def _migrate(env: Env, **kw: object):  # type: ignore[no-untyped-def]
 def _check(env: Env):  # type: ignore[no-untyped-def]
     target = env.config.targets[0]
     store = LedgerStore(env.config.daemon.state_dir, target.name)
-    return inspect_project(locate(env.config, target), store, ConnSpec.from_target(target),
-                           require_numbered=True, record=True)  # fmt: skip
+    return inspect_project(
+        locate(env.config, target),
+        store,
+        ConnSpec.from_target(target),
+        require_numbered=True,
+        record=True,
+    )
 
 
 def _version(pg18: PgServer, db: str) -> list[object]:
@@ -67,8 +72,11 @@ def test_upgrade_takes_a_pre_migration_backup_first_then_applies(
     assert _count(pg18, "mig_up", "users") == 3
 
     # the next migration changes the data: the backup must hold the state before it
-    app.add("003_add_user_email.py", "ALTER TABLE users ADD COLUMN email text",
-            "INSERT INTO users (name) VALUES ('margaret'), ('edsger')")  # fmt: skip
+    app.add(
+        "003_add_user_email.py",
+        "ALTER TABLE users ADD COLUMN email text",
+        "INSERT INTO users (name) VALUES ('margaret'), ('edsger')",
+    )
     second = _migrate(env)
     assert second.status == "migrated"
     assert second.revision_before == (app.revisions[1],)
@@ -85,8 +93,11 @@ def test_upgrade_takes_a_pre_migration_backup_first_then_applies(
     assert manifest.finished_at is not None and record.finished_at is not None
 
     ledger = LedgerStore(env.config.daemon.state_dir, "mig_up").load()
-    assert sorted(ledger.entries) == ["001_initial_schema.py", "002_add_users_table.py",
-                                      "003_add_user_email.py"]  # fmt: skip
+    assert sorted(ledger.entries) == [
+        "001_initial_schema.py",
+        "002_add_users_table.py",
+        "003_add_user_email.py",
+    ]
     assert [u.status for u in ledger.upgrades] == ["migrated", "migrated"]
     assert ledger.upgrades[-1].backup_id == second.backup_id
 
@@ -209,8 +220,11 @@ def test_a_failing_migration_keeps_the_backup_and_reports_stderr(
     app = users_app(workdir / "app")
     env = _env(workdir, pg18, "mig_fail", app)
     _migrate(env)
-    app.add("003_add_user_email.py", "ALTER TABLE users ADD COLUMN email text",
-            "UPDATE no_such_table SET x = 1")  # fmt: skip
+    app.add(
+        "003_add_user_email.py",
+        "ALTER TABLE users ADD COLUMN email text",
+        "UPDATE no_such_table SET x = 1",
+    )
     with pytest.raises(MigrationFailed) as failed:
         _migrate(env)
     outcome = failed.value.outcome
@@ -249,9 +263,14 @@ def test_a_migration_that_runs_too_long_is_stopped(pg18: PgServer, workdir: Path
     app = users_app(workdir / "app")
     app.add("003_slow.py", "SELECT pg_sleep(30)")
     env = _env(workdir, pg18, "mig_slow", app)
-    env.config = make_config(workdir, [migrate_target(
-        pg18, "mig_slow", app, migrations=app.migrations(timeout=3, backup_before=False)
-    )])  # fmt: skip
+    env.config = make_config(
+        workdir,
+        [
+            migrate_target(
+                pg18, "mig_slow", app, migrations=app.migrations(timeout=3, backup_before=False)
+            )
+        ],
+    )
     with pytest.raises(MigrationFailed) as failed:
         _migrate(env)
     assert "timed out" in (failed.value.outcome.error or "")
@@ -263,9 +282,11 @@ def test_env_py_ignoring_the_url_is_a_failure(pg18: PgServer, workdir: Path) -> 
     app = users_app(workdir / "app")
     pg18.create_database("mig_elsewhere")
     env_py = app.root / "migrations" / "env.py"
-    env_py.write_text(env_py.read_text().replace(
-        'url = os.environ["DATABASE_URL"]', f"url = {pg18.uri('mig_elsewhere')!r}"
-    ))  # fmt: skip
+    env_py.write_text(
+        env_py.read_text().replace(
+            'url = os.environ["DATABASE_URL"]', f"url = {pg18.uri('mig_elsewhere')!r}"
+        )
+    )
     env = _env(workdir, pg18, "mig_ignored", app)
     with pytest.raises(MigrationFailed) as failed:
         _migrate(env)
@@ -279,8 +300,11 @@ def test_migrations_run_as_their_own_role(pg18: PgServer, workdir: Path) -> None
     pg18.execute("DROP ROLE IF EXISTS mig_owner")
     pg18.execute("CREATE ROLE mig_owner LOGIN")
     app = users_app(workdir / "app")
-    migrations = {**app.migrations(), "url_scheme": "postgresql+psycopg",
-                  "dsn": f"postgresql://mig_owner@127.0.0.1:{pg18.port}/mig_owner_db"}  # fmt: skip
+    migrations = {
+        **app.migrations(),
+        "url_scheme": "postgresql+psycopg",
+        "dsn": f"postgresql://mig_owner@127.0.0.1:{pg18.port}/mig_owner_db",
+    }
     pg18.create_database("mig_owner_db")
     pg18.execute("ALTER DATABASE mig_owner_db OWNER TO mig_owner")
     pg18.execute("ALTER SCHEMA public OWNER TO mig_owner", "mig_owner_db")

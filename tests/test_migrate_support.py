@@ -139,8 +139,13 @@ class AlembicApp:
         if down == "previous":
             down = self.revisions[-1] if self.revisions else None
         body = "\n".join(f"    op.execute({s!r})" for s in sql) or "    pass"
-        text = VERSION.format(slug=slug, revision=revision, down=down, upgrade=body,
-                              downgrade=textwrap.indent(downgrade, "    "))  # fmt: skip
+        text = VERSION.format(
+            slug=slug,
+            revision=revision,
+            down=down,
+            upgrade=body,
+            downgrade=textwrap.indent(downgrade, "    "),
+        )
         path = self.versions / name
         path.write_text(text)
         self.revisions.append(revision)

@@ -47,9 +47,12 @@ def record_drill(catalog: Catalog, target: str, finished: datetime, status: str)
     )
     catalog.record_backup_finish(backup_id, status="complete", finished_at=started)
     catalog.record_verification(
-        backup_id, started_at=finished - timedelta(minutes=1), finished_at=finished,
-        status=status, error=None if status == "passed" else "row count of users: 3 != 4",
-    )  # fmt: skip
+        backup_id,
+        started_at=finished - timedelta(minutes=1),
+        finished_at=finished,
+        status=status,
+        error=None if status == "passed" else "row count of users: 3 != 4",
+    )
 
 
 def make_vector_database(server: PgServer, name: str) -> None:
@@ -92,9 +95,10 @@ def make_vector_database(server: PgServer, name: str) -> None:
 def test_checklist_on_a_pgvector_database(pg18: PgServer, workdir: Path) -> None:
     make_vector_database(pg18, "chk_vec")
     target = {
-        "name": "vec", "dsn": pg18.dsn("chk_vec"),
+        "name": "vec",
+        "dsn": pg18.dsn("chk_vec"),
         "pools": [{"application": "api", "pool_size": 5, "max_overflow": 10, "processes": 2}],
-    }  # fmt: skip
+    }
     config = parse(config_data(workdir, [target]), workdir / "pgwarden.toml")
     config.daemon.state_dir.mkdir()
     catalog = open_catalog(config.daemon.effective_catalog_url)

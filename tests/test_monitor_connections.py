@@ -72,9 +72,16 @@ def test_application_and_server_ratios(pg18: PgServer, workdir: Path) -> None:
     pg18.create_database("mon_app")
     config = make_config(
         workdir,
-        [{"name": "app", "dsn": pg18.dsn("mon_app"),
-          "pools": [{"application": "api", "pool_size": 2, "max_overflow": 1, "processes": 2}]}],
-    )  # fmt: skip
+        [
+            {
+                "name": "app",
+                "dsn": pg18.dsn("mon_app"),
+                "pools": [
+                    {"application": "api", "pool_size": 2, "max_overflow": 1, "processes": 2}
+                ],
+            }
+        ],
+    )
     clock = FakeClock()
     sampler = Sampler(monotonic=clock)
     try:
@@ -269,9 +276,14 @@ def test_role_without_pg_monitor_still_counts_sessions(pg18: PgServer, workdir: 
     pg18.execute("DROP ROLE IF EXISTS mon_plain; CREATE ROLE mon_plain LOGIN")
     config = make_config(
         workdir,
-        [{"name": "plain", "dsn": pg18.dsn("mon_hidden", user="mon_plain"),
-          "pools": [{"application": "api"}]}],
-    )  # fmt: skip
+        [
+            {
+                "name": "plain",
+                "dsn": pg18.dsn("mon_hidden", user="mon_plain"),
+                "pools": [{"application": "api"}],
+            }
+        ],
+    )
     sampler = Sampler()
     try:
         with app_connections(pg18, "mon_hidden", "api", 2), capture_logs() as logs:

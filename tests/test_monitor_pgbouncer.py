@@ -183,21 +183,32 @@ def test_pgbouncer_down_and_back(
 
 
 def test_parsing_is_by_column_name_and_tolerates_new_columns() -> None:
-    sizes = parse_pool_sizes([
-        {"name": "app", "pool_size": 20, "some_future_column": "x"},
-        {"name": "unlimited", "pool_size": 0},
-        {"name": "pgbouncer", "pool_size": 2},
-    ])  # fmt: skip
+    sizes = parse_pool_sizes(
+        [
+            {"name": "app", "pool_size": 20, "some_future_column": "x"},
+            {"name": "unlimited", "pool_size": 0},
+            {"name": "pgbouncer", "pool_size": 2},
+        ]
+    )
     assert sizes == {"app": 20, "unlimited": 0}
     pools = parse_pools(
         [
-            {"user": "u", "database": "app", "sv_active": 5, "cl_waiting": 1, "cl_active": 5,
-             "maxwait": 2, "maxwait_us": 500000, "sv_new_state": 1, "load_balance": "x"},
+            {
+                "user": "u",
+                "database": "app",
+                "sv_active": 5,
+                "cl_waiting": 1,
+                "cl_active": 5,
+                "maxwait": 2,
+                "maxwait_us": 500000,
+                "sv_new_state": 1,
+                "load_balance": "x",
+            },
             {"database": "unlimited", "user": "u", "sv_active": 7},
             {"database": "pgbouncer", "user": "pgbouncer", "cl_active": 1},
         ],
         sizes,
-    )  # fmt: skip
+    )
     assert [p.database for p in pools] == ["app", "unlimited"]
     app, unlimited = pools
     assert app.max_wait_s == 2.5

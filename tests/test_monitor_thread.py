@@ -153,8 +153,10 @@ def promtool() -> str:
     if found is None:
         subprocess.run(
             ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
-            check=True, capture_output=True, timeout=600,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         found = shutil.which("promtool")
     assert found is not None, "promtool is required (apt-get install prometheus)"
     return found
@@ -170,12 +172,15 @@ def test_exposition_passes_promtool(
     config = make_config(
         workdir,
         [
-            {"name": "prom", "dsn": pg18.dsn("mon_prom"),
-             "pools": [{"application": "api", "processes": 2}]},
+            {
+                "name": "prom",
+                "dsn": pg18.dsn("mon_prom"),
+                "pools": [{"application": "api", "processes": 2}],
+            },
             {"name": "gone", "dsn": "host=127.0.0.1 port=1 dbname=x user=postgres"},
         ],
         pgbouncer=[{"name": "main", "dsn": bouncer.admin_dsn()}],
-    )  # fmt: skip
+    )
     metrics = Metrics()
     monitor = MonitorThread(lambda: config, metrics)
     try:
@@ -185,12 +190,17 @@ def test_exposition_passes_promtool(
         assert not gone.up
         text = generate_latest(metrics.registry)
         for name in (
-            b"pgwarden_server_up", b"pgwarden_server_connections{",
-            b"pgwarden_application_pool_at_limit_seconds", b"pgwarden_pgbouncer_clients{",
-            b"pgwarden_pgbouncer_pool_saturation_ratio{", b"pgwarden_own_pool_timeouts_total",
-            b"pgwarden_monitor_sample_errors_total", b"pgwarden_target_server_info",
-            b"pgwarden_monitor_last_sample_timestamp_seconds", b"pgwarden_build_info",
-        ):  # fmt: skip
+            b"pgwarden_server_up",
+            b"pgwarden_server_connections{",
+            b"pgwarden_application_pool_at_limit_seconds",
+            b"pgwarden_pgbouncer_clients{",
+            b"pgwarden_pgbouncer_pool_saturation_ratio{",
+            b"pgwarden_own_pool_timeouts_total",
+            b"pgwarden_monitor_sample_errors_total",
+            b"pgwarden_target_server_info",
+            b"pgwarden_monitor_last_sample_timestamp_seconds",
+            b"pgwarden_build_info",
+        ):
             assert name in text, name
         result = subprocess.run(
             [promtool(), "check", "metrics"],

@@ -95,13 +95,21 @@ def test_wheel_installs_and_runs(pg18: PgServer, workdir: Path) -> None:
 
 
 def test_version_is_printed_and_looked_up_only_when_asked() -> None:
-    done = subprocess.run([sys.executable, "-m", "pgwarden.cli", "--version"], check=False,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", "--version"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("pgwarden ") and done.stdout.strip() != "pgwarden"
     # a one-shot command does not pay for importlib.metadata just to build its parser
-    probe = ("import sys, pgwarden.cli; pgwarden.cli.build_parser(); "
-             "print('importlib.metadata' in sys.modules)")  # fmt: skip
-    loaded = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    probe = (
+        "import sys, pgwarden.cli; pgwarden.cli.build_parser(); "
+        "print('importlib.metadata' in sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, timeout=60
+    )
     assert loaded.stdout.strip() == "False"

@@ -80,8 +80,13 @@ def scram(pg15: PgServer) -> Iterator[tuple[str, str]]:
 
 def test_params_dbname_and_with_dbname() -> None:
     spec = ConnSpec("postgresql://app@db.example:6432/prod?sslmode=verify-full", Secret("pw"))
-    assert spec.params() == {"user": "app", "host": "db.example", "port": "6432",
-                             "dbname": "prod", "sslmode": "verify-full"}  # fmt: skip
+    assert spec.params() == {
+        "user": "app",
+        "host": "db.example",
+        "port": "6432",
+        "dbname": "prod",
+        "sslmode": "verify-full",
+    }
     assert spec.dbname == "prod"
     other = spec.with_dbname("scratch db")
     assert other.dbname == "scratch db"
@@ -232,9 +237,19 @@ def test_psql_authenticates_through_the_pgpass_file(pg15: PgServer, scram: tuple
     with tool_environment(spec) as env:
         pgpass = Path(env["PGPASSFILE"])
         assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
-        argv = [psql, "--no-psqlrc", "--no-password", "--tuples-only", "--no-align",
-                "--dbname", spec.tool_conninfo(),
-                "-c", "SELECT pg_sleep(3)", "-c", "SELECT current_user"]  # fmt: skip
+        argv = [
+            psql,
+            "--no-psqlrc",
+            "--no-password",
+            "--tuples-only",
+            "--no-align",
+            "--dbname",
+            spec.tool_conninfo(),
+            "-c",
+            "SELECT pg_sleep(3)",
+            "-c",
+            "SELECT current_user",
+        ]
         assert all(password not in a and "Canary" not in a for a in argv)
         assert all("Canary" not in v for v in env.values())
         out: list[bytes] = []
@@ -263,8 +278,15 @@ def test_psql_without_the_password_fails(pg15: PgServer, scram: tuple[str, str])
     spec = ConnSpec(pg15.dsn(user=role), Secret("not-the-password"))
     psql = str(PG15_BIN / "psql")
     with tool_environment(spec) as env:
-        argv = [psql, "--no-psqlrc", "--no-password", "--dbname", spec.tool_conninfo(),
-                "-c", "SELECT 1"]  # fmt: skip
+        argv = [
+            psql,
+            "--no-psqlrc",
+            "--no-password",
+            "--dbname",
+            spec.tool_conninfo(),
+            "-c",
+            "SELECT 1",
+        ]
         result = run_tool(argv, env=env)
     assert result.returncode != 0
     assert "password authentication failed" in result.stderr_tail
@@ -276,7 +298,12 @@ def test_socket_connection_through_tool_env(pg15: PgServer, scram: tuple[str, st
     out: list[bytes] = []
     with tool_environment(spec) as env:
         # the database comes from the environment alone here (PGHOST is a socket directory)
-        argv = [str(PG15_BIN / "psql"), "--no-psqlrc", "--no-password", "-tAc",
-                "SELECT current_user, inet_server_addr() IS NULL"]  # fmt: skip
+        argv = [
+            str(PG15_BIN / "psql"),
+            "--no-psqlrc",
+            "--no-password",
+            "-tAc",
+            "SELECT current_user, inet_server_addr() IS NULL",
+        ]
         check(run_tool(argv, env=env, stdout=out.append))
     assert b"".join(out).decode().strip() == f"{role}|t"

@@ -156,8 +156,13 @@ def test_password_in_dsn_is_moved_out() -> None:
     assert uri.password is not None
     assert uri.password.reveal() == "s3cr@t"
     assert "s3cr" not in repr(uri)
-    assert uri.params() == {"user": "bob", "host": "h", "port": "5433", "dbname": "db",
-                            "sslmode": "require"}  # fmt: skip
+    assert uri.params() == {
+        "user": "bob",
+        "host": "h",
+        "port": "5433",
+        "dbname": "db",
+        "sslmode": "require",
+    }
 
 
 def test_configured_source_wins_over_dsn_password(monkeypatch: pytest.MonkeyPatch) -> None:

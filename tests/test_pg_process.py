@@ -266,14 +266,16 @@ def test_bad_argv_and_missing_binary() -> None:
     [
         ("host=h password=s3cret dbname=x", "host=h password=*** dbname=x"),
         ("password='a b\\' c' port=1", "password=*** port=1"),
-        ('PGPASSWORD="x y" psql', 'PGPASSWORD=*** psql'),
+        ('PGPASSWORD="x y" psql', "PGPASSWORD=*** psql"),
         ("sslpassword = k3y", "sslpassword = ***"),
         ("oauth_client_secret=abc", "oauth_client_secret=***"),
         ("postgres://u:p%40ss@host:5432/db", "postgres://u:***@host:5432/db"),
-        ('FATAL:  password authentication failed for user "bob"',
-         'FATAL:  password authentication failed for user "bob"'),
+        (
+            'FATAL:  password authentication failed for user "bob"',
+            'FATAL:  password authentication failed for user "bob"',
+        ),
     ],
-)  # fmt: skip
+)
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
 
@@ -293,10 +295,19 @@ def test_pipeline_gunzip_into_psql(pg18: PgServer, tmp_path: Path) -> None:
     with tool_environment(spec) as env:
         first, second = run_pipeline(
             ["gunzip", "-c", str(dump)],
-            [psql, "--no-psqlrc", "--no-password", "-v", "ON_ERROR_STOP=1", "--quiet",
-             "--dbname", spec.tool_conninfo()],
-            env=env, timeout=60,
-        )  # fmt: skip
+            [
+                psql,
+                "--no-psqlrc",
+                "--no-password",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "--quiet",
+                "--dbname",
+                spec.tool_conninfo(),
+            ],
+            env=env,
+            timeout=60,
+        )
     check(second)
     check(first)
     assert pg18.execute("SELECT count(*) FROM items", "t_pipeline") == [(5000,)]

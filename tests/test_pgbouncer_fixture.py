@@ -17,9 +17,19 @@ from tests.pgservers import PgServer
 __all__ = ["pgbouncer_factory"]
 
 SHOW_POOLS_COLUMNS = {
-    "database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used",
-    "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
-}  # fmt: skip
+    "database",
+    "user",
+    "cl_active",
+    "cl_waiting",
+    "sv_active",
+    "sv_idle",
+    "sv_used",
+    "sv_tested",
+    "sv_login",
+    "maxwait",
+    "maxwait_us",
+    "pool_mode",
+}
 
 
 def _wait_for(condition: object, timeout: float = 10.0) -> None:

@@ -34,8 +34,11 @@ def test_forty_days_of_backups_are_pruned_to_exactly_the_planned_set(
     made[4.4] = store.backup(days(4.4), tags=("manual", "pre-migration"))
     made[27.5] = store.backup(days(27.5))
     store.env.catalog.record_verification(
-        made[27.5].id, started_at=datetime.now(UTC) - days(27), finished_at=datetime.now(UTC)
-        - days(27) + timedelta(minutes=3), status="passed")  # fmt: skip
+        made[27.5].id,
+        started_at=datetime.now(UTC) - days(27),
+        finished_at=datetime.now(UTC) - days(27) + timedelta(minutes=3),
+        status="passed",
+    )
     failed = [store.failed_run(days(1.6)), store.failed_run(days(11.1))]
     others = [store.backup(days(30), target="other"), store.backup(days(35), target="other")]
     (store.directory() / "notes.txt").write_text("an operator's file: not a backup\n")
@@ -159,8 +162,9 @@ def test_a_backup_in_use_is_kept_this_time(new_store: StoreFactory) -> None:
         "    print('restoring', flush=True)\n"
         "    sys.stdin.read()\n"
     )
-    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True) as restore:  # fmt: skip
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as restore:
         try:
             assert restore.stdout is not None
             assert restore.stdout.readline().strip() == "restoring"
@@ -175,8 +179,9 @@ def test_a_backup_in_use_is_kept_this_time(new_store: StoreFactory) -> None:
     assert store.files() == backup_files([fresh, old])
     assert store.statuses()[middle.id] == "deleted"
 
-    later = prune_target(store.target(), store.env.catalog, store.storage,
-                         locks=BackupLocks(state_dir))  # fmt: skip
+    later = prune_target(
+        store.target(), store.env.catalog, store.storage, locks=BackupLocks(state_dir)
+    )
     assert later.deleted == 1
     assert store.files() == backup_files([fresh])
 
@@ -195,8 +200,12 @@ def test_an_undeletable_file_is_reported_and_does_not_stop_the_rest(
         assert stuck.path in errors
         assert manifest_name(half.path or "") in errors
         results = {b["id"]: b["result"] for b in outcome["backups"]}
-        assert results == {fresh.id: "kept", first.id: "deleted", stuck.id: "not deleted",
-                           half.id: "deleted"}  # fmt: skip
+        assert results == {
+            fresh.id: "kept",
+            first.id: "deleted",
+            stuck.id: "not deleted",
+            half.id: "deleted",
+        }
         # the stuck backup stays whole: file, manifest, catalog row
         assert store.record(stuck.id).status == "complete"
         assert store.artifact(stuck).exists()

@@ -17,10 +17,22 @@ __all__ = ["new_store", "source_db"]  # the fixtures, imported for pytest
 
 def listing(store: Store) -> list[tuple[Any, ...]]:
     return [
-        (r.id, r.target, r.started_at, r.finished_at, r.status, r.pinned, r.tags, r.path,
-         r.size_bytes, r.sha256, r.format, r.compression)
+        (
+            r.id,
+            r.target,
+            r.started_at,
+            r.finished_at,
+            r.status,
+            r.pinned,
+            r.tags,
+            r.path,
+            r.size_bytes,
+            r.sha256,
+            r.format,
+            r.compression,
+        )
         for r in store.env.catalog.list_backups(statuses=("complete",))
-    ]  # fmt: skip
+    ]
 
 
 def test_catalog_rebuild_after_losing_the_catalog_restores_the_listing(
@@ -90,8 +102,13 @@ def test_orphans_dangling_manifests_and_vanished_backups_are_found_and_rebuilt(
 
     problems = find_problems(store.env.catalog, store.storage)
     kinds = sorted(p.kind for p in problems)
-    assert kinds == ["manifest_without_artifact", "missing_backup", "not_in_catalog",
-                     "orphan_file", "unreadable_manifest"]  # fmt: skip
+    assert kinds == [
+        "manifest_without_artifact",
+        "missing_backup",
+        "not_in_catalog",
+        "orphan_file",
+        "unreadable_manifest",
+    ]
     by_kind = {p.kind: p for p in problems}
     assert str(orphan) in by_kind["orphan_file"].message
     assert by_kind["orphan_file"].severity == "warning"
@@ -108,7 +125,10 @@ def test_orphans_dangling_manifests_and_vanished_backups_are_found_and_rebuilt(
     assert sorted(report.marked_deleted) == sorted([dangling.id, vanished.id])
     assert not report.ok  # the damaged manifest could not be indexed
     assert sorted(p.kind for p in report.problems) == [
-        "manifest_without_artifact", "orphan_file", "unreadable_manifest"]  # fmt: skip
+        "manifest_without_artifact",
+        "orphan_file",
+        "unreadable_manifest",
+    ]
     statuses = store.statuses()
     assert statuses[foreign_id] == "complete"
     assert (statuses[dangling.id], statuses[vanished.id]) == ("deleted", "deleted")

@@ -28,18 +28,30 @@ from tests.sampledata import (
 
 def _setup(workdir: Path, server: PgServer, db: str, **backup: Any) -> tuple[Path, BackupOutcome]:
     doc = {
-        "daemon": {"state_dir": str(workdir / "state"), "socket": str(workdir / "ctl.sock"),
-                   "log_level": "warning"},
+        "daemon": {
+            "state_dir": str(workdir / "state"),
+            "socket": str(workdir / "ctl.sock"),
+            "log_level": "warning",
+        },
         "storage": {"path": str(workdir / "backups")},
         "metrics": {"listen": "127.0.0.1:0"},
-        "targets": [target_doc(server, db, backup={"retries": 0, **backup}, verify={"checks": [
-            {"name": "users", "sql": "SELECT COUNT(*) FROM users", "min": 1}]})],
-    }  # fmt: skip
+        "targets": [
+            target_doc(
+                server,
+                db,
+                backup={"retries": 0, **backup},
+                verify={
+                    "checks": [{"name": "users", "sql": "SELECT COUNT(*) FROM users", "min": 1}]
+                },
+            )
+        ],
+    }
     path = write_config(workdir, tomli_w.dumps(doc))
     env = open_env(config_mod.load(path))
     try:
-        outcome = take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog,
-                                            env.storage))  # fmt: skip
+        outcome = take_backup(
+            BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage)
+        )
     finally:
         env.catalog.close()
     return path, outcome
@@ -63,8 +75,9 @@ def test_restore_into_a_new_database_then_verify(
     make_rich_db(pg18, "rst_src")
     pg18.drop_database("rst_new")
     config, backup = _setup(workdir, pg18, "rst_src")
-    code, out, err = _run(capsys, "restore", "-c", str(config), "rst_src", "--into", "rst_new",
-                          "--verify", "--json")  # fmt: skip
+    code, out, err = _run(
+        capsys, "restore", "-c", str(config), "rst_src", "--into", "rst_new", "--verify", "--json"
+    )
     report = json.loads(out)
     assert code == 0, (out, err)
     assert report["passed"] and report["backup_id"] == backup.backup_id
@@ -74,8 +87,10 @@ def test_restore_into_a_new_database_then_verify(
     )
     _same(pg18, "rst_src", "rst_new")
     # owners are kept in a real restore (unlike a drill)
-    assert pg18.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'users' "
-                        "AND schemaname = 'public'", "rst_new") == [("postgres",)]  # fmt: skip
+    assert pg18.execute(
+        "SELECT tableowner FROM pg_tables WHERE tablename = 'users' AND schemaname = 'public'",
+        "rst_new",
+    ) == [("postgres",)]
 
 
 def test_restore_refuses_a_database_with_data_unless_forced(
@@ -85,18 +100,29 @@ def test_restore_refuses_a_database_with_data_unless_forced(
     config, _ = _setup(workdir, pg18, "rst_busy_src")
     make_sample_db(pg18, "rst_busy", rows=50, seed=7)  # someone's data
     before = table_fingerprints(pg18, "rst_busy")
-    code, out, err = _run(capsys, "restore", "-c", str(config), "rst_busy_src", "--into",
-                          "rst_busy")  # fmt: skip
+    code, out, err = _run(
+        capsys, "restore", "-c", str(config), "rst_busy_src", "--into", "rst_busy"
+    )
     assert code == 2
     assert "rst_busy exists and is not empty" in err
     assert "--force" in err
     assert table_fingerprints(pg18, "rst_busy") == before  # untouched
     # the dry run is refused the same way: it shows what would happen
-    code, _, err = _run(capsys, "restore", "-c", str(config), "rst_busy_src", "--into",
-                        "rst_busy", "--dry-run")  # fmt: skip
+    code, _, err = _run(
+        capsys, "restore", "-c", str(config), "rst_busy_src", "--into", "rst_busy", "--dry-run"
+    )
     assert code == 2
-    code, out, err = _run(capsys, "restore", "-c", str(config), "rst_busy_src", "--into",
-                          "rst_busy", "--force", "--verify")  # fmt: skip
+    code, out, err = _run(
+        capsys,
+        "restore",
+        "-c",
+        str(config),
+        "rst_busy_src",
+        "--into",
+        "rst_busy",
+        "--force",
+        "--verify",
+    )
     assert code == 0, (out, err)
     _same(pg18, "rst_busy_src", "rst_busy")
 
@@ -107,8 +133,9 @@ def test_an_empty_existing_database_is_restored_into(
     make_sample_db(pg18, "rst_empty_src", rows=100, vectors=False)
     config, _ = _setup(workdir, pg18, "rst_empty_src")
     pg18.create_database("rst_empty")
-    code, out, err = _run(capsys, "restore", "-c", str(config), "rst_empty_src", "--into",
-                          "rst_empty")  # fmt: skip
+    code, out, err = _run(
+        capsys, "restore", "-c", str(config), "rst_empty_src", "--into", "rst_empty"
+    )
     assert code == 0, (out, err)
     assert "done" in out
     _same(pg18, "rst_empty_src", "rst_empty")
@@ -120,8 +147,9 @@ def test_dry_run_prints_commands_that_a_shell_runs(
     make_sample_db(pg18, "rst_dry_src", rows=150)
     pg18.drop_database("rst_dry")
     config, backup = _setup(workdir, pg18, "rst_dry_src")
-    code, out, err = _run(capsys, "restore", "-c", str(config), "rst_dry_src", "--into",
-                          "rst_dry", "--dry-run")  # fmt: skip
+    code, out, err = _run(
+        capsys, "restore", "-c", str(config), "rst_dry_src", "--into", "rst_dry", "--dry-run"
+    )
     assert code == 0, err
     assert "rst_dry" not in pg18.databases()  # nothing was run
     lines = [line for line in out.splitlines() if line and not line.startswith("#")]
@@ -131,8 +159,12 @@ def test_dry_run_prints_commands_that_a_shell_runs(
     assert "password=" not in out
     # the listing is a manual path: a shell runs it (sha256sum prints, the rest restores)
     script = "set -e\n" + "\n".join(lines[1:]) + "\n"
-    subprocess.run(["sh", "-c", script], check=True, capture_output=True, env={
-        "PATH": f"{pg18.bin_dir}:/usr/bin:/bin"})  # fmt: skip
+    subprocess.run(
+        ["sh", "-c", script],
+        check=True,
+        capture_output=True,
+        env={"PATH": f"{pg18.bin_dir}:/usr/bin:/bin"},
+    )
     _same(pg18, "rst_dry_src", "rst_dry")
     assert not list(backup.path.parent.glob("*.partial"))
 
@@ -150,8 +182,7 @@ def test_verify_command_exit_codes(
         byte = fh.read(1)
         fh.seek(100)
         fh.write(bytes([byte[0] ^ 0xFF]))
-    code, out, _ = _run(capsys, "verify", "-c", str(config), "vcmd", backup.backup_id[:8],
-                        "--json")  # fmt: skip
+    code, out, _ = _run(capsys, "verify", "-c", str(config), "vcmd", backup.backup_id[:8], "--json")
     assert code == 1
     report = json.loads(out)
     assert report["passed"] is False

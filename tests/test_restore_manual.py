@@ -27,10 +27,8 @@ def _manual_script() -> str:
 def test_the_manual_path_runs_as_written(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, "manual_src", rows=500)
     pg18.drop_database("restore_test")
-    env = open_env(make_config(workdir, [target_doc(pg18, "manual_src",
-                                                    backup={"retries": 0})]))  # fmt: skip
-    backup = take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog,
-                                       env.storage))  # fmt: skip
+    env = open_env(make_config(workdir, [target_doc(pg18, "manual_src", backup={"retries": 0})]))
+    backup = take_backup(BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage))
     manifest = json.loads(backup.manifest_path.read_text())
     probe = manifest["vector_probes"][0]
     script = _manual_script()
@@ -38,11 +36,19 @@ def test_the_manual_path_runs_as_written(pg18: PgServer, workdir: Path) -> None:
     script = script.replace("/var/tmp/", f"{workdir}/")
     script = script.replace("id::text = '42'", f"id::text = '{probe['key']}'")
     shell_env = {
-        "PATH": f"{pg18.bin_dir}:/usr/bin:/bin", "PGHOST": "127.0.0.1", "PGPORT": str(pg18.port),
-        "PGUSER": "postgres", "HOME": os.environ.get("HOME", "/root"),
-    }  # fmt: skip
-    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], env=shell_env,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+        "PATH": f"{pg18.bin_dir}:/usr/bin:/bin",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(pg18.port),
+        "PGUSER": "postgres",
+        "HOME": os.environ.get("HOME", "/root"),
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script],
+        env=shell_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     # step 1 prints the file's hash, then the manifest's: the same
@@ -51,7 +57,6 @@ def test_the_manual_path_runs_as_written(pg18: PgServer, workdir: Path) -> None:
     # the same ids from the exact search on the restored copy
     recorded = next(line for line in lines if line.startswith("public.documents.embedding"))
     assert json.loads(recorded.split(": ", 1)[1]) == probe["neighbours"]
-    found = [line.strip() for line in lines[lines.index(recorded) + 1 :]
-             if line.strip().isdigit()]  # fmt: skip
+    found = [line.strip() for line in lines[lines.index(recorded) + 1 :] if line.strip().isdigit()]
     assert found == probe["neighbours"]
     assert "restore_test" not in pg18.databases()

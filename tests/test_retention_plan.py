@@ -28,13 +28,26 @@ def record(
     verify_status: str | None = None,
 ) -> BackupRecord:
     return BackupRecord(
-        id=f"{index:032x}", target="app", database="app", started_at=started_at,
-        finished_at=started_at + timedelta(minutes=1), status=status, tags=tuple(tags),
-        format="custom", compression="zstd:1", path=f"x-{index}.dump", size_bytes=100,
-        sha256=None, pinned=pinned,
+        id=f"{index:032x}",
+        target="app",
+        database="app",
+        started_at=started_at,
+        finished_at=started_at + timedelta(minutes=1),
+        status=status,
+        tags=tuple(tags),
+        format="custom",
+        compression="zstd:1",
+        path=f"x-{index}.dump",
+        size_bytes=100,
+        sha256=None,
+        pinned=pinned,
         verified_at=started_at + timedelta(hours=2) if verify_status else None,
-        verify_status=verify_status, error=None, attempt=1, duration_s=60.0, deleted_at=None,
-    )  # fmt: skip
+        verify_status=verify_status,
+        error=None,
+        attempt=1,
+        duration_s=60.0,
+        deleted_at=None,
+    )
 
 
 _one = st.tuples(
@@ -54,10 +67,16 @@ def _records(
     drawn: list[tuple[int, int, str, tuple[str, ...], bool, str | None]],
 ) -> list[BackupRecord]:
     return [
-        record(index, NOW - timedelta(hours=hours, minutes=minutes), status, tags=tags,
-               pinned=pinned, verify_status=verify if status == "complete" else None)
+        record(
+            index,
+            NOW - timedelta(hours=hours, minutes=minutes),
+            status,
+            tags=tags,
+            pinned=pinned,
+            verify_status=verify if status == "complete" else None,
+        )
         for index, (hours, minutes, status, tags, pinned, verify) in enumerate(drawn)
-    ]  # fmt: skip
+    ]
 
 
 def backups() -> st.SearchStrategy[list[BackupRecord]]:
@@ -95,8 +114,9 @@ def test_every_live_backup_gets_exactly_one_decision_with_a_reason(
 ) -> None:
     result = plan(items, policy, NOW)
     live = {b.id for b in items if b.status != "deleted"}
-    assert [d.backup_id for d in result.decisions] == [b.id for b in newest_first(items)
-                                                        if b.status != "deleted"]  # fmt: skip
+    assert [d.backup_id for d in result.decisions] == [
+        b.id for b in newest_first(items) if b.status != "deleted"
+    ]
     assert {d.backup_id for d in result.decisions} == live
     assert result.keep_ids | result.delete_ids == live
     assert not result.keep_ids & result.delete_ids
@@ -143,8 +163,11 @@ def test_pre_migration_backups_live_at_least_seven_days(
 ) -> None:
     result = plan(items, policy, NOW)
     for backup in items:
-        if (backup.status == "complete" and "pre-migration" in backup.tags
-                and NOW - backup.started_at < timedelta(days=7)):  # fmt: skip
+        if (
+            backup.status == "complete"
+            and "pre-migration" in backup.tags
+            and NOW - backup.started_at < timedelta(days=7)
+        ):
             assert result.decision(backup.id).keep
 
 
@@ -244,8 +267,10 @@ def test_planning_again_after_applying_deletes_nothing_more(
 ) -> None:
     first = plan(items, policy, NOW)
     # applied the way prune applies it: the rows are marked deleted
-    applied = [dataclasses.replace(b, status="deleted", pinned=False)
-               if b.id in first.delete_ids else b for b in items]  # fmt: skip
+    applied = [
+        dataclasses.replace(b, status="deleted", pinned=False) if b.id in first.delete_ids else b
+        for b in items
+    ]
     second = plan(applied, policy, NOW)
     assert second.delete_ids == frozenset()
     assert second.keep_ids == first.keep_ids
@@ -294,24 +319,29 @@ def test_grandfather_father_son_over_a_year_of_daily_backups() -> None:
     start = datetime(2024, 6, 16, 3, 0, tzinfo=UTC)
     items = [record(i, start + timedelta(days=i)) for i in range(365)]
     now = items[-1].started_at + timedelta(hours=1)
-    policy = RetentionSettings(keep_days=7, min_keep=3, keep_daily=10, keep_weekly=4,
-                               keep_monthly=12)  # fmt: skip
+    policy = RetentionSettings(
+        keep_days=7, min_keep=3, keep_daily=10, keep_weekly=4, keep_monthly=12
+    )
     result = plan(items, policy, now)
     kept_days = sorted(b.started_at.date().isoformat() for b in kept(result, items))
     # 10 daily (covering the 7 days), 4 Sundays (ISO weeks end on Sunday; this week's newest
     # is today), 12 month ends (this month's newest is today)
     assert len(kept_days) == len(set(kept_days))
-    assert kept_days[-10:] == [(now - timedelta(days=d)).date().isoformat()
-                               for d in range(9, -1, -1)]  # fmt: skip
-    sundays = [b for b in kept(result, items) if retention.KEEP_WEEKLY in
-               result.decision(b.id).rules]  # fmt: skip
+    assert kept_days[-10:] == [
+        (now - timedelta(days=d)).date().isoformat() for d in range(9, -1, -1)
+    ]
+    sundays = [
+        b for b in kept(result, items) if retention.KEEP_WEEKLY in result.decision(b.id).rules
+    ]
     assert len(sundays) == 4
-    months = [b for b in kept(result, items) if retention.KEEP_MONTHLY in
-              result.decision(b.id).rules]  # fmt: skip
+    months = [
+        b for b in kept(result, items) if retention.KEEP_MONTHLY in result.decision(b.id).rules
+    ]
     assert len(months) == 12
     assert {b.started_at.month for b in months} == set(range(1, 13))
-    assert len(kept_days) == len({*(b.id for b in sundays), *(b.id for b in months)} |
-                                 {b.id for b in items[-10:]})  # fmt: skip
+    assert len(kept_days) == len(
+        {*(b.id for b in sundays), *(b.id for b in months)} | {b.id for b in items[-10:]}
+    )
 
 
 def test_reasons_name_every_rule_that_keeps_a_backup() -> None:

@@ -78,10 +78,12 @@ class Store:
 
     # -- making history ----------------------------------------------------------------------
 
-    def backup(self, age: timedelta, *, target: str = "app",
-               tags: Sequence[str] = ("scheduled",)) -> BackupRecord:  # fmt: skip
-        request = BackupRequest(self.target(target), self.config, self.env.catalog, self.storage,
-                                tuple(tags))  # fmt: skip
+    def backup(
+        self, age: timedelta, *, target: str = "app", tags: Sequence[str] = ("scheduled",)
+    ) -> BackupRecord:
+        request = BackupRequest(
+            self.target(target), self.config, self.env.catalog, self.storage, tuple(tags)
+        )
         outcome = take_backup(request)
         self.set_times(outcome.backup_id, datetime.now(UTC) - age)
         return self.env.catalog.get_backup(outcome.backup_id)
@@ -151,18 +153,22 @@ def make_store(server: PgServer, workdir: Path, db: str, **retention: Any) -> St
         for name in ("app", "other")
     ]
     doc: dict[str, Any] = {
-        "daemon": {"state_dir": str(workdir / "state"), "socket": str(workdir / "ctl.sock"),
-                   "log_level": "warning"},
+        "daemon": {
+            "state_dir": str(workdir / "state"),
+            "socket": str(workdir / "ctl.sock"),
+            "log_level": "warning",
+        },
         "storage": {"path": str(workdir / "backups")},
         "metrics": {"listen": "127.0.0.1:0"},
         "targets": targets,
-    }  # fmt: skip
+    }
     workdir.mkdir(parents=True, exist_ok=True)
     path = write_config(workdir, tomli_w.dumps(doc))
     config = config_mod.load(path)
     config.daemon.state_dir.mkdir(parents=True, exist_ok=True)
-    env = Env(config, open_catalog(config.daemon.effective_catalog_url),
-              LocalStorage(config.storage.path))  # fmt: skip
+    env = Env(
+        config, open_catalog(config.daemon.effective_catalog_url), LocalStorage(config.storage.path)
+    )
     return Store(server, workdir, doc, path, config, env)
 
 

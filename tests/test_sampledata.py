@@ -196,9 +196,15 @@ def test_round_trip_plain_sql_pg15(pg15: PgServer) -> None:
     script = _run(pg15.bin_dir / "pg_dump", "-d", pg15.dsn("sd_plain_src"))
     pg15.create_database("sd_plain_dst")
     _run(
-        pg15.bin_dir / "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg15.dsn("sd_plain_dst"),
+        pg15.bin_dir / "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        pg15.dsn("sd_plain_dst"),
         stdin=script,
-    )  # fmt: skip
+    )
     assert _snapshot(pg15, "sd_plain_dst") == _snapshot(pg15, "sd_plain_src")
     assert object_inventory(pg15, "sd_plain_dst") == object_inventory(pg15, "sd_plain_src")
     pg15.drop_database("sd_plain_dst")

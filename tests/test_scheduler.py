@@ -15,8 +15,16 @@ from pgwarden.service.clock import FakeClock
 from pgwarden.service.scheduler import ScheduleKey, Scheduler
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata"]
-EXPRESSIONS = ["0 3 * * *", "30 2 * * *", "*/15 * * * *", "0 5 * * 0", "15 4 1 * *", "@hourly",
-               "0 0 29 2 *", "45 1 * * 1-5"]  # fmt: skip
+EXPRESSIONS = [
+    "0 3 * * *",
+    "30 2 * * *",
+    "*/15 * * * *",
+    "0 5 * * 0",
+    "15 4 1 * *",
+    "@hourly",
+    "0 0 29 2 *",
+    "45 1 * * 1-5",
+]
 moments = st.datetimes(
     min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)
 )
@@ -79,7 +87,7 @@ def _config(schedule: str = "0 3 * * *", **daemon: object) -> object:
                     "verify": {"enabled": False},
                     "retention": {"schedule": "off"},
                 }
-            ],  # fmt: skip
+            ],
         },
         Path("s.toml"),
     )

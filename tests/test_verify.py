@@ -20,8 +20,9 @@ from tests.sampledata import make_rich_db, make_sample_db
 
 
 def _drill(env: Env, **kw: Any) -> VerifyOutcome:
-    request = VerifyRequest(env.config.targets[0], env.config, env.catalog, env.storage,
-                            raise_on_failure=False, **kw)  # fmt: skip
+    request = VerifyRequest(
+        env.config.targets[0], env.config, env.catalog, env.storage, raise_on_failure=False, **kw
+    )
     return run_verification(request)
 
 
@@ -37,19 +38,34 @@ def _scratch_left(server: PgServer) -> list[str]:
 
 def test_a_good_backup_passes_every_check(pg18: PgServer, workdir: Path) -> None:
     make_rich_db(pg18, "drill_ok")
-    env = target_env(workdir, pg18, "drill_ok", verify={"checks": [
-        {"name": "users exist", "sql": "SELECT count(*) FROM users", "min": 1},
-        {"name": "one invoice sequence", "sql": "SELECT last_value FROM invoice_no",
-         "equals": 123457},
-    ]})  # fmt: skip
+    env = target_env(
+        workdir,
+        pg18,
+        "drill_ok",
+        verify={
+            "checks": [
+                {"name": "users exist", "sql": "SELECT count(*) FROM users", "min": 1},
+                {
+                    "name": "one invoice sequence",
+                    "sql": "SELECT last_value FROM invoice_no",
+                    "equals": 123457,
+                },
+            ]
+        },
+    )
     backup = env.backup()
     outcome = _drill(env)
     report = outcome.as_dict()
     assert report["passed"], json.dumps(report, indent=2)
     names = [c["name"] for c in report["checks"]]
     assert names[:5] == ["headroom", "checksum", "archive", "extensions_available", "restore"]
-    assert {"row_counts", "extensions", "sql:users exist", "sql:one invoice sequence",
-            "vector_probes"} <= set(names)  # fmt: skip
+    assert {
+        "row_counts",
+        "extensions",
+        "sql:users exist",
+        "sql:one invoice sequence",
+        "vector_probes",
+    } <= set(names)
     assert report["backup_id"] == backup.backup_id
     assert report["duration_s"] > 0
     assert "probes" in _check(outcome, "vector_probes")["detail"]
@@ -91,8 +107,7 @@ def test_a_flipped_byte_fails_the_checksum_step(pg18: PgServer, workdir: Path) -
     assert not _scratch_left(pg18)
     assert env.catalog.get_backup(backup.backup_id).verify_status == "failed"
     with pytest.raises(DrillFailed, match="checksum"):
-        run_verification(VerifyRequest(env.config.targets[0], env.config, env.catalog,
-                                       env.storage))  # fmt: skip
+        run_verification(VerifyRequest(env.config.targets[0], env.config, env.catalog, env.storage))
 
 
 def test_a_truncated_archive_fails(pg18: PgServer, workdir: Path) -> None:
@@ -123,10 +138,13 @@ def test_a_truncated_archive_with_a_matching_checksum_fails_the_archive_step(
     assert not list(backup.path.parent.glob("*.partial"))
 
 
-@pytest.mark.parametrize(("backup", "complaint"), [
-    ({"format": "plain"}, "the gzip stream ends early"),
-    ({"format": "plain", "compression": "none"}, "end-of-dump line is missing"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("backup", "complaint"),
+    [
+        ({"format": "plain"}, "the gzip stream ends early"),
+        ({"format": "plain", "compression": "none"}, "end-of-dump line is missing"),
+    ],
+)
 def test_a_truncated_plain_dump_with_a_matching_checksum_fails_the_archive_step(
     pg18: PgServer, workdir: Path, backup: dict[str, str], complaint: str
 ) -> None:
@@ -155,8 +173,9 @@ def test_a_backup_without_one_tables_data_fails_the_count_naming_it(
     pg18: PgServer, workdir: Path
 ) -> None:
     make_sample_db(pg18, "drill_excl", rows=400)
-    env = target_env(workdir, pg18, "drill_excl",
-               backup={"extra_args": ["--exclude-table-data=public.users"]})  # fmt: skip
+    env = target_env(
+        workdir, pg18, "drill_excl", backup={"extra_args": ["--exclude-table-data=public.users"]}
+    )
     env.backup()
     outcome = _drill(env)
     assert not outcome.passed
@@ -174,11 +193,23 @@ def test_a_failing_sql_check_is_reported_with_its_name_and_values(
     pg18: PgServer, workdir: Path
 ) -> None:
     make_sample_db(pg18, "drill_sql", rows=120, vectors=False)
-    env = target_env(workdir, pg18, "drill_sql", verify={"checks": [
-        {"name": "enough users", "sql": "SELECT COUNT(*) FROM users", "min": 1000},
-        {"name": "users present", "sql": "SELECT COUNT(*) FROM users", "min": 1, "max": 500},
-        {"name": "broken", "sql": "SELECT nonsense FROM nowhere", "equals": 1},
-    ]})  # fmt: skip
+    env = target_env(
+        workdir,
+        pg18,
+        "drill_sql",
+        verify={
+            "checks": [
+                {"name": "enough users", "sql": "SELECT COUNT(*) FROM users", "min": 1000},
+                {
+                    "name": "users present",
+                    "sql": "SELECT COUNT(*) FROM users",
+                    "min": 1,
+                    "max": 500,
+                },
+                {"name": "broken", "sql": "SELECT nonsense FROM nowhere", "equals": 1},
+            ]
+        },
+    )
     env.backup()
     outcome = _drill(env)
     assert not outcome.passed

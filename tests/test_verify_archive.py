@@ -21,8 +21,9 @@ def _dumps(server: PgServer, db: str, workdir: Path, *args: str) -> tuple[Path, 
     to_file, piped = workdir / f"{db}.file.dump", workdir / f"{db}.pipe.dump"
     subprocess.run([pg_dump, "-Fc", *args, "-f", str(to_file), server.dsn(db)], check=True)
     # through a pipe (a file as stdout would be seekable, and pg_dump would use it)
-    done = subprocess.run([pg_dump, "-Fc", *args, server.dsn(db)], check=True,
-                          stdout=subprocess.PIPE)  # fmt: skip
+    done = subprocess.run(
+        [pg_dump, "-Fc", *args, server.dsn(db)], check=True, stdout=subprocess.PIPE
+    )
     piped.write_bytes(done.stdout)
     return to_file, piped
 
@@ -30,9 +31,13 @@ def _dumps(server: PgServer, db: str, workdir: Path, *args: str) -> tuple[Path, 
 def _offsets(path: Path) -> dict[int, tuple[int, int]]:
     head = path.read_bytes()[: 4 << 20]
     toc = read_toc(head)
-    return {e.dump_id: (head[e.offset_at],
-                        int.from_bytes(head[e.offset_at + 1 : e.offset_at + 1 + toc.off_size],
-                                       "little")) for e in toc.entries}  # fmt: skip
+    return {
+        e.dump_id: (
+            head[e.offset_at],
+            int.from_bytes(head[e.offset_at + 1 : e.offset_at + 1 + toc.off_size], "little"),
+        )
+        for e in toc.entries
+    }
 
 
 def _feed(path: Path, seed: int) -> OffsetFinder:
@@ -82,8 +87,17 @@ def test_a_patched_pipe_archive_restores_in_parallel(pg18: PgServer, workdir: Pa
         os.close(fd)
     assert all(state != POS_NOT_SET for state, _ in _offsets(piped).values())
     pg18.create_database("patched_dst")
-    subprocess.run([str(pg18.bin_dir / "pg_restore"), "--jobs=3", "--exit-on-error",
-                    "-d", pg18.dsn("patched_dst"), str(piped)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(pg18.bin_dir / "pg_restore"),
+            "--jobs=3",
+            "--exit-on-error",
+            "-d",
+            pg18.dsn("patched_dst"),
+            str(piped),
+        ],
+        check=True,
+    )
     assert table_fingerprints(pg18, "patched_dst") == table_fingerprints(pg18, "patched_src")
 
 

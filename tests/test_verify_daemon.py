@@ -40,8 +40,9 @@ def test_the_verify_job_passes_and_fails_like_the_drill(pg18: PgServer, workdir:
             fh.seek(40)
             fh.write(b"\xff\xff")
         with pytest.raises(DrillFailed) as info:
-            jobs.verify_job(Job("verify", "job_db", config, args={"backup": backup.backup_id}),
-                            state)  # fmt: skip
+            jobs.verify_job(
+                Job("verify", "job_db", config, args={"backup": backup.backup_id}), state
+            )
         assert info.value.check == "checksum"
         assert info.value.outcome.passed is False
     finally:
@@ -54,12 +55,16 @@ def test_start_up_recovery_drops_leftover_scratch_databases(pg18: PgServer, work
     # a crash right after CREATE DATABASE (no owner comment yet), and a drill of a dead process
     pg18.execute("CREATE DATABASE pgwarden_verify_recover_db_20260101000000_dead")
     pg18.execute("CREATE DATABASE pgwarden_verify_recover_db_20260101000001_gone")
-    marker = "pgwarden-drill " + json.dumps({"host": os.uname().nodename, "pid": 999999999,
-                                             "started": "x", "target": "recover_db"})  # fmt: skip
+    marker = "pgwarden-drill " + json.dumps(
+        {"host": os.uname().nodename, "pid": 999999999, "started": "x", "target": "recover_db"}
+    )
     with pg18.connect() as conn:
-        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-            sql.Identifier("pgwarden_verify_recover_db_20260101000001_gone"),
-            sql.Literal(marker)))  # fmt: skip
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier("pgwarden_verify_recover_db_20260101000001_gone"),
+                sql.Literal(marker),
+            )
+        )
     state = ServiceState.open(config, Metrics())
     try:
         state.check_servers()  # what recover() starts in the background at start-up

@@ -41,12 +41,15 @@ INSERT INTO slow SELECT g, g FROM generate_series(1, 600) g;
 
 def _config(workdir: Path, server: PgServer, db: str, **verify: Any) -> Path:
     doc = {
-        "daemon": {"state_dir": str(workdir / "state"), "socket": str(workdir / "ctl.sock"),
-                   "log_level": "warning"},
+        "daemon": {
+            "state_dir": str(workdir / "state"),
+            "socket": str(workdir / "ctl.sock"),
+            "log_level": "warning",
+        },
         "storage": {"path": str(workdir / "backups")},
         "metrics": {"listen": "127.0.0.1:0"},
         "targets": [target_doc(server, db, backup={"retries": 0}, verify=verify)],
-    }  # fmt: skip
+    }
     workdir.mkdir(parents=True, exist_ok=True)
     return write_config(workdir, tomli_w.dumps(doc))
 
@@ -63,8 +66,11 @@ def test_changed_embeddings_fail_the_vector_probes(pg18: PgServer, workdir: Path
     pg18.drop_database("emb_b")
     pg18.execute("CREATE DATABASE emb_b TEMPLATE emb_a")
     # every document takes the embedding of the next one: ids and counts unchanged
-    pg18.execute("UPDATE documents d SET embedding = n.embedding FROM documents n "
-                 "WHERE n.id = d.id % 300 + 1", "emb_b")  # fmt: skip
+    pg18.execute(
+        "UPDATE documents d SET embedding = n.embedding FROM documents n "
+        "WHERE n.id = d.id % 300 + 1",
+        "emb_b",
+    )
     env_a = open_env(config_mod.load(_config(workdir / "a", pg18, "emb_a")))
     env_b = open_env(config_mod.load(_config(workdir / "b", pg18, "emb_b")))
     a, b = env_a.backup(), env_b.backup()
@@ -74,9 +80,15 @@ def test_changed_embeddings_fail_the_vector_probes(pg18: PgServer, workdir: Path
     manifest["size_bytes"] = a.path.stat().st_size
     a.manifest_path.write_text(json.dumps(manifest, indent=2))
 
-    outcome = run_verification(VerifyRequest(env_a.config.targets[0], env_a.config,
-                                             env_a.catalog, env_a.storage,
-                                             raise_on_failure=False))  # fmt: skip
+    outcome = run_verification(
+        VerifyRequest(
+            env_a.config.targets[0],
+            env_a.config,
+            env_a.catalog,
+            env_a.storage,
+            raise_on_failure=False,
+        )
+    )
     by_name = {c.name: c for c in outcome.checks}
     assert by_name["checksum"].passed and by_name["restore"].passed
     assert by_name["row_counts"].passed
@@ -113,8 +125,11 @@ def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer) -> psutil
         assert proc.poll() is None, "the drill process ended early"
         for child in parent.children(recursive=True):
             try:
-                if (child.name() == "pg_restore" and "--section=data" in child.cmdline()
-                        and _scratch_left(server)):  # fmt: skip
+                if (
+                    child.name() == "pg_restore"
+                    and "--section=data" in child.cmdline()
+                    and _scratch_left(server)
+                ):
                     time.sleep(1.0)  # well into the slow table
                     return child
             except psutil.NoSuchProcess:
@@ -169,9 +184,11 @@ def test_sigterm_of_pgwarden_verify_drops_the_scratch_database(
     config = _config(workdir, pg18, "termed")
     env = open_env(config_mod.load(config))
     backup = env.backup()
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden.cli", "verify", "-c", str(config),
-                             "termed", "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgwarden.cli", "verify", "-c", str(config), "termed", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         restore = _wait_for_restore(proc, pg18)
         started = time.monotonic()
@@ -201,8 +218,16 @@ def test_cancel_during_checks_stops_a_long_query(pg18: PgServer, workdir: Path) 
     import threading
 
     make_sample_db(pg18, "cancel_q", rows=50, vectors=False)
-    env = open_env(config_mod.load(_config(workdir, pg18, "cancel_q", checks=[
-        {"name": "slow", "sql": "SELECT pg_sleep(60)::text", "equals": ""}])))  # fmt: skip
+    env = open_env(
+        config_mod.load(
+            _config(
+                workdir,
+                pg18,
+                "cancel_q",
+                checks=[{"name": "slow", "sql": "SELECT pg_sleep(60)::text", "equals": ""}],
+            )
+        )
+    )
     env.backup()
     cancel = threading.Event()
 
@@ -211,9 +236,17 @@ def test_cancel_during_checks_stops_a_long_query(pg18: PgServer, workdir: Path) 
             threading.Timer(1.0, cancel.set).start()
 
     started = time.monotonic()
-    outcome = run_verification(VerifyRequest(env.config.targets[0], env.config, env.catalog,
-                                             env.storage, cancel=cancel, progress=progress,
-                                             raise_on_failure=False))  # fmt: skip
+    outcome = run_verification(
+        VerifyRequest(
+            env.config.targets[0],
+            env.config,
+            env.catalog,
+            env.storage,
+            cancel=cancel,
+            progress=progress,
+            raise_on_failure=False,
+        )
+    )
     assert time.monotonic() - started < 30
     assert outcome.status == "interrupted"
     assert not _scratch_left(pg18)
@@ -231,8 +264,9 @@ def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
     backup = env.backup()
     locks = BackupLocks(env.config.daemon.state_dir)
     monkeypatch.setattr(verify, "LOCK_TIMEOUT_S", 0.5)
-    request = VerifyRequest(env.config.targets[0], env.config, env.catalog, env.storage,
-                            raise_on_failure=False)  # fmt: skip
+    request = VerifyRequest(
+        env.config.targets[0], env.config, env.catalog, env.storage, raise_on_failure=False
+    )
     with locks.try_exclusive(backup.backup_id) as deleting:
         assert deleting.held
         outcome = run_verification(request)
@@ -265,8 +299,9 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
     try:
         make_sample_db(pg18, "stopping", rows=50, vectors=False)
         pg18.execute(SLOW_TABLE, "stopping")
-        env = open_env(config_mod.load(_config(workdir, pg18, "stopping",
-                                               dsn=server.uri("postgres"))))  # fmt: skip
+        env = open_env(
+            config_mod.load(_config(workdir, pg18, "stopping", dsn=server.uri("postgres")))
+        )
         env.backup()
 
         def stop_while_loading() -> None:
@@ -274,8 +309,9 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
             # another step), and well into the slow table
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                if server.execute("SELECT count(*) FROM pg_stat_activity "
-                                  "WHERE query LIKE 'COPY %'")[0][0]:  # fmt: skip
+                if server.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY %'"
+                )[0][0]:
                     time.sleep(1.0)
                     break
                 time.sleep(0.05)
@@ -285,9 +321,16 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
             if fields.get("phase") == "restoring":
                 threading.Thread(target=stop_while_loading, daemon=True).start()
 
-        outcome = run_verification(VerifyRequest(env.config.targets[0], env.config,
-                                                 env.catalog, env.storage, progress=progress,
-                                                 raise_on_failure=False))  # fmt: skip
+        outcome = run_verification(
+            VerifyRequest(
+                env.config.targets[0],
+                env.config,
+                env.catalog,
+                env.storage,
+                progress=progress,
+                raise_on_failure=False,
+            )
+        )
         assert outcome.status == "failed"
         assert outcome.failed_checks[0].name == "restore"
         server.start()

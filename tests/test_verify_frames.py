@@ -32,13 +32,15 @@ def _frames(path: Path) -> int:
 
 
 def _stock_zstd(path: Path) -> bytes:
-    return subprocess.run(["zstd", "-q", "-dc", str(path)], check=True,
-                          stdout=subprocess.PIPE).stdout  # fmt: skip
+    return subprocess.run(
+        ["zstd", "-q", "-dc", str(path)], check=True, stdout=subprocess.PIPE
+    ).stdout
 
 
 def _drill(env: Env) -> dict[str, object]:
-    request = VerifyRequest(env.config.targets[0], env.config, env.catalog, env.storage,
-                            raise_on_failure=False)  # fmt: skip
+    request = VerifyRequest(
+        env.config.targets[0], env.config, env.catalog, env.storage, raise_on_failure=False
+    )
     report = run_verification(request).as_dict()
     assert report["passed"], json.dumps(report, indent=2)
     return report
@@ -92,8 +94,9 @@ def test_a_spool_that_does_not_fit_streams_into_a_serial_restore(
 ) -> None:
     make_sample_db(pg18, "no_room_db", rows=200)
     doc = target_doc(pg18, "no_room_db", backup={"retries": 0})
-    env = open_env(make_config(workdir, [doc], storage={"path": str(small_disk),
-                                                        "min_free_margin": 0}))  # fmt: skip
+    env = open_env(
+        make_config(workdir, [doc], storage={"path": str(small_disk), "min_free_margin": 0})
+    )
     env.backup()
     report = _drill(env)
     assert report["restore_mode"] == "streamed into a serial pg_restore"

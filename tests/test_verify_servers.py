@@ -22,8 +22,16 @@ from tests.sampledata import make_rich_db, make_sample_db
 
 
 def _drill(env: Env, **kw: Any) -> VerifyOutcome:
-    return run_verification(VerifyRequest(env.config.targets[0], env.config, env.catalog,
-                                          env.storage, raise_on_failure=False, **kw))  # fmt: skip
+    return run_verification(
+        VerifyRequest(
+            env.config.targets[0],
+            env.config,
+            env.catalog,
+            env.storage,
+            raise_on_failure=False,
+            **kw,
+        )
+    )
 
 
 def _scratch_left(server: PgServer) -> list[str]:
@@ -34,14 +42,22 @@ def _checks(outcome: VerifyOutcome) -> dict[str, Any]:
     return {c["name"]: c for c in outcome.as_dict()["checks"]}
 
 
-def test_pg15_as_a_separate_verification_server(pg18: PgServer, pg15: PgServer,
-                                                workdir: Path) -> None:  # fmt: skip
+def test_pg15_as_a_separate_verification_server(
+    pg18: PgServer, pg15: PgServer, workdir: Path
+) -> None:
     """A PostgreSQL 18 database drilled on PostgreSQL 15.  pg_restore must be at least as new as
     the pg_dump that wrote the archive (18 here); it restores into the older server, whose only
     complaint -- the ``SET transaction_timeout`` every 17+ tool sends -- is noted, not failed."""
     make_sample_db(pg18, "to15", rows=250, vectors=False)
-    env = target_env(workdir, pg18, "to15", verify={"dsn": pg15.uri("postgres"), "checks": [
-        {"name": "users", "sql": "SELECT count(*) FROM users", "equals": 250}]})  # fmt: skip
+    env = target_env(
+        workdir,
+        pg18,
+        "to15",
+        verify={
+            "dsn": pg15.uri("postgres"),
+            "checks": [{"name": "users", "sql": "SELECT count(*) FROM users", "equals": 250}],
+        },
+    )
     env.backup()
     outcome = _drill(env)
     checks = _checks(outcome)
@@ -85,8 +101,9 @@ def test_missing_pgvector_on_the_verification_server_is_reported_before_restorin
     ],
     ids=["sql.gz", "sql", "directory", "dump-gzip", "dump-none", "dump.zst"],
 )
-def test_every_format_drills(pg18: PgServer, workdir: Path, backup: dict[str, Any],
-                             mode: str) -> None:  # fmt: skip
+def test_every_format_drills(
+    pg18: PgServer, workdir: Path, backup: dict[str, Any], mode: str
+) -> None:
     make_rich_db(pg18, "formats_src", large_objects=2)
     env = target_env(workdir, pg18, "formats_src", backup=backup)
     made = env.backup()
@@ -176,8 +193,11 @@ def test_jobs_are_reduced_to_the_free_connections(pg18: PgServer, workdir: Path)
     env = target_env(workdir, pg18, "crowded", verify={"jobs": 4})
     env.backup()
     # the other client backends, not counting the one asking
-    in_use = int(pg18.execute("SELECT count(*) - 1 FROM pg_stat_activity "
-                              "WHERE backend_type = 'client backend'")[0][0])  # type: ignore[call-overload]  # fmt: skip
+    in_use = int(
+        pg18.execute(
+            "SELECT count(*) - 1 FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )[0][0]
+    )  # type: ignore[call-overload]
     # max_connections 100, 10 kept for applications, 1 for the drill's own connection: leave
     # room for exactly 2 more (pg_restore --jobs=1 needs 1, --jobs=2 needs 3)
     with _held_connections(pg18, 100 - 10 - 1 - 2 - in_use):
@@ -203,7 +223,8 @@ def test_a_role_that_cannot_create_databases_fails_the_scratch_step(
     assert checks["checksum"]["passed"]
     assert [c.name for c in outcome.failed_checks] == ["scratch"]
     assert "cannot create the scratch database pgwarden_verify_no_createdb_" in (
-        outcome.failed_checks[0].detail)  # fmt: skip
+        outcome.failed_checks[0].detail
+    )
     assert "permission denied to create database" in outcome.failed_checks[0].detail
     assert outcome.scratch_database is None
     assert not _scratch_left(pg18)

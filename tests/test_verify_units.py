@@ -35,8 +35,14 @@ def test_two_drills_in_the_same_second_get_different_names() -> None:
     assert len({scratch.scratch_name("app", now) for _ in range(20)}) > 1
 
 
-def _headroom(max_connections: int, in_use: int, *, superuser: bool = True, role_limit: int = -1,
-              role_in_use: int = 0) -> scratch.Headroom:  # fmt: skip
+def _headroom(
+    max_connections: int,
+    in_use: int,
+    *,
+    superuser: bool = True,
+    role_limit: int = -1,
+    role_in_use: int = 0,
+) -> scratch.Headroom:
     return scratch.Headroom(max_connections, 3, in_use, superuser, role_limit, role_in_use)
 
 
@@ -49,11 +55,20 @@ def _headroom(max_connections: int, in_use: int, *, superuser: bool = True, role
     role_in_use=st.integers(0, 50),
 )
 def test_plan_jobs_never_takes_the_applications_connections(
-    requested: int, max_connections: int, in_use: int, superuser: bool, role_limit: int,
+    requested: int,
+    max_connections: int,
+    in_use: int,
+    superuser: bool,
+    role_limit: int,
     role_in_use: int,
-) -> None:  # fmt: skip
-    room = _headroom(max_connections, min(in_use, max_connections), superuser=superuser,
-                     role_limit=role_limit, role_in_use=role_in_use)  # fmt: skip
+) -> None:
+    room = _headroom(
+        max_connections,
+        min(in_use, max_connections),
+        superuser=superuser,
+        role_limit=role_limit,
+        role_in_use=role_in_use,
+    )
     try:
         jobs, note = scratch.plan_jobs(requested, room)
     except StepError as exc:
@@ -77,13 +92,18 @@ def test_headroom_keeps_a_margin_and_honours_the_role_limit() -> None:
         scratch.plan_jobs(2, _headroom(100, 95))
 
 
-TIMEOUT = ('pg_restore: error: could not execute query: ERROR:  unrecognized configuration '
-           'parameter "transaction_timeout"')  # fmt: skip
+TIMEOUT = (
+    "pg_restore: error: could not execute query: ERROR:  unrecognized configuration "
+    'parameter "transaction_timeout"'
+)
 
 
 def test_transaction_timeout_is_ignored_only_on_servers_before_17() -> None:
-    lines = [TIMEOUT, "Command was: SET transaction_timeout = 0;",
-             "pg_restore: warning: errors ignored on restore: 1"]  # fmt: skip
+    lines = [
+        TIMEOUT,
+        "Command was: SET transaction_timeout = 0;",
+        "pg_restore: warning: errors ignored on restore: 1",
+    ]
     on15 = classify(lines, plain=False, server_major=15, drill=True)
     assert on15.errors == [] and on15.ignored == [TIMEOUT]
     assert "PostgreSQL 15" in on15.notes[0]

@@ -28,8 +28,9 @@ def _data(size: int, seed: int = 1) -> bytes:
 
 
 def _stock_zstd(path: Path) -> bytes:
-    return subprocess.run(["zstd", "-q", "-dc", str(path)], check=True,
-                          stdout=subprocess.PIPE).stdout  # fmt: skip
+    return subprocess.run(
+        ["zstd", "-q", "-dc", str(path)], check=True, stdout=subprocess.PIPE
+    ).stdout
 
 
 def _decode(stream: bytes, sizes: tuple[int, ...] = (1 << 20,), seed: int = 0) -> bytes:
@@ -54,8 +55,9 @@ def _frame_sizes(stream: bytes) -> list[int | None]:
     offset = 0
     while offset < len(stream):
         params = zstandard.get_frame_parameters(stream[offset : offset + 18])
-        sizes.append(None if params.content_size == zstandard.CONTENTSIZE_UNKNOWN
-                     else params.content_size)  # fmt: skip
+        sizes.append(
+            None if params.content_size == zstandard.CONTENTSIZE_UNKNOWN else params.content_size
+        )
         offset += len(_one_frame(stream[offset:]))
     return sizes
 

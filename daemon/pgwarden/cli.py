@@ -40,9 +40,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _config_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-c", "--config", type=Path, default=None,
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
         help="config file (default: $PGWARDEN_CONFIG or /etc/pgwarden/pgwarden.toml)",
-    )  # fmt: skip
+    )
 
 
 def _json_opt(p: argparse.ArgumentParser) -> None:
@@ -62,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = "pgwarden.commands."
     parser = _Parser(prog="pgwarden", description="Keeps a VPS's PostgreSQL safe and observable.")
-    parser.add_argument("--version", action=_VersionAction, nargs=0,
-                        help="show the version and exit")  # fmt: skip
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0, help="show the version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def add(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
@@ -76,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", c + "daemon_cmd:cmd_demo", "embedded PostgreSQL + sample data + the daemon")
     p.add_argument("--dir", type=Path, default=None, help="working folder (default: a temp dir)")
-    p.add_argument("--duration", type=float, default=None,
-                   help="stop after this many seconds (default: until Ctrl-C)")  # fmt: skip
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
 
     p = add("config", c + "config_cmd:cmd_config", "check, show or create a configuration")
     p.add_argument("action", choices=["init", "check", "show"])
@@ -142,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?")
     _json_opt(p)
 
-    p = add("migrate", c + "migrate_cmd:cmd_migrate",
-            "forward-only guard and safe upgrade of a target's Alembic migrations")  # fmt: skip
+    p = add(
+        "migrate",
+        c + "migrate_cmd:cmd_migrate",
+        "forward-only guard and safe upgrade of a target's Alembic migrations",
+    )
     actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
     m = actions.add_parser("check", help="check the migration policy (exit 1 on an error)")
     _config_opt(m)

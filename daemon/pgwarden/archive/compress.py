@@ -48,8 +48,9 @@ def worker_count() -> int:
 def zstd_compress(chunks: Iterable[Chunk], level: int = 3) -> Iterator[bytes]:
     """Independent frames of ``FRAME_INPUT`` bytes of input, each with its content size and a
     content checksum in its header (decompression detects a damaged file by itself)."""
-    compressor = zstandard.ZstdCompressor(level=level, threads=0, write_checksum=True,
-                                          write_content_size=True)  # fmt: skip
+    compressor = zstandard.ZstdCompressor(
+        level=level, threads=0, write_checksum=True, write_content_size=True
+    )
     frame = bytearray(zstdframes.FRAME_INPUT)
     filled = 0
     frames = 0

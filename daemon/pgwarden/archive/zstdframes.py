@@ -99,8 +99,7 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> Iterator[Decoded]:
         self._buf += data
         yield from self._advance()
-        while self._pending and (self._pending[0].done()
-                                 or len(self._pending) > 2 * self.workers):  # fmt: skip
+        while self._pending and (self._pending[0].done() or len(self._pending) > 2 * self.workers):
             yield self._pending.popleft().result()
 
     def finish(self) -> Iterator[Decoded]:

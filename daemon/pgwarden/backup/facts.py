@@ -61,9 +61,13 @@ SAMPLE_ABOVE_ROWS = 20_000
 
 
 def _probe_keys(
-    conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    column: str,
+    key_column: str,
     count: int,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """A deterministic spread of rows (ordered by a hash of the key, not the first few ids).
 
     A big table is sampled (``TABLESAMPLE SYSTEM ... REPEATABLE``: a few pages instead of a
@@ -74,21 +78,26 @@ def _probe_keys(
         "SELECT {key}::text FROM {tbl}{sample} WHERE {col} IS NOT NULL "
         "ORDER BY md5({key}::text) LIMIT %s"
     )
-    row = conn.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
-                       (tbl.as_string(conn),)).fetchone()  # fmt: skip
+    row = conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (tbl.as_string(conn),)
+    ).fetchone()
     estimate = float(row[0]) if row else -1.0
     if estimate > SAMPLE_ABOVE_ROWS:
         percent = min(100.0, 100.0 * max(50 * count, 1000) / estimate)
         sampled = query.format(
-            key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
+            key=sql.Identifier(key_column),
+            col=sql.Identifier(column),
+            tbl=tbl,
             sample=sql.SQL(" TABLESAMPLE SYSTEM ({}) REPEATABLE (0)").format(
-                sql.Literal(round(percent, 6))),
-        )  # fmt: skip
+                sql.Literal(round(percent, 6))
+            ),
+        )
         keys = [str(r[0]) for r in conn.execute(sampled, (count,))]
         if len(keys) >= count:
             return keys
-    full = query.format(key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
-                        sample=sql.SQL(""))  # fmt: skip
+    full = query.format(
+        key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl, sample=sql.SQL("")
+    )
     return [str(r[0]) for r in conn.execute(full, (count,))]
 
 
@@ -114,8 +123,9 @@ class SnapshotSession:
         if mode != "off":
             for schema, table, size, estimate in list_tables(conn):
                 if mode == "exact" and size <= exact_max_bytes:
-                    tables.append(TableCount(schema, table, count_rows(conn, schema, table),
-                                             True, size))  # fmt: skip
+                    tables.append(
+                        TableCount(schema, table, count_rows(conn, schema, table), True, size)
+                    )
                 else:
                     tables.append(TableCount(schema, table, max(estimate, 0), False, size))
         vector_probes: list[VectorProbe] = []

@@ -56,15 +56,23 @@ def plan_dump(settings: BackupSettings, tool: Tool) -> DumpPlan:
     if settings.format == "plain":
         if codec == "none":
             return DumpPlan("plain", "sql", "stream", "none", None, "0", 1)
-        return DumpPlan("plain", "sql.gz", "stream", "gzip",
-                        level if level is not None else DEFAULT_GZIP_LEVEL, "0", 1)  # fmt: skip
+        return DumpPlan(
+            "plain",
+            "sql.gz",
+            "stream",
+            "gzip",
+            level if level is not None else DEFAULT_GZIP_LEVEL,
+            "0",
+            1,
+        )
     if settings.format == "directory":
         if codec == "none":
             return DumpPlan("directory", "dir", "pg_dump", "none", None, "0", settings.jobs)
         if codec == "zstd" and tool.major >= 16:
             lvl = level if level is not None else DEFAULT_ZSTD_LEVEL
-            return DumpPlan("directory", "dir", "pg_dump", "zstd", lvl, f"zstd:{lvl}",
-                            settings.jobs)  # fmt: skip
+            return DumpPlan(
+                "directory", "dir", "pg_dump", "zstd", lvl, f"zstd:{lvl}", settings.jobs
+            )
         lvl = min(level if level is not None else 1, 9)
         return DumpPlan("directory", "dir", "pg_dump", "gzip", lvl, str(lvl), settings.jobs)
     # custom
@@ -78,9 +86,14 @@ def plan_dump(settings: BackupSettings, tool: Tool) -> DumpPlan:
 
 
 def dump_argv(
-    tool: Tool, plan: DumpPlan, *, conninfo: str, snapshot: str | None,
-    output: Path | None, extra_args: tuple[str, ...] = (),
-) -> list[str]:  # fmt: skip
+    tool: Tool,
+    plan: DumpPlan,
+    *,
+    conninfo: str,
+    snapshot: str | None,
+    output: Path | None,
+    extra_args: tuple[str, ...] = (),
+) -> list[str]:
     """argv for pg_dump; ``output`` None means stdout.  The conninfo holds no password."""
     fmt = {"custom": "c", "directory": "d", "plain": "p"}[plan.format]
     argv = [str(tool.path), f"--format={fmt}", "--no-password", f"--dbname={conninfo}"]
@@ -100,14 +113,22 @@ def restore_hint(plan: DumpPlan, artifact: str, database: str) -> tuple[str, ...
     """How to restore this artifact with stock tools only (written into the manifest)."""
     if plan.format == "plain":
         if plan.codec == "gzip":
-            return (f"createdb {database}_restored",
-                    f"gunzip -c {artifact} | psql -v ON_ERROR_STOP=1 -d {database}_restored")  # fmt: skip
-        return (f"createdb {database}_restored",
-                f"psql -v ON_ERROR_STOP=1 -d {database}_restored -f {artifact}")  # fmt: skip
+            return (
+                f"createdb {database}_restored",
+                f"gunzip -c {artifact} | psql -v ON_ERROR_STOP=1 -d {database}_restored",
+            )
+        return (
+            f"createdb {database}_restored",
+            f"psql -v ON_ERROR_STOP=1 -d {database}_restored -f {artifact}",
+        )
     if plan.stage == "stream" and plan.codec == "zstd":
         plain = artifact.removesuffix(".zst")
-        return (f"createdb {database}_restored",
-                f"zstd -d -o {plain} {artifact}",
-                f"pg_restore --jobs=2 --no-owner -d {database}_restored {plain}")  # fmt: skip
-    return (f"createdb {database}_restored",
-            f"pg_restore --jobs=2 --no-owner -d {database}_restored {artifact}")  # fmt: skip
+        return (
+            f"createdb {database}_restored",
+            f"zstd -d -o {plain} {artifact}",
+            f"pg_restore --jobs=2 --no-owner -d {database}_restored {plain}",
+        )
+    return (
+        f"createdb {database}_restored",
+        f"pg_restore --jobs=2 --no-owner -d {database}_restored {artifact}",
+    )

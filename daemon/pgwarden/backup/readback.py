@@ -96,8 +96,9 @@ def check_artifact(
     try:
         if manifest.format == "plain":
             tail = b""
-            for chunk in _decoded(raw, manifest.compression.split(":")[0],
-                                  manifest.compression_stage):  # fmt: skip
+            for chunk in _decoded(
+                raw, manifest.compression.split(":")[0], manifest.compression_stage
+            ):
                 tail = (tail + chunk)[-4096:]
                 if cancel is not None and cancel.is_set():
                     raise BackupError("readback cancelled")
@@ -107,11 +108,19 @@ def check_artifact(
                 )
         else:
             argv = [str(pg_restore.path), "--file=/dev/null"]
-            with process.start_tool(argv, env=None, name="pg_restore", log=log,
-                                    stdin=process.PIPE, stdout=process.DEVNULL,
-                                    cancel=cancel) as tool:  # fmt: skip
-                _feed(tool, _decoded(raw, manifest.compression.split(":")[0],
-                                     manifest.compression_stage))  # fmt: skip
+            with process.start_tool(
+                argv,
+                env=None,
+                name="pg_restore",
+                log=log,
+                stdin=process.PIPE,
+                stdout=process.DEVNULL,
+                cancel=cancel,
+            ) as tool:
+                _feed(
+                    tool,
+                    _decoded(raw, manifest.compression.split(":")[0], manifest.compression_stage),
+                )
                 for _ in raw:  # pg_restore may stop early; the checksum needs every byte
                     pass
                 result = tool.wait()
@@ -145,9 +154,15 @@ class StreamCheck:
         self._reader: pipetee.PipeReader | None = None
         if manifest_format != "plain":
             argv = [str(pg_restore.path), "--file=/dev/null"]
-            self._tool = process.start_tool(argv, env=None, name="pg_restore", log=log,
-                                            stdin=process.PIPE, stdout=process.DEVNULL,
-                                            cancel=cancel)  # fmt: skip
+            self._tool = process.start_tool(
+                argv,
+                env=None,
+                name="pg_restore",
+                log=log,
+                stdin=process.PIPE,
+                stdout=process.DEVNULL,
+                cancel=cancel,
+            )
             assert self._tool.stdin is not None
             with contextlib.suppress(OSError):  # fewer wake-ups; optional
                 fcntl.fcntl(self._tool.stdin.fileno(), fcntl.F_SETPIPE_SZ, pipetee.READ_CHUNK)

@@ -54,8 +54,13 @@ from pgwarden.storage.base import backup_name, manifest_name
 
 log = get_logger("pgwarden.backup")
 
-NOT_RETRIED = (IncompatibleToolError, InsufficientSpaceError, CredentialError, ConfigError,
-               UsageError)  # fmt: skip
+NOT_RETRIED = (
+    IncompatibleToolError,
+    InsufficientSpaceError,
+    CredentialError,
+    ConfigError,
+    UsageError,
+)
 Progress = Callable[..., None]
 
 
@@ -75,12 +80,18 @@ class BackupOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "backup_id": self.backup_id, "target": self.target, "path": str(self.path),
-            "manifest": str(self.manifest_path), "size_bytes": self.size_bytes,
-            "sha256": self.sha256, "duration_s": round(self.duration_s, 3),
-            "format": self.format, "compression": self.compression, "tables": self.tables,
+            "backup_id": self.backup_id,
+            "target": self.target,
+            "path": str(self.path),
+            "manifest": str(self.manifest_path),
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "duration_s": round(self.duration_s, 3),
+            "format": self.format,
+            "compression": self.compression,
+            "tables": self.tables,
             "attempt": self.attempt,
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -117,8 +128,12 @@ def take_backup(request: BackupRequest) -> BackupOutcome:
             if request.cancelled or attempt == attempts:
                 raise
             delay = settings.retry_backoff * (2 ** (attempt - 1))
-            log.warning("backup attempt failed; retrying", attempt=attempt,
-                        retry_in_s=delay, error=scrub(str(exc)))  # fmt: skip
+            log.warning(
+                "backup attempt failed; retrying",
+                attempt=attempt,
+                retry_in_s=delay,
+                error=scrub(str(exc)),
+            )
             request.report(phase="waiting to retry", attempt=attempt, error=scrub(str(exc)))
             if request.cancel is not None:
                 if request.cancel.wait(delay):
@@ -173,8 +188,9 @@ def _attempt(request: BackupRequest, attempt: int) -> BackupOutcome:
         major = server_major(conn)
         version = server_version(conn)
         try:
-            dump_tool = find_tool("pg_dump", min_major=major, bin_dir=target.bin_dir,
-                                  server_version=version)  # fmt: skip
+            dump_tool = find_tool(
+                "pg_dump", min_major=major, bin_dir=target.bin_dir, server_version=version
+            )
         except IncompatibleToolError:
             if request.on_tool is not None:
                 request.on_tool(None)
@@ -191,9 +207,14 @@ def _attempt(request: BackupRequest, attempt: int) -> BackupOutcome:
 
 
 def _dump(
-    request: BackupRequest, conn: psycopg.Connection[Any], spec: ConnSpec, dump_tool: Tool,
-    restore_tool: Tool, plan: pgdump.DumpPlan, attempt: int,
-) -> BackupOutcome:  # fmt: skip
+    request: BackupRequest,
+    conn: psycopg.Connection[Any],
+    spec: ConnSpec,
+    dump_tool: Tool,
+    restore_tool: Tool,
+    plan: pgdump.DumpPlan,
+    attempt: int,
+) -> BackupOutcome:
     target = request.target
     settings = target.backup
     catalog, storage = request.catalog, request.storage
@@ -203,35 +224,52 @@ def _dump(
     name = backup_name(started, backup_id[:8], plan.extension)
     database = spec.dbname or "?"
     catalog.record_backup_start(
-        backup_id, target=target.name, database=database, started_at=started,
-        format=plan.format, compression=plan.compression_label, tags=request.tags,
-        attempt=attempt, path=name,
-    )  # fmt: skip
+        backup_id,
+        target=target.name,
+        database=database,
+        started_at=started,
+        format=plan.format,
+        compression=plan.compression_label,
+        tags=request.tags,
+        attempt=attempt,
+        path=name,
+    )
     try:
         with storage.writing(target.name, name, directory=plan.is_directory) as partial:
             session = SnapshotSession(conn)
             request.report(phase="dumping", bytes=0, snapshot=session.snapshot)
             with tool_environment(spec) as env:
                 argv = pgdump.dump_argv(
-                    dump_tool, plan, conninfo=spec.tool_conninfo(), snapshot=session.snapshot,
+                    dump_tool,
+                    plan,
+                    conninfo=spec.tool_conninfo(),
+                    snapshot=session.snapshot,
                     output=partial.path if plan.stage == "pg_dump" else None,
                     extra_args=settings.extra_args,
-                )  # fmt: skip
-                facts, written = _run_dump(request, session, argv, env, plan, partial,
-                                           restore_tool)  # fmt: skip
+                )
+                facts, written = _run_dump(request, session, argv, env, plan, partial, restore_tool)
             session.close()
             final = storage.publish(partial)
         request.report(phase="reading back")
         manifest = Manifest(
-            id=backup_id, target=target.name, database=database, started_at=started,
-            format=plan.format, compression=plan.compression_label,
-            compression_stage=plan.stage, path=name, tags=request.tags,
+            id=backup_id,
+            target=target.name,
+            database=database,
+            started_at=started,
+            format=plan.format,
+            compression=plan.compression_label,
+            compression_stage=plan.stage,
+            path=name,
+            tags=request.tags,
             pg_dump={"version": dump_tool.version, "path": str(dump_tool.path)},
             server={"version": facts.server_version, "version_num": facts.server_version_num},
-            snapshot=facts.snapshot, row_count_mode=settings.row_counts, tables=facts.tables,
-            extensions=facts.extensions, vector_probes=facts.vector_probes,
+            snapshot=facts.snapshot,
+            row_count_mode=settings.row_counts,
+            tables=facts.tables,
+            extensions=facts.extensions,
+            vector_probes=facts.vector_probes,
             restore_commands=pgdump.restore_hint(plan, name, database),
-        )  # fmt: skip
+        )
         if settings.dump_globals:
             request.report(phase="dumping globals")
             manifest.globals_sql = dump_globals(spec, dump_tool, request)
@@ -241,27 +279,44 @@ def _dump(
             if digest.sha256 != written.sha256:
                 raise BackupError(f"{final} changed on disk after writing (checksum differs)")
         else:
-            digest = readback.check_artifact(manifest, final, restore_tool,
-                                             cancel=request.cancel, expect_sha256=False)  # fmt: skip
+            digest = readback.check_artifact(
+                manifest, final, restore_tool, cancel=request.cancel, expect_sha256=False
+            )
         finished = datetime.now(UTC)
         manifest.finished_at = finished
         manifest.duration_s = round(time.monotonic() - started_mono, 3)
         manifest.size_bytes = digest.size_bytes
         manifest.sha256 = digest.sha256
         manifest.files = digest.files
-        manifest_path = storage.write_manifest_atomic(target.name, manifest_name(name),
-                                                      manifest.to_json())  # fmt: skip
+        manifest_path = storage.write_manifest_atomic(
+            target.name, manifest_name(name), manifest.to_json()
+        )
     except BaseException as exc:
         _record_failure(request, backup_id, name, exc)
         raise
     catalog.record_backup_finish(
-        backup_id, status="complete", finished_at=finished, path=name,
-        size_bytes=digest.size_bytes, sha256=digest.sha256, duration_s=manifest.duration_s,
-    )  # fmt: skip
+        backup_id,
+        status="complete",
+        finished_at=finished,
+        path=name,
+        size_bytes=digest.size_bytes,
+        sha256=digest.sha256,
+        duration_s=manifest.duration_s,
+    )
     request.report(phase="done", bytes=digest.size_bytes)
-    return BackupOutcome(backup_id, target.name, final, manifest_path, digest.size_bytes,
-                         digest.sha256, manifest.duration_s or 0.0, plan.format,
-                         plan.compression_label, len(facts.tables), attempt)  # fmt: skip
+    return BackupOutcome(
+        backup_id,
+        target.name,
+        final,
+        manifest_path,
+        digest.size_bytes,
+        digest.sha256,
+        manifest.duration_s or 0.0,
+        plan.format,
+        plan.compression_label,
+        len(facts.tables),
+        attempt,
+    )
 
 
 def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: BaseException) -> None:
@@ -271,24 +326,35 @@ def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: Base
         # the artifact may have been published before a later step failed: remove it
         final = request.storage.target_dir(request.target.name) / name
         request.storage.delete(final)
-        request.catalog.record_backup_finish(backup_id, status=status,
-                                             finished_at=datetime.now(UTC), error=message)  # fmt: skip
+        request.catalog.record_backup_finish(
+            backup_id, status=status, finished_at=datetime.now(UTC), error=message
+        )
     except PgwardenError as inner:
         log.error("cannot record the failed backup", error=scrub(str(inner)))
 
 
 def _run_dump(
-    request: BackupRequest, session: SnapshotSession, argv: list[str], env: dict[str, str],
-    plan: pgdump.DumpPlan, partial: Any, restore_tool: Tool,
-) -> tuple[Facts, Any]:  # fmt: skip
+    request: BackupRequest,
+    session: SnapshotSession,
+    argv: list[str],
+    env: dict[str, str],
+    plan: pgdump.DumpPlan,
+    partial: Any,
+    restore_tool: Tool,
+) -> tuple[Facts, Any]:
     """pg_dump and the snapshot facts side by side; the facts come from the exporting
     transaction, which stays open until pg_dump is done."""
     settings = request.target.backup
     timeout = settings.timeout
-    with process.start_tool(argv, env=env, name="pg_dump", log=log, timeout=timeout,
-                            cancel=request.cancel,
-                            stdout=process.PIPE if plan.stage == "stream" else process.DEVNULL,
-                            ) as tool:  # fmt: skip
+    with process.start_tool(
+        argv,
+        env=env,
+        name="pg_dump",
+        log=log,
+        timeout=timeout,
+        cancel=request.cancel,
+        stdout=process.PIPE if plan.stage == "stream" else process.DEVNULL,
+    ) as tool:
         writer: Future[Any] | None = None
         checker: readback.StreamCheck | None = None
         facts_done = threading.Event()
@@ -300,15 +366,20 @@ def _run_dump(
                     raw = _counting(checker.chunks(tool.stdout), request)
                     chunks = _compressed(raw, plan)
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
-                watcher = threading.Thread(target=_cancel_facts_when_needed,
-                                           args=(request, tool, session, facts_done),
-                                           name="facts-watch", daemon=True)  # fmt: skip
+                watcher = threading.Thread(
+                    target=_cancel_facts_when_needed,
+                    args=(request, tool, session, facts_done),
+                    name="facts-watch",
+                    daemon=True,
+                )
                 watcher.start()
                 try:
                     facts = session.collect(
-                        mode=settings.row_counts, exact_max_bytes=settings.exact_count_max_bytes,
-                        probes=settings.vector_probes, probe_k=settings.vector_probe_k,
-                    )  # fmt: skip
+                        mode=settings.row_counts,
+                        exact_max_bytes=settings.exact_count_max_bytes,
+                        probes=settings.vector_probes,
+                        probe_k=settings.vector_probe_k,
+                    )
                 except psycopg.Error as exc:
                     tool.terminate_group()
                     if request.cancelled:
@@ -333,9 +404,11 @@ def _run_dump(
 
 
 def _cancel_facts_when_needed(
-    request: BackupRequest, tool: process.RunningTool, session: SnapshotSession,
+    request: BackupRequest,
+    tool: process.RunningTool,
+    session: SnapshotSession,
     done: threading.Event,
-) -> None:  # fmt: skip
+) -> None:
     """Interrupt the facts queries when the backup is cancelled or pg_dump has failed, so that
     a query waiting on a lock cannot hold a stopping daemon."""
     while not done.wait(0.1):
@@ -358,11 +431,17 @@ def dump_globals(spec: ConnSpec, dump_tool: Tool, request: BackupRequest) -> str
         if len(out) > GLOBALS_LIMIT:
             raise BackupError("pg_dumpall --globals-only printed more than 16 MiB")
 
-    argv = [str(tool.path), "--globals-only", "--no-role-passwords", "--no-password",
-            f"--dbname={spec.tool_conninfo()}"]  # fmt: skip
+    argv = [
+        str(tool.path),
+        "--globals-only",
+        "--no-role-passwords",
+        "--no-password",
+        f"--dbname={spec.tool_conninfo()}",
+    ]
     with tool_environment(spec) as env:
-        result = process.run_tool(argv, env=env, stdout=sink, name="pg_dumpall", log=log,
-                                  cancel=request.cancel)  # fmt: skip
+        result = process.run_tool(
+            argv, env=env, stdout=sink, name="pg_dumpall", log=log, cancel=request.cancel
+        )
     process.check(result)
     return out.decode("utf-8", "replace")
 
@@ -375,9 +454,7 @@ def _compressed(raw: Iterator[memoryview], plan: pgdump.DumpPlan) -> Iterator[co
     return compress.passthrough(raw)
 
 
-def _counting(
-    chunks: Iterator[memoryview], request: BackupRequest
-) -> Iterator[memoryview]:  # fmt: skip
+def _counting(chunks: Iterator[memoryview], request: BackupRequest) -> Iterator[memoryview]:
     total = 0
     last = 0.0
     for chunk in chunks:

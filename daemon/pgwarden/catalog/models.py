@@ -100,12 +100,14 @@ class Backup(Base):
     __tablename__ = "backups"
     __table_args__ = (
         CheckConstraint(_in("status", BACKUP_STATUSES), name="status"),
-        CheckConstraint(f"verify_status IS NULL OR {_in('verify_status', VERIFY_STATUSES)}",
-                        name="verify_status"),
+        CheckConstraint(
+            f"verify_status IS NULL OR {_in('verify_status', VERIFY_STATUSES)}",
+            name="verify_status",
+        ),
         CheckConstraint("attempt >= 1", name="attempt"),
         Index(None, "target", "started_at"),
         Index(None, "status"),
-    )  # fmt: skip
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     target: Mapped[str] = mapped_column(String(200))

@@ -115,10 +115,18 @@ class Catalog:
             if session.get(Backup, backup_id) is not None:
                 raise CatalogError(f"backup {backup_id} is already recorded")
             row = Backup(
-                id=backup_id, target=target, database=database, started_at=started_at,
-                status="running", tags=list(tags), format=format, compression=compression,
-                path=path, pinned=False, attempt=attempt,
-            )  # fmt: skip
+                id=backup_id,
+                target=target,
+                database=database,
+                started_at=started_at,
+                status="running",
+                tags=list(tags),
+                format=format,
+                compression=compression,
+                path=path,
+                pinned=False,
+                attempt=attempt,
+            )
             session.add(row)
             session.flush()
             return BackupRecord.of(row)
@@ -158,9 +166,11 @@ class Catalog:
             )
             row.error = error
             for name, value in (
-                ("path", path), ("size_bytes", size_bytes), ("sha256", sha256),
+                ("path", path),
+                ("size_bytes", size_bytes),
+                ("sha256", sha256),
                 ("compression", compression),
-            ):  # fmt: skip
+            ):
                 if value is not None:
                     setattr(row, name, value)
             return BackupRecord.of(row)

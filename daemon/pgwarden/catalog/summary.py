@@ -25,18 +25,20 @@ def summarise(session: Session) -> dict[str, TargetSummary]:
     counts: dict[tuple[str, str], tuple[int, int]] = {
         (target, status): (count, int(size or 0))
         for target, status, count, size in session.execute(
-            select(Backup.target, Backup.status, func.count(), func.sum(Backup.size_bytes))
-            .group_by(Backup.target, Backup.status)
+            select(
+                Backup.target, Backup.status, func.count(), func.sum(Backup.size_bytes)
+            ).group_by(Backup.target, Backup.status)
         )
-    }  # fmt: skip
+    }
     result: dict[str, TargetSummary] = {}
     for target in sorted({target for target, _ in counts}):
         newest = select(Backup).where(Backup.target == target).limit(1)
         attempt = session.scalars(newest.order_by(Backup.started_at.desc())).first()
         success = session.scalars(
-            newest.where(Backup.status.in_(("complete", "deleted")))
-            .order_by(Backup.started_at.desc())
-        ).first()  # fmt: skip
+            newest.where(Backup.status.in_(("complete", "deleted"))).order_by(
+                Backup.started_at.desc()
+            )
+        ).first()
         drilled = session.scalars(
             newest.where(Backup.verified_at.is_not(None)).order_by(Backup.verified_at.desc())
         ).first()

@@ -36,14 +36,31 @@ def cmd_backups(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [
         [
-            r.id[:8], r.target, r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.status,
-            human_bytes(r.size_bytes), r.verify_status or "-", "yes" if r.pinned else "",
-            ",".join(r.tags), r.path or "", (r.error or "")[:60],
+            r.id[:8],
+            r.target,
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.status,
+            human_bytes(r.size_bytes),
+            r.verify_status or "-",
+            "yes" if r.pinned else "",
+            ",".join(r.tags),
+            r.path or "",
+            (r.error or "")[:60],
         ]
         for r in records
-    ]  # fmt: skip
-    headers = ["ID", "TARGET", "STARTED (UTC)", "STATUS", "SIZE", "VERIFIED", "PINNED", "TAGS",
-               "FILE", "ERROR"]  # fmt: skip
+    ]
+    headers = [
+        "ID",
+        "TARGET",
+        "STARTED (UTC)",
+        "STATUS",
+        "SIZE",
+        "VERIFIED",
+        "PINNED",
+        "TAGS",
+        "FILE",
+        "ERROR",
+    ]
     print(table(rows, headers) if rows else "no backups")
     return EXIT_OK
 

@@ -165,8 +165,10 @@ def _first_backup(daemon: Daemon, duration: float | None, port: int) -> None:
         print(f"demo: backup {backup.state}: {backup.error}")
     else:
         r = backup.result
-        print(f"demo: backup {r['backup_id'][:8]} written: {r['path']} ({r['size_bytes']} bytes, "
-              f"{r['tables']} tables, sha256 {r['sha256'][:12]}...)")  # fmt: skip
+        print(
+            f"demo: backup {r['backup_id'][:8]} written: {r['path']} ({r['size_bytes']} bytes, "
+            f"{r['tables']} tables, sha256 {r['sha256'][:12]}...)"
+        )
         assert daemon.runner is not None
         drills: list[Job] = []
         until = time.monotonic() + 30
@@ -180,8 +182,17 @@ def _first_backup(daemon: Daemon, duration: float | None, port: int) -> None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             lines = response.read().decode().splitlines()
-        shown = [line for line in lines if line.startswith(("pgwarden_backup_last_success",
-                 "pgwarden_verify_last_success", "pgwarden_server_connection_saturation"))]  # fmt: skip
+        shown = [
+            line
+            for line in lines
+            if line.startswith(
+                (
+                    "pgwarden_backup_last_success",
+                    "pgwarden_verify_last_success",
+                    "pgwarden_server_connection_saturation",
+                )
+            )
+        ]
         print("demo: metrics now served:\n  " + "\n  ".join(shown))
     except OSError as exc:
         print(f"demo: cannot read the metrics: {exc}")

@@ -109,11 +109,14 @@ def render_report(report: GuardReport) -> str:
         f"{report.target}: {len(report.files)} migration file(s) in {', '.join(report.versions)}",
         f"  database at {_revisions(report.database)}; head {head}; "
         f"{len(report.pending)} pending"
-        + (": " + ", ".join(f"{p.revision} ({p.file})" for p in report.pending)
-           if report.pending else ""),
+        + (
+            ": " + ", ".join(f"{p.revision} ({p.file})" for p in report.pending)
+            if report.pending
+            else ""
+        ),
         f"  ledger {report.ledger}: {report.released} released file(s)"
         + (f", recorded now: {', '.join(report.recorded)}" if report.recorded else ""),
-    ]  # fmt: skip
+    ]
     for problem in report.problems:
         tag = "ERROR  " if problem.severity == "error" else "warning"
         lines.append(f"  {tag} {problem.code}: {problem.message}")
@@ -129,16 +132,28 @@ def _upgrade(args: argparse.Namespace) -> int:
     with command_env(args) as env:
         target = env.config.target(args.target)
         try:
-            outcome = safe_migrate(target, env.config, env.catalog, env.storage,
-                                   dry_run=args.dry_run)  # fmt: skip
+            outcome = safe_migrate(
+                target, env.config, env.catalog, env.storage, dry_run=args.dry_run
+            )
         except MigrationRefused as exc:
             if args.json:
-                print(json.dumps({"target": target.name, "status": "refused", "ok": False,
-                                  "guard": exc.report.as_dict()}, indent=2))  # fmt: skip
+                print(
+                    json.dumps(
+                        {
+                            "target": target.name,
+                            "status": "refused",
+                            "ok": False,
+                            "guard": exc.report.as_dict(),
+                        },
+                        indent=2,
+                    )
+                )
             else:
                 print(render_report(exc.report))
-                print(f"refused: the guard found {len(exc.report.errors)} error(s); nothing "
-                      "was backed up or migrated")  # fmt: skip
+                print(
+                    f"refused: the guard found {len(exc.report.errors)} error(s); nothing "
+                    "was backed up or migrated"
+                )
             return EXIT_FAILED
         except MigrationFailed as exc:
             if args.json:
@@ -160,29 +175,40 @@ def render_outcome(outcome: MigrateOutcome) -> str:
     applied = ", ".join(outcome.applied) or "nothing"
     name = outcome.target
     if outcome.status == "planned":
-        lines = [f"plan for {name} (dry run: nothing is backed up, run or recorded)",
-                 render_report(outcome.report),
-                 f"  would apply: {applied} ({before} -> {after})",
-                 f"  backup: {outcome.backup_plan}",
-                 f"  command: {outcome.command.shell_line()}",
-                 f"  timeout: {outcome.command.timeout:g} s"]  # fmt: skip
+        lines = [
+            f"plan for {name} (dry run: nothing is backed up, run or recorded)",
+            render_report(outcome.report),
+            f"  would apply: {applied} ({before} -> {after})",
+            f"  backup: {outcome.backup_plan}",
+            f"  command: {outcome.command.shell_line()}",
+            f"  timeout: {outcome.command.timeout:g} s",
+        ]
         if outcome.report.errors:
             lines.append("  the guard would refuse this upgrade")
         return "\n".join(lines)
     if outcome.status == "up-to-date":
         return f"{name}: up to date at {before}; nothing to migrate, no backup taken"
-    backup = (f"pre-migration backup {outcome.backup_id[:8]} ({outcome.backup_path}), kept at "
-              "least 7 days" if outcome.backup_id else "no pre-migration backup "
-              "(backup_before = false)")  # fmt: skip
+    backup = (
+        f"pre-migration backup {outcome.backup_id[:8]} ({outcome.backup_path}), kept at "
+        "least 7 days"
+        if outcome.backup_id
+        else "no pre-migration backup (backup_before = false)"
+    )
     if outcome.status == "migrated":
-        return (f"{name}: migrated {before} -> {after} in {outcome.duration_s:.1f} s "
-                f"(applied {applied}); {backup}")  # fmt: skip
-    lines = [f"{name}: migration FAILED: {outcome.error}",
-             f"  database was at {before}, is now at {after} (applied: {applied})",
-             f"  {backup}"]  # fmt: skip
+        return (
+            f"{name}: migrated {before} -> {after} in {outcome.duration_s:.1f} s "
+            f"(applied {applied}); {backup}"
+        )
+    lines = [
+        f"{name}: migration FAILED: {outcome.error}",
+        f"  database was at {before}, is now at {after} (applied: {applied})",
+        f"  {backup}",
+    ]
     if outcome.stderr_tail:
         lines.append("  alembic stderr (last lines):")
         lines.extend(f"    {line}" for line in outcome.stderr_tail.splitlines())
-    lines.append("  fix forward: correct the failing migration (it was not applied) and run "
-                 "pgwarden migrate upgrade again")  # fmt: skip
+    lines.append(
+        "  fix forward: correct the failing migration (it was not applied) and run "
+        "pgwarden migrate upgrade again"
+    )
     return "\n".join(lines)

@@ -48,8 +48,10 @@ def _check_lines(checks: list[CheckResult]) -> list[str]:
         mark = "ok" if check.passed else "FAILED"
         lines.append(f"  {mark:<7} {check.name:<22} {check.detail}")
         for failure in check.failures:
-            lines.append(f"            {failure['item']}: expected {failure['expected']!r}, "
-                         f"got {failure['actual']!r}")  # fmt: skip
+            lines.append(
+                f"            {failure['item']}: expected {failure['expected']!r}, "
+                f"got {failure['actual']!r}"
+            )
         if check.more_failures:
             lines.append(f"            ... and {check.more_failures} more")
         if not check.passed and isinstance(check.actual, list) and check.name == "restore":
@@ -59,11 +61,15 @@ def _check_lines(checks: list[CheckResult]) -> list[str]:
 
 def _drill_text(outcome: VerifyOutcome) -> list[str]:
     verdict = {"passed": "PASSED", "failed": "FAILED", "interrupted": "INTERRUPTED"}[outcome.status]
-    lines = [f"restore drill of backup {outcome.backup_id[:8]} ({outcome.artifact}) of "
-             f"{outcome.target}: {verdict} in {outcome.duration_s:.1f} s"]  # fmt: skip
+    lines = [
+        f"restore drill of backup {outcome.backup_id[:8]} ({outcome.artifact}) of "
+        f"{outcome.target}: {verdict} in {outcome.duration_s:.1f} s"
+    ]
     if outcome.restore_mode:
-        lines.append(f"  restored on {outcome.server} into {outcome.scratch_database} "
-                     f"({outcome.restore_mode}), dropped afterwards")  # fmt: skip
+        lines.append(
+            f"  restored on {outcome.server} into {outcome.scratch_database} "
+            f"({outcome.restore_mode}), dropped afterwards"
+        )
     lines.extend(_check_lines(outcome.checks))
     lines.extend(f"  note: {note}" for note in outcome.notes)
     for older in outcome.older:
@@ -75,10 +81,17 @@ def _drill_text(outcome: VerifyOutcome) -> list[str]:
 def cmd_verify(args: argparse.Namespace) -> int:
     with _cancel_on_signals() as cancel, command_env(args) as env:
         target = env.config.target(args.target)
-        outcome = run_verification(VerifyRequest(
-            target, env.config, env.catalog, env.storage, backup_ref=args.backup, cancel=cancel,
-            raise_on_failure=False,
-        ))  # fmt: skip
+        outcome = run_verification(
+            VerifyRequest(
+                target,
+                env.config,
+                env.catalog,
+                env.storage,
+                backup_ref=args.backup,
+                cancel=cancel,
+                raise_on_failure=False,
+            )
+        )
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2, default=str))
     else:
@@ -89,12 +102,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _restore_text(outcome: RestoreOutcome) -> list[str]:
     if outcome.dry_run:
         state = "exists, empty" if outcome.existed else "to be created"
-        lines = [f"# restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
-                 f"{outcome.database} on {outcome.server} ({state}); nothing was run"]  # fmt: skip
+        lines = [
+            f"# restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
+            f"{outcome.database} on {outcome.server} ({state}); nothing was run"
+        ]
         return lines + outcome.commands
     verdict = "done" if outcome.passed else "FAILED"
-    lines = [f"restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
-             f"{outcome.database} on {outcome.server}: {verdict} in {outcome.duration_s:.1f} s"]  # fmt: skip
+    lines = [
+        f"restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
+        f"{outcome.database} on {outcome.server}: {verdict} in {outcome.duration_s:.1f} s"
+    ]
     lines.extend(_check_lines(outcome.checks))
     lines.extend(f"  note: {note}" for note in outcome.notes)
     return lines
@@ -103,11 +120,20 @@ def _restore_text(outcome: RestoreOutcome) -> list[str]:
 def cmd_restore(args: argparse.Namespace) -> int:
     with _cancel_on_signals() as cancel, command_env(args) as env:
         target = env.config.target(args.target)
-        outcome = restore_backup(RestoreRequest(
-            target, env.config, env.catalog, env.storage, into=args.into,
-            backup_ref=args.backup, force=args.force, dry_run=args.dry_run, verify=args.verify,
-            cancel=cancel,
-        ))  # fmt: skip
+        outcome = restore_backup(
+            RestoreRequest(
+                target,
+                env.config,
+                env.catalog,
+                env.storage,
+                into=args.into,
+                backup_ref=args.backup,
+                force=args.force,
+                dry_run=args.dry_run,
+                verify=args.verify,
+                cancel=cancel,
+            )
+        )
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2, default=str))
     else:

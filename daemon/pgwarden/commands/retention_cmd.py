@@ -26,16 +26,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
         locks = BackupLocks(env.config.daemon.state_dir)
         for target in targets:
             try:
-                outcomes.append(prune_target(target, env.catalog, env.storage,
-                                             dry_run=args.dry_run, locks=locks))  # fmt: skip
+                outcomes.append(
+                    prune_target(
+                        target, env.catalog, env.storage, dry_run=args.dry_run, locks=locks
+                    )
+                )
             except PgwardenError as exc:  # one target's trouble does not stop the others
                 failures.append({"target": target.name, "error": str(exc)})
     ok = not failures and all(o.ok for o in outcomes)
     if args.json:
-        print(json.dumps({
-            "dry_run": args.dry_run, "ok": ok, "deleted": sum(o.deleted for o in outcomes),
-            "targets": [o.as_dict() for o in outcomes], "failures": failures,
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "dry_run": args.dry_run,
+                    "ok": ok,
+                    "deleted": sum(o.deleted for o in outcomes),
+                    "targets": [o.as_dict() for o in outcomes],
+                    "failures": failures,
+                },
+                indent=2,
+            )
+        )
     else:
         texts = [_render_prune(o) for o in outcomes]
         texts += [f"{f['target']}: prune failed: {f['error']}" for f in failures]
@@ -46,12 +57,16 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def _render_prune(outcome: PruneOutcome) -> str:
     done = outcome.as_dict()
     if outcome.dry_run:
-        head = (f"{outcome.target}: {len(outcome.entries)} backups; would keep {done['kept']}, "
-                f"would delete {done['would_delete']} (dry run: nothing was deleted)")  # fmt: skip
+        head = (
+            f"{outcome.target}: {len(outcome.entries)} backups; would keep {done['kept']}, "
+            f"would delete {done['would_delete']} (dry run: nothing was deleted)"
+        )
     else:
         freed = human_bytes(outcome.freed_bytes)
-        head = (f"{outcome.target}: {len(outcome.entries)} backups; kept {done['kept']}, "
-                f"deleted {outcome.deleted} ({freed} freed)")  # fmt: skip
+        head = (
+            f"{outcome.target}: {len(outcome.entries)} backups; kept {done['kept']}, "
+            f"deleted {outcome.deleted} ({freed} freed)"
+        )
     lines = [head]
     if outcome.entries:
         headers = ["ID", "STARTED (UTC)", "STATUS", "SIZE", "DECISION", "REASON"]
@@ -60,8 +75,14 @@ def _render_prune(outcome: PruneOutcome) -> str:
         rows = []
         for entry in outcome.entries:
             r = entry.record
-            row = [r.short_id, r.started_at.strftime("%Y-%m-%d %H:%M"), r.status,
-                   human_bytes(r.size_bytes), entry.action, entry.reason]  # fmt: skip
+            row = [
+                r.short_id,
+                r.started_at.strftime("%Y-%m-%d %H:%M"),
+                r.status,
+                human_bytes(r.size_bytes),
+                entry.action,
+                entry.reason,
+            ]
             if not outcome.dry_run:
                 row.insert(5, entry.result)
             rows.append(row)
@@ -75,19 +96,35 @@ def cmd_pin(args: argparse.Namespace) -> int:
     with command_env(args) as env:
         env.config.target(args.target)
         locks = BackupLocks(env.config.daemon.state_dir)
-        record = set_pin(env.catalog, env.storage, args.backup, bool(args.pin),
-                         target=args.target, locks=locks)  # fmt: skip
+        record = set_pin(
+            env.catalog, env.storage, args.backup, bool(args.pin), target=args.target, locks=locks
+        )
     if args.json:
-        print(json.dumps({"backup": {
-            "id": record.id, "short_id": record.short_id, "target": record.target,
-            "started_at": record.started_at.isoformat(), "status": record.status,
-            "pinned": record.pinned,
-        }}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "backup": {
+                        "id": record.id,
+                        "short_id": record.short_id,
+                        "target": record.target,
+                        "started_at": record.started_at.isoformat(),
+                        "status": record.status,
+                        "pinned": record.pinned,
+                    }
+                },
+                indent=2,
+            )
+        )
     else:
-        verb, note = (("pinned", "kept out of retention until unpinned") if record.pinned
-                      else ("unpinned", "retention applies again"))  # fmt: skip
-        print(f"{verb} backup {record.short_id} of {record.target}, taken "
-              f"{record.started_at:%Y-%m-%d %H:%M} UTC ({note})")  # fmt: skip
+        verb, note = (
+            ("pinned", "kept out of retention until unpinned")
+            if record.pinned
+            else ("unpinned", "retention applies again")
+        )
+        print(
+            f"{verb} backup {record.short_id} of {record.target}, taken "
+            f"{record.started_at:%Y-%m-%d %H:%M} UTC ({note})"
+        )
     return EXIT_OK
 
 

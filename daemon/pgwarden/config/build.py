@@ -301,8 +301,11 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         timeout=m.number("timeout", md.timeout, minimum=1),
     )
     if not migrations.url_scheme.startswith("postgres") or "://" in migrations.url_scheme:
-        m.error("url_scheme", f"must be a postgresql URL scheme such as postgresql+psycopg "
-                              f"(got {migrations.url_scheme!r})")  # fmt: skip
+        m.error(
+            "url_scheme",
+            f"must be a postgresql URL scheme such as postgresql+psycopg "
+            f"(got {migrations.url_scheme!r})",
+        )
     m.finish()
 
     pools = []

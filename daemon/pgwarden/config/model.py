@@ -30,10 +30,31 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 #: pg_dump options pgwarden sets itself and that ``extra_args`` must not override.
 RESERVED_PG_DUMP_OPTIONS = (
-    "-f", "--file", "-F", "--format", "-Z", "--compress", "-j", "--jobs", "--snapshot",
-    "-d", "--dbname", "-h", "--host", "-p", "--port", "-U", "--username", "-W", "--password",
-    "-w", "--no-password", "-C", "--create", "--serializable-deferrable",
-)  # fmt: skip
+    "-f",
+    "--file",
+    "-F",
+    "--format",
+    "-Z",
+    "--compress",
+    "-j",
+    "--jobs",
+    "--snapshot",
+    "-d",
+    "--dbname",
+    "-h",
+    "--host",
+    "-p",
+    "--port",
+    "-U",
+    "--username",
+    "-W",
+    "--password",
+    "-w",
+    "--no-password",
+    "-C",
+    "--create",
+    "--serializable-deferrable",
+)
 
 
 class Secret(str):

@@ -24,8 +24,14 @@ _MISSING = object()
 
 
 def _kind(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "an array", dict: "a table"}  # fmt: skip
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -99,24 +105,32 @@ class Reader:
         value = self._typed(key, (bool,), "true or false")
         return default if value is _MISSING else bool(value)
 
-    def integer(self, key: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:  # fmt: skip
+    def integer(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         value = self._typed(key, (int,), "an integer")
         if value is _MISSING:
             return default
         assert isinstance(value, int)
         return value if self._range(key, value, minimum, maximum) else default
 
-    def opt_int(self, key: str, *, minimum: int | None = None,
-                maximum: int | None = None) -> int | None:  # fmt: skip
+    def opt_int(
+        self, key: str, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int | None:
         value = self._typed(key, (int,), "an integer")
         if value is _MISSING:
             return None
         assert isinstance(value, int)
         return value if self._range(key, value, minimum, maximum) else None
 
-    def number(self, key: str, default: float, *, minimum: float | None = None,
-               maximum: float | None = None) -> float:  # fmt: skip
+    def number(
+        self,
+        key: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
         value = self._typed(key, (int, float), "a number")
         if value is _MISSING:
             return default

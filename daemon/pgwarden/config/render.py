@@ -86,8 +86,10 @@ def render_effective(config: Config) -> str:
 def example_path() -> Path:
     """The shipped, commented example config (in the wheel, or in the source tree)."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / "_data" / "pgwarden.example.toml",
-                      here.parents[1] / "config" / "pgwarden.example.toml"):  # fmt: skip
+    for candidate in (
+        here / "_data" / "pgwarden.example.toml",
+        here.parents[1] / "config" / "pgwarden.example.toml",
+    ):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("pgwarden.example.toml is missing from this installation")

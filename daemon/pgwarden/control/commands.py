@@ -86,9 +86,10 @@ def _job_answer(call: Call, kind: str, target: str, job_args: dict[str, Any]) ->
     job, existing = _submit(call, kind, target, job_args)
     if existing and job.args != job_args:
         raise control_error(
-            BUSY, f"a {kind} of {target} with other options is already queued or running "
+            BUSY,
+            f"a {kind} of {target} with other options is already queued or running "
             f"(job {job.id}); try again when it has finished",
-        )  # fmt: skip
+        )
     if wait:
         follow(call, job)
     return {"job": job.as_dict(), "existing": existing}
@@ -125,8 +126,12 @@ def _last(summary: TargetSummary | None, history: list[Job]) -> dict[str, Any]:
     for job in history:  # newest first
         entry = out.setdefault(job.kind, {})
         if "job" not in entry:
-            entry["job"] = {"id": job.id, "state": job.state, "finished_at": job.finished_at,
-                            "error": job.error}  # fmt: skip
+            entry["job"] = {
+                "id": job.id,
+                "state": job.state,
+                "finished_at": job.finished_at,
+                "error": job.error,
+            }
     return out
 
 
@@ -157,14 +162,16 @@ def status(call: Call) -> dict[str, Any]:
     targets = []
     for t in config.targets:
         mine = [j for j in jobs if j.target == t.name]
-        targets.append({
-            "name": t.name,
-            "paused": "*" in paused or t.name in paused,
-            "next": scheduler.next_for(t.name),
-            "running": [j.id for j in mine if j.state == "running"],
-            "queued": [j.id for j in mine if j.state == "queued"],
-            "last": _last(summaries.get(t.name), [j for j in mine if j.finished]),
-        })  # fmt: skip
+        targets.append(
+            {
+                "name": t.name,
+                "paused": "*" in paused or t.name in paused,
+                "next": scheduler.next_for(t.name),
+                "running": [j.id for j in mine if j.state == "running"],
+                "queued": [j.id for j in mine if j.state == "queued"],
+                "last": _last(summaries.get(t.name), [j for j in mine if j.finished]),
+            }
+        )
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -240,9 +247,10 @@ def prune(call: Call) -> dict[str, Any]:
         found, existing = _submit(call, "prune", name, job_args)
         if existing and found.args != job_args:
             raise control_error(
-                BUSY, f"a prune of {name} with other options is already queued or running "
+                BUSY,
+                f"a prune of {name} with other options is already queued or running "
                 f"(job {found.id}); try again when it has finished",
-            )  # fmt: skip
+            )
         queued.append(found)
     if wait:
         for found in queued:

@@ -46,17 +46,25 @@ def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     """Options valid before and after the subcommand (SUPPRESS keeps the top-level value)."""
     default: Any = None if top else argparse.SUPPRESS
     parser.add_argument(
-        "--socket", type=Path, default=default, metavar="PATH",
+        "--socket",
+        type=Path,
+        default=default,
+        metavar="PATH",
         help=f"control socket (default: -c's, ${SOCKET_ENV}, {DEFAULT_SOCKET})",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "-c", "--config", type=Path, default=default,
+        "-c",
+        "--config",
+        type=Path,
+        default=default,
         help="read the socket path from this config file",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--json", action="store_true", default=False if top else argparse.SUPPRESS,
+        "--json",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
         help="machine-readable output",
-    )  # fmt: skip
+    )
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -95,8 +103,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         q.add_argument("backup")
         q.set_defaults(pin=name == "pin")
     add("reload", _reload, "re-read the configuration file (like SIGHUP, with the outcome)")
-    for name, text in (("pause", "pause schedules (all targets, or one)"),
-                       ("resume", "resume schedules (all targets, or one)")):  # fmt: skip
+    for name, text in (
+        ("pause", "pause schedules (all targets, or one)"),
+        ("resume", "resume schedules (all targets, or one)"),
+    ):
         add(name, _pause, text).add_argument("target", nargs="?")
     add("config", _config, "the effective configuration in force (secrets redacted)")
 

@@ -56,8 +56,9 @@ def when(value: object) -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]  # fmt: skip
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -113,13 +114,23 @@ def status(result: Mapping[str, Any]) -> str:
             state += ", paused"
         nxt = t.get("next") or {}
         last = t.get("last") or {}
-        rows.append([t.get("name"), state, when(nxt.get("backup")), when(nxt.get("verify")),
-                     _last_backup(last), _last_verify(last)])  # fmt: skip
+        rows.append(
+            [
+                t.get("name"),
+                state,
+                when(nxt.get("backup")),
+                when(nxt.get("verify")),
+                _last_backup(last),
+                _last_verify(last),
+            ]
+        )
     out = "\n".join(head) + "\n\n"
     headers = ("TARGET", "STATE", "NEXT BACKUP", "NEXT VERIFY", "LAST BACKUP", "LAST VERIFY")
     out += table(headers, rows) if rows else "no targets configured"
-    jobs_now = [*(result.get("jobs") or {}).get("running", []),
-                *(result.get("jobs") or {}).get("queued", [])]  # fmt: skip
+    jobs_now = [
+        *(result.get("jobs") or {}).get("running", []),
+        *(result.get("jobs") or {}).get("queued", []),
+    ]
     if jobs_now:
         out += "\n\n" + jobs(jobs_now)
     return out
@@ -136,9 +147,17 @@ def _job_detail(job: Mapping[str, Any]) -> str:
 def jobs(items: Iterable[Mapping[str, Any]]) -> str:
     rows = []
     for job in items:
-        rows.append([job.get("id"), job.get("kind"), job.get("target"), job.get("trigger"),
-                     job.get("state"), when(job.get("started_at") or job.get("created_at")),
-                     _job_detail(job)])  # fmt: skip
+        rows.append(
+            [
+                job.get("id"),
+                job.get("kind"),
+                job.get("target"),
+                job.get("trigger"),
+                job.get("state"),
+                when(job.get("started_at") or job.get("created_at")),
+                _job_detail(job),
+            ]
+        )
     if not rows:
         return "no jobs"
     return table(("JOB", "KIND", "TARGET", "TRIGGER", "STATE", "SINCE", "DETAIL"), rows)
@@ -165,8 +184,10 @@ def outcome(job: Mapping[str, Any]) -> str:
         given = result.get("checks")
         checks: list[Any] = given if isinstance(given, list) else []
         passed = sum(1 for c in checks if isinstance(c, Mapping) and c.get("passed"))
-        return (f"backup {str(result['backup_id'])[:8]} {result.get('status', '?')}, "
-                f"{passed}/{len(checks)} checks passed")  # fmt: skip
+        return (
+            f"backup {str(result['backup_id'])[:8]} {result.get('status', '?')}, "
+            f"{passed}/{len(checks)} checks passed"
+        )
     if kind == "prune" and "deleted" in result:
         kept = result.get("kept", 0)
         if result.get("dry_run"):
@@ -179,8 +200,10 @@ def job_summary(job: Mapping[str, Any]) -> str:
     """One line saying how a job ended (or that it was queued)."""
     kind, target, state = job.get("kind"), job.get("target"), job.get("state")
     if state in ("queued", "running"):
-        return (f"{kind} of {target} {state}: job {job.get('id')} "
-                f"(follow it with: pgwarden ctl job {job.get('id')} --wait)")  # fmt: skip
+        return (
+            f"{kind} of {target} {state}: job {job.get('id')} "
+            f"(follow it with: pgwarden ctl job {job.get('id')} --wait)"
+        )
     line = f"{kind} of {target} {state} after {duration(_elapsed(job))} (job {job.get('id')})"
     if job.get("error"):
         return f"{line}: {job['error']}"
@@ -202,15 +225,26 @@ def job_result(job: Mapping[str, Any]) -> str:
     result = job.get("result") or {}
     parts = []
     if job.get("kind") == "prune" and isinstance(result.get("backups"), list):
-        rows = [[b.get("backup"), when(b.get("started_at")), b.get("status"),
-                 size(b.get("size_bytes")), "yes" if b.get("pinned") else "", b.get("decision"),
-                 b.get("result"), b.get("reason")] for b in result["backups"]]  # fmt: skip
-        headers = ("BACKUP", "STARTED", "STATUS", "SIZE", "PINNED", "DECISION", "RESULT",
-                   "REASON")  # fmt: skip
+        rows = [
+            [
+                b.get("backup"),
+                when(b.get("started_at")),
+                b.get("status"),
+                size(b.get("size_bytes")),
+                "yes" if b.get("pinned") else "",
+                b.get("decision"),
+                b.get("result"),
+                b.get("reason"),
+            ]
+            for b in result["backups"]
+        ]
+        headers = ("BACKUP", "STARTED", "STATUS", "SIZE", "PINNED", "DECISION", "RESULT", "REASON")
         parts.append(f"{job.get('target')}:\n" + (table(headers, rows) if rows else "no backups"))
     if job.get("kind") == "verify" and isinstance(result.get("checks"), list):
-        rows = [[c.get("name"), "passed" if c.get("passed") else "FAILED", c.get("detail")]
-                for c in result["checks"]]  # fmt: skip
+        rows = [
+            [c.get("name"), "passed" if c.get("passed") else "FAILED", c.get("detail")]
+            for c in result["checks"]
+        ]
         parts.append(table(("CHECK", "RESULT", "DETAIL"), rows))
     notes = [*(result.get("errors") or []), *(result.get("warnings") or [])]
     if notes and isinstance(notes, list):
@@ -223,13 +257,32 @@ def backups(result: Mapping[str, Any]) -> str:
     rows = []
     for b in result.get("backups") or []:
         verified = b.get("verify_status") or "-"
-        rows.append([b.get("short_id"), b.get("target"), when(b.get("started_at")), b.get("status"),
-                     size(b.get("size_bytes")), b.get("format"), verified,
-                     "yes" if b.get("pinned") else "", ",".join(b.get("tags") or [])])  # fmt: skip
+        rows.append(
+            [
+                b.get("short_id"),
+                b.get("target"),
+                when(b.get("started_at")),
+                b.get("status"),
+                size(b.get("size_bytes")),
+                b.get("format"),
+                verified,
+                "yes" if b.get("pinned") else "",
+                ",".join(b.get("tags") or []),
+            ]
+        )
     if not rows:
         return "no backups"
-    headers = ("BACKUP", "TARGET", "STARTED", "STATUS", "SIZE", "FORMAT", "VERIFIED", "PINNED",
-               "TAGS")  # fmt: skip
+    headers = (
+        "BACKUP",
+        "TARGET",
+        "STARTED",
+        "STATUS",
+        "SIZE",
+        "FORMAT",
+        "VERIFIED",
+        "PINNED",
+        "TAGS",
+    )
     return table(headers, rows)
 
 
@@ -237,8 +290,10 @@ def pinned(result: Mapping[str, Any], pin: bool) -> str:
     b = result.get("backup") or {}
     verb = "pinned" if pin else "unpinned"
     note = " (kept out of retention)" if pin else " (retention applies again)"
-    return f"{verb} backup {b.get('short_id')} of {b.get('target')}, " \
-           f"taken {when(b.get('started_at'))}{note}"  # fmt: skip
+    return (
+        f"{verb} backup {b.get('short_id')} of {b.get('target')}, "
+        f"taken {when(b.get('started_at'))}{note}"
+    )
 
 
 def reloaded(result: Mapping[str, Any]) -> str:
@@ -251,6 +306,8 @@ def paused(result: Mapping[str, Any]) -> str:
 
 
 def config(result: Mapping[str, Any]) -> str:
-    header = (f"# effective configuration of {result.get('path')} in force since "
-              f"{when(result.get('loaded_at'))} (secrets redacted)\n")  # fmt: skip
+    header = (
+        f"# effective configuration of {result.get('path')} in force since "
+        f"{when(result.get('loaded_at'))} (secrets redacted)\n"
+    )
     return header + tomli_w.dumps(dict(result.get("config") or {}))

@@ -240,8 +240,13 @@ class ControlServer:
         except BlockingIOError:
             return
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM,
-                             errno.ECONNABORTED):  # fmt: skip
+            if exc.errno in (
+                errno.EMFILE,
+                errno.ENFILE,
+                errno.ENOBUFS,
+                errno.ENOMEM,
+                errno.ECONNABORTED,
+            ):
                 log.warning("control socket cannot accept", error=exc.strerror)
                 time.sleep(0.1)
                 return
@@ -250,9 +255,13 @@ class ControlServer:
         if not self._slots.acquire(blocking=False):
             with conn, contextlib.suppress(OSError):
                 conn.settimeout(1.0)
-                conn.sendall(protocol.error(
-                    None, protocol.BUSY, f"too many control connections (limit {MAX_CONNECTIONS})"
-                ))  # fmt: skip
+                conn.sendall(
+                    protocol.error(
+                        None,
+                        protocol.BUSY,
+                        f"too many control connections (limit {MAX_CONNECTIONS})",
+                    )
+                )
             return
         self._count += 1
         thread = threading.Thread(
@@ -293,12 +302,24 @@ class ControlServer:
             try:
                 line = reader.readline(self._read_timeout)
             except protocol.TooLargeError:
-                self._send(conn, protocol.error(None, protocol.TOO_LARGE,
-                           f"request line longer than {protocol.MAX_LINE} bytes"))  # fmt: skip
+                self._send(
+                    conn,
+                    protocol.error(
+                        None,
+                        protocol.TOO_LARGE,
+                        f"request line longer than {protocol.MAX_LINE} bytes",
+                    ),
+                )
                 return
             except TimeoutError:
-                self._send(conn, protocol.error(None, protocol.TIMEOUT,
-                           f"no complete request within {self._read_timeout:g} s"))  # fmt: skip
+                self._send(
+                    conn,
+                    protocol.error(
+                        None,
+                        protocol.TIMEOUT,
+                        f"no complete request within {self._read_timeout:g} s",
+                    ),
+                )
                 return
             if line is None:
                 return

@@ -187,8 +187,9 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
             try:
                 request.do_handshake()
             except (ssl.SSLError, OSError) as exc:
-                log.debug("metrics TLS handshake failed", client=str(client_address[0]),
-                          error=str(exc))  # fmt: skip
+                log.debug(
+                    "metrics TLS handshake failed", client=str(client_address[0]), error=str(exc)
+                )
                 return
         super().finish_request(request, client_address)
 
@@ -269,8 +270,9 @@ class MetricsServer:
                 listen=listen,
             )
         elif not self.tls:
-            log.warning("metrics basic auth without TLS sends the password in clear text",
-                        listen=listen)  # fmt: skip
+            log.warning(
+                "metrics basic auth without TLS sends the password in clear text", listen=listen
+            )
 
     @property
     def port(self) -> int:

@@ -40,52 +40,71 @@ class Metrics:
             return Counter(f"pgwarden_{name}", doc, list(labels), registry=r)
 
         t, tr = ("target",), ("target", "result")
-        # fmt: off
         self.build_info = gauge("build_info", "pgwarden version (always 1)", ["version"])
         self.build_info.labels(__version__).set(1)
         self.start_time = gauge("start_time_seconds", "When the daemon started (Unix time)")
         # -- backups -------------------------------------------------------------------
-        self.backup_last_success = gauge("backup_last_success_timestamp_seconds",
-                                         "Finish time of the newest complete backup", t)
-        self.backup_last_attempt = gauge("backup_last_attempt_timestamp_seconds",
-                                         "Finish time of the newest backup run, any outcome", t)
-        self.backup_last_ok = gauge("backup_last_run_success",
-                                    "1 if the newest backup run succeeded, 0 if it failed", t)
-        self.backup_last_duration = gauge("backup_last_duration_seconds",
-                                          "Duration of the newest complete backup", t)
-        self.backup_last_size = gauge("backup_last_size_bytes",
-                                      "Size of the newest complete backup", t)
-        self.backup_runs = counter("backup_runs",
-                                   "Backup runs by result (success, failure, cancelled)", tr)
-        self.backups = gauge("backups", "Backups in the catalog by state (complete: kept)",
-                             ("target", "state"))
-        self.backup_oldest = gauge("backup_oldest_timestamp_seconds",
-                                   "Start time of the oldest complete backup kept", t)
+        self.backup_last_success = gauge(
+            "backup_last_success_timestamp_seconds", "Finish time of the newest complete backup", t
+        )
+        self.backup_last_attempt = gauge(
+            "backup_last_attempt_timestamp_seconds",
+            "Finish time of the newest backup run, any outcome",
+            t,
+        )
+        self.backup_last_ok = gauge(
+            "backup_last_run_success", "1 if the newest backup run succeeded, 0 if it failed", t
+        )
+        self.backup_last_duration = gauge(
+            "backup_last_duration_seconds", "Duration of the newest complete backup", t
+        )
+        self.backup_last_size = gauge(
+            "backup_last_size_bytes", "Size of the newest complete backup", t
+        )
+        self.backup_runs = counter(
+            "backup_runs", "Backup runs by result (success, failure, cancelled)", tr
+        )
+        self.backups = gauge(
+            "backups", "Backups in the catalog by state (complete: kept)", ("target", "state")
+        )
+        self.backup_oldest = gauge(
+            "backup_oldest_timestamp_seconds", "Start time of the oldest complete backup kept", t
+        )
         self.stored_bytes = gauge("backup_stored_bytes", "Bytes of backups kept", t)
         self.pg_dump_compatible = gauge(
-            "pg_dump_compatible", "1 if a pg_dump at least as new as the server was found", t)
-        self.space_ok = gauge("backup_space_sufficient",
-                              "0 if the last space check found too little room for a backup", t)
+            "pg_dump_compatible", "1 if a pg_dump at least as new as the server was found", t
+        )
+        self.space_ok = gauge(
+            "backup_space_sufficient",
+            "0 if the last space check found too little room for a backup",
+            t,
+        )
         self.storage_free = gauge("storage_free_bytes", "Free bytes where backups are stored")
         # -- retention -----------------------------------------------------------------
         self.retention_deleted = counter("retention_deleted", "Backups deleted by retention", t)
         # -- verification --------------------------------------------------------------
-        self.verify_last_success = gauge("verify_last_success_timestamp_seconds",
-                                         "Finish time of the newest passed restore drill", t)
-        self.verify_last_ok = gauge("verify_last_run_success",
-                                    "1 if the newest restore drill passed, 0 if it failed", t)
-        self.verify_last_duration = gauge("verify_last_duration_seconds",
-                                          "Duration of the newest restore drill", t)
-        self.verify_runs = counter("verify_runs",
-                                   "Restore drills by result (success, failure, cancelled)", tr)
+        self.verify_last_success = gauge(
+            "verify_last_success_timestamp_seconds",
+            "Finish time of the newest passed restore drill",
+            t,
+        )
+        self.verify_last_ok = gauge(
+            "verify_last_run_success", "1 if the newest restore drill passed, 0 if it failed", t
+        )
+        self.verify_last_duration = gauge(
+            "verify_last_duration_seconds", "Duration of the newest restore drill", t
+        )
+        self.verify_runs = counter(
+            "verify_runs", "Restore drills by result (success, failure, cancelled)", tr
+        )
         # -- daemon --------------------------------------------------------------------
-        self.config_reloads = counter("config_reloads",
-                                      "Configuration reloads by result (success, failure)",
-                                      ["result"])
+        self.config_reloads = counter(
+            "config_reloads", "Configuration reloads by result (success, failure)", ["result"]
+        )
         self.config_last_reload_ok = gauge(
-            "config_last_reload_success", "1 if the last reload was applied, 0 if rejected")
+            "config_last_reload_success", "1 if the last reload was applied, 0 if rejected"
+        )
         self.jobs_running = gauge("jobs_running", "Jobs running now by kind", ["kind"])
-        # fmt: on
         for kind in JOB_KINDS:
             self.jobs_running.labels(kind).set(0)
         for result in ("success", "failure"):
@@ -102,11 +121,21 @@ class Metrics:
 
     def forget_target(self, target: str) -> None:
         """Drop a removed target's series (after a reload)."""
-        for metric in (self.backup_last_success, self.backup_last_attempt, self.backup_last_ok,
-                       self.backup_last_duration, self.backup_last_size, self.backup_oldest,
-                       self.stored_bytes, self.pg_dump_compatible, self.space_ok,
-                       self.verify_last_success, self.verify_last_ok, self.verify_last_duration,
-                       self.retention_deleted):  # fmt: skip
+        for metric in (
+            self.backup_last_success,
+            self.backup_last_attempt,
+            self.backup_last_ok,
+            self.backup_last_duration,
+            self.backup_last_size,
+            self.backup_oldest,
+            self.stored_bytes,
+            self.pg_dump_compatible,
+            self.space_ok,
+            self.verify_last_success,
+            self.verify_last_ok,
+            self.verify_last_duration,
+            self.retention_deleted,
+        ):
             _remove(metric, target)
         for result in RUN_RESULTS:
             _remove(self.backup_runs, target, result)

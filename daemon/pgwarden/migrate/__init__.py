@@ -31,7 +31,16 @@ from pgwarden.migrate.project import AlembicProject, locate
 from pgwarden.migrate.run import PRE_MIGRATION_TAG, safe_migrate
 
 __all__ = [
-    "PRE_MIGRATION_TAG", "AlembicCommand", "AlembicProject", "GuardReport", "LedgerStore",
-    "MigrateOutcome", "MigrationFailed", "MigrationRefused", "Problem", "inspect_project",
-    "locate", "safe_migrate",
-]  # fmt: skip
+    "PRE_MIGRATION_TAG",
+    "AlembicCommand",
+    "AlembicProject",
+    "GuardReport",
+    "LedgerStore",
+    "MigrateOutcome",
+    "MigrationFailed",
+    "MigrationRefused",
+    "Problem",
+    "inspect_project",
+    "locate",
+    "safe_migrate",
+]

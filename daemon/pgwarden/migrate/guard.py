@@ -56,8 +56,12 @@ class Problem:
     file: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"severity": self.severity, "code": self.code, "file": self.file,
-                "message": self.message}  # fmt: skip
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "file": self.file,
+            "message": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -157,14 +161,20 @@ def evaluate(
     for rev in sorted(graph):
         names = [f.name for f in files if f.revision == rev and f.error is None]
         if len(names) > 1:
-            err("duplicate_revision", f"revision {rev} is defined by {len(names)} files: "
-                f"{', '.join(names)}", names[1])  # fmt: skip
+            err(
+                "duplicate_revision",
+                f"revision {rev} is defined by {len(names)} files: {', '.join(names)}",
+                names[1],
+            )
     for f in files:
         if f.error is None and f.revision is not None:
             for parent in f.down_revisions:
                 if parent not in graph:
-                    err("missing_parent", f"{f.name} revises {parent}, which no migration file "
-                        "defines", f.name)  # fmt: skip
+                    err(
+                        "missing_parent",
+                        f"{f.name} revises {parent}, which no migration file defines",
+                        f.name,
+                    )
 
     # released files: never edited, never deleted
     for entry in ledger.values():
@@ -172,14 +182,22 @@ def evaluate(
         if current is None:
             moved = [f.name for f in files if f.revision == entry.revision]
             hint = f"; {', '.join(moved)} now defines its revision (renamed?)" if moved else ""
-            err("released_deleted", f"released migration {entry.name} (revision "
+            err(
+                "released_deleted",
+                f"released migration {entry.name} (revision "
                 f"{entry.revision}) was deleted{hint}. {FORWARD}: restore the file and write a "
-                "new migration for the change", entry.name)  # fmt: skip
+                "new migration for the change",
+                entry.name,
+            )
         elif current.sha256 != entry.sha256:
-            err("released_edited", f"released migration {entry.name} changed after it was "
+            err(
+                "released_edited",
+                f"released migration {entry.name} changed after it was "
                 f"applied (sha256 {entry.sha256[:12]} recorded {entry.recorded_at:%Y-%m-%d}, "
                 f"now {current.sha256[:12] or 'unreadable'}). {FORWARD}: restore it and put "
-                "the change in a new numbered migration", entry.name)  # fmt: skip
+                "the change in a new numbered migration",
+                entry.name,
+            )
 
     referenced = {parent for parents in graph.values() for parent in parents}
     heads = tuple(sorted(rev for rev in graph if rev not in referenced))
@@ -188,28 +206,44 @@ def evaluate(
         err("cycle", "the down_revision links form a cycle")
     broken = any(p.code == "missing_parent" for p in problems)
     if len(heads) > 1 and not broken:  # a broken chain splits the graph: not a real branch
-        err("branch", f"{len(heads)} heads: {', '.join(label(h) for h in heads)}. The policy "
+        err(
+            "branch",
+            f"{len(heads)} heads: {', '.join(label(h) for h in heads)}. The policy "
             "keeps one line of migrations: renumber the newer one so it revises the other, or "
-            "add a merge migration")  # fmt: skip
+            "add a merge migration",
+        )
 
     unknown = [rev for rev in database if rev not in graph]
     for rev in unknown:
         gone = [e.name for e in ledger.values() if e.revision == rev]
         hint = f" (it was {gone[0]}, now missing)" if gone else ""
-        err("unknown_revision", f"the database is at revision {rev}, which no migration file "
-            f"defines{hint}: a deleted file, or a migration applied from another checkout")  # fmt: skip
+        err(
+            "unknown_revision",
+            f"the database is at revision {rev}, which no migration file "
+            f"defines{hint}: a deleted file, or a migration applied from another checkout",
+        )
     if len(database) > 1:
-        err("database_heads", f"alembic_version holds {len(database)} revisions "
-            f"({', '.join(database)}): the database was upgraded along a branch")  # fmt: skip
+        err(
+            "database_heads",
+            f"alembic_version holds {len(database)} revisions "
+            f"({', '.join(database)}): the database was upgraded along a branch",
+        )
 
     if require_numbered:
         problems.extend(numbering(files))
 
     for f in files:
         if f.downgrade_work and f.error is None:
-            problems.append(Problem("warning", "downgrade_work", f"{f.name}: downgrade() does "
-                "real work. pgwarden never runs alembic downgrade; to undo a migration, write "
-                "a new one (downgrade() may stay, the policy calls it rarely used)", f.name))  # fmt: skip
+            problems.append(
+                Problem(
+                    "warning",
+                    "downgrade_work",
+                    f"{f.name}: downgrade() does "
+                    "real work. pgwarden never runs alembic downgrade; to undo a migration, write "
+                    "a new one (downgrade() may stay, the policy calls it rarely used)",
+                    f.name,
+                )
+            )
 
     applied = set(_lineage(graph, database)) if not unknown and not cycle else set()
     behind = sorted(
@@ -217,10 +251,16 @@ def evaluate(
         key=lambda e: e.name,
     )
     if behind and not unknown and not cycle:
-        problems.append(Problem("warning", "went_back", "the database is behind migrations "
-            f"pgwarden saw applied: {', '.join(e.name for e in behind)}. Someone ran alembic "
-            "downgrade (the policy forbids it) or restored an older backup; pgwarden migrate "
-            "upgrade applies them again"))  # fmt: skip
+        problems.append(
+            Problem(
+                "warning",
+                "went_back",
+                "the database is behind migrations "
+                f"pgwarden saw applied: {', '.join(e.name for e in behind)}. Someone ran alembic "
+                "downgrade (the policy forbids it) or restored an older backup; pgwarden migrate "
+                "upgrade applies them again",
+            )
+        )
 
     pending: tuple[Pending, ...] = ()
     if len(heads) == 1 and not unknown and not cycle and len(database) <= 1:
@@ -232,9 +272,12 @@ def evaluate(
     to_record = tuple(
         LedgerEntry(f.name, f.sha256, f.revision, stamp)
         for f in files
-        if f.error is None and f.revision in applied and f.name not in ledger
-        and f.revision not in claimed and owner.get(f.revision) == f.name
-    )  # fmt: skip
+        if f.error is None
+        and f.revision in applied
+        and f.name not in ledger
+        and f.revision not in claimed
+        and owner.get(f.revision) == f.name
+    )
     return Evaluation(tuple(problems), heads, pending, to_record)
 
 
@@ -246,22 +289,36 @@ def numbering(files: Sequence[MigrationFile]) -> list[Problem]:
     for f in files:
         match = NUMBERED.match(f.name)
         if match is None:
-            problems.append(Problem("error", "numbering", f"{f.name} is not named NNN_name.py "
-                "(001_initial_schema.py, 002_add_users_table.py...)", f.name))  # fmt: skip
+            problems.append(
+                Problem(
+                    "error",
+                    "numbering",
+                    f"{f.name} is not named NNN_name.py "
+                    "(001_initial_schema.py, 002_add_users_table.py...)",
+                    f.name,
+                )
+            )
             continue
         numbered.setdefault(int(match[1]), []).append(f)
     for number, same in sorted(numbered.items()):
         if len(same) > 1:
             names = ", ".join(f.name for f in same)
-            problems.append(Problem("error", "numbering", f"number {number:03d} is used by "
-                f"{len(same)} files: {names}", same[1].name))  # fmt: skip
+            problems.append(
+                Problem(
+                    "error",
+                    "numbering",
+                    f"number {number:03d} is used by {len(same)} files: {names}",
+                    same[1].name,
+                )
+            )
     if not numbered:
         return problems
     missing = sorted(set(range(1, max(numbered) + 1)) - set(numbered))
     if missing:
         shown = ", ".join(f"{n:03d}" for n in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        problems.append(Problem("error", "numbering", f"numbering is not contiguous from 001: "
-                                f"missing {shown}"))  # fmt: skip
+        problems.append(
+            Problem("error", "numbering", f"numbering is not contiguous from 001: missing {shown}")
+        )
     if any(len(same) > 1 for same in numbered.values()):
         return problems
     ordered = [numbered[n][0] for n in sorted(numbered)]
@@ -273,13 +330,26 @@ def numbering(files: Sequence[MigrationFile]) -> list[Problem]:
             previous = None
             continue
         if previous is None and f is ordered[0] and f.down_revisions:
-            problems.append(Problem("error", "numbering", f"{f.name} is the first migration "
-                f"but revises {', '.join(f.down_revisions)}", f.name))  # fmt: skip
+            problems.append(
+                Problem(
+                    "error",
+                    "numbering",
+                    f"{f.name} is the first migration but revises {', '.join(f.down_revisions)}",
+                    f.name,
+                )
+            )
         elif previous is not None and f.down_revisions != (previous.revision,):
             revises = ", ".join(f.down_revisions) or "nothing"
-            problems.append(Problem("error", "numbering", f"{f.name} revises {revises}, but the "
-                f"migration numbered before it is {previous.name} (revision "
-                f"{previous.revision}): numbering must follow the revision chain", f.name))  # fmt: skip
+            problems.append(
+                Problem(
+                    "error",
+                    "numbering",
+                    f"{f.name} revises {revises}, but the "
+                    f"migration numbered before it is {previous.name} (revision "
+                    f"{previous.revision}): numbering must follow the revision chain",
+                    f.name,
+                )
+            )
         previous = f
     return problems
 
@@ -314,14 +384,21 @@ class GuardReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target, "ok": self.ok, "project": self.project,
-            "versions": list(self.versions), "files": list(self.files),
-            "heads": list(self.heads), "database": list(self.database),
+            "target": self.target,
+            "ok": self.ok,
+            "project": self.project,
+            "versions": list(self.versions),
+            "files": list(self.files),
+            "heads": list(self.heads),
+            "database": list(self.database),
             "pending": [{"revision": p.revision, "file": p.file} for p in self.pending],
-            "released": self.released, "recorded": list(self.recorded), "ledger": self.ledger,
-            "errors": len(self.errors), "warnings": len(self.warnings),
+            "released": self.released,
+            "recorded": list(self.recorded),
+            "ledger": self.ledger,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
             "problems": [p.as_dict() for p in self.problems],
-        }  # fmt: skip
+        }
 
 
 def inspect_project(

@@ -88,17 +88,27 @@ class Ledger:
             "version": FORMAT_VERSION,
             "target": self.target,
             "files": [
-                {"name": e.name, "sha256": e.sha256, "revision": e.revision,
-                 "recorded_at": e.recorded_at.isoformat()}
+                {
+                    "name": e.name,
+                    "sha256": e.sha256,
+                    "revision": e.revision,
+                    "recorded_at": e.recorded_at.isoformat(),
+                }
                 for e in self.entries.values()
             ],
             "upgrades": [
-                {"started_at": u.started_at.isoformat(), "status": u.status,
-                 "before": list(u.before), "after": list(u.after), "backup_id": u.backup_id,
-                 "duration_s": round(u.duration_s, 3), "error": u.error}
+                {
+                    "started_at": u.started_at.isoformat(),
+                    "status": u.status,
+                    "before": list(u.before),
+                    "after": list(u.after),
+                    "backup_id": u.backup_id,
+                    "duration_s": round(u.duration_s, 3),
+                    "error": u.error,
+                }
                 for u in self.upgrades
             ],
-        }  # fmt: skip
+        }
         return (json.dumps(doc, indent=2) + "\n").encode()
 
     @classmethod
@@ -107,18 +117,23 @@ class Ledger:
         if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
             raise ValueError(f"not a version {FORMAT_VERSION} pgwarden migration ledger")
         entries = {
-            str(f["name"]): LedgerEntry(str(f["name"]), str(f["sha256"]), str(f["revision"]),
-                                        _time(f["recorded_at"]))
+            str(f["name"]): LedgerEntry(
+                str(f["name"]), str(f["sha256"]), str(f["revision"]), _time(f["recorded_at"])
+            )
             for f in doc["files"]
-        }  # fmt: skip
+        }
         upgrades = tuple(
             UpgradeRecord(
-                started_at=_time(u["started_at"]), status=str(u["status"]),
-                before=tuple(u["before"]), after=tuple(u["after"]), backup_id=u.get("backup_id"),
-                duration_s=float(u["duration_s"]), error=u.get("error"),
+                started_at=_time(u["started_at"]),
+                status=str(u["status"]),
+                before=tuple(u["before"]),
+                after=tuple(u["after"]),
+                backup_id=u.get("backup_id"),
+                duration_s=float(u["duration_s"]),
+                error=u.get("error"),
             )
             for u in doc.get("upgrades", [])
-        )  # fmt: skip
+        )
         return cls(target, entries, upgrades)
 
 

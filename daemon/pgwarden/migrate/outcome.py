@@ -41,9 +41,15 @@ class AlembicCommand:
         return f"cd {shlex.quote(str(self.cwd))} && {prefix}{shlex.join(self.argv)}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"argv": list(self.argv), "cwd": str(self.cwd), "env": list(self.env_names),
-                "database_url_env": self.database_url_env, "database_url": self.display_url,
-                "timeout_s": self.timeout, "shell": self.shell_line()}  # fmt: skip
+        return {
+            "argv": list(self.argv),
+            "cwd": str(self.cwd),
+            "env": list(self.env_names),
+            "database_url_env": self.database_url_env,
+            "database_url": self.display_url,
+            "timeout_s": self.timeout,
+            "shell": self.shell_line(),
+        }
 
 
 @dataclass(frozen=True)
@@ -71,14 +77,21 @@ class MigrateOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "target": self.target, "status": self.status, "ok": self.ok,
+            "target": self.target,
+            "status": self.status,
+            "ok": self.ok,
             "revision_before": list(self.revision_before),
-            "revision_after": list(self.revision_after), "applied": list(self.applied),
-            "backup_id": self.backup_id, "backup_path": self.backup_path,
-            "backup_plan": self.backup_plan, "duration_s": round(self.duration_s, 3),
-            "command": self.command.as_dict(), "error": self.error,
-            "stderr_tail": self.stderr_tail, "guard": self.report.as_dict(),
-        }  # fmt: skip
+            "revision_after": list(self.revision_after),
+            "applied": list(self.applied),
+            "backup_id": self.backup_id,
+            "backup_path": self.backup_path,
+            "backup_plan": self.backup_plan,
+            "duration_s": round(self.duration_s, 3),
+            "command": self.command.as_dict(),
+            "error": self.error,
+            "stderr_tail": self.stderr_tail,
+            "guard": self.report.as_dict(),
+        }
 
 
 class MigrationRefused(PgwardenError):
@@ -88,8 +101,10 @@ class MigrationRefused(PgwardenError):
 
     def __init__(self, report: GuardReport) -> None:
         self.report = report
-        lines = [f"{report.target}: migration refused, the forward-only guard found "
-                 f"{len(report.errors)} error(s); nothing was backed up or migrated"]  # fmt: skip
+        lines = [
+            f"{report.target}: migration refused, the forward-only guard found "
+            f"{len(report.errors)} error(s); nothing was backed up or migrated"
+        ]
         lines += [f"  {p.code}: {p.message}" for p in report.errors]
         super().__init__("\n".join(lines))
 
@@ -103,8 +118,10 @@ class MigrationFailed(PgwardenError):
         self.outcome = outcome
         text = message
         if outcome.backup_id:
-            text += (f"\nthe pre-migration backup {outcome.backup_id[:8]} ({outcome.backup_path})"
-                     " is kept (at least 7 days)")  # fmt: skip
+            text += (
+                f"\nthe pre-migration backup {outcome.backup_id[:8]} ({outcome.backup_path})"
+                " is kept (at least 7 days)"
+            )
         if outcome.stderr_tail:
             text += "\nalembic stderr (last lines):\n" + outcome.stderr_tail
         super().__init__(text)

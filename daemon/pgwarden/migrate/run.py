@@ -164,9 +164,14 @@ def migration_spec(target: TargetConfig) -> ConnSpec:
 
 
 def safe_migrate(
-    target: TargetConfig, config: Config, catalog: Catalog, storage: Storage, *,
-    dry_run: bool = False, cancel: threading.Event | None = None,
-) -> MigrateOutcome:  # fmt: skip
+    target: TargetConfig,
+    config: Config,
+    catalog: Catalog,
+    storage: Storage,
+    *,
+    dry_run: bool = False,
+    cancel: threading.Event | None = None,
+) -> MigrateOutcome:
     """Guard, back up, ``alembic upgrade head``, record; see the module docstring.
 
     ``dry_run`` runs the guard without recording anything and returns the plan (status
@@ -181,11 +186,18 @@ def safe_migrate(
         command, _ = plan_command(config, target, project, spec)
         plan = _backup_plan(target, storage, spec) if report.pending else "none: nothing to migrate"
         return MigrateOutcome(
-            target=target.name, status="planned", revision_before=report.database,
+            target=target.name,
+            status="planned",
+            revision_before=report.database,
             revision_after=report.heads[:1] if report.pending else report.database,
-            applied=tuple(p.revision for p in report.pending), backup_id=None,
-            backup_path=None, backup_plan=plan, duration_s=0.0, command=command, report=report,
-        )  # fmt: skip
+            applied=tuple(p.revision for p in report.pending),
+            backup_id=None,
+            backup_path=None,
+            backup_plan=plan,
+            duration_s=0.0,
+            command=command,
+            report=report,
+        )
     with store.lock(timeout=0):
         return _upgrade(target, config, catalog, storage, project, spec, store, cancel)
 
@@ -193,35 +205,55 @@ def safe_migrate(
 def _backup_plan(target: TargetConfig, storage: Storage, spec: ConnSpec) -> str:
     if not target.migrations.backup_before:
         return "none: backup_before = false"
-    return (f"pg_dump of database {spec.dbname or '?'} ({target.backup.format} format) into "
-            f"{storage.location}/{target.name}, tagged {PRE_MIGRATION_TAG}, kept at least 7 "
-            "days")  # fmt: skip
+    return (
+        f"pg_dump of database {spec.dbname or '?'} ({target.backup.format} format) into "
+        f"{storage.location}/{target.name}, tagged {PRE_MIGRATION_TAG}, kept at least 7 "
+        "days"
+    )
 
 
 def _upgrade(
-    target: TargetConfig, config: Config, catalog: Catalog, storage: Storage,
-    project: AlembicProject, spec: ConnSpec, store: LedgerStore, cancel: threading.Event | None,
-) -> MigrateOutcome:  # fmt: skip
+    target: TargetConfig,
+    config: Config,
+    catalog: Catalog,
+    storage: Storage,
+    project: AlembicProject,
+    spec: ConnSpec,
+    store: LedgerStore,
+    cancel: threading.Event | None,
+) -> MigrateOutcome:
     started_at = datetime.now(UTC)
     started = time.monotonic()
     numbered = target.migrations.require_numbered
     report = inspect_project(project, store, spec, require_numbered=numbered, record=True)
     if report.errors:
-        log.error("migration refused by the forward-only guard", target=target.name,
-                  errors=[p.code for p in report.errors])  # fmt: skip
+        log.error(
+            "migration refused by the forward-only guard",
+            target=target.name,
+            errors=[p.code for p in report.errors],
+        )
         raise MigrationRefused(report)
     command, env = plan_command(config, target, project, spec)
     before = report.database
 
     def outcome(status: str, **fields: Any) -> MigrateOutcome:
         defaults: dict[str, Any] = {
-            "revision_after": before, "applied": (), "backup_id": None, "backup_path": None,
-            "backup_plan": _backup_plan(target, storage, spec), "command": command,
+            "revision_after": before,
+            "applied": (),
+            "backup_id": None,
+            "backup_path": None,
+            "backup_plan": _backup_plan(target, storage, spec),
+            "command": command,
             "report": report,
-        }  # fmt: skip
+        }
         defaults.update(fields)
-        return MigrateOutcome(target=target.name, status=status, revision_before=before,
-                              duration_s=time.monotonic() - started, **defaults)  # fmt: skip
+        return MigrateOutcome(
+            target=target.name,
+            status=status,
+            revision_before=before,
+            duration_s=time.monotonic() - started,
+            **defaults,
+        )
 
     if not report.pending:
         log.info("migration: nothing to do", target=target.name, revision=list(before))
@@ -231,15 +263,21 @@ def _upgrade(
     if target.migrations.backup_before:
         log.info("taking the pre-migration backup", target=target.name)
         try:
-            backup = take_backup(BackupRequest(target, config, catalog, storage,
-                                               tags=(PRE_MIGRATION_TAG,), cancel=cancel))  # fmt: skip
+            backup = take_backup(
+                BackupRequest(
+                    target, config, catalog, storage, tags=(PRE_MIGRATION_TAG,), cancel=cancel
+                )
+            )
         except (ConfigError, UsageError):
             raise
         except PgwardenError as exc:
             failed = outcome("failed", error=f"pre-migration backup failed: {scrub(str(exc))}")
             _remember(store, failed, started_at)
-            raise MigrationFailed(f"{target.name}: the pre-migration backup failed, so nothing "
-                                  f"was migrated: {scrub(str(exc))}", failed) from exc  # fmt: skip
+            raise MigrationFailed(
+                f"{target.name}: the pre-migration backup failed, so nothing "
+                f"was migrated: {scrub(str(exc))}",
+                failed,
+            ) from exc
     backup_fields: dict[str, Any] = {
         "backup_id": backup.backup_id if backup else None,
         "backup_path": str(backup.path) if backup else None,
@@ -247,12 +285,22 @@ def _upgrade(
 
     scrubber = _Scrubber(spec)
     stdout = _StdoutTail()
-    log.info("running alembic upgrade head", target=target.name, command=command.shell_line(),
-             pending=[p.revision for p in report.pending])  # fmt: skip
+    log.info(
+        "running alembic upgrade head",
+        target=target.name,
+        command=command.shell_line(),
+        pending=[p.revision for p in report.pending],
+    )
     result = process.run_tool(
-        command.argv, env=env, cwd=command.cwd, timeout=command.timeout, cancel=cancel,
-        name="alembic", log=_ScrubbingLogger(scrubber, target=target.name), stdout=stdout,
-    )  # fmt: skip
+        command.argv,
+        env=env,
+        cwd=command.cwd,
+        timeout=command.timeout,
+        cancel=cancel,
+        name="alembic",
+        log=_ScrubbingLogger(scrubber, target=target.name),
+        stdout=stdout,
+    )
     tail = scrubber(result.stderr_tail or stdout.text())
     try:
         after = read_revisions(spec, target.name)
@@ -266,29 +314,51 @@ def _upgrade(
 
     if not result.ok or after != (head,):
         if result.ok:
-            where = (f"${command.database_url_env}" if command.database_url_env
-                     else "the target's database")  # fmt: skip
-            error = (f"alembic exited 0 but the database is at {', '.join(after) or 'no revision'}"
-                     f", not {head}: does env.py connect to {where}?")  # fmt: skip
+            where = (
+                f"${command.database_url_env}"
+                if command.database_url_env
+                else "the target's database"
+            )
+            error = (
+                f"alembic exited 0 but the database is at {', '.join(after) or 'no revision'}"
+                f", not {head}: does env.py connect to {where}?"
+            )
         else:
             error = f"alembic upgrade head {result.describe()}"
             cause = last_error_line(tail)
             if cause:
                 error += f": {cause}"
-        failed = outcome("failed", revision_after=after, applied=applied, stderr_tail=tail,
-                         error=error, **backup_fields)  # fmt: skip
+        failed = outcome(
+            "failed",
+            revision_after=after,
+            applied=applied,
+            stderr_tail=tail,
+            error=error,
+            **backup_fields,
+        )
         _remember(store, failed, started_at)
-        log.error("migration failed", target=target.name, error=error, before=list(before),
-                  after=list(after), backup_id=failed.backup_id)  # fmt: skip
+        log.error(
+            "migration failed",
+            target=target.name,
+            error=error,
+            before=list(before),
+            after=list(after),
+            backup_id=failed.backup_id,
+        )
         raise MigrationFailed(f"{target.name}: {error}", failed)
 
     post = inspect_project(project, store, spec, require_numbered=numbered, record=True)
-    done = outcome("migrated", revision_after=after, applied=applied, report=post,
-                   **backup_fields)  # fmt: skip
+    done = outcome("migrated", revision_after=after, applied=applied, report=post, **backup_fields)
     _remember(store, done, started_at)
-    log.info("migration finished", target=target.name, before=list(before), after=list(after),
-             applied=list(applied), backup_id=done.backup_id,
-             duration_s=round(done.duration_s, 3))  # fmt: skip
+    log.info(
+        "migration finished",
+        target=target.name,
+        before=list(before),
+        after=list(after),
+        applied=list(applied),
+        backup_id=done.backup_id,
+        duration_s=round(done.duration_s, 3),
+    )
     return done
 
 
@@ -310,8 +380,12 @@ def _applied(report: GuardReport, after: tuple[str, ...]) -> tuple[str, ...]:
 
 def _remember(store: LedgerStore, outcome: MigrateOutcome, started_at: datetime) -> None:
     record = UpgradeRecord(
-        started_at=started_at, status=outcome.status, before=outcome.revision_before,
-        after=outcome.revision_after, backup_id=outcome.backup_id,
-        duration_s=outcome.duration_s, error=outcome.error,
-    )  # fmt: skip
+        started_at=started_at,
+        status=outcome.status,
+        before=outcome.revision_before,
+        after=outcome.revision_after,
+        backup_id=outcome.backup_id,
+        duration_s=outcome.duration_s,
+        error=outcome.error,
+    )
     store.save(store.load().with_upgrade(record))

@@ -70,12 +70,16 @@ def credentials_check(config: Config) -> CheckResult:
         if creds.password is not None:
             found.append(f"{what}.password")
         source = (
-            "password_env" if creds.password_env else
-            "password_file" if creds.password_file else
-            "password_credential" if creds.password_credential else
-            "password (plaintext)" if creds.password is not None else
-            ".pgpass, peer or trust"
-        )  # fmt: skip
+            "password_env"
+            if creds.password_env
+            else "password_file"
+            if creds.password_file
+            else "password_credential"
+            if creds.password_credential
+            else "password (plaintext)"
+            if creds.password is not None
+            else ".pgpass, peer or trust"
+        )
         sources.setdefault(source, []).append(what)
 
     for t in config.targets:
@@ -118,10 +122,11 @@ def backup_automation(config: Config, target: TargetConfig, now: datetime) -> Ch
     b, r = target.backup, target.retention
     if not b.enabled:
         return CheckResult(
-            "backup.automation", "fail",
+            "backup.automation",
+            "fail",
             f"scheduled backups are disabled (targets[{target.name}].backup.enabled = false)",
             target.name,
-        )  # fmt: skip
+        )
     tz = config.daemon.timezone
     next_run = cronexpr.next_fire(b.schedule, now, tz)
     every = schedule_interval(b.schedule, now, tz)

@@ -43,15 +43,17 @@ OTHER = "other"
 #: label value for connections without an application_name
 UNSET = "unset"
 #: pg_stat_activity.state -> the ``state`` label (every one is always exported)
-STATE_LABELS: Mapping[str | None, str] = MappingProxyType({
-    "active": "active",
-    "idle": "idle",
-    "idle in transaction": "idle_in_transaction",
-    "idle in transaction (aborted)": "idle_in_transaction_aborted",
-    "fastpath function call": "fastpath_function_call",
-    "disabled": "disabled",
-    None: "unknown",
-})  # fmt: skip
+STATE_LABELS: Mapping[str | None, str] = MappingProxyType(
+    {
+        "active": "active",
+        "idle": "idle",
+        "idle in transaction": "idle_in_transaction",
+        "idle in transaction (aborted)": "idle_in_transaction_aborted",
+        "fastpath function call": "fastpath_function_call",
+        "disabled": "disabled",
+        None: "unknown",
+    }
+)
 STATES: tuple[str, ...] = tuple(dict.fromkeys(STATE_LABELS.values()))
 
 _SETTINGS_SQL = sqlalchemy.text(

@@ -229,9 +229,10 @@ def _own_pool_families(snap: Snapshot) -> Iterator[Metric]:
         ["target"],
     )
     overflow = _gauge(
-        "pgwarden_own_pool_overflow", "pgwarden monitoring pool connections beyond pool_size",
+        "pgwarden_own_pool_overflow",
+        "pgwarden monitoring pool connections beyond pool_size",
         ["target"],
-    )  # fmt: skip
+    )
     opened = _gauge(
         "pgwarden_own_pool_connections",
         "Connections pgwarden's monitoring pool holds open to the server",

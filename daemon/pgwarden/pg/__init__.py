@@ -30,7 +30,21 @@ from pgwarden.pg.process import (
 from pgwarden.pg.server import server_major, server_version
 
 __all__ = [
-    "ConnSpec", "PoolStats", "RunningTool", "Tool", "ToolResult", "check", "find_tool",
-    "make_engine", "pool_stats", "redact", "resolve_password", "run_pipeline", "run_tool",
-    "server_major", "server_version", "start_tool", "tool_environment",
-]  # fmt: skip
+    "ConnSpec",
+    "PoolStats",
+    "RunningTool",
+    "Tool",
+    "ToolResult",
+    "check",
+    "find_tool",
+    "make_engine",
+    "pool_stats",
+    "redact",
+    "resolve_password",
+    "run_pipeline",
+    "run_tool",
+    "server_major",
+    "server_version",
+    "start_tool",
+    "tool_environment",
+]

@@ -57,7 +57,7 @@ def exact_search(conn: psycopg.Connection[Any], exact: bool = True) -> None:
 
 def _column_types(
     conn: psycopg.Connection[Any], tbl: sql.Composed, *columns: str
-) -> dict[str, sql.SQL]:  # fmt: skip
+) -> dict[str, sql.SQL]:
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s) AND NOT a.attisdropped",
@@ -67,9 +67,14 @@ def _column_types(
 
 
 def probe_neighbours(
-    conn: psycopg.Connection[Any], schema: str, table: str, column: str, key_column: str,
-    key: str, k: int,
-) -> tuple[str, ...] | None:  # fmt: skip
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    column: str,
+    key_column: str,
+    key: str,
+    k: int,
+) -> tuple[str, ...] | None:
     """Ids of the ``k`` rows nearest (L2) to the row ``key``; ``None`` if that row is gone.
 
     Runs inside a transaction (it sets ``enable_indexscan`` locally).  The probe row's vector
@@ -83,16 +88,21 @@ def probe_neighbours(
     exact_search(conn, False)
     row = conn.execute(
         sql.SQL("SELECT {col}::text FROM {tbl} WHERE {key} = %s::{typ}").format(
-            col=sql.Identifier(column), tbl=tbl, key=sql.Identifier(key_column), typ=key_type),
+            col=sql.Identifier(column), tbl=tbl, key=sql.Identifier(key_column), typ=key_type
+        ),
         (key,),
-    ).fetchone()  # fmt: skip
+    ).fetchone()
     if row is None or row[0] is None:
         return None
     exact_search(conn)
     query = sql.SQL(
         "SELECT {key}::text FROM {tbl} WHERE {col} IS NOT NULL "
         "ORDER BY {col} <-> %s::{vtype}, {key} LIMIT %s"
-    ).format(key=sql.Identifier(key_column), col=sql.Identifier(column), tbl=tbl,
-             vtype=types.get(column, sql.SQL("vector")))  # fmt: skip
+    ).format(
+        key=sql.Identifier(key_column),
+        col=sql.Identifier(column),
+        tbl=tbl,
+        vtype=types.get(column, sql.SQL("vector")),
+    )
     rows = conn.execute(query, (row[0], k)).fetchall()
     return tuple(str(r[0]) for r in rows) if rows else None

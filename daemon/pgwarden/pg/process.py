@@ -51,9 +51,19 @@ _MAX_LINE = 64 * 1024
 _NOTEWORTHY = re.compile(r"(?i)\b(error|fatal|panic|warning|detail|hint)\s*:")
 
 __all__ = [  # ToolResult, check and redact are re-exported: callers import from here
-    "CHUNK", "DEVNULL", "GRACE_S", "PIPE", "RunningTool", "ToolLogger", "ToolResult", "check",
-    "redact", "run_pipeline", "run_tool", "start_tool",
-]  # fmt: skip
+    "CHUNK",
+    "DEVNULL",
+    "GRACE_S",
+    "PIPE",
+    "RunningTool",
+    "ToolLogger",
+    "ToolResult",
+    "check",
+    "redact",
+    "run_pipeline",
+    "run_tool",
+    "start_tool",
+]
 
 
 def _killpg(pgid: int, sig: signal.Signals | int) -> bool:

@@ -17,8 +17,14 @@ from typing import Any, Protocol
 from pgwarden.errors import ToolError
 
 __all__ = [
-    "AnyLogger", "Readable", "Sink", "ToolLogger", "ToolResult", "Writable", "check",
-]  # fmt: skip
+    "AnyLogger",
+    "Readable",
+    "Sink",
+    "ToolLogger",
+    "ToolResult",
+    "Writable",
+    "check",
+]
 
 
 class ToolLogger(Protocol):

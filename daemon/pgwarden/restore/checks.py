@@ -50,8 +50,7 @@ class QueryCanceller:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if cancel is not None:
-            self._thread = threading.Thread(target=self._watch, name="drill-canceller",
-                                            daemon=True)  # fmt: skip
+            self._thread = threading.Thread(target=self._watch, name="drill-canceller", daemon=True)
             self._thread.start()
 
     def _watch(self) -> None:
@@ -75,8 +74,9 @@ class QueryCanceller:
         try:
             conn = spec.connect(application_name="pgwarden-verify", autocommit=True)
         except psycopg.Error as exc:
-            raise StepError("checks", f"cannot connect to {spec.redacted()}: "
-                                      f"{scrub(str(exc).strip())}") from None  # fmt: skip
+            raise StepError(
+                "checks", f"cannot connect to {spec.redacted()}: {scrub(str(exc).strip())}"
+            ) from None
         with self._lock:
             self._conns.add(conn)
         try:
@@ -101,9 +101,12 @@ def _error(exc: psycopg.Error) -> str:
 
 
 def _on_connections(
-    spec: ConnSpec, canceller: QueryCanceller, items: Sequence[T], jobs: int,
+    spec: ConnSpec,
+    canceller: QueryCanceller,
+    items: Sequence[T],
+    jobs: int,
     run: Callable[[psycopg.Connection[Any], T], R],
-) -> list[R]:  # fmt: skip
+) -> list[R]:
     """``run(conn, item)`` for every item, on up to ``jobs`` connections to the restored
     database, each taking the next item when free; the results in the items' order."""
     pending = list(enumerate(items))
@@ -136,8 +139,9 @@ def check_row_counts(
     if not manifest.tables:
         result.detail = f"no row counts in the manifest (row_counts = {manifest.row_count_mode})"
         return result
-    counted = _on_connections(spec, canceller, exact, jobs,
-                              lambda conn, table: _count(conn, table, canceller))  # fmt: skip
+    counted = _on_connections(
+        spec, canceller, exact, jobs, lambda conn, table: _count(conn, table, canceller)
+    )
     total = 0
     for table, actual in zip(exact, counted, strict=True):
         if actual != table.rows:
@@ -146,8 +150,10 @@ def check_row_counts(
             total += actual
     result.detail = f"{len(exact)} tables, {total} rows, exact"
     if estimated:
-        result.detail += (f"; {len(estimated)} only estimated at backup time, not compared: "
-                          f"{', '.join(estimated[:10])}")  # fmt: skip
+        result.detail += (
+            f"; {len(estimated)} only estimated at backup time, not compared: "
+            f"{', '.join(estimated[:10])}"
+        )
     result.duration_s = time.monotonic() - started
     return result
 
@@ -204,19 +210,21 @@ def check_extensions_available(
             f"{n} {v}" + (" (pgvector)" if n == "vector" else "") for n, v in missing
         )
         hint = "; ".join(
-            f"install postgresql-{server_major}-pgvector there" if n == "vector"
-            else f"install the package providing {n} there" for n, _ in missing
-        )  # fmt: skip
+            f"install postgresql-{server_major}-pgvector there"
+            if n == "vector"
+            else f"install the package providing {n} there"
+            for n, _ in missing
+        )
         raise StepError(
             "extensions_available",
             f"missing on {where} (PostgreSQL {server_major}): {listed}; the backup needs "
             f"{'them' if len(missing) > 1 else 'it'} before restoring — {hint}, or point "
             "[targets.verify] dsn at a server that has it",
-            expected=[n for n, _ in wanted], actual=[n for n, _ in missing],
-        )  # fmt: skip
+            expected=[n for n, _ in wanted],
+            actual=[n for n, _ in missing],
+        )
     detail = f"{len(wanted)} available: " + ", ".join(n for n, _ in wanted) if wanted else "none"
-    return CheckResult("extensions_available", True, detail,
-                       duration_s=time.monotonic() - started)  # fmt: skip
+    return CheckResult("extensions_available", True, detail, duration_s=time.monotonic() - started)
 
 
 # -- the operator's SQL checks ----------------------------------------------------------------
@@ -264,15 +272,19 @@ def evaluate(check: SqlCheck, value: object) -> str | None:
 
 def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> CheckResult:
     started = time.monotonic()
-    expected = {k: v for k, v in (("min", check.min), ("max", check.max),
-                                  ("equals", check.equals)) if v is not None}  # fmt: skip
+    expected = {
+        k: v
+        for k, v in (("min", check.min), ("max", check.max), ("equals", check.equals))
+        if v is not None
+    }
     result = CheckResult(f"sql:{check.name}", True, expected=expected)
     with canceller.connection(spec) as conn:
         try:
             with conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
-                conn.execute("SELECT set_config('statement_timeout', %s, true)",
-                             (str(SQL_CHECK_TIMEOUT_MS),))  # fmt: skip
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)", (str(SQL_CHECK_TIMEOUT_MS),)
+                )
                 row = conn.execute(check.sql.encode()).fetchone()
         except psycopg.Error as exc:
             if canceller.cancelled:
@@ -295,12 +307,14 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
 # -- pgvector probes ---------------------------------------------------------------------------
 
 
-def _probe(conn: psycopg.Connection[Any], probe: VectorProbe,
-           canceller: QueryCanceller) -> tuple[str, ...] | str:  # fmt: skip
+def _probe(
+    conn: psycopg.Connection[Any], probe: VectorProbe, canceller: QueryCanceller
+) -> tuple[str, ...] | str:
     try:
         with conn.transaction():
-            found = introspect.probe_neighbours(conn, probe.schema, probe.table, probe.column,
-                                           probe.key_column, probe.key, probe.k)  # fmt: skip
+            found = introspect.probe_neighbours(
+                conn, probe.schema, probe.table, probe.column, probe.key_column, probe.key, probe.k
+            )
     except psycopg.Error as exc:
         if canceller.cancelled:
             raise StepError("cancelled", "the drill was cancelled") from None
@@ -318,25 +332,33 @@ def check_vector_probes(
     if not probes:
         result.detail = "no probes recorded (no pgvector column with a single-column key)"
         return result
-    found = _on_connections(spec, canceller, probes, jobs,
-                            lambda conn, probe: _probe(conn, probe, canceller))  # fmt: skip
+    found = _on_connections(
+        spec, canceller, probes, jobs, lambda conn, probe: _probe(conn, probe, canceller)
+    )
     for probe, actual in zip(probes, found, strict=True):
         item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
         if isinstance(actual, str):
             result.add_failure(item, list(probe.neighbours), actual)
         elif actual != tuple(probe.neighbours):
             result.add_failure(item, list(probe.neighbours), list(actual))
-    result.detail = (f"{len(probes)} probes, exact search" if result.passed
-                     else f"{len(result.failures) + result.more_failures} of {len(probes)} "
-                          "probes returned other neighbours")  # fmt: skip
+    result.detail = (
+        f"{len(probes)} probes, exact search"
+        if result.passed
+        else f"{len(result.failures) + result.more_failures} of {len(probes)} "
+        "probes returned other neighbours"
+    )
     result.duration_s = time.monotonic() - started
     return result
 
 
 def run_checks(
-    spec: ConnSpec, manifest: Manifest, sql_checks: tuple[SqlCheck, ...],
-    canceller: QueryCanceller, *, jobs: int = 1,
-) -> list[CheckResult]:  # fmt: skip
+    spec: ConnSpec,
+    manifest: Manifest,
+    sql_checks: tuple[SqlCheck, ...],
+    canceller: QueryCanceller,
+    *,
+    jobs: int = 1,
+) -> list[CheckResult]:
     """Every check of a restored database: counts, extensions, SQL, probes.
 
     The row counts (on ``jobs`` connections) beside the extensions, the SQL checks and then the

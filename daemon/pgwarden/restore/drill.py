@@ -86,15 +86,21 @@ def _choose(request: VerifyRequest) -> list[Located]:
         older = request.target.verify.random_older and request.backup_ref is None
     if not older:
         return [first]
-    candidates = [r for r in request.catalog.list_backups(target, statuses=("complete",))
-                  if r.id != first.record.id and r.started_at <= first.record.started_at]  # fmt: skip
+    candidates = [
+        r
+        for r in request.catalog.list_backups(target, statuses=("complete",))
+        if r.id != first.record.id and r.started_at <= first.record.started_at
+    ]
     random.SystemRandom().shuffle(candidates)
     for record in candidates:
         try:
             return [first, locate(request.catalog, request.storage, target, record.id)]
         except PgwardenError as exc:
-            log.warning("skipping an older backup that cannot be read", backup=record.short_id,
-                        error=scrub(str(exc)))  # fmt: skip
+            log.warning(
+                "skipping an older backup that cannot be read",
+                backup=record.short_id,
+                error=scrub(str(exc)),
+            )
     return [first]
 
 
@@ -117,8 +123,16 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
     started_at = datetime.now(UTC)
     began = time.monotonic()
     record = located.record
-    outcome = VerifyOutcome(record.id, request.target.name, located.artifact.name, "failed",
-                            started_at, started_at, 0.0, [])  # fmt: skip
+    outcome = VerifyOutcome(
+        record.id,
+        request.target.name,
+        located.artifact.name,
+        "failed",
+        started_at,
+        started_at,
+        0.0,
+        [],
+    )
     drill_id = request.catalog.start_verification(record.id, started_at).id
     log.info("restore drill started", backup=record.short_id, artifact=located.artifact.name)
     interrupted: BaseException | None = None
@@ -129,8 +143,9 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
     except StepError as exc:
         if exc.step == "cancelled" or _cancelled(request):
             outcome.status = "interrupted"
-        outcome.checks.append(CheckResult(exc.step, False, exc.message, expected=exc.expected,
-                                          actual=exc.actual))  # fmt: skip
+        outcome.checks.append(
+            CheckResult(exc.step, False, exc.message, expected=exc.expected, actual=exc.actual)
+        )
     except PgwardenError as exc:  # a tool, a credential, a lock: the drill could not run
         outcome.status = "interrupted" if _cancelled(request) else "failed"
         outcome.checks.append(CheckResult("setup", False, scrub(str(exc))))
@@ -147,8 +162,13 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
     outcome.finished_at = datetime.now(UTC)
     outcome.duration_s = time.monotonic() - began
     _record(request, located, outcome, drill_id)
-    log.info("restore drill finished", backup=record.short_id, outcome=outcome.status,
-             duration_s=round(outcome.duration_s, 3), error=outcome.error)  # fmt: skip
+    log.info(
+        "restore drill finished",
+        backup=record.short_id,
+        outcome=outcome.status,
+        duration_s=round(outcome.duration_s, 3),
+        error=outcome.error,
+    )
     if interrupted is not None:
         raise interrupted
     return outcome
@@ -170,8 +190,14 @@ def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> 
         wanted = 1 if request.restore_mode == "stream" else target.verify.jobs
         jobs, note = scratch.plan_jobs(wanted, scratch.connection_headroom(conn))
         outcome.jobs = jobs
-        outcome.checks.append(CheckResult("headroom", True, f"PostgreSQL {major}; {note}",
-                                          duration_s=time.monotonic() - started))  # fmt: skip
+        outcome.checks.append(
+            CheckResult(
+                "headroom",
+                True,
+                f"PostgreSQL {major}; {note}",
+                duration_s=time.monotonic() - started,
+            )
+        )
         plan = pgrestore.RestorePlan(manifest, located.artifact, tool, jobs=jobs, drill=True)
         db = scratch.ScratchDatabase(spec, conn, scratch.scratch_name(target.name), target.name)
         request.report(phase="checksum")
@@ -180,25 +206,37 @@ def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> 
         # the scratch database is created meanwhile (it takes 0.1-0.3 s of fsyncs); nothing
         # is restored into it before the checksum matched, and it is dropped whatever happens
         with db.creating():
-            staged = staging.checksum_and_stage(manifest, located.artifact, spool_dir=spool_dir,
-                                                cancel=cancel)  # fmt: skip
+            staged = staging.checksum_and_stage(
+                manifest, located.artifact, spool_dir=spool_dir, cancel=cancel
+            )
             try:
-                outcome.checks.append(CheckResult(
-                    "checksum", True,
-                    f"sha256 {staged.sha256[:16]}... ({staged.size_bytes} bytes)",
-                    duration_s=time.monotonic() - started))  # fmt: skip
+                outcome.checks.append(
+                    CheckResult(
+                        "checksum",
+                        True,
+                        f"sha256 {staged.sha256[:16]}... ({staged.size_bytes} bytes)",
+                        duration_s=time.monotonic() - started,
+                    )
+                )
                 _restore_and_check(request, located, outcome, plan, staged, db, major)
             finally:
                 staged.remove_spool()
         if db.created and not db.dropped:
-            outcome.notes.append(f"the scratch database {db.name} could not be dropped; "
-                                 "it is dropped at the next start-up")  # fmt: skip
+            outcome.notes.append(
+                f"the scratch database {db.name} could not be dropped; "
+                "it is dropped at the next start-up"
+            )
 
 
 def _restore_and_check(
-    request: VerifyRequest, located: Located, outcome: VerifyOutcome,
-    plan: pgrestore.RestorePlan, staged: staging.Staged, db: scratch.ScratchDatabase, major: int,
-) -> None:  # fmt: skip
+    request: VerifyRequest,
+    located: Located,
+    outcome: VerifyOutcome,
+    plan: pgrestore.RestorePlan,
+    staged: staging.Staged,
+    db: scratch.ScratchDatabase,
+    major: int,
+) -> None:
     """After the checksum: the table of contents, the extensions, the restore into ``db``
     (waited for: it was being created during the checksum) and the checks."""
     target, manifest, cancel = request.target, located.manifest, request.cancel
@@ -206,8 +244,9 @@ def _restore_and_check(
     outcome.notes.extend(staged.notes)
     request.report(phase="reading the archive")
     if manifest.format == "plain":
-        outcome.checks.append(CheckResult("archive", True, "decompressed whole, "
-                                          "pg_dump's end-of-dump line present"))  # fmt: skip
+        outcome.checks.append(
+            CheckResult("archive", True, "decompressed whole, pg_dump's end-of-dump line present")
+        )
     else:
         outcome.checks.append(pgrestore.list_archive(plan, staged, cancel))
     db.wait()  # the connection is free again
@@ -216,14 +255,16 @@ def _restore_and_check(
     outcome.scratch_database = db.name
     request.report(phase="restoring", database=db.name, jobs=plan.jobs)
     db_spec = db.spec.with_dbname(db.name)
-    outcome.checks.append(pgrestore.run_restore(plan, staged, db_spec, server_major=major,
-                                                cancel=cancel))  # fmt: skip
+    outcome.checks.append(
+        pgrestore.run_restore(plan, staged, db_spec, server_major=major, cancel=cancel)
+    )
     staged.remove_spool()  # the disk space is not needed for the checks
     request.report(phase="checking", database=db.name)
     canceller = checks.QueryCanceller(cancel)
     try:
-        outcome.checks.extend(checks.run_checks(db_spec, manifest, target.verify.checks,
-                                                canceller, jobs=plan.jobs))  # fmt: skip
+        outcome.checks.extend(
+            checks.run_checks(db_spec, manifest, target.verify.checks, canceller, jobs=plan.jobs)
+        )
     finally:
         canceller.close()
     request.report(phase="dropping the scratch database", database=db.name)
@@ -244,15 +285,23 @@ def _record(
 ) -> None:
     details = outcome.as_dict(include_older=False)
     try:
-        request.catalog.finish_verification(drill_id, status=outcome.status,
-                                            finished_at=outcome.finished_at, details=details,
-                                            error=outcome.error)  # fmt: skip
+        request.catalog.finish_verification(
+            drill_id,
+            status=outcome.status,
+            finished_at=outcome.finished_at,
+            details=details,
+            error=outcome.error,
+        )
     except PgwardenError as exc:
         log.error("cannot record the drill in the catalog", error=scrub(str(exc)))
         outcome.notes.append(f"not recorded in the catalog: {scrub(str(exc))}")
-    entry = {"started_at": outcome.started_at.isoformat(),
-             "finished_at": outcome.finished_at.isoformat(), "status": outcome.status,
-             "details": details, "error": outcome.error}  # fmt: skip
+    entry = {
+        "started_at": outcome.started_at.isoformat(),
+        "finished_at": outcome.finished_at.isoformat(),
+        "status": outcome.status,
+        "details": details,
+        "error": outcome.error,
+    }
     try:
         locks = BackupLocks(request.config.daemon.state_dir)
         with locks.manifest_update(located.record.id, timeout=LOCK_TIMEOUT_S):
@@ -261,15 +310,22 @@ def _record(
             data = request.storage.read_manifest(located.manifest_path)
             data.setdefault("verifications", []).append(entry)
             request.storage.write_manifest_atomic(
-                request.target.name, located.manifest_path.name,
+                request.target.name,
+                located.manifest_path.name,
                 (json.dumps(data, indent=2) + "\n").encode(),
-            )  # fmt: skip
+            )
     except (PgwardenError, OSError) as exc:
         log.error("cannot append the drill to the manifest", error=scrub(str(exc)))
         outcome.notes.append(f"not recorded in the manifest: {scrub(str(exc))}")
 
 
 __all__ = [
-    "BackupError", "DrillFailed", "Located", "VerifyOutcome", "VerifyRequest",
-    "drop_leftover_scratch_databases", "locate", "run_verification",
-]  # fmt: skip
+    "BackupError",
+    "DrillFailed",
+    "Located",
+    "VerifyOutcome",
+    "VerifyRequest",
+    "drop_leftover_scratch_databases",
+    "locate",
+    "run_verification",
+]

@@ -43,8 +43,9 @@ def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> 
     else:
         record = catalog.get_backup(ref, target)
     if record.status != "complete" or not record.path:
-        raise UsageError(f"backup {record.short_id} is {record.status}; only complete backups "
-                         "can be restored")  # fmt: skip
+        raise UsageError(
+            f"backup {record.short_id} is {record.status}; only complete backups can be restored"
+        )
     manifest_path = storage.target_dir(target) / manifest_name(record.path)
     if not manifest_path.exists():
         raise NotFoundError(f"backup {record.short_id}: manifest {manifest_path} is missing")
@@ -62,6 +63,7 @@ def backup_in_use(config: Config, catalog: Catalog, located: Located) -> Iterato
     with BackupLocks(config.daemon.state_dir).shared(located.record.id, timeout=LOCK_TIMEOUT_S):
         record = catalog.get_backup(located.record.id)
         if record.status != "complete" or not located.artifact.exists():
-            raise StepError("setup", f"backup {record.short_id} was deleted before it could be "
-                                     "read")  # fmt: skip
+            raise StepError(
+                "setup", f"backup {record.short_id} was deleted before it could be read"
+            )
         yield

@@ -25,8 +25,9 @@ class StepError(PgwardenError):
 
     code = "verification_failed"
 
-    def __init__(self, step: str, message: str, *, expected: object = None,
-                 actual: object = None) -> None:  # fmt: skip
+    def __init__(
+        self, step: str, message: str, *, expected: object = None, actual: object = None
+    ) -> None:
         self.step = step
         self.message = message
         self.expected = expected
@@ -59,15 +60,21 @@ class CheckResult:
         """One line naming what failed: ``row_counts: public.users: expected 1000, got 0``."""
         if self.failures:
             first = self.failures[0]
-            text = (f"{self.name}: {first['item']}: expected {first['expected']!r}, "
-                    f"got {first['actual']!r}")  # fmt: skip
+            text = (
+                f"{self.name}: {first['item']}: expected {first['expected']!r}, "
+                f"got {first['actual']!r}"
+            )
             others = len(self.failures) - 1 + self.more_failures
             return text + (f" (and {others} more)" if others else "")
         return f"{self.name}: {self.detail}" if self.detail else self.name
 
     def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"name": self.name, "passed": self.passed, "detail": self.detail,
-                                "duration_s": round(self.duration_s, 3)}  # fmt: skip
+        data: dict[str, Any] = {
+            "name": self.name,
+            "passed": self.passed,
+            "detail": self.detail,
+            "duration_s": round(self.duration_s, 3),
+        }
         if self.expected is not None or self.actual is not None:
             data["expected"], data["actual"] = self.expected, self.actual
         if self.failures:
@@ -121,14 +128,22 @@ class VerifyOutcome:
 
     def as_dict(self, *, include_older: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "backup_id": self.backup_id, "target": self.target, "artifact": self.artifact,
-            "passed": self.passed if include_older else self.own_passed, "status": self.status,
-            "started_at": self.started_at.isoformat(), "finished_at": self.finished_at.isoformat(),
-            "duration_s": round(self.duration_s, 3), "server": self.server,
-            "scratch_database": self.scratch_database, "jobs": self.jobs,
-            "restore_mode": self.restore_mode, "error": self.error, "notes": list(self.notes),
+            "backup_id": self.backup_id,
+            "target": self.target,
+            "artifact": self.artifact,
+            "passed": self.passed if include_older else self.own_passed,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "server": self.server,
+            "scratch_database": self.scratch_database,
+            "jobs": self.jobs,
+            "restore_mode": self.restore_mode,
+            "error": self.error,
+            "notes": list(self.notes),
             "checks": [c.as_dict() for c in self.checks],
-        }  # fmt: skip
+        }
         if include_older and self.older:
             data["older"] = [o.as_dict() for o in self.older]
         return data

@@ -44,8 +44,13 @@ from pgwarden.restore.outcome import CheckResult, StepError
 
 log = get_logger("pgwarden.restore")
 
-DRILL_FLAGS = ("--no-owner", "--no-privileges", "--no-tablespaces", "--no-subscriptions",
-               "--no-publications")  # fmt: skip
+DRILL_FLAGS = (
+    "--no-owner",
+    "--no-privileges",
+    "--no-tablespaces",
+    "--no-subscriptions",
+    "--no-publications",
+)
 MAX_ERROR_LINES = 200
 _TRANSACTION_TIMEOUT = 'unrecognized configuration parameter "transaction_timeout"'
 _MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
@@ -89,8 +94,15 @@ class RestorePlan:
     def argv(self, conninfo: str, source: Path | None, sections: tuple[str, ...] = ()) -> list[str]:
         """The restore tool's argv; ``source`` ``None`` means it reads stdin."""
         if self.manifest.format == "plain":
-            argv = [str(self.tool.path), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0",
-                    f"--dbname={conninfo}"]  # fmt: skip
+            argv = [
+                str(self.tool.path),
+                "-X",
+                "-q",
+                "--no-password",
+                "-v",
+                "ON_ERROR_STOP=0",
+                f"--dbname={conninfo}",
+            ]
             return [*argv, "-f", str(source) if source is not None else "-"]
         argv = [str(self.tool.path), "--no-password", f"--dbname={conninfo}"]
         argv.extend(f"--section={section}" for section in sections)
@@ -187,8 +199,10 @@ def classify(lines: list[str], *, plain: bool, server_major: int, drill: bool) -
             continue
         if server_major < 17 and _TRANSACTION_TIMEOUT in line:
             ignored.append(line)
-            notes.add(f"SET transaction_timeout (PostgreSQL 17+ tools) is unknown to PostgreSQL "
-                      f"{server_major}: ignored")  # fmt: skip
+            notes.add(
+                f"SET transaction_timeout (PostgreSQL 17+ tools) is unknown to PostgreSQL "
+                f"{server_major}: ignored"
+            )
         elif plain and drill and _MISSING_ROLE.search(line):
             ignored.append(line)
             notes.add("owners missing on the verification server: ignored in a drill")
@@ -209,8 +223,9 @@ def _feed(tool: process.RunningTool, chunks: Iterator[bytes]) -> None:
             tool.stdin.close()
 
 
-def list_archive(plan: RestorePlan, staged: staging.Staged,
-                 cancel: threading.Event | None) -> CheckResult:  # fmt: skip
+def list_archive(
+    plan: RestorePlan, staged: staging.Staged, cancel: threading.Event | None
+) -> CheckResult:
     """``pg_restore --list``: the archive's table of contents is readable (a plain dump was
     decompressed whole by the checksum pass, its trailer checked)."""
     started = time.monotonic()
@@ -223,14 +238,17 @@ def list_archive(plan: RestorePlan, staged: staging.Staged,
         entries[0] += chunk.count(b"\n")
 
     if staged.source is not None:
-        outcome = process.run_tool(argv, env=None, stdout=count, cancel=cancel, log=lines,
-                                   name="pg_restore")  # fmt: skip
+        outcome = process.run_tool(
+            argv, env=None, stdout=count, cancel=cancel, log=lines, name="pg_restore"
+        )
     else:
-        with process.start_tool(argv, env=None, name="pg_restore", log=lines, cancel=cancel,
-                                stdin=process.PIPE) as tool:  # fmt: skip
+        with process.start_tool(
+            argv, env=None, name="pg_restore", log=lines, cancel=cancel, stdin=process.PIPE
+        ) as tool:
             assert tool.stdout is not None
-            reader = threading.Thread(target=_drain_counting, args=(tool.stdout, count),
-                                      daemon=True)  # fmt: skip
+            reader = threading.Thread(
+                target=_drain_counting, args=(tool.stdout, count), daemon=True
+            )
             reader.start()
             # pg_restore stops reading after the table of contents: only the head is decompressed
             _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
@@ -253,24 +271,37 @@ def _drain_counting(stream: Any, sink: Any) -> None:
 
 
 def _run_tool(
-    plan: RestorePlan, argv: list[str], env: dict[str, str], source: Path | None,
-    lines: StderrLines, cancel: threading.Event | None,
-) -> process.ToolResult:  # fmt: skip
+    plan: RestorePlan,
+    argv: list[str],
+    env: dict[str, str],
+    source: Path | None,
+    lines: StderrLines,
+    cancel: threading.Event | None,
+) -> process.ToolResult:
     name = plan.tool.name
     if source is not None:
         return process.run_tool(argv, env=env, cancel=cancel, log=lines, name=name)
     with process.start_tool(
-        argv, env=env, name=name, log=lines, cancel=cancel, stdin=process.PIPE,
+        argv,
+        env=env,
+        name=name,
+        log=lines,
+        cancel=cancel,
+        stdin=process.PIPE,
         stdout=process.DEVNULL,
-    ) as tool:  # fmt: skip
+    ) as tool:
         _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
         return tool.wait()
 
 
 def run_restore(
-    plan: RestorePlan, staged: staging.Staged, spec: ConnSpec, *, server_major: int,
+    plan: RestorePlan,
+    staged: staging.Staged,
+    spec: ConnSpec,
+    *,
+    server_major: int,
     cancel: threading.Event | None = None,
-) -> CheckResult:  # fmt: skip
+) -> CheckResult:
     """Restore into the database ``spec`` names; a ``restore`` result listing the errors.
 
     A drill of an archive restores in two runs: the schema (``--section=pre-data``), then,
@@ -289,14 +320,22 @@ def run_restore(
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
         conninfo = spec.tool_conninfo()
         if plan.drill and not plain:
-            outcome = _run_tool(plan, plan.argv(conninfo, source, ("pre-data",)), env, source,
-                                lines, cancel)  # fmt: skip
+            outcome = _run_tool(
+                plan, plan.argv(conninfo, source, ("pre-data",)), env, source, lines, cancel
+            )
             early = classify(lines.lines, plain=False, server_major=server_major, drill=True)
-            if outcome.ok or (outcome.returncode == 1 and not outcome.cancelled
-                              and not early.errors):  # fmt: skip
+            if outcome.ok or (
+                outcome.returncode == 1 and not outcome.cancelled and not early.errors
+            ):
                 notes.append(scratch.unlog_tables(spec))
-                outcome = _run_tool(plan, plan.argv(conninfo, source, ("data", "post-data")),
-                                    env, source, lines, cancel)  # fmt: skip
+                outcome = _run_tool(
+                    plan,
+                    plan.argv(conninfo, source, ("data", "post-data")),
+                    env,
+                    source,
+                    lines,
+                    cancel,
+                )
         else:
             outcome = _run_tool(plan, plan.argv(conninfo, source), env, source, lines, cancel)
     if outcome.cancelled:
@@ -306,14 +345,17 @@ def run_restore(
     result = CheckResult("restore", True, duration_s=time.monotonic() - started)
     how = f"{name} --jobs={plan.jobs}" if source is not None and plan.jobs > 1 else name
     # pg_restore exits 1 when it ignored errors; psql without ON_ERROR_STOP exits 0
-    clean_exit = outcome.returncode == 0 or (outcome.returncode == 1 and not plain
-                                             and found.ignored and not found.errors)  # fmt: skip
+    clean_exit = outcome.returncode == 0 or (
+        outcome.returncode == 1 and not plain and found.ignored and not found.errors
+    )
     if found.errors or not clean_exit:
         result.passed = False
         count = len(found.errors)
         if found.errors:
-            result.detail = (f"{how} {outcome.describe()} with {count} "
-                             f"error{'s' * (count != 1)}: {found.errors[0]}")  # fmt: skip
+            result.detail = (
+                f"{how} {outcome.describe()} with {count} "
+                f"error{'s' * (count != 1)}: {found.errors[0]}"
+            )
         else:
             last = lines.lines[-1] if lines.lines else "no message"
             result.detail = f"{how} {outcome.describe()}: {last}"

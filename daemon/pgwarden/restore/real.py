@@ -94,21 +94,31 @@ class RestoreOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "backup_id": self.backup_id, "target": self.target, "artifact": self.artifact,
-            "database": self.database, "server": self.server, "dry_run": self.dry_run,
-            "existed": self.existed, "jobs": self.jobs, "passed": self.passed,
-            "error": self.error, "duration_s": round(self.duration_s, 3),
-            "commands": list(self.commands), "notes": list(self.notes),
+            "backup_id": self.backup_id,
+            "target": self.target,
+            "artifact": self.artifact,
+            "database": self.database,
+            "server": self.server,
+            "dry_run": self.dry_run,
+            "existed": self.existed,
+            "jobs": self.jobs,
+            "passed": self.passed,
+            "error": self.error,
+            "duration_s": round(self.duration_s, 3),
+            "commands": list(self.commands),
+            "notes": list(self.notes),
             "checks": [c.as_dict() for c in self.checks],
-        }  # fmt: skip
+        }
 
 
 def _check_name(name: str) -> None:
     if not name or len(name.encode()) > scratch.MAX_IDENTIFIER or "\0" in name:
         raise UsageError(f"--into: {name!r} is not a valid database name (1-63 bytes)")
     if name.startswith(scratch.SCRATCH_PREFIX):
-        raise UsageError(f"--into: names starting with {scratch.SCRATCH_PREFIX} are scratch "
-                         "databases of restore drills, dropped at start-up")  # fmt: skip
+        raise UsageError(
+            f"--into: names starting with {scratch.SCRATCH_PREFIX} are scratch "
+            "databases of restore drills, dropped at start-up"
+        )
     if name in ("template0", "template1"):
         raise UsageError(f"--into: refusing to restore into {name}")
 
@@ -118,8 +128,11 @@ def _contents(spec: ConnSpec) -> str | None:
     with scratch.connect(spec, "the database") as conn:
         row = conn.execute(CONTENTS_SQL).fetchone()
     assert row is not None
-    parts = [f"{n} {what}" for n, what in zip(row, ("relations", "extensions", "schemas",
-                                                     "functions"), strict=True) if n]  # fmt: skip
+    parts = [
+        f"{n} {what}"
+        for n, what in zip(row, ("relations", "extensions", "schemas", "functions"), strict=True)
+        if n
+    ]
     return ", ".join(parts) or None
 
 
@@ -150,16 +163,28 @@ def restore_backup(request: RestoreRequest) -> RestoreOutcome:
                 "the same name: pg_restore --clean --if-exists)"
             )
         jobs, note = scratch.plan_jobs(target.verify.jobs, scratch.connection_headroom(conn))
-        plan = pgrestore.RestorePlan(manifest, located.artifact, tool, jobs=jobs, drill=False,
-                                     clean=bool(held))  # fmt: skip
+        plan = pgrestore.RestorePlan(
+            manifest, located.artifact, tool, jobs=jobs, drill=False, clean=bool(held)
+        )
         spool_dir = request.storage.target_dir(target.name) if plan.spools else None
-        outcome = RestoreOutcome(located.record.id, target.name, located.artifact.name,
-                                 request.into, spec.redacted(), request.dry_run, existed, jobs,
-                                 notes=[note])  # fmt: skip
+        outcome = RestoreOutcome(
+            located.record.id,
+            target.name,
+            located.artifact.name,
+            request.into,
+            spec.redacted(),
+            request.dry_run,
+            existed,
+            jobs,
+            notes=[note],
+        )
         create: tuple[str, ...] = ()
         if not existed:
-            statement = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-                sql.Identifier(request.into)).as_string(conn)  # fmt: skip
+            statement = (
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0")
+                .format(sql.Identifier(request.into))
+                .as_string(conn)
+            )
             create = (f"psql {shlex.quote(spec.tool_conninfo())} -c {shlex.quote(statement)}",)
         outcome.commands.extend(pgrestore.describe(plan, into, spool_dir, create))
         if request.dry_run:
@@ -172,19 +197,26 @@ def restore_backup(request: RestoreRequest) -> RestoreOutcome:
 
 
 def _run(
-    request: RestoreRequest, located: Located, plan: pgrestore.RestorePlan,
-    conn: psycopg.Connection[Any], major: int, outcome: RestoreOutcome, spool_dir: Path | None,
+    request: RestoreRequest,
+    located: Located,
+    plan: pgrestore.RestorePlan,
+    conn: psycopg.Connection[Any],
+    major: int,
+    outcome: RestoreOutcome,
+    spool_dir: Path | None,
     existed: bool,
-) -> None:  # fmt: skip
+) -> None:
     manifest, cancel = located.manifest, request.cancel
     into = ConnSpec.from_target(request.target).with_dbname(request.into)
     try:
         request.report(phase="checksum")
-        staged = staging.checksum_and_stage(manifest, located.artifact, spool_dir=spool_dir,
-                                            cancel=cancel)  # fmt: skip
+        staged = staging.checksum_and_stage(
+            manifest, located.artifact, spool_dir=spool_dir, cancel=cancel
+        )
     except StepError as exc:
-        outcome.checks.append(CheckResult(exc.step, False, exc.message, expected=exc.expected,
-                                          actual=exc.actual))  # fmt: skip
+        outcome.checks.append(
+            CheckResult(exc.step, False, exc.message, expected=exc.expected, actual=exc.actual)
+        )
         return
     try:
         outcome.checks.append(CheckResult("checksum", True, f"sha256 {staged.sha256[:16]}..."))
@@ -195,27 +227,35 @@ def _run(
             checks.check_extensions_available(conn, manifest, outcome.server, major)
         )
         if not existed:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
-                sql.Identifier(request.into)))  # fmt: skip
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+                    sql.Identifier(request.into)
+                )
+            )
         request.report(phase="restoring", database=request.into, jobs=plan.jobs)
         result = pgrestore.run_restore(plan, staged, into, server_major=major, cancel=cancel)
         outcome.checks.append(result)
         staged.remove_spool()
         if not result.passed:
-            outcome.notes.append(f"database {request.into} was left as the restore left it; "
-                                 "drop it or restore again with --force")  # fmt: skip
+            outcome.notes.append(
+                f"database {request.into} was left as the restore left it; "
+                "drop it or restore again with --force"
+            )
         if request.verify:
             request.report(phase="checking", database=request.into)
             canceller = checks.QueryCanceller(cancel)
             try:
-                outcome.checks.extend(checks.run_checks(into, manifest,
-                                                        request.target.verify.checks, canceller,
-                                                        jobs=plan.jobs))  # fmt: skip
+                outcome.checks.extend(
+                    checks.run_checks(
+                        into, manifest, request.target.verify.checks, canceller, jobs=plan.jobs
+                    )
+                )
             finally:
                 canceller.close()
     except StepError as exc:
-        outcome.checks.append(CheckResult(exc.step, False, exc.message, expected=exc.expected,
-                                          actual=exc.actual))  # fmt: skip
+        outcome.checks.append(
+            CheckResult(exc.step, False, exc.message, expected=exc.expected, actual=exc.actual)
+        )
     except psycopg.Error as exc:
         outcome.checks.append(CheckResult("database", False, scrub(str(exc).strip())))
     finally:

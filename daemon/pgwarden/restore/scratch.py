@@ -51,8 +51,9 @@ def verification_spec(target: TargetConfig) -> ConnSpec:
     if target.verify.dsn is None:
         spec = ConnSpec.from_target(target)
     else:
-        spec = ConnSpec.from_dsn(target.verify.dsn, target.verify.credentials,
-                                 what=f"targets[{target.name}].verify")  # fmt: skip
+        spec = ConnSpec.from_dsn(
+            target.verify.dsn, target.verify.credentials, what=f"targets[{target.name}].verify"
+        )
     return spec if spec.dbname else spec.with_dbname("postgres")
 
 
@@ -70,13 +71,18 @@ def connect(spec: ConnSpec, what: str) -> psycopg.Connection[Any]:
         return spec.connect(application_name="pgwarden-verify", autocommit=True)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StepError("connect", f"cannot connect to {what} {spec.redacted()}: "
-                                    f"{scrub(first)}") from None  # fmt: skip
+        raise StepError(
+            "connect", f"cannot connect to {what} {spec.redacted()}: {scrub(first)}"
+        ) from None
 
 
 def _marker(target: str) -> str:
-    info = {"target": target, "host": socket.gethostname(), "pid": os.getpid(),
-            "started": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    info = {
+        "target": target,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     return MARKER + json.dumps(info, sort_keys=True)
 
 
@@ -103,8 +109,9 @@ class ScratchDatabase:
     def creating(self) -> Iterator[ScratchDatabase]:
         """Create it on a thread while the block runs (copying ``template0`` takes 0.1-0.3 s
         of fsyncs); :meth:`wait` before using it or the connection; dropped at the end."""
-        self._thread = threading.Thread(target=self._create_on_thread, name="drill-createdb",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._create_on_thread, name="drill-createdb", daemon=True
+        )
         self._thread.start()
         try:
             yield self
@@ -135,12 +142,17 @@ class ScratchDatabase:
         try:
             self.conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
         except psycopg.Error as exc:
-            raise StepError("scratch", f"cannot create the scratch database {self.name}: "
-                                        f"{scrub(str(exc).strip())}") from None  # fmt: skip
+            raise StepError(
+                "scratch",
+                f"cannot create the scratch database {self.name}: {scrub(str(exc).strip())}",
+            ) from None
         self.created = True
         try:
-            self.conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                ident, sql.Literal(_marker(self.target))))  # fmt: skip
+            self.conn.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    ident, sql.Literal(_marker(self.target))
+                )
+            )
         except psycopg.Error:
             self.drop()
             raise
@@ -157,8 +169,11 @@ class ScratchDatabase:
             self.drop()
         except psycopg.Error as exc:
             # the caller's connection may have died (server restart): one fresh attempt
-            log.warning("dropping the scratch database failed; retrying", database=self.name,
-                        error=scrub(str(exc).strip()))  # fmt: skip
+            log.warning(
+                "dropping the scratch database failed; retrying",
+                database=self.name,
+                error=scrub(str(exc).strip()),
+            )
             self._drop_fresh()
 
     def _drop_fresh(self) -> None:
@@ -168,8 +183,11 @@ class ScratchDatabase:
             self.dropped = True
         except psycopg.Error as exc:
             # a traceback adds nothing to the scrubbed message
-            log.error("cannot drop the scratch database; it is dropped at the next start-up",
-                      database=self.name, error=scrub(str(exc).strip()))  # fmt: skip
+            log.error(
+                "cannot drop the scratch database; it is dropped at the next start-up",
+                database=self.name,
+                error=scrub(str(exc).strip()),
+            )
 
 
 def _owner_gone(comment: str | None, target: str) -> bool | None:
@@ -213,8 +231,11 @@ def drop_leftovers(target: TargetConfig) -> list[str]:
             if gone is None:
                 continue
             if gone is False:
-                log.info("a restore drill is running in another process; its scratch database "
-                         "is left alone", database=name)  # fmt: skip
+                log.info(
+                    "a restore drill is running in another process; its scratch database "
+                    "is left alone",
+                    database=name,
+                )
                 continue
             drop_database(conn, name)
             dropped.append(str(name))
@@ -249,8 +270,9 @@ def unlog_tables(spec: ConnSpec) -> str:
             for table in tables:
                 conn.execute(sql.SQL("ALTER TABLE {} SET UNLOGGED").format(sql.SQL(table)))
                 # no autovacuum racing the restore and the index builds for the CPU
-                conn.execute(sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(
-                    sql.SQL(table)))  # fmt: skip
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(sql.SQL(table))
+                )
                 done.append(table)
         except psycopg.Error as exc:
             for table in done:
@@ -300,8 +322,7 @@ class Headroom:
 def connection_headroom(conn: psycopg.Connection[Any]) -> Headroom:
     row = conn.execute(HEADROOM_SQL).fetchone()
     assert row is not None
-    return Headroom(int(row[0]), int(row[1]), int(row[2]), bool(row[3]), int(row[4]),
-                    int(row[5]))  # fmt: skip
+    return Headroom(int(row[0]), int(row[1]), int(row[2]), bool(row[3]), int(row[4]), int(row[5]))
 
 
 def connections_needed(jobs: int) -> int:

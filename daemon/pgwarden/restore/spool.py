@@ -48,8 +48,7 @@ def write_fully(fd: int, data: bytes, offset: int) -> None:
 class SpoolWriter:
     """Writes the spool file ``fd`` in ``directory`` (see the module docstring)."""
 
-    def __init__(self, fd: int, directory: Path,
-                 offsets: customtoc.OffsetFinder | None) -> None:  # fmt: skip
+    def __init__(self, fd: int, directory: Path, offsets: customtoc.OffsetFinder | None) -> None:
         self.fd = fd
         self.floor = spool_floor(directory)
         self.short_of_space = _free(directory) < self.floor  # then every _SPACE_CHECK_EVERY

@@ -124,18 +124,24 @@ def _cancelled(cancel: threading.Event | None) -> None:
 
 
 def checksum_and_stage(
-    manifest: Manifest, artifact: Path, *, spool_dir: Path | None,
+    manifest: Manifest,
+    artifact: Path,
+    *,
+    spool_dir: Path | None,
     cancel: threading.Event | None = None,
-) -> Staged:  # fmt: skip
+) -> Staged:
     """Hash ``artifact`` (and spool it decompressed into ``spool_dir`` when given)."""
     if manifest.format == "directory":
         found = digest.directory_digest(artifact)
         if found.sha256 != manifest.sha256:
             bad = sorted(n for n, s in found.files.items() if manifest.files.get(n) != s)
             missing = sorted(set(manifest.files) - set(found.files))
-            raise StepError("checksum", f"{artifact}: changed files {bad or 'none'}, missing "
-                                        f"{missing or 'none'}", expected=manifest.sha256,
-                            actual=found.sha256)  # fmt: skip
+            raise StepError(
+                "checksum",
+                f"{artifact}: changed files {bad or 'none'}, missing {missing or 'none'}",
+                expected=manifest.sha256,
+                actual=found.sha256,
+            )
         return Staged(found.sha256, found.size_bytes, artifact)
     codec = codec_of(manifest)
     spool = None
@@ -146,16 +152,22 @@ def checksum_and_stage(
         reader.run(cancel)
     finally:
         reader.close()
-    staged = Staged(reader.sha.hexdigest(), reader.size, reader.spool if codec else artifact,
-                    reader.spool, reader.notes)  # fmt: skip
+    staged = Staged(
+        reader.sha.hexdigest(),
+        reader.size,
+        reader.spool if codec else artifact,
+        reader.spool,
+        reader.notes,
+    )
     if staged.sha256 != manifest.sha256:
         staged.remove_spool()
         raise StepError(
             "checksum",
             f"{artifact}: the file's SHA-256 differs from the manifest's ({staged.size_bytes} "
             f"bytes, manifest says {manifest.size_bytes})",
-            expected=manifest.sha256, actual=staged.sha256,
-        )  # fmt: skip
+            expected=manifest.sha256,
+            actual=staged.sha256,
+        )
     if reader.damage is not None:
         staged.remove_spool()
         raise StepError("archive", reader.damage)
@@ -166,8 +178,9 @@ class _Reader:
     """One pass over a file artifact: hash it; decompress it when a spool is written or a
     plain dump's trailer must be found."""
 
-    def __init__(self, artifact: Path, codec: str | None, spool: Path | None, *,
-                 plain: bool) -> None:  # fmt: skip
+    def __init__(
+        self, artifact: Path, codec: str | None, spool: Path | None, *, plain: bool
+    ) -> None:
         self.artifact = artifact
         self.codec = codec
         self.spool = spool
@@ -209,8 +222,9 @@ class _Reader:
                     self.notes.append(f"data offsets recorded for {count} blocks")
         except OSError as exc:
             self.drop_spool()
-            raise StepError("checksum", f"cannot read {self.artifact} or write its spool: "
-                                        f"{exc.strerror}") from exc  # fmt: skip
+            raise StepError(
+                "checksum", f"cannot read {self.artifact} or write its spool: {exc.strerror}"
+            ) from exc
         except BaseException:
             self.drop_spool()
             raise

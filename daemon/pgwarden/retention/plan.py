@@ -247,12 +247,16 @@ def plan(backups: Sequence[BackupLike], policy: RetentionSettings, now: datetime
             drilled = (
                 f" on {backup.verified_at.astimezone(UTC):%Y-%m-%d}" if backup.verified_at else ""
             )
-            reasons.add(backup.id, NEWEST_VERIFIED,
-                        f"newest verified backup (restore drill passed{drilled})")  # fmt: skip
+            reasons.add(
+                backup.id,
+                NEWEST_VERIFIED,
+                f"newest verified backup (restore drill passed{drilled})",
+            )
             break
     for backup in complete.backups[: policy.min_keep]:
-        reasons.add(backup.id, MIN_KEEP,
-                    f"one of the {policy.min_keep} newest complete backups (min_keep)")  # fmt: skip
+        reasons.add(
+            backup.id, MIN_KEEP, f"one of the {policy.min_keep} newest complete backups (min_keep)"
+        )
     cutoff = now - timedelta(days=policy.keep_days)
     for ts, backup in complete:
         if backup.started_at < cutoff:
@@ -280,8 +284,11 @@ _FAILED = ("failed run: no backup to keep; leftovers removed", (FAILED_RUN,))
 _INTERRUPTED = ("interrupted run: no backup to keep; leftovers removed", (INTERRUPTED_RUN,))
 _RECENT = ("interrupted less than 24 h ago: it may still be finishing", (RECENTLY_INTERRUPTED,))
 _RUNNING = ("running: a backup job is writing it", (RUNNING,))
-_OUTAGE = ("{} run newer than the newest complete backup: kept as the record of the outage "
-           "until a backup succeeds", (SINCE_LAST_SUCCESS,))  # fmt: skip
+_OUTAGE = (
+    "{} run newer than the newest complete backup: kept as the record of the outage "
+    "until a backup succeeds",
+    (SINCE_LAST_SUCCESS,),
+)
 
 
 def _decisions(
@@ -295,8 +302,10 @@ def _decisions(
     now_ts = now.timestamp()
     grace_ts = now_ts - INTERRUPTED_GRACE.total_seconds()
     # an expired backup is at least keep_days (>= 1) old: its age is never negative
-    expired = (f"expired: %.1f days old (keep_days={policy.keep_days}), not among the "
-               f"{policy.min_keep} newest, no other rule keeps it")  # fmt: skip
+    expired = (
+        f"expired: %.1f days old (keep_days={policy.keep_days}), not among the "
+        f"{policy.min_keep} newest, no other rule keeps it"
+    )
     kept_by = reasons.by_id
     last_success_ts = complete.stamps[0] if complete.stamps else float("-inf")
     decisions: list[Decision] = []
@@ -305,8 +314,14 @@ def _decisions(
         found = kept_by.get(backup.id)
         status = backup.status
         if found:
-            add(Decision(backup.id, KEEP, "; ".join(text for _, text in found),
-                         tuple(rule for rule, _ in found)))  # fmt: skip
+            add(
+                Decision(
+                    backup.id,
+                    KEEP,
+                    "; ".join(text for _, text in found),
+                    tuple(rule for rule, _ in found),
+                )
+            )
         elif status == "complete":
             add(Decision(backup.id, DELETE, expired % ((now_ts - ts) / _DAY_S), _EXPIRED_RULES))
         elif status in ("failed", "interrupted") and ts > last_success_ts:
@@ -315,11 +330,17 @@ def _decisions(
             add(Decision(backup.id, DELETE, *_FAILED))
         elif status == "interrupted":
             recent = ts > grace_ts
-            add(Decision(backup.id, KEEP, *_RECENT) if recent
-                else Decision(backup.id, DELETE, *_INTERRUPTED))  # fmt: skip
+            add(
+                Decision(backup.id, KEEP, *_RECENT)
+                if recent
+                else Decision(backup.id, DELETE, *_INTERRUPTED)
+            )
         elif status == "running":
             add(Decision(backup.id, KEEP, *_RUNNING))
         else:
-            add(Decision(backup.id, KEEP, f"unknown status {status!r}: left alone",
-                         (UNKNOWN_STATUS,)))  # fmt: skip
+            add(
+                Decision(
+                    backup.id, KEEP, f"unknown status {status!r}: left alone", (UNKNOWN_STATUS,)
+                )
+            )
     return decisions

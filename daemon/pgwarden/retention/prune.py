@@ -63,11 +63,19 @@ class Entry:
     def as_dict(self) -> dict[str, Any]:
         r = self.record
         return {
-            "id": r.id, "backup": r.short_id, "started_at": r.started_at.isoformat(),
-            "status": r.status, "size_bytes": r.size_bytes, "pinned": r.pinned,
-            "tags": list(r.tags), "decision": self.action, "reason": self.reason,
-            "rules": list(self.rules), "result": self.result, "notes": list(self.notes),
-        }  # fmt: skip
+            "id": r.id,
+            "backup": r.short_id,
+            "started_at": r.started_at.isoformat(),
+            "status": r.status,
+            "size_bytes": r.size_bytes,
+            "pinned": r.pinned,
+            "tags": list(r.tags),
+            "decision": self.action,
+            "reason": self.reason,
+            "rules": list(self.rules),
+            "result": self.result,
+            "notes": list(self.notes),
+        }
 
 
 @dataclass
@@ -92,13 +100,21 @@ class PruneOutcome:
 
     @property
     def freed_bytes(self) -> int:
-        return sum(e.record.size_bytes or 0 for e in self.entries
-                   if e.result == "deleted" and e.record.status == "complete")  # fmt: skip
+        return sum(
+            e.record.size_bytes or 0
+            for e in self.entries
+            if e.result == "deleted" and e.record.status == "complete"
+        )
 
     def kept_complete(self) -> list[BackupRecord]:
         """The complete backups still in storage after this prune."""
-        return [e.record for e in self.entries if e.record.status == "complete"
-                and e.result != "deleted" and NOT_IN_STORAGE not in e.rules]  # fmt: skip
+        return [
+            e.record
+            for e in self.entries
+            if e.record.status == "complete"
+            and e.result != "deleted"
+            and NOT_IN_STORAGE not in e.rules
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         kept = self.kept_complete()
@@ -108,16 +124,21 @@ class PruneOutcome:
             if entry.result != "deleted":
                 by_state[entry.record.status] = by_state.get(entry.record.status, 0) + 1
         return {
-            "target": self.target, "dry_run": self.dry_run, "now": self.now.isoformat(),
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "now": self.now.isoformat(),
             "deleted": self.deleted,
             "would_delete": sum(1 for e in self.entries if e.result == "would delete"),
             "kept": sum(1 for e in self.entries if e.action == retention.KEEP),
-            "freed_bytes": self.freed_bytes, "stored_bytes": self.stored_bytes,
+            "freed_bytes": self.freed_bytes,
+            "stored_bytes": self.stored_bytes,
             "backups_by_state": by_state,
             "oldest_backup_at": oldest.isoformat() if oldest else None,
             "backups": [e.as_dict() for e in self.entries],
-            "errors": list(self.errors), "warnings": list(self.warnings), "ok": self.ok,
-        }  # fmt: skip
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+            "ok": self.ok,
+        }
 
 
 def default_locks(catalog: Catalog) -> BackupLocks:
@@ -131,9 +152,14 @@ def default_locks(catalog: Catalog) -> BackupLocks:
 
 
 def prune_target(
-    target: TargetConfig, catalog: Catalog, storage: Storage, *, dry_run: bool = False,
-    now: datetime | None = None, locks: BackupLocks | None = None,
-) -> PruneOutcome:  # fmt: skip
+    target: TargetConfig,
+    catalog: Catalog,
+    storage: Storage,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    locks: BackupLocks | None = None,
+) -> PruneOutcome:
     """Plan retention for ``target`` and, unless ``dry_run``, apply it (module docstring)."""
     now = now or datetime.now(UTC)
     locks = locks or default_locks(catalog)
@@ -145,8 +171,7 @@ def prune_target(
     by_id = {r.id: r for r in plannable}
     deleter = _Deleter(catalog, storage, locks, outcome)
     for decision in plan.decisions:
-        entry = Entry(by_id[decision.backup_id], decision.action, decision.reason,
-                      decision.rules)  # fmt: skip
+        entry = Entry(by_id[decision.backup_id], decision.action, decision.reason, decision.rules)
         outcome.entries.append(entry)
         if decision.action == retention.DELETE:
             if dry_run:
@@ -159,8 +184,14 @@ def prune_target(
         outcome.stored_bytes = storage.stored_bytes(target.name)
     except (BackupError, OSError) as exc:
         outcome.warnings.append(f"cannot measure the stored bytes: {exc}")
-    log.info("prune", target=target.name, dry_run=dry_run, deleted=outcome.deleted,
-             kept=len(plan.keep_ids), errors=len(outcome.errors))  # fmt: skip
+    log.info(
+        "prune",
+        target=target.name,
+        dry_run=dry_run,
+        deleted=outcome.deleted,
+        kept=len(plan.keep_ids),
+        errors=len(outcome.errors),
+    )
     return outcome
 
 
@@ -178,24 +209,29 @@ def _against_storage(
         whole = found is not None and found.has_artifact
         if row.status == "complete" and not whole:
             what = "its manifest" if found is None else "its file"
-            reason = (f"not in storage ({what} is missing): not counted, not touched; "
-                      f"{REBUILD_HINT}")  # fmt: skip
+            reason = f"not in storage ({what} is missing): not counted, not touched; {REBUILD_HINT}"
             unplanned.append(Entry(row, retention.KEEP, reason, (NOT_IN_STORAGE,)))
-            outcome.warnings.append(f"backup {row.short_id}: catalog says complete, but {what} "
-                                    f"is missing from storage; {REBUILD_HINT}")  # fmt: skip
+            outcome.warnings.append(
+                f"backup {row.short_id}: catalog says complete, but {what} "
+                f"is missing from storage; {REBUILD_HINT}"
+            )
         elif row.status in ("failed", "interrupted") and whole:
             plannable.append(dataclasses.replace(row, status="complete"))
-            outcome.warnings.append(f"backup {row.short_id}: catalog says {row.status}, but "
-                                    f"storage holds it complete; planned as complete; "
-                                    f"{REBUILD_HINT}")  # fmt: skip
+            outcome.warnings.append(
+                f"backup {row.short_id}: catalog says {row.status}, but "
+                f"storage holds it complete; planned as complete; "
+                f"{REBUILD_HINT}"
+            )
         else:
             plannable.append(row)
     known = {artifact_name(r.path) for r in rows}
     unknown = sorted(name for name, s in stored.items() if s.has_artifact and name not in known)
     if unknown:
-        outcome.warnings.append(f"{len(unknown)} backup(s) in storage are not in the catalog "
-                                f"(not counted, not touched: {', '.join(unknown[:5])}); "
-                                f"{REBUILD_HINT}")  # fmt: skip
+        outcome.warnings.append(
+            f"{len(unknown)} backup(s) in storage are not in the catalog "
+            f"(not counted, not touched: {', '.join(unknown[:5])}); "
+            f"{REBUILD_HINT}"
+        )
     return plannable, unplanned
 
 
@@ -248,14 +284,23 @@ class _Deleter:
                 return
             entry.result = "deleted"
             lock.discard()
-        log.info("deleted backup", target=self.outcome.target, backup=entry.record.short_id,
-                 status=original.status, reason=entry.reason)  # fmt: skip
+        log.info(
+            "deleted backup",
+            target=self.outcome.target,
+            backup=entry.record.short_id,
+            status=original.status,
+            reason=entry.reason,
+        )
 
     def _error(self, entry: Entry, message: str) -> None:
         entry.notes.append(message)
         self.outcome.errors.append(f"backup {entry.record.short_id}: {message}")
-        log.error("prune could not delete", target=self.outcome.target,
-                  backup=entry.record.short_id, error=message)  # fmt: skip
+        log.error(
+            "prune could not delete",
+            target=self.outcome.target,
+            backup=entry.record.short_id,
+            error=message,
+        )
 
     def _note(self, entry: Entry, message: str) -> None:
         entry.notes.append(message)

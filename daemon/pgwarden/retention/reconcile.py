@@ -72,8 +72,15 @@ def scan(storage: Storage, target: str | None = None) -> list[StoredBackup]:
     found = []
     for manifest in storage.list_manifests(target):
         artifact = storage.artifact_for(manifest)
-        found.append(StoredBackup(manifest.parent.name, artifact.name, manifest, artifact,
-                                  artifact.exists() or artifact.is_symlink()))  # fmt: skip
+        found.append(
+            StoredBackup(
+                manifest.parent.name,
+                artifact.name,
+                manifest,
+                artifact,
+                artifact.exists() or artifact.is_symlink(),
+            )
+        )
     return found
 
 
@@ -85,28 +92,35 @@ def _read(storage: Storage, stored: StoredBackup) -> tuple[dict[str, Any], str]:
     except CatalogError as exc:
         raise BackupError(str(exc)) from exc
     if facts.target != stored.target:
-        raise BackupError(f"{stored.manifest}: says target {facts.target!r} but lies in the "
-                          f"directory of {stored.target!r}")  # fmt: skip
+        raise BackupError(
+            f"{stored.manifest}: says target {facts.target!r} but lies in the "
+            f"directory of {stored.target!r}"
+        )
     return data, facts.id
 
 
 def _orphan_problem(path: Path, row: BackupRecord | None = None) -> Problem:
     listed = f" (the catalog lists backup {row.id[:8]} as complete)" if row else ""
     return Problem(
-        "orphan_file", "warning", path.parent.name,
+        "orphan_file",
+        "warning",
+        path.parent.name,
         f"{path}: a file without a manifest is not a backup{listed}; an interrupted publish "
         "leaves one (a backup being published right now does too) -- remove it by hand",
-        path=str(path), backup_id=row.id if row else None,
-    )  # fmt: skip
+        path=str(path),
+        backup_id=row.id if row else None,
+    )
 
 
 def _dangling_problem(stored: StoredBackup) -> Problem:
     return Problem(
-        "manifest_without_artifact", "error", stored.target,
+        "manifest_without_artifact",
+        "error",
+        stored.target,
         f"{stored.manifest}: manifest without its backup file {stored.name}: that backup is "
         f"gone; {REBUILD_HINT} (marks it deleted), then remove the manifest",
         path=str(stored.manifest),
-    )  # fmt: skip
+    )
 
 
 def _unreadable_problem(stored: StoredBackup, exc: BackupError) -> Problem:
@@ -141,22 +155,31 @@ def find_problems(catalog: Catalog, storage: Storage, target: str | None = None)
             continue
         if (row.target, artifact_name(row.path)) in orphan_names:
             continue  # reported with the orphan
-        problems.append(Problem(
-            "missing_backup", "error", row.target,
-            f"the catalog lists backup {row.id[:8]} of {row.target} ({row.path}, started "
-            f"{row.started_at:%Y-%m-%d %H:%M} UTC) as complete, but storage has neither its "
-            f"file nor its manifest; {REBUILD_HINT} (marks it deleted)",
-            backup_id=row.id,
-        ))  # fmt: skip
+        problems.append(
+            Problem(
+                "missing_backup",
+                "error",
+                row.target,
+                f"the catalog lists backup {row.id[:8]} of {row.target} ({row.path}, started "
+                f"{row.started_at:%Y-%m-%d %H:%M} UTC) as complete, but storage has neither its "
+                f"file nor its manifest; {REBUILD_HINT} (marks it deleted)",
+                backup_id=row.id,
+            )
+        )
     listed = {r.id for r in complete}
     for backup_id, stored in in_storage.items():
         if backup_id not in listed:
-            problems.append(Problem(
-                "not_in_catalog", "warning", stored.target,
-                f"{stored.artifact}: a backup in storage that the catalog does not list as "
-                f"complete (so retention does not count it); {REBUILD_HINT}",
-                path=str(stored.artifact), backup_id=backup_id,
-            ))  # fmt: skip
+            problems.append(
+                Problem(
+                    "not_in_catalog",
+                    "warning",
+                    stored.target,
+                    f"{stored.artifact}: a backup in storage that the catalog does not list as "
+                    f"complete (so retention does not count it); {REBUILD_HINT}",
+                    path=str(stored.artifact),
+                    backup_id=backup_id,
+                )
+            )
     return problems
 
 
@@ -180,11 +203,15 @@ class RebuildReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "storage": self.location, "manifests": self.manifests, "added": self.added,
-            "refreshed": self.refreshed, "marked_deleted": self.marked_deleted,
-            "targets": self.targets, "problems": [p.as_dict() for p in self.problems],
+            "storage": self.location,
+            "manifests": self.manifests,
+            "added": self.added,
+            "refreshed": self.refreshed,
+            "marked_deleted": self.marked_deleted,
+            "targets": self.targets,
+            "problems": [p.as_dict() for p in self.problems],
             "ok": self.ok,
-        }  # fmt: skip
+        }
 
 
 def rebuild_catalog(catalog: Catalog, storage: Storage, target: str | None = None) -> RebuildReport:
@@ -201,8 +228,11 @@ def rebuild_catalog(catalog: Catalog, storage: Storage, target: str | None = Non
         except BackupError as exc:
             report.problems.append(_unreadable_problem(stored, exc))
             # a damaged description does not make the file go away: keep its row as it is
-            present.update(r.id for r in before.values() if r.target == stored.target
-                           and artifact_name(r.path) == stored.name)  # fmt: skip
+            present.update(
+                r.id
+                for r in before.values()
+                if r.target == stored.target and artifact_name(r.path) == stored.name
+            )
             continue
         if not stored.has_artifact:
             report.problems.append(_dangling_problem(stored))
@@ -217,11 +247,15 @@ def rebuild_catalog(catalog: Catalog, storage: Storage, target: str | None = Non
     for name in sorted(complete_targets | seen_targets):
         if name not in seen_targets:
             count = sum(1 for r in before.values() if r.target == name and r.status == "complete")
-            report.problems.append(Problem(
-                "no_storage", "warning", name,
-                f"storage {storage.location} holds nothing for target {name} (is it mounted?): "
-                f"its {count} complete catalog backups are left as they are",
-            ))  # fmt: skip
+            report.problems.append(
+                Problem(
+                    "no_storage",
+                    "warning",
+                    name,
+                    f"storage {storage.location} holds nothing for target {name} (is it mounted?): "
+                    f"its {count} complete catalog backups are left as they are",
+                )
+            )
             continue
         report.marked_deleted.extend(catalog.mark_absent_deleted(present, name))
     report.targets = sorted(seen_targets)
@@ -234,9 +268,12 @@ def _manifest_path(storage: Storage, record: BackupRecord) -> Path | None:
 
 
 def _write_pinned(
-    storage: Storage, record: BackupRecord, manifest: Path, pinned: bool,
+    storage: Storage,
+    record: BackupRecord,
+    manifest: Path,
+    pinned: bool,
     locks: BackupLocks | None,
-) -> None:  # fmt: skip
+) -> None:
     guard: AbstractContextManager[Any] = (
         locks.manifest_update(record.id) if locks is not None else nullcontext()
     )
@@ -250,9 +287,14 @@ def _write_pinned(
 
 
 def set_pin(
-    catalog: Catalog, storage: Storage, ref: str, pinned: bool, *, target: str | None = None,
+    catalog: Catalog,
+    storage: Storage,
+    ref: str,
+    pinned: bool,
+    *,
+    target: str | None = None,
     locks: BackupLocks | None = None,
-) -> BackupRecord:  # fmt: skip
+) -> BackupRecord:
     """Pin or unpin a backup in the catalog and in its manifest; return the updated row."""
     record = catalog.get_backup(ref, target)
     if pinned and record.status != "complete":
@@ -261,15 +303,18 @@ def set_pin(
     has_manifest = manifest is not None and manifest.exists()
     if pinned:
         if manifest is None or not has_manifest:
-            raise BackupError(f"backup {record.id[:8]} has no manifest in storage ({manifest}); "
-                              f"{REBUILD_HINT}")  # fmt: skip
+            raise BackupError(
+                f"backup {record.id[:8]} has no manifest in storage ({manifest}); {REBUILD_HINT}"
+            )
         record = catalog.set_pinned(record.id, True)
         try:
             _write_pinned(storage, record, manifest, True, locks)
         except BackupError as exc:
-            raise BackupError(f"backup {record.id[:8]} is pinned in the catalog, but its "
-                              f"manifest could not say so (a catalog rebuild would lose the "
-                              f"pin): {exc}") from exc  # fmt: skip
+            raise BackupError(
+                f"backup {record.id[:8]} is pinned in the catalog, but its "
+                f"manifest could not say so (a catalog rebuild would lose the "
+                f"pin): {exc}"
+            ) from exc
         return record
     if manifest is not None and has_manifest:
         _write_pinned(storage, record, manifest, False, locks)

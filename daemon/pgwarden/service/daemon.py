@@ -187,8 +187,9 @@ class Daemon:
             dead = self.dead_threads()
             if dead:
                 self.fatal = f"infrastructure thread(s) died: {', '.join(dead)}"
-                log.critical("fatal: a thread died, exiting so that systemd restarts pgwarden",
-                             threads=dead)  # fmt: skip
+                log.critical(
+                    "fatal: a thread died, exiting so that systemd restarts pgwarden", threads=dead
+                )
                 self.notifier.status(self.fatal)
                 return 1
             if self.flags.reload:

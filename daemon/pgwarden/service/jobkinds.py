@@ -36,9 +36,16 @@ def backup_job(job: Job, state: ServiceState) -> dict[str, Any]:
         metrics.storage_free.set(free)
 
     request = BackupRequest(
-        target, job.config, state.catalog, state.storage, _tags(job),
-        cancel=job.cancel, progress=job.report, on_tool=on_tool, on_space=on_space,
-    )  # fmt: skip
+        target,
+        job.config,
+        state.catalog,
+        state.storage,
+        _tags(job),
+        cancel=job.cancel,
+        progress=job.report,
+        on_tool=on_tool,
+        on_space=on_space,
+    )
     return take_backup(request).as_dict()
 
 
@@ -48,9 +55,14 @@ def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
 
     target = job.config.target(job.target)
     request = VerifyRequest(
-        target, job.config, state.catalog, state.storage,
-        backup_ref=job.args.get("backup"), cancel=job.cancel, progress=job.report,
-    )  # fmt: skip
+        target,
+        job.config,
+        state.catalog,
+        state.storage,
+        backup_ref=job.args.get("backup"),
+        cancel=job.cancel,
+        progress=job.report,
+    )
     try:
         return run_verification(request).as_dict()
     except DrillFailed as exc:

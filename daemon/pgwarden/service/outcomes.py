@@ -123,8 +123,7 @@ def refresh_target(state: ServiceState, target: str) -> None:
         stored = state.storage.stored_bytes(target)
         free = state.storage.free_bytes(target)
     except (PgwardenError, OSError) as exc:
-        log.warning("cannot refresh storage metrics", target=target,
-                    error=logsetup.scrub(str(exc)))  # fmt: skip
+        log.warning("cannot refresh storage metrics", target=target, error=logsetup.scrub(str(exc)))
         return
     counts = {"complete": len(kept), "failed": summary.failed_count if summary else 0}
     for backup_state in BACKUP_STATES:
@@ -150,8 +149,11 @@ def restore_gauges(state: ServiceState) -> None:
         try:
             _restore_target(state, name, summaries.get(name))
         except PgwardenError as exc:
-            log.warning("cannot restore metrics from the catalog", target=name,
-                        error=logsetup.scrub(str(exc)))  # fmt: skip
+            log.warning(
+                "cannot restore metrics from the catalog",
+                target=name,
+                error=logsetup.scrub(str(exc)),
+            )
         refresh_target(state, name)
 
 

@@ -99,8 +99,11 @@ class Scheduler:
         fired = []
         for entry in self._entries.values():
             if entry.due_at <= now:
-                fired.append(Entry(entry.key, entry.expression, entry.next_fire, entry.due_at,
-                                   entry.catch_up))  # fmt: skip
+                fired.append(
+                    Entry(
+                        entry.key, entry.expression, entry.next_fire, entry.due_at, entry.catch_up
+                    )
+                )
                 if entry.catch_up and entry.next_fire > now:
                     # a catch-up run leaves the regular upcoming fire in place
                     entry.due_at = self._jittered(entry.next_fire)

@@ -31,16 +31,24 @@ log = logsetup.get_logger("pgwarden.state")
 
 #: settings that are bound at start-up; changing them needs a restart, not a reload
 RESTART_ONLY = (
-    ("daemon", "state_dir"), ("daemon", "catalog_url"), ("daemon", "socket"),
-    ("metrics", "listen"), ("metrics", "enabled"), ("storage", "path"),
-)  # fmt: skip
+    ("daemon", "state_dir"),
+    ("daemon", "catalog_url"),
+    ("daemon", "socket"),
+    ("metrics", "listen"),
+    ("metrics", "enabled"),
+    ("storage", "path"),
+)
 
 
 #: what the start-up checks, the jobs and the monitor import when they first run
 BACKGROUND_MODULES = (
-    "pgwarden.service.jobkinds", "pgwarden.restore.outcome", "pgwarden.restore.drill",
-    "pgwarden.storage.locks", "pgwarden.retention.prune", "pgwarden.monitor.thread",
-)  # fmt: skip
+    "pgwarden.service.jobkinds",
+    "pgwarden.restore.outcome",
+    "pgwarden.restore.drill",
+    "pgwarden.storage.locks",
+    "pgwarden.retention.prune",
+    "pgwarden.monitor.thread",
+)
 
 
 def import_background_modules() -> None:
@@ -107,8 +115,11 @@ class ServiceState:
                     1 if pg_dump_usable(target) else 0
                 )
             except Exception as exc:  # noqa: BLE001 - a server down at start-up is not fatal
-                log.warning("cannot check the server at start-up", target=target.name,
-                            error=logsetup.scrub(str(exc)))  # fmt: skip
+                log.warning(
+                    "cannot check the server at start-up",
+                    target=target.name,
+                    error=logsetup.scrub(str(exc)),
+                )
 
     def last_run(self, target: str, kind: str) -> datetime | None:
         return self.catalog.last_run(target, kind)

@@ -72,8 +72,8 @@ def _free_port(preferred: int) -> int:
 
 
 def _template() -> str:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_data" / "demo.toml", here.parents[1] / "config" / "demo.toml"):
+    package = Path(__file__).resolve().parents[1]  # pgwarden/
+    for candidate in (package / "_data" / "demo.toml", package.parents[1] / "config" / "demo.toml"):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")
     raise PgwardenError("demo.toml is missing from this installation")

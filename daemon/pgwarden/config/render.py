@@ -85,10 +85,10 @@ def render_effective(config: Config) -> str:
 
 def example_path() -> Path:
     """The shipped, commented example config (in the wheel, or in the source tree)."""
-    here = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # pgwarden/
     for candidate in (
-        here / "_data" / "pgwarden.example.toml",
-        here.parents[1] / "config" / "pgwarden.example.toml",
+        package / "_data" / "pgwarden.example.toml",
+        package.parents[1] / "config" / "pgwarden.example.toml",
     ):
         if candidate.is_file():
             return candidate

@@ -18,6 +18,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check daemon tests benchmarks migrations
 	$(BIN)/ruff format --check daemon tests benchmarks migrations
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict daemon/pgwarden

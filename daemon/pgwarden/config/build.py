@@ -204,8 +204,28 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     dsn = r.dsn("dsn", required=True)
     creds = _credentials(r, plaintext_ok, "dsn", dsn)
     bin_dir = r.opt_path("bin_dir")
+    backup = _backup(r.section("backup"), tz)
+    retention = _retention(r.section("retention"), tz)
+    verify = _verify(r.section("verify"), plaintext_ok, tz)
+    migrations = _migrations(r.section("migrations"), plaintext_ok)
+    pools = _pools(r)
+    r.finish()
+    if name is None or dsn is None:
+        return None
+    return TargetConfig(
+        name=name,
+        dsn=dsn,
+        credentials=creds,
+        bin_dir=bin_dir,
+        backup=backup,
+        retention=retention,
+        verify=verify,
+        pools=pools,
+        migrations=migrations,
+    )
 
-    b = r.section("backup")
+
+def _backup(b: SubReader, tz: str) -> BackupSettings:
     bd = BackupSettings()
     backup = BackupSettings(
         enabled=b.flag("enabled", bd.enabled),
@@ -226,12 +246,24 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         extra_args=b.str_list("extra_args"),
         dump_globals=b.flag("dump_globals", bd.dump_globals),
     )
-    for arg in backup.extra_args:
+    _check_extra_args(b, backup.extra_args)
+    _check_compression(b, backup)
+    b.finish()
+    return backup
+
+
+def _check_extra_args(b: SubReader, extra_args: tuple[str, ...]) -> None:
+    """Refuse pg_dump options that would override the ones pgwarden sets itself."""
+    for arg in extra_args:
         option = arg.split("=", 1)[0]
         if option in RESERVED_PG_DUMP_OPTIONS or any(
             arg.startswith(o) and len(o) == 2 for o in RESERVED_PG_DUMP_OPTIONS
         ):
             b.error("extra_args", f"{arg!r} would override an option pgwarden sets itself")
+
+
+def _check_compression(b: SubReader, backup: BackupSettings) -> None:
+    """gzip's levels stop at 9; plain backups are gzip (or uncompressed), never zstd."""
     gzip_used = backup.compression == "gzip" or (
         backup.format == "plain" and backup.compression == "auto"
     )
@@ -239,9 +271,9 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         b.error("compression_level", f"gzip levels are 0..9 (got {backup.compression_level})")
     if backup.format == "plain" and backup.compression == "zstd":
         b.error("compression", "plain backups are gzip-compressed (.sql.gz) for stock tools")
-    b.finish()
 
-    rr = r.section("retention")
+
+def _retention(rr: SubReader, tz: str) -> RetentionSettings:
     rd = RetentionSettings()
     retention = RetentionSettings(
         keep_days=rr.integer("keep_days", rd.keep_days, minimum=1, maximum=36500),
@@ -252,26 +284,14 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         schedule=rr.opt_cron("schedule", rd.schedule, tz),
     )
     rr.finish()
+    return retention
 
-    v = r.section("verify")
+
+def _verify(v: SubReader, plaintext_ok: bool, tz: str) -> VerifySettings:
     vd = VerifySettings()
     vdsn = v.dsn("dsn", required=False)
     vcreds = _credentials(v, plaintext_ok, "dsn", vdsn)
-    checks = []
-    for c in v.table_array("checks"):
-        check = SqlCheck(
-            name=c.string("name", required=True),
-            sql=c.string("sql", required=True),
-            min=c.opt_number("min"),
-            max=c.opt_number("max"),
-            equals=c.opt_scalar("equals"),
-        )
-        if check.min is None and check.max is None and check.equals is None:
-            c.error("min", "a check needs at least one of min, max, equals")
-        if check.min is not None and check.max is not None and check.min > check.max:
-            c.error("max", f"must be >= min ({check.min}) (got {check.max})")
-        c.finish()
-        checks.append(check)
+    checks = tuple(_sql_check(c) for c in v.table_array("checks"))
     verify = VerifySettings(
         enabled=v.flag("enabled", vd.enabled),
         schedule=v.cron("schedule", vd.schedule, tz),
@@ -280,11 +300,29 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         jobs=v.integer("jobs", vd.jobs, minimum=1, maximum=64),
         after_backup=v.flag("after_backup", vd.after_backup),
         random_older=v.flag("random_older", vd.random_older),
-        checks=tuple(checks),
+        checks=checks,
     )
     v.finish()
+    return verify
 
-    m = r.section("migrations")
+
+def _sql_check(c: SubReader) -> SqlCheck:
+    check = SqlCheck(
+        name=c.string("name", required=True),
+        sql=c.string("sql", required=True),
+        min=c.opt_number("min"),
+        max=c.opt_number("max"),
+        equals=c.opt_scalar("equals"),
+    )
+    if check.min is None and check.max is None and check.equals is None:
+        c.error("min", "a check needs at least one of min, max, equals")
+    if check.min is not None and check.max is not None and check.min > check.max:
+        c.error("max", f"must be >= min ({check.min}) (got {check.max})")
+    c.finish()
+    return check
+
+
+def _migrations(m: SubReader, plaintext_ok: bool) -> MigrationSettings:
     md = MigrationSettings()
     mdsn = m.dsn("dsn", required=False)
     migrations = MigrationSettings(
@@ -307,7 +345,11 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
             f"(got {migrations.url_scheme!r})",
         )
     m.finish()
+    return migrations
 
+
+def _pools(r: SubReader) -> tuple[AppPool, ...]:
+    """``[[targets.pools]]``: each application's pool, one entry per application."""
     pools = []
     for p in r.table_array("pools"):
         pools.append(
@@ -321,20 +363,7 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     apps = [p.application for p in pools]
     for dup in sorted({a for a in apps if apps.count(a) > 1}):
         r.error("pools", f"application {dup!r} is listed more than once")
-    r.finish()
-    if name is None or dsn is None:
-        return None
-    return TargetConfig(
-        name=name,
-        dsn=dsn,
-        credentials=creds,
-        bin_dir=bin_dir,
-        backup=backup,
-        retention=retention,
-        verify=verify,
-        pools=tuple(pools),
-        migrations=migrations,
-    )
+    return tuple(pools)
 
 
 def _pgbouncer(r: SubReader, plaintext_ok: bool) -> PgBouncerConfig | None:

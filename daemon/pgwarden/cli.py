@@ -13,11 +13,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pgwarden
 from pgwarden.errors import EXIT_FAILED, EXIT_USAGE, PgwardenError
 
 Handler = Callable[[argparse.Namespace], int]
+_COMMANDS_PACKAGE = "pgwarden.commands."
 
 
 def _resolve(spec: str) -> Handler:
@@ -38,18 +40,178 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _config_opt(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=None,
-        help="config file (default: $PGWARDEN_CONFIG or /etc/pgwarden/pgwarden.toml)",
+#: an argument: ``add_argument``'s flags (or name) and keywords
+_Arg = tuple[tuple[str, ...], dict[str, Any]]
+
+
+class _Command(NamedTuple):
+    """One subcommand: its name, help text, arguments in order, and handler.
+
+    ``handler`` is ``module:function`` under :mod:`pgwarden.commands`, imported only when the
+    command runs; ``None`` for an action whose parent's handler dispatches on ``action``.
+    """
+
+    name: str
+    help: str
+    args: tuple[_Arg, ...] = ()
+    handler: str | None = None
+    defaults: tuple[tuple[str, object], ...] = ()
+    actions: tuple[_Command, ...] = ()  # sub-actions, parsed into ``args.action``
+
+
+_CONFIG: _Arg = (
+    ("-c", "--config"),
+    {
+        "type": Path,
+        "default": None,
+        "help": "config file (default: $PGWARDEN_CONFIG or /etc/pgwarden/pgwarden.toml)",
+    },
+)
+_JSON: _Arg = (("--json",), {"action": "store_true", "help": "machine-readable output"})
+_TARGET: _Arg = (("target",), {})
+_ANY_TARGET: _Arg = (("target",), {"nargs": "?"})
+_BACKUP_OR_NEWEST: _Arg = (
+    ("backup",),
+    {"nargs": "?", "help": "backup id or prefix (default: newest)"},
+)
+
+
+def _pin_command(name: str, pin: bool) -> _Command:
+    return _Command(
+        name,
+        f"{name} a backup (pinned backups are never pruned)",
+        (_CONFIG, _TARGET, (("backup",), {}), _JSON),
+        "retention_cmd:cmd_pin",
+        defaults=(("pin", pin),),
     )
 
 
-def _json_opt(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+_MIGRATE_ACTIONS = (
+    _Command(
+        "check",
+        "check the migration policy (exit 1 on an error)",
+        (
+            _CONFIG,
+            (
+                ("target",),
+                {"nargs": "?", "help": "default: every target with migrations configured"},
+            ),
+            _JSON,
+        ),
+    ),
+    _Command(
+        "upgrade",
+        "pre-migration backup, then alembic upgrade head (no downgrade exists)",
+        (
+            _CONFIG,
+            _TARGET,
+            (("--dry-run",), {"action": "store_true", "help": "print the plan, change nothing"}),
+            _JSON,
+        ),
+    ),
+)
+
+#: every subcommand but ``ctl`` (configured by :mod:`pgwarden.control.ctl_cli`), in help order
+_COMMANDS = (
+    _Command("run", "run the daemon in the foreground", (_CONFIG,), "daemon_cmd:cmd_run"),
+    _Command(
+        "demo",
+        "embedded PostgreSQL + sample data + the daemon",
+        (
+            (
+                ("--dir",),
+                {"type": Path, "default": None, "help": "working folder (default: a temp dir)"},
+            ),
+            (
+                ("--duration",),
+                {
+                    "type": float,
+                    "default": None,
+                    "help": "stop after this many seconds (default: until Ctrl-C)",
+                },
+            ),
+        ),
+        "daemon_cmd:cmd_demo",
+    ),
+    _Command(
+        "config",
+        "check, show or create a configuration",
+        (
+            (("action",), {"choices": ["init", "check", "show"]}),
+            _CONFIG,
+            (("--force",), {"action": "store_true", "help": "init: overwrite an existing file"}),
+            _JSON,
+        ),
+        "config_cmd:cmd_config",
+    ),
+    _Command(
+        "backup",
+        "take a backup now (no daemon needed)",
+        (
+            _CONFIG,
+            _TARGET,
+            (
+                ("--tag",),
+                {"action": "append", "default": [], "help": "extra tag (e.g. pre-migration)"},
+            ),
+            _JSON,
+        ),
+        "backup_cmd:cmd_backup",
+    ),
+    _Command(
+        "verify",
+        "restore drill of a backup into a scratch database",
+        (_CONFIG, _TARGET, _BACKUP_OR_NEWEST, _JSON),
+        "restore_cmd:cmd_verify",
+    ),
+    _Command(
+        "prune",
+        "apply retention (or show the plan with --dry-run)",
+        (_CONFIG, _ANY_TARGET, (("--dry-run",), {"action": "store_true"}), _JSON),
+        "retention_cmd:cmd_prune",
+    ),
+    _Command(
+        "restore",
+        "restore a backup into a new database",
+        (
+            _CONFIG,
+            _TARGET,
+            _BACKUP_OR_NEWEST,
+            (("--into",), {"required": True, "metavar": "DBNAME"}),
+            (("--force",), {"action": "store_true", "help": "restore into a non-empty database"}),
+            (("--dry-run",), {"action": "store_true", "help": "print the commands, run nothing"}),
+            (("--verify",), {"action": "store_true", "help": "run the drill checks afterwards"}),
+            _JSON,
+        ),
+        "restore_cmd:cmd_restore",
+    ),
+    _Command(
+        "backups",
+        "list backups, newest first",
+        (_CONFIG, _ANY_TARGET, _JSON),
+        "backup_cmd:cmd_backups",
+    ),
+    _pin_command("pin", True),
+    _pin_command("unpin", False),
+    _Command(
+        "catalog",
+        "catalog maintenance",
+        ((("action",), {"choices": ["rebuild"]}), _CONFIG, _JSON),
+        "retention_cmd:cmd_catalog",
+    ),
+    _Command(
+        "check",
+        "production checklist, pgvector and pool report",
+        (_CONFIG, _ANY_TARGET, _JSON),
+        "check_cmd:cmd_check",
+    ),
+    _Command(
+        "migrate",
+        "forward-only guard and safe upgrade of a target's Alembic migrations",
+        handler="migrate_cmd:cmd_migrate",
+        actions=_MIGRATE_ACTIONS,
+    ),
+)
 
 
 class _VersionAction(argparse.Action):
@@ -63,114 +225,30 @@ class _VersionAction(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     from pgwarden.control import ctl_cli
 
-    c = "pgwarden.commands."
     parser = _Parser(prog="pgwarden", description="Keeps a VPS's PostgreSQL safe and observable.")
     parser.add_argument(
         "--version", action=_VersionAction, nargs=0, help="show the version and exit"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def add(name: str, handler: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
-        return p
-
-    p = add("run", c + "daemon_cmd:cmd_run", "run the daemon in the foreground")
-    _config_opt(p)
-
-    p = add("demo", c + "daemon_cmd:cmd_demo", "embedded PostgreSQL + sample data + the daemon")
-    p.add_argument("--dir", type=Path, default=None, help="working folder (default: a temp dir)")
-    p.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        help="stop after this many seconds (default: until Ctrl-C)",
+    for command in _COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        _configure(p, command)
+    ctl_cli.configure_parser(
+        sub.add_parser("ctl", help="talk to the running daemon over its control socket")
     )
-
-    p = add("config", c + "config_cmd:cmd_config", "check, show or create a configuration")
-    p.add_argument("action", choices=["init", "check", "show"])
-    _config_opt(p)
-    p.add_argument("--force", action="store_true", help="init: overwrite an existing file")
-    _json_opt(p)
-
-    p = add("backup", c + "backup_cmd:cmd_backup", "take a backup now (no daemon needed)")
-    _config_opt(p)
-    p.add_argument("target")
-    p.add_argument("--tag", action="append", default=[], help="extra tag (e.g. pre-migration)")
-    _json_opt(p)
-
-    p = add(
-        "verify", c + "restore_cmd:cmd_verify", "restore drill of a backup into a scratch database"
-    )
-    _config_opt(p)
-    p.add_argument("target")
-    p.add_argument("backup", nargs="?", help="backup id or prefix (default: newest)")
-    _json_opt(p)
-
-    p = add(
-        "prune", c + "retention_cmd:cmd_prune", "apply retention (or show the plan with --dry-run)"
-    )
-    _config_opt(p)
-    p.add_argument("target", nargs="?")
-    p.add_argument("--dry-run", action="store_true")
-    _json_opt(p)
-
-    p = add("restore", c + "restore_cmd:cmd_restore", "restore a backup into a new database")
-    _config_opt(p)
-    p.add_argument("target")
-    p.add_argument("backup", nargs="?", help="backup id or prefix (default: newest)")
-    p.add_argument("--into", required=True, metavar="DBNAME")
-    p.add_argument("--force", action="store_true", help="restore into a non-empty database")
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    p.add_argument("--verify", action="store_true", help="run the drill checks afterwards")
-    _json_opt(p)
-
-    p = add("backups", c + "backup_cmd:cmd_backups", "list backups, newest first")
-    _config_opt(p)
-    p.add_argument("target", nargs="?")
-    _json_opt(p)
-
-    for name, pin in (("pin", True), ("unpin", False)):
-        p = add(
-            name, c + "retention_cmd:cmd_pin", f"{name} a backup (pinned backups are never pruned)"
-        )
-        _config_opt(p)
-        p.add_argument("target")
-        p.add_argument("backup")
-        p.set_defaults(pin=pin)
-        _json_opt(p)
-
-    p = add("catalog", c + "retention_cmd:cmd_catalog", "catalog maintenance")
-    p.add_argument("action", choices=["rebuild"])
-    _config_opt(p)
-    _json_opt(p)
-
-    p = add("check", c + "check_cmd:cmd_check", "production checklist, pgvector and pool report")
-    _config_opt(p)
-    p.add_argument("target", nargs="?")
-    _json_opt(p)
-
-    p = add(
-        "migrate",
-        c + "migrate_cmd:cmd_migrate",
-        "forward-only guard and safe upgrade of a target's Alembic migrations",
-    )
-    actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    m = actions.add_parser("check", help="check the migration policy (exit 1 on an error)")
-    _config_opt(m)
-    m.add_argument("target", nargs="?", help="default: every target with migrations configured")
-    _json_opt(m)
-    m = actions.add_parser(
-        "upgrade", help="pre-migration backup, then alembic upgrade head (no downgrade exists)"
-    )
-    _config_opt(m)
-    m.add_argument("target")
-    m.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    _json_opt(m)
-
-    p = sub.add_parser("ctl", help="talk to the running daemon over its control socket")
-    ctl_cli.configure_parser(p)
     return parser
+
+
+def _configure(p: argparse.ArgumentParser, command: _Command) -> None:
+    if command.handler is not None:
+        p.set_defaults(handler=_COMMANDS_PACKAGE + command.handler)
+    p.set_defaults(**dict(command.defaults))
+    for flags, options in command.args:
+        p.add_argument(*flags, **options)
+    if command.actions:
+        actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+        for action in command.actions:
+            _configure(actions.add_parser(action.name, help=action.help), action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -486,7 +486,7 @@ def test_stale_socket_is_replaced() -> None:
 
 def test_second_server_on_a_live_socket_refuses_to_start(harness: Harness) -> None:
     assert harness.daemon.state is not None
-    second = ControlServer(harness.daemon, harness.daemon.state.config.daemon)
+    second = ControlServer(harness.daemon.api, harness.daemon.state.config.daemon)
     with pytest.raises(PgwardenError, match="another pgwarden daemon"):
         second.start()
     assert call(harness, "hello")["server"] == "pgwarden"  # the first one is untouched
@@ -497,16 +497,16 @@ def test_claim_refuses_early_and_stop_releases_it(harness: Harness) -> None:
     assert harness.daemon.state is not None
     config = harness.daemon.state.config.daemon
     with pytest.raises(PgwardenError, match="another pgwarden daemon"):
-        ControlServer(harness.daemon, config).claim()
+        ControlServer(harness.daemon.api, config).claim()
     root = short_dir()
     try:
         other = dataclasses.replace(config, socket=root / "x.sock")
-        first = ControlServer(harness.daemon, other)
+        first = ControlServer(harness.daemon.api, other)
         first.claim()  # the path is ours, nothing listens yet
         with pytest.raises(PgwardenError, match="another pgwarden daemon"):
-            ControlServer(harness.daemon, other).claim()
+            ControlServer(harness.daemon.api, other).claim()
         first.stop()
-        again = ControlServer(harness.daemon, other)
+        again = ControlServer(harness.daemon.api, other)
         again.start()
         assert ControlClient(root / "x.sock").call("hello")["server"] == "pgwarden"
         again.stop()

@@ -1,11 +1,12 @@
 """Shared pieces of the control socket tests: a small real-object daemon and its fixtures.
 
-``MiniDaemon`` is not a mock: a real :class:`JobRunner` running trivial job functions that
-report progress and write real rows into a real (SQLite) catalog, a real config parsed from a
-TOML file, a real scheduler and metrics registry, and a main-loop thread that applies reloads
-the way :class:`pgwarden.service.daemon.Daemon` does.  What it leaves out is PostgreSQL: the
-jobs do not dump anything.  The end-to-end test in ``test_control_e2e.py`` uses the real
-daemon.
+``MiniDaemon`` is not a mock: the real :class:`~pgwarden.service.core.Service` (job pool,
+scheduler, pauses, reload decisions) behind the real :class:`~pgwarden.service.api.ServiceApi`,
+on a real (SQLite) catalog and a real config parsed from a TOML file, with a main-loop thread
+that serves reload requests the way :class:`pgwarden.service.daemon.Daemon` does.  Only its job
+functions are trivial: they report progress and write real rows and files, but dump nothing,
+so PostgreSQL is left out (and no follow-up jobs are queued).  The end-to-end test in
+``test_control_e2e.py`` uses the real daemon.
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ from typing import Any
 import pytest
 
 from pgwarden import config as config_mod
-from pgwarden.catalog import open_catalog
-from pgwarden.catalog.queries import Catalog
+from pgwarden.backup.take import BackupOutcome
 from pgwarden.config import Config
+from pgwarden.config.kinds import JobKind
 from pgwarden.control.server import ControlServer
-from pgwarden.errors import BackupError, ConfigError, PgwardenError
+from pgwarden.errors import BackupError
 from pgwarden.metrics import Metrics
-from pgwarden.service.jobs import Job, JobRunner
-from pgwarden.service.scheduler import Scheduler
-from pgwarden.storage import LocalStorage, backup_name, manifest_name
+from pgwarden.restore.outcome import CheckResult, VerifyOutcome
+from pgwarden.retention import plan as retention
+from pgwarden.retention.prune import Entry, PruneOutcome
+from pgwarden.service.api import ServiceApi
+from pgwarden.service.clock import SystemClock
+from pgwarden.service.core import Service
+from pgwarden.service.jobkinds import FollowUp
+from pgwarden.service.jobs import Job
+from pgwarden.service.state import ServiceState
+from pgwarden.storage import backup_name, manifest_name
 
 CANARY = "CANARY-pw-7f3a9c2e"
 STEPS = 6  # progress reports per fake job
@@ -85,15 +93,8 @@ password = "{CANARY}"
 """
 
 
-class MiniState:
-    def __init__(self, config: Config, catalog: Catalog) -> None:
-        self.config = config
-        self.catalog = catalog
-        self.storage = LocalStorage(config.storage.path)
-
-    def check_reloadable(self, new: Config) -> None:
-        if new.daemon.socket != self.config.daemon.socket:
-            raise ConfigError(new.source, ["daemon.socket: changing it needs a restart"])
+def no_follow_ups(_config: Config, _job: Job) -> list[FollowUp]:
+    return []
 
 
 class MiniDaemon:
@@ -102,61 +103,47 @@ class MiniDaemon:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         config = config_mod.load(config_path)
-        self.metrics = Metrics()
-        self.metrics.start_time.set(time.time())
-        self.paused: set[str] = set()
-        self.state: MiniState | None = MiniState(
-            config, open_catalog(config.daemon.effective_catalog_url)
+        self.state = ServiceState.open(config, Metrics())
+        self.wake = threading.Event()
+        functions = {
+            JobKind.BACKUP: self._backup,
+            JobKind.VERIFY: self._verify,
+            JobKind.PRUNE: self._prune,
+        }
+        self.service = Service(
+            config_path,
+            self.state,
+            functions,
+            no_follow_ups,
+            clock=SystemClock(),
+            wake=self.wake,
         )
-        self.scheduler: Scheduler | None = Scheduler(config, datetime.now(UTC))
-        self.runner: JobRunner | None = JobRunner(
-            {"backup": self._backup, "verify": self._verify, "prune": self._prune},
-            config.daemon.max_parallel_jobs,
-        )
-        self.runner.start()
+        self.api = ServiceApi()
+        self.api.attach(self.service)
+        self.service.runner.start()
         self.gate = threading.Event()  # jobs wait for it when `hold` is set
         self.gate.set()
-        self._reload = threading.Event()
         self._stop = threading.Event()
         self.loop = threading.Thread(target=self._loop, name="mini-main", daemon=True)
         self.loop.start()
 
-    # -- the Daemon surface the control socket uses ----------------------------------------
-    def submit(self, kind: str, target: str, args: dict[str, Any], trigger: str = "manual") -> Job:
-        assert self.runner is not None
-        assert self.state is not None
-        config = self.state.config
-        config.target(target)
-        return self.runner.submit(Job(kind, target, config, args, trigger))
-
-    def request_reload(self) -> None:
-        self._reload.set()
+    @property
+    def paused(self) -> set[str]:
+        """The targets paused by name ("*" standing for all)."""
+        state = self.service.pauses.state()
+        return set(state.targets) | ({"*"} if state.all else set())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if self._reload.wait(0.05):
-                self._reload.clear()
-                self._apply_reload()
-
-    def _apply_reload(self) -> None:
-        assert self.state is not None
-        assert self.scheduler is not None
-        try:
-            new = config_mod.load(self.config_path)
-            self.state.check_reloadable(new)
-        except PgwardenError:
-            self.metrics.config_reloads.labels("failure").inc()
-            return
-        self.state.config = new
-        self.scheduler.update(new, datetime.now(UTC))
-        self.metrics.config_reloads.labels("success").inc()
+            if self.wake.wait(0.05):
+                self.wake.clear()
+                if self.service.reloads.pending():
+                    self.service.serve_reloads()
 
     def close(self) -> None:
         self._stop.set()
-        assert self.runner is not None
-        assert self.state is not None
-        self.runner.shutdown(5)
-        self.state.catalog.close()
+        self.service.runner.shutdown(5)
+        self.state.close()
 
     # -- trivial job functions -------------------------------------------------------------
     def _steps(self, job: Job, phase: str) -> None:
@@ -165,8 +152,7 @@ class MiniDaemon:
             job.report(phase=phase, bytes=(i + 1) * 1_000_000)
             time.sleep(STEP_S)
 
-    def _backup(self, job: Job) -> dict[str, Any]:
-        assert self.state is not None
+    def _backup(self, job: Job) -> BackupOutcome:
         if job.target == "broken":
             raise BackupError(f"pg_dump failed: password={CANARY} authentication failed")
         backup_id = uuid.uuid4().hex
@@ -196,11 +182,23 @@ class MiniDaemon:
             sha256="0" * 64,
             path=f"{job.target}/{name}",
         )
-        return {"backup_id": backup_id, "size_bytes": STEPS * 10**6}
+        return BackupOutcome(
+            backup_id=backup_id,
+            target=job.target,
+            path=folder / name,
+            manifest_path=folder / manifest_name(name),
+            size_bytes=STEPS * 10**6,
+            sha256="0" * 64,
+            duration_s=(datetime.now(UTC) - started).total_seconds(),
+            format="custom",
+            compression="none",
+            tables=2,
+            attempt=1,
+        )
 
-    def _verify(self, job: Job) -> dict[str, Any]:
+    def _verify(self, job: Job) -> VerifyOutcome:
+        started = datetime.now(UTC)
         self._steps(job, "restoring")
-        assert self.state is not None
         ref = job.args.get("backup")
         backup = (
             self.state.catalog.get_backup(ref)
@@ -208,18 +206,28 @@ class MiniDaemon:
             else self.state.catalog.list_backups(job.target, statuses=("complete",))[0]
         )
         checks = [
-            {"name": "restore exit status", "passed": True, "detail": "pg_restore 0"},
-            {"name": "row counts", "passed": True, "detail": "2 tables equal"},
+            CheckResult("restore exit status", passed=True, detail="pg_restore 0"),
+            CheckResult("row counts", passed=True, detail="2 tables equal"),
         ]
-        return {"backup_id": backup.id, "status": "passed", "checks": checks}
+        finished = datetime.now(UTC)
+        return VerifyOutcome(
+            backup_id=backup.id,
+            target=job.target,
+            artifact=backup.path or "",
+            status="passed",
+            started_at=started,
+            finished_at=finished,
+            duration_s=(finished - started).total_seconds(),
+            checks=checks,
+        )
 
-    def _prune(self, job: Job) -> dict[str, Any]:
-        assert self.state is not None
-        plan = [
-            {"id": b.short_id, "decision": "keep", "reason": "within keep_days"}
+    def _prune(self, job: Job) -> PruneOutcome:
+        entries = [
+            Entry(b, retention.KEEP, "within keep_days", ("keep_days",))
             for b in self.state.catalog.list_backups(job.target, statuses=("complete",))
         ]
-        return {"dry_run": bool(job.args.get("dry_run")), "plan": plan, "deleted": 0}
+        dry_run = bool(job.args.get("dry_run"))
+        return PruneOutcome(job.target, dry_run, datetime.now(UTC), entries=entries)
 
 
 # -- fixtures and helpers ------------------------------------------------------------------
@@ -242,10 +250,9 @@ class Harness:
         self.root = root
         self.config_path = write_config(root, **{k: v for k, v in kwargs.items() if k != "server"})
         self.daemon = MiniDaemon(self.config_path)
-        assert self.daemon.state is not None
         self.socket = self.daemon.state.config.daemon.socket
         self.server = ControlServer(
-            self.daemon, self.daemon.state.config.daemon, **kwargs.get("server", {})
+            self.daemon.api, self.daemon.state.config.daemon, **kwargs.get("server", {})
         )
         try:
             self.server.start()

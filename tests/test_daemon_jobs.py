@@ -64,8 +64,8 @@ def test_schedule_fires_a_backup(pg18: PgServer, workdir: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert daemon.runner is not None
-            done = [j for j in daemon.runner.jobs() if j.kind == "backup" and j.finished]
+            assert daemon.service is not None
+            done = [j for j in daemon.service.runner.jobs() if j.kind == "backup" and j.finished]
             if done:
                 break
             assert time.monotonic() < deadline, "the scheduled backup never ran"

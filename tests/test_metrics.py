@@ -23,12 +23,17 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from pgwarden.backup.take import BackupOutcome
+from pgwarden.catalog import BackupRecord
 from pgwarden.config import Config
 from pgwarden.errors import ConfigError
 from pgwarden.metrics import Metrics, MetricsServer
 from pgwarden.metrics.http import BasicAuth, is_loopback, sha_crypt, tls_context
+from pgwarden.restore.outcome import VerifyOutcome
+from pgwarden.retention import plan as retention
+from pgwarden.retention.prune import Entry, PruneOutcome
 from pgwarden.service import outcomes
-from pgwarden.service.jobs import Job
+from pgwarden.service.jobs import Job, JobResult
 from pgwarden.service.state import ServiceState
 from pgwarden.storage.base import backup_name, manifest_name
 from tests.helpers import make_config
@@ -81,15 +86,57 @@ def add_backup(
     return backup_id
 
 
+def backed_up(size: int, duration_s: float, backup_id: str = "x") -> BackupOutcome:
+    """A backup job's outcome (``backup_id`` "x" is in no catalog)."""
+    path = Path("/nowhere/shop/x.dump")
+    return BackupOutcome(
+        backup_id, "shop", path, path, size, "0" * 64, duration_s, "custom", "zstd", 1, 1
+    )
+
+
+def drilled(status: str = "passed", duration_s: float = 90.0) -> VerifyOutcome:
+    return VerifyOutcome("x", "shop", "x.dump", status, T0, T0, duration_s, checks=[])
+
+
+def pruned(deleted: int, kept: int = 0, dry_run: bool = False) -> PruneOutcome:
+    def entry(action: retention.Action, result: str) -> Entry:
+        record = BackupRecord(
+            id=uuid.uuid4().hex,
+            target="shop",
+            database="shop",
+            started_at=T0,
+            finished_at=T0,
+            status="complete",
+            tags=(),
+            format="custom",
+            compression=None,
+            path=None,
+            size_bytes=None,
+            sha256=None,
+            pinned=False,
+            verified_at=None,
+            verify_status=None,
+            error=None,
+            attempt=1,
+            duration_s=None,
+            deleted_at=None,
+        )
+        return Entry(record, action, "test", (), result=result)
+
+    entries = [entry("delete", "deleted") for _ in range(deleted)]
+    entries += [entry(retention.KEEP, "kept") for _ in range(kept)]
+    return PruneOutcome("shop", dry_run, T0, entries=entries)
+
+
 def finished_job(
     st: ServiceState,
     kind: str,
     target: str,
     job_state: str,
-    result: dict[str, Any] | None = None,
+    result: JobResult = None,
     started: datetime = T0,
 ) -> Job:
-    job = Job(kind, target, st.config, state=job_state, result=result or {})
+    job = Job(kind, target, st.config, state=job_state, result=result)
     job.started_at, job.finished_at = started, started + timedelta(seconds=90)
     return job
 
@@ -106,7 +153,7 @@ def test_successful_backup_sets_history_and_storage_gauges(state: ServiceState) 
         "backup",
         "shop",
         "succeeded",
-        {"backup_id": "x", "size_bytes": 1500, "duration_s": 61.5},
+        backed_up(1500, 61.5),
     )
     outcomes.record_job(state, job)
     m = state.metrics
@@ -135,7 +182,7 @@ def test_successful_backup_sets_history_and_storage_gauges(state: ServiceState) 
 
 def test_failed_then_cancelled_backup(state: ServiceState) -> None:
     m = state.metrics
-    ok = finished_job(state, "backup", "shop", "succeeded", {"size_bytes": 10, "duration_s": 1})
+    ok = finished_job(state, "backup", "shop", "succeeded", backed_up(10, 1))
     outcomes.record_job(state, ok)
     later = T0 + timedelta(hours=1)
     outcomes.record_job(state, finished_job(state, "backup", "shop", "failed", started=later))
@@ -159,7 +206,7 @@ def test_failed_then_cancelled_backup(state: ServiceState) -> None:
 
 def test_verify_outcomes(state: ServiceState) -> None:
     m = state.metrics
-    passed = finished_job(state, "verify", "shop", "succeeded", {"duration_s": 42.0})
+    passed = finished_job(state, "verify", "shop", "succeeded", drilled(duration_s=42.0))
     outcomes.record_job(state, passed)
     assert passed.finished_at is not None
     assert value(m, "pgwarden_verify_runs_total", target="shop", result="success") == 1
@@ -169,7 +216,7 @@ def test_verify_outcomes(state: ServiceState) -> None:
     assert value(m, "pgwarden_verify_last_success_timestamp_seconds", target="shop") == at
     # a drill that ran to its end but found a problem is a failure
     found = finished_job(
-        state, "verify", "shop", "succeeded", {"status": "failed"}, started=T0 + timedelta(days=1)
+        state, "verify", "shop", "succeeded", drilled("failed"), started=T0 + timedelta(days=1)
     )
     outcomes.record_job(state, found)
     assert value(m, "pgwarden_verify_runs_total", target="shop", result="failure") == 1
@@ -178,18 +225,18 @@ def test_verify_outcomes(state: ServiceState) -> None:
     assert value(m, "pgwarden_verify_last_success_timestamp_seconds", target="shop") == at
     outcomes.record_job(state, finished_job(state, "verify", "shop", "failed"))
     assert value(m, "pgwarden_verify_runs_total", target="shop", result="failure") == 2
-    outcomes.record_job(state, finished_job(state, "verify", "shop", "succeeded", {"passed": True}))
+    outcomes.record_job(state, finished_job(state, "verify", "shop", "succeeded", drilled()))
     assert value(m, "pgwarden_verify_last_run_success", target="shop") == 1
 
 
 def test_prune_counts_deletions(state: ServiceState) -> None:
     m = state.metrics
-    outcomes.record_job(state, finished_job(state, "prune", "shop", "succeeded", {"deleted": 2}))
+    outcomes.record_job(state, finished_job(state, "prune", "shop", "succeeded", pruned(2)))
     assert value(m, "pgwarden_retention_deleted_total", target="shop") == 2
-    deleted_list = {"deleted": ["a", "b", "c"], "kept": ["d"]}
+    deleted_list = pruned(3, kept=1)
     outcomes.record_job(state, finished_job(state, "prune", "shop", "succeeded", deleted_list))
     assert value(m, "pgwarden_retention_deleted_total", target="shop") == 5
-    dry = {"deleted": ["e"], "dry_run": True}
+    dry = pruned(1, dry_run=True)
     outcomes.record_job(state, finished_job(state, "prune", "shop", "succeeded", dry))
     outcomes.record_job(state, finished_job(state, "prune", "shop", "failed"))
     assert value(m, "pgwarden_retention_deleted_total", target="shop") == 5
@@ -269,7 +316,7 @@ def test_a_restart_restores_what_the_jobs_had_set(workdir: Path) -> None:
     first = ServiceState.open(config, Metrics())
     try:
         backup_id = add_backup(first, "shop", T0, size=321)
-        result = {"backup_id": backup_id, "size_bytes": 321, "duration_s": 120.0}
+        result = backed_up(321, 120.0, backup_id)
         # the job ends a little after the catalog records the backup complete
         job = finished_job(first, "backup", "shop", "succeeded", result, started=T0)
         job.finished_at = T0 + timedelta(minutes=2, seconds=1)
@@ -298,7 +345,7 @@ def test_a_restart_restores_what_the_jobs_had_set(workdir: Path) -> None:
 def test_forget_target_drops_every_series(state: ServiceState) -> None:
     outcomes.restore_gauges(state)
     outcomes.record_job(
-        state, finished_job(state, "backup", "shop", "succeeded", {"size_bytes": 1})
+        state, finished_job(state, "backup", "shop", "succeeded", backed_up(1, 90.0))
     )
     state.metrics.forget_target("shop")
     text = scrape_text(state.metrics)

@@ -31,7 +31,7 @@ from pgwarden.errors import PgwardenError
 from pgwarden.metrics import Metrics, MetricsServer
 from pgwarden.metrics.http import BasicAuth, tls_context
 from pgwarden.monitor.thread import MonitorThread
-from pgwarden.service import outcomes
+from pgwarden.service import jobkinds, outcomes
 from pgwarden.service.jobs import Job
 from pgwarden.service.state import ServiceState
 from tests.helpers import daemon_config_text, make_config
@@ -91,12 +91,12 @@ def run_job(state: ServiceState, job: Job) -> Job:
     """Run a job's real function the way the job pool does, then the daemon's after-job hook."""
     job.started_at = datetime.now(UTC)
     try:
-        job.result = state.job_functions()[job.kind](job)
+        job.result = jobkinds.job_functions(state)[job.kind](job)
         job.state = "succeeded"
     except PgwardenError as exc:
         job.state, job.error = "failed", str(exc)
     job.finished_at = datetime.now(UTC)
-    state.after_job(job)
+    outcomes.record_job(state, job)
     return job
 
 

@@ -14,6 +14,7 @@ from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.metrics import Metrics
 from pgwarden.restore.outcome import DrillFailed
 from pgwarden.service import jobkinds as jobs
+from pgwarden.service import recovery
 from pgwarden.service.jobs import Job
 from pgwarden.service.state import ServiceState
 from tests.helpers import make_config, open_env, target_doc
@@ -32,8 +33,8 @@ def test_the_verify_job_passes_and_fails_like_the_drill(pg18: PgServer, workdir:
         job = Job("verify", "job_db", config)
         job.report = lambda **fields: progress.append(str(fields.get("phase")))  # type: ignore[method-assign]
         result = jobs.verify_job(job, state)
-        assert result["passed"] is True
-        assert result["backup_id"] == backup.backup_id
+        assert result.passed is True
+        assert result.backup_id == backup.backup_id
         assert {"checksum", "restoring", "checking"} <= set(progress)
         # a damaged backup: the job raises, so the daemon records it as failed
         with backup.path.open("r+b") as fh:
@@ -67,7 +68,7 @@ def test_start_up_recovery_drops_leftover_scratch_databases(pg18: PgServer, work
         )
     state = ServiceState.open(config, Metrics())
     try:
-        state.check_servers()  # what recover() starts in the background at start-up
+        recovery.check_servers(state)  # what recover() starts in the background at start-up
     finally:
         state.close()
     assert not [d for d in pg18.databases() if d.startswith("pgwarden_verify_recover_db")]

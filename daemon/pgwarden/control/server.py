@@ -34,7 +34,8 @@ from pathlib import Path
 from pgwarden import logsetup
 from pgwarden.config import DaemonConfig
 from pgwarden.control import protocol
-from pgwarden.control.calls import Call, ConfigWatch, DaemonView, Handler
+from pgwarden.control.api import DaemonApi
+from pgwarden.control.calls import Call, Handler
 from pgwarden.control.commands import COMMANDS
 from pgwarden.control.peers import peer_of, refusal
 from pgwarden.control.protocol import Args, Peer
@@ -44,7 +45,7 @@ log = logsetup.get_logger("pgwarden.control")
 
 MAX_CONNECTIONS = 64
 SEND_TIMEOUT = 10.0  # a client that does not read its answers is dropped after this
-TICK = 1.0  # the accept loop wakes at least this often (stop flag, config watch)
+TICK = 1.0  # the accept loop wakes at least this often (stop flag)
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 READ_ONLY_COMMANDS = frozenset({"hello", "status", "jobs", "job", "backups", "config"})
 
@@ -56,20 +57,19 @@ class _ClientGoneError(Exception):
 class ControlServer:
     def __init__(
         self,
-        daemon: DaemonView,
+        api: DaemonApi,
         daemon_config: DaemonConfig,
         *,
         commands: Mapping[str, Handler] | None = None,
         max_connections: int = MAX_CONNECTIONS,
         read_timeout: float = protocol.READ_TIMEOUT,
     ) -> None:
-        self._daemon = daemon
+        self._api = api
         self._config = daemon_config
         self.path = Path(daemon_config.socket)
         self._commands = dict(commands if commands is not None else COMMANDS)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._read_timeout = read_timeout
-        self._watch = ConfigWatch()
         self._listener: socket.socket | None = None
         self._lock_fd: int | None = None
         self._identity: tuple[int, int] | None = None
@@ -110,9 +110,6 @@ class ControlServer:
             self._close_listener()
             self._release_lock()
             raise
-        state = self._daemon.state
-        if state is not None:
-            self._watch.observe(state.config)
         self.thread.start()
         log.info("control socket listening", socket=str(self.path))
 
@@ -227,9 +224,6 @@ class ControlServer:
             sel.register(self._wake[0], selectors.EVENT_READ)
             while not self._stopping.is_set():
                 ready = sel.select(TICK)
-                state = self._daemon.state
-                if state is not None:
-                    self._watch.observe(state.config)
                 if any(key.fileobj is self._listener for key, _ in ready):
                     self._accept()
 
@@ -276,8 +270,11 @@ class ControlServer:
 
     # -- one connection --------------------------------------------------------------------
     def _policy(self) -> DaemonConfig:
-        state = self._daemon.state
-        return state.config.daemon if state is not None else self._config
+        """The peer policy of the config in force (a reload changes the allow lists)."""
+        try:
+            return self._api.config().config.daemon
+        except PgwardenError:  # the service is not attached yet: the start-up config
+            return self._config
 
     def _connection(self, conn: socket.socket) -> None:
         with self._active_lock:
@@ -347,7 +344,7 @@ class ControlServer:
                 except OSError as exc:
                     raise _ClientGoneError from exc
 
-            call = Call(self._daemon, Args(request.cmd, request.args), emit, peer, self._watch)
+            call = Call(self._api, Args(request.cmd, request.args), emit, peer)
             return protocol.ok(request_id, handler(call))
         except _ClientGoneError:
             raise

@@ -2,6 +2,6 @@
 :mod:`.http` serves it (``/metrics``, ``/healthz``; TLS and basic auth)."""
 
 from pgwarden.metrics.http import MetricsServer
-from pgwarden.metrics.registry import BACKUP_STATES, JOB_KINDS, RUN_RESULTS, Metrics
+from pgwarden.metrics.registry import BACKUP_STATES, RUN_RESULTS, Metrics
 
-__all__ = ["BACKUP_STATES", "JOB_KINDS", "RUN_RESULTS", "Metrics", "MetricsServer"]
+__all__ = ["BACKUP_STATES", "RUN_RESULTS", "Metrics", "MetricsServer"]

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client import disable_created_metrics as _disable_created
 
 from pgwarden import __version__
+from pgwarden.config.kinds import JobKind
 
 _disable_created()  # type: ignore[no-untyped-call]
 
 RUN_RESULTS = ("success", "failure", "cancelled")
-JOB_KINDS = ("backup", "verify", "prune")
 BACKUP_STATES = ("complete", "failed")
 
 
@@ -105,7 +105,7 @@ class Metrics:
             "config_last_reload_success", "1 if the last reload was applied, 0 if rejected"
         )
         self.jobs_running = gauge("jobs_running", "Jobs running now by kind", ["kind"])
-        for kind in JOB_KINDS:
+        for kind in JobKind:
             self.jobs_running.labels(kind).set(0)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)

@@ -1,14 +1,17 @@
 """``pgwarden run``: the daemon's main thread — start-up, the main loop, reload and shutdown.
 
-Start-up: validate the config, open the catalog (Alembic upgrade), recover from a crash
-(leftover ``.partial`` files removed, runs still marked running marked interrupted, leftover
-scratch databases dropped), restore history gauges from the catalog, start the threads (job
-pool, monitor, metrics HTTP, control socket), then ``READY=1``.
+Start-up: validate the config, claim the control socket, open the catalog (Alembic upgrade),
+recover from a crash (:mod:`.recovery`), start the threads (job pool, monitor, metrics HTTP,
+control socket), then ``READY=1``.
 
 Main loop: fire due schedules into the job pool, ping the watchdog only while every thread is
-alive, apply a requested reload.  Signal handlers only set flags and wake the loop.  A dead
-infrastructure thread is fatal: exit 1 and let systemd restart us.  ``SIGTERM``/``SIGINT``:
-``STOPPING=1``, no new jobs, running ones get ``shutdown_timeout`` then are aborted; exit 0.
+alive, apply a requested reload (``SIGHUP`` or ``ctl reload``).  Signal handlers only set flags
+and wake the loop.  A dead infrastructure thread is fatal: exit 1 and let systemd restart us.
+``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new jobs, running ones get ``shutdown_timeout`` then
+are aborted; exit 0.
+
+What the daemon does (jobs, schedules, pauses, reload decisions) is
+:class:`~pgwarden.service.core.Service`; this module is the process around it.
 """
 
 from __future__ import annotations
@@ -16,19 +19,20 @@ from __future__ import annotations
 import signal
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from pgwarden import config as config_mod
 from pgwarden import logsetup
 from pgwarden.config import Config
+from pgwarden.control.server import ControlServer
 from pgwarden.errors import ConfigError, PgwardenError
 from pgwarden.metrics import Metrics, MetricsServer
+from pgwarden.monitor.thread import MonitorThread
+from pgwarden.service import jobkinds, recovery
+from pgwarden.service.api import ServiceApi
 from pgwarden.service.clock import Clock, SystemClock
-from pgwarden.service.jobs import Job, JobRunner
-from pgwarden.service.scheduler import ScheduleKey, Scheduler
+from pgwarden.service.core import Service
 from pgwarden.service.sdnotify import Notifier
 from pgwarden.service.state import ServiceState
 
@@ -60,15 +64,14 @@ class Daemon:
         self.wake = threading.Event()
         self.flags = _Flags()
         self.metrics = Metrics()
-        self.state: ServiceState | None = None
-        self.scheduler: Scheduler | None = None
-        self.runner: JobRunner | None = None
-        self.paused: set[str] = set()  # target names, "*" for all
+        self.api = ServiceApi()  # what the control socket is given; attached once started
+        self.service: Service | None = None
+        self._state: ServiceState | None = None
         self.fatal: str | None = None
         self._threads: dict[str, threading.Thread] = {}
         self._metrics_server: MetricsServer | None = None
-        self._control: Any = None
-        self._monitor: Any = None
+        self._control: ControlServer | None = None
+        self._monitor: MonitorThread | None = None
         self.started = threading.Event()
 
     # -- signals ---------------------------------------------------------------------------
@@ -92,21 +95,24 @@ class Daemon:
     def start(self) -> Config:
         config = config_mod.load(self.config_path)
         logsetup.configure(config.daemon.log_level, config.daemon.log_format)
-        from pgwarden.control.server import ControlServer
-
         # claim the control socket first: a second daemon on the same config must refuse
         # before its crash recovery could disturb the first one's running jobs
-        control = ControlServer(self, config.daemon)
-        control.claim()
-        self._control = control
-        self.state = ServiceState.open(config, self.metrics)
-        self.state.recover()
-        self.metrics.start_time.set(self.clock.now().timestamp())
-        self.runner = JobRunner(
-            self.state.job_functions(), config.daemon.max_parallel_jobs, self._after_job
+        self._control = ControlServer(self.api, config.daemon)
+        self._control.claim()
+        self._state = state = ServiceState.open(config, self.metrics)
+        recovery.recover(state)
+        service = Service(
+            self.config_path,
+            state,
+            jobkinds.job_functions(state),
+            jobkinds.follow_ups,
+            clock=self.clock,
+            wake=self.wake,
         )
-        self.scheduler = Scheduler(config, self.clock.now(), self._last_run)
-        self.runner.start()
+        self.service = service
+        self.metrics.start_time.set(service.started_at.timestamp())
+        self.api.attach(service)
+        service.runner.start()
         self._start_infrastructure(config)
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -118,12 +124,12 @@ class Daemon:
             metrics=config.metrics.listen if config.metrics.enabled else None,
             socket=str(config.daemon.socket),
         )
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(service.status_line())
         self.started.set()
         return config
 
     def _start_infrastructure(self, config: Config) -> None:
-        assert self.state is not None
+        assert self._control is not None
         if config.metrics.enabled:
             try:
                 self._metrics_server = MetricsServer.from_config(self.metrics, config, self.healthy)
@@ -134,20 +140,32 @@ class Daemon:
                 ) from exc
             self._metrics_server.start()
             self._threads["metrics-http"] = self._metrics_server.thread
-        self._monitor = self.state.start_monitor(self)
-        if self._monitor is not None:
-            self._threads["monitor"] = self._monitor.thread
+        self._sync_monitor(config)
         self._control.start()
         self._threads["control"] = self._control.thread
 
-    def _last_run(self, key: ScheduleKey) -> datetime | None:
-        assert self.state is not None
-        return self.state.last_run(key.target, key.kind)
+    def _sync_monitor(self, config: Config) -> tuple[str, ...]:
+        """Run the monitor thread exactly when ``[monitor] enabled`` says so (at start-up and
+        on every reload: enabling it by a reload starts it, disabling it stops it).  The
+        notes say what changed, for the reload's answer."""
+        if config.monitor.enabled and self._monitor is None:
+            assert self.service is not None
+            state = self.service.state
+            self._monitor = MonitorThread(lambda: state.config, self.metrics)
+            self._monitor.start()
+            self._threads["monitor"] = self._monitor.thread
+            return ("monitor started",)
+        if not config.monitor.enabled and self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            del self._threads["monitor"]
+            monitor.stop(timeout=0)  # a cycle in progress ends by itself, bounded by timeouts
+            return ("monitor stopped",)
+        return ()
 
     # -- health ----------------------------------------------------------------------------
     def dead_threads(self) -> list[str]:
         dead = [name for name, thread in self._threads.items() if not thread.is_alive()]
-        if self.runner is not None and not self.runner.alive():
+        if self.service is not None and not self.service.runner.alive():
             dead.append("job-pool")
         return dead
 
@@ -155,12 +173,7 @@ class Daemon:
         return self.fatal is None and not self.dead_threads()
 
     def _status_line(self) -> str:
-        if self.runner is None or self.state is None:
-            return "starting"
-        running = self.runner.running_count()
-        jobs = ", ".join(f"{n} {k}" for k, n in running.items()) or "idle"
-        paused = " (paused)" if "*" in self.paused else ""
-        return f"{len(self.state.config.targets)} targets, {jobs}{paused}"
+        return self.service.status_line() if self.service is not None else "starting"
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> int:
@@ -179,7 +192,8 @@ class Daemon:
             self.close()
 
     def loop(self) -> int:
-        assert self.scheduler is not None and self.state is not None
+        service = self.service
+        assert service is not None
         interval = self.notifier.watchdog_interval
         next_ping = self.clock.monotonic()
         last_status = ""
@@ -192,20 +206,20 @@ class Daemon:
                 )
                 self.notifier.status(self.fatal)
                 return 1
-            if self.flags.reload:
+            if self.flags.reload or service.reloads.pending():
                 self.flags.reload = False
                 self.reload()
-            self._fire_due()
+            service.fire_due()
             now_mono = self.clock.monotonic()
             if interval is not None and now_mono >= next_ping:
                 self.notifier.watchdog()
                 next_ping = now_mono + interval
-            status = self._status_line()
+            status = service.status_line()
             if status != last_status:
                 self.notifier.status(status)
                 last_status = status
-            self._update_job_gauges()
-            wait = self.scheduler.seconds_until_next(self.clock.now())
+            service.update_job_gauges()
+            wait = service.scheduler.seconds_until_next(self.clock.now())
             sleep_for = min(TICK, wait if wait is not None else TICK)
             if interval is not None:
                 sleep_for = min(sleep_for, max(0.0, next_ping - self.clock.monotonic()))
@@ -215,82 +229,35 @@ class Daemon:
         self.notifier.stopping()
         return self.shutdown()
 
-    def _fire_due(self) -> None:
-        assert self.scheduler is not None and self.runner is not None and self.state is not None
-        for entry in self.scheduler.due(self.clock.now()):
-            target = entry.key.target
-            if "*" in self.paused or target in self.paused:
-                log.info("schedule skipped: paused", target=target, kind=entry.key.kind)
-                continue
-            trigger = "catch-up" if entry.catch_up else "scheduled"
-            self.submit(entry.key.kind, target, {}, trigger=trigger)
-
-    def _update_job_gauges(self) -> None:
-        assert self.runner is not None
-        counts = self.runner.running_count()
-        for kind in ("backup", "verify", "prune"):
-            self.metrics.jobs_running.labels(kind).set(counts.get(kind, 0))
-
-    def submit(self, kind: str, target: str, args: dict[str, Any], trigger: str = "manual") -> Job:
-        assert self.runner is not None and self.state is not None
-        config = self.state.config
-        config.target(target)  # NotFoundError for an unknown target
-        return self.runner.submit(Job(kind, target, config, args, trigger))
-
-    def _after_job(self, job: Job) -> None:
-        assert self.state is not None
-        follow_ups = self.state.after_job(job)
-        for kind, target, args in follow_ups:
-            if self.flags.stop:
-                break
-            self.submit(kind, target, args, trigger=f"after-{job.kind}")
-        self.wake.set()
-
     # -- reload ----------------------------------------------------------------------------
     def reload(self) -> bool:
-        """Build the new config aside; swap it in only if valid.  True when applied."""
-        assert self.state is not None and self.scheduler is not None and self.runner is not None
+        """Apply the config file now (main loop only), answering every pending ``ctl reload``.
+        True when the new config was applied."""
+        assert self.service is not None
         self.notifier.reloading()
-        try:
-            new = config_mod.load(self.config_path)
-            self.state.check_reloadable(new)
-        except PgwardenError as exc:
-            self.metrics.config_reloads.labels("failure").inc()
-            self.metrics.config_last_reload_ok.set(0)
-            log.error("reload rejected; the old configuration stays in force", error=str(exc))
-            self.notifier.ready(self._status_line())
-            return False
-        old_targets = {t.name for t in self.state.config.targets}
-        self.state.swap_config(new)
-        logsetup.configure(new.daemon.log_level, new.daemon.log_format)
-        self.scheduler.update(new, self.clock.now(), self._last_run)
-        self.runner.set_max_parallel(new.daemon.max_parallel_jobs)
-        for gone in old_targets - {t.name for t in new.targets}:
-            self.metrics.forget_target(gone)
-        for added in {t.name for t in new.targets} - old_targets:
-            self.metrics.init_target(added)
-        self.metrics.config_reloads.labels("success").inc()
-        self.metrics.config_last_reload_ok.set(1)
-        log.info("configuration reloaded", targets=[t.name for t in new.targets])
+        result = self.service.serve_reloads(self._adopt)
         self.notifier.ready(self._status_line())
-        return True
+        return result.applied
+
+    def _adopt(self, _old: Config, new: Config) -> tuple[str, ...]:
+        logsetup.configure(new.daemon.log_level, new.daemon.log_format)
+        return self._sync_monitor(new)
 
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> int:
-        assert self.runner is not None and self.state is not None
-        timeout = self.state.config.daemon.shutdown_timeout
-        clean = self.runner.shutdown(timeout)
-        if not clean:
+        assert self.service is not None
+        if not self.service.shutdown():
             log.error("jobs did not stop in time")
         log.info("pgwarden stopped")
         return 0
 
     def close(self) -> None:
-        for component in (self._control, self._monitor):
-            if component is not None:
-                component.stop()
+        if self._control is not None:
+            self._control.stop()
+        if self._monitor is not None:
+            self._monitor.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
-        if self.state is not None:
-            self.state.close()
+        if self._state is not None:
+            self._state.close()
         self.notifier.close()

@@ -1,30 +1,54 @@
-"""The daemon's job functions: a backup, a restore drill or a prune of one target.
+"""The daemon's job kinds: what a backup, a restore drill or a prune of one target runs, and
+which jobs a finished one leads to.
 
-Each takes the :class:`~pgwarden.service.jobs.Job` (config snapshot, args, cancel event,
-progress reporting) and the daemon's :class:`~pgwarden.service.state.ServiceState` (catalog,
-storage, metrics), calls the part that does the work and returns a JSON-able result.
+Each job function takes the :class:`~pgwarden.service.jobs.Job` (config snapshot, args, cancel
+event, progress reporting) and the daemon's :class:`~pgwarden.service.state.ServiceState`
+(catalog, storage, metrics), calls the part that does the work and returns that part's typed
+outcome.  A drill that fails raises :class:`~pgwarden.restore.outcome.DrillFailed`; its outcome
+stays on the job, so every check's result is visible (``ctl``, metrics).
+
+:func:`follow_ups`: a successful backup is followed by a prune of its target, and by a drill of
+that very backup first when ``[targets.verify] after_backup`` is set.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from pgwarden.backup.take import BackupRequest, take_backup
+from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
+from pgwarden.config import Config
+from pgwarden.config.kinds import JobKind
 from pgwarden.pg.binaries import Tool
+from pgwarden.restore.drill import VerifyRequest, run_verification
+from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
+from pgwarden.retention.prune import PruneOutcome, prune_target
+from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
+from pgwarden.service.state import ServiceState
+from pgwarden.storage.locks import BackupLocks
 
-if TYPE_CHECKING:
-    from pgwarden.service.jobs import Job
-    from pgwarden.service.state import ServiceState
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A job a finished job leads to."""
+
+    kind: JobKind
+    target: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+FollowUps = Callable[[Config, Job], list[FollowUp]]
 
 
 def _tags(job: Job) -> tuple[str, ...]:
     given = job.args.get("tags")
     if isinstance(given, list | tuple) and given:
         return tuple(str(t) for t in given)
-    return ("scheduled",) if job.trigger in ("scheduled", "catch-up") else ("manual",)
+    return ("scheduled",) if job.trigger in (Trigger.SCHEDULED, Trigger.CATCH_UP) else ("manual",)
 
 
-def backup_job(job: Job, state: ServiceState) -> dict[str, Any]:
+def backup_job(job: Job, state: ServiceState) -> BackupOutcome:
     target = job.config.target(job.target)
     metrics = state.metrics
 
@@ -46,13 +70,10 @@ def backup_job(job: Job, state: ServiceState) -> dict[str, Any]:
         on_tool=on_tool,
         on_space=on_space,
     )
-    return take_backup(request).as_dict()
+    return take_backup(request)
 
 
-def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
-    from pgwarden.restore.drill import VerifyRequest, run_verification
-    from pgwarden.restore.outcome import DrillFailed
-
+def verify_job(job: Job, state: ServiceState) -> VerifyOutcome:
     target = job.config.target(job.target)
     request = VerifyRequest(
         target,
@@ -64,19 +85,39 @@ def verify_job(job: Job, state: ServiceState) -> dict[str, Any]:
         progress=job.report,
     )
     try:
-        return run_verification(request).as_dict()
+        return run_verification(request)
     except DrillFailed as exc:
-        job.result = exc.outcome.as_dict()  # every check's result stays visible (ctl, metrics)
+        job.result = exc.outcome  # every check's result stays visible (ctl, metrics)
         raise
 
 
-def prune_job(job: Job, state: ServiceState) -> dict[str, Any]:
-    from pgwarden.retention.prune import prune_target
-    from pgwarden.storage.locks import BackupLocks
-
+def prune_job(job: Job, state: ServiceState) -> PruneOutcome:
     target = job.config.target(job.target)
     dry_run = bool(job.args.get("dry_run", False))
     locks = BackupLocks(job.config.daemon.state_dir)
-    return prune_target(
-        target, state.catalog, state.storage, dry_run=dry_run, locks=locks
-    ).as_dict()
+    return prune_target(target, state.catalog, state.storage, dry_run=dry_run, locks=locks)
+
+
+def job_functions(state: ServiceState) -> dict[JobKind, JobFunction]:
+    """The function each job kind runs, bound to ``state``."""
+    return {
+        JobKind.BACKUP: lambda job: backup_job(job, state),
+        JobKind.VERIFY: lambda job: verify_job(job, state),
+        JobKind.PRUNE: lambda job: prune_job(job, state),
+    }
+
+
+def follow_ups(config: Config, job: Job) -> list[FollowUp]:
+    """The jobs ``job`` leads to under ``config`` (the config in force when it finished)."""
+    if job.kind != JobKind.BACKUP or job.state != JobState.SUCCEEDED:
+        return []
+    if not isinstance(job.result, BackupOutcome):
+        return []
+    target = next((t for t in config.targets if t.name == job.target), None)
+    if target is None:  # removed by a reload while its backup ran
+        return []
+    follow: list[FollowUp] = []
+    if target.verify.enabled and target.verify.after_backup:
+        follow.append(FollowUp(JobKind.VERIFY, target.name, {"backup": job.result.backup_id}))
+    follow.append(FollowUp(JobKind.PRUNE, target.name))
+    return follow

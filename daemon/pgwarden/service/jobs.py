@@ -7,53 +7,89 @@ that job instead of a duplicate.  A job's failure is an outcome: recorded on the
 with one summary line, never fatal to the daemon.  On shutdown queued jobs are dropped,
 running ones are asked to stop through their cancel event and waited for.
 
-Each job runs a function ``fn(job) -> dict`` looked up by kind; the function reads its config
-snapshot from ``job.config`` (a reload never changes a running job's config).
+Each job runs a function ``fn(job) -> JobResult`` looked up by kind; the function reads its
+config snapshot from ``job.config`` (a reload never changes a running job's config) and returns
+the typed outcome of its kind, which the job keeps in ``result``.  :meth:`Job.as_dict` is the
+one place a job, its outcome included, becomes JSON (through the outcome's own ``as_dict``).
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from pgwarden.backup.take import BackupOutcome
 from pgwarden.config import Config
+from pgwarden.config.kinds import JobKind
 from pgwarden.errors import BusyError, PgwardenError
 from pgwarden.logsetup import get_logger, scrub
+from pgwarden.restore.outcome import VerifyOutcome
+from pgwarden.retention.prune import PruneOutcome
 
 log = get_logger("pgwarden.jobs")
 
-JobFunction = Callable[["Job"], dict[str, Any]]
-FINISHED_STATES = ("succeeded", "failed", "cancelled")
 HISTORY = 200
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Trigger(enum.StrEnum):
+    """Why a job was queued."""
+
+    MANUAL = "manual"  # ctl, or a caller of Service.submit
+    SCHEDULED = "scheduled"
+    CATCH_UP = "catch-up"  # the one run owed after downtime
+    AFTER_BACKUP = "after-backup"  # the verify or prune a successful backup leads to
+
+
+#: what a job function returns: its kind's outcome (``None`` only when it has none to give)
+JobResult = BackupOutcome | VerifyOutcome | PruneOutcome | None
+JobFunction = Callable[["Job"], JobResult]
 
 
 @dataclass
 class Job:
-    kind: str
+    kind: JobKind
     target: str
     config: Config
     args: dict[str, Any] = field(default_factory=dict)
-    trigger: str = "manual"  # manual | scheduled | catch-up | after-backup
+    trigger: Trigger = Trigger.MANUAL
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    state: str = "queued"
+    state: JobState = JobState.QUEUED
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_at: datetime | None = None
     finished_at: datetime | None = None
     progress: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] = field(default_factory=dict)
+    result: JobResult = None
     error: str | None = None
     error_code: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     version: int = 0
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _started_mono: float = 0.0
+
+    def __post_init__(self) -> None:
+        # callers may name a kind, state or trigger by its plain string
+        self.kind = JobKind(self.kind)
+        self.state = JobState(self.state)
+        self.trigger = Trigger(self.trigger)
 
     def report(self, **fields: Any) -> None:
         """Update progress (phase, bytes, ...) and wake anyone following the job."""
@@ -67,7 +103,7 @@ class Job:
             self.version += 1
             self._changed.notify_all()
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: JobState) -> None:
         with self._changed:
             self.state = state
             self.version += 1
@@ -97,20 +133,29 @@ class Job:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "progress": dict(self.progress),
-            "result": dict(self.result),
+            "result": self.result.as_dict() if self.result is not None else {},
             "error": self.error,
             "error_code": self.error_code,
         }
 
 
+def _log_summary(result: JobResult) -> dict[str, Any]:
+    """The outcome's facts worth the job's one summary log line."""
+    if isinstance(result, BackupOutcome):
+        return {"size_bytes": result.size_bytes, "backup_id": result.backup_id}
+    if isinstance(result, VerifyOutcome):
+        return {"backup_id": result.backup_id}
+    return {}
+
+
 class JobRunner:
     def __init__(
         self,
-        functions: dict[str, JobFunction],
+        functions: Mapping[JobKind, JobFunction],
         max_parallel: int,
         on_finish: Callable[[Job], None] | None = None,
     ) -> None:
-        self._functions = functions
+        self._functions = dict(functions)
         self._max_parallel = max_parallel
         self._on_finish = on_finish
         self._lock = threading.Condition()
@@ -141,6 +186,11 @@ class JobRunner:
         return self.crashed is None and all(t.is_alive() for t in self._threads)
 
     def submit(self, job: Job) -> Job:
+        """Queue ``job``; or the same target's queued or running job of its kind."""
+        return self.offer(job)[0]
+
+    def offer(self, job: Job) -> tuple[Job, bool]:
+        """Like :meth:`submit`; also whether an existing job was returned instead."""
         if job.kind not in self._functions:
             raise PgwardenError(f"unknown job kind {job.kind!r}")
         with self._lock:
@@ -148,11 +198,11 @@ class JobRunner:
                 raise BusyError("the daemon is shutting down and takes no new jobs")
             for other in [*self._queue, *self._running.values()]:
                 if other.target == job.target and other.kind == job.kind:
-                    return other
+                    return other, True
             self._queue.append(job)
             self._lock.notify_all()
         log.info("job queued", job_id=job.id, kind=job.kind, target=job.target, trigger=job.trigger)
-        return job
+        return job, False
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -165,9 +215,9 @@ class JobRunner:
         with self._lock:
             return [*self._running.values(), *self._queue, *reversed(self._history[-20:])]
 
-    def running_count(self) -> dict[str, int]:
+    def running_count(self) -> dict[JobKind, int]:
         with self._lock:
-            counts: dict[str, int] = {}
+            counts: dict[JobKind, int] = {}
             for job in self._running.values():
                 counts[job.kind] = counts.get(job.kind, 0) + 1
             return counts
@@ -184,7 +234,7 @@ class JobRunner:
             self._lock.notify_all()
         for job in dropped:
             job.error = "dropped at shutdown"
-            job._set_state("cancelled")
+            job._set_state(JobState.CANCELLED)
         deadline = time.monotonic() + timeout
         with self._lock:
             self._lock.wait_for(lambda: not self._running, timeout=timeout)
@@ -223,29 +273,28 @@ class JobRunner:
     def _run(self, job: Job) -> None:
         job.started_at = datetime.now(UTC)
         job._started_mono = time.monotonic()
-        job._set_state("running")
+        job._set_state(JobState.RUNNING)
         with structlog.contextvars.bound_contextvars(
             target=job.target, job_id=job.id, kind=job.kind
         ):
-            state = "failed"
+            state = JobState.FAILED
             try:
-                job.result = self._functions[job.kind](job) or {}
-                state = "cancelled" if job.cancel.is_set() else "succeeded"
+                job.result = self._functions[job.kind](job)
+                state = JobState.CANCELLED if job.cancel.is_set() else JobState.SUCCEEDED
             except PgwardenError as exc:
                 job.error, job.error_code = scrub(str(exc)), exc.code
-                state = "cancelled" if job.cancel.is_set() else "failed"
+                state = JobState.CANCELLED if job.cancel.is_set() else JobState.FAILED
             except Exception as exc:
                 job.error, job.error_code = scrub(f"{type(exc).__name__}: {exc}"), "internal"
                 log.exception("job raised an unexpected error")
             job.finished_at = datetime.now(UTC)
             duration = time.monotonic() - job._started_mono
-            summary = {k: v for k, v in job.result.items() if k in ("size_bytes", "backup_id")}
             log.info(
                 "job finished",
                 outcome=state,
                 duration_s=round(duration, 3),
                 error=job.error,
-                **summary,
+                **_log_summary(job.result),
             )
         with self._lock:
             self._running.pop(job.target, None)

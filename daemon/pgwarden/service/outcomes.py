@@ -1,6 +1,7 @@
 """Metrics from job outcomes and from the catalog: what ``/metrics`` says about history.
 
-:func:`record_job` is called by :meth:`ServiceState.after_job` for every finished job: it
+:func:`record_job` is called by :meth:`.core.Service.after_job` for every finished job and
+reads the job's typed outcome (``BackupOutcome``, ``VerifyOutcome``, ``PruneOutcome``): it
 counts the run by result, updates the "last run" gauges of its kind, then refreshes the
 target's storage gauges (backups by state, oldest kept backup, bytes stored, free space).
 :func:`restore_gauges` runs once at start-up and sets the history gauges from the catalog, so
@@ -14,23 +15,28 @@ update must never cost a job its follow-ups (prune, verify after backup).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
 from pgwarden import logsetup
+from pgwarden.backup.take import BackupOutcome
 from pgwarden.catalog import TargetSummary
+from pgwarden.config.kinds import JobKind
 from pgwarden.errors import PgwardenError
 from pgwarden.metrics import BACKUP_STATES, Metrics
-
-if TYPE_CHECKING:
-    from pgwarden.service.jobs import Job
-    from pgwarden.service.state import ServiceState
+from pgwarden.restore.outcome import VerifyOutcome
+from pgwarden.retention.prune import PruneOutcome
+from pgwarden.service.jobs import Job, JobState
+from pgwarden.service.state import ServiceState
 
 log = logsetup.get_logger("pgwarden.outcomes")
 
 #: Job.state -> the ``result`` label of the run counters
-RESULTS = {"succeeded": "success", "failed": "failure", "cancelled": "cancelled"}
+RESULTS = {
+    JobState.SUCCEEDED: "success",
+    JobState.FAILED: "failure",
+    JobState.CANCELLED: "cancelled",
+}
 #: how many recent drills restore_gauges looks through for the newest passed one
 DRILL_LOOKBACK = 100
 
@@ -42,41 +48,46 @@ def record_job(state: ServiceState, job: Job) -> None:
         return
     m = state.metrics
     finished = (job.finished_at or datetime.now(UTC)).timestamp()
-    if job.kind == "backup":
-        if result == "success":  # the catalog's time, which a restart restores exactly
-            finished = _catalog_finish(state, job) or finished
-        _record_backup(m, job, result, finished)
-    elif job.kind == "verify":
-        _record_verify(m, job, result, finished)
-    elif job.kind == "prune" and result == "success":
-        deleted = job.result.get("deleted", 0)
-        count = len(deleted) if isinstance(deleted, list | tuple) else int(deleted or 0)
-        if count > 0 and not job.result.get("dry_run"):
-            m.retention_deleted.labels(job.target).inc(count)
+    outcome = job.result
+    if job.kind == JobKind.BACKUP:
+        backup = outcome if isinstance(outcome, BackupOutcome) else None
+        if result == "success" and backup is not None:
+            # the catalog's time, which a restart restores exactly (the outcome has none)
+            finished = _catalog_finish(state, job.target, backup) or finished
+        _record_backup(m, job, backup, result, finished)
+    elif job.kind == JobKind.VERIFY:
+        drill = outcome if isinstance(outcome, VerifyOutcome) else None
+        _record_verify(m, job, drill, result, finished)
+    elif job.kind == JobKind.PRUNE and isinstance(outcome, PruneOutcome) and result == "success":
+        _record_prune(m, job.target, outcome)
     refresh_target(state, job.target)
 
 
-def _catalog_finish(state: ServiceState, job: Job) -> float | None:
-    backup_id = job.result.get("backup_id")
-    if not isinstance(backup_id, str):
-        return None
+def _record_prune(m: Metrics, target: str, prune: PruneOutcome) -> None:
+    if prune.deleted > 0 and not prune.dry_run:
+        m.retention_deleted.labels(target).inc(prune.deleted)
+
+
+def _catalog_finish(state: ServiceState, target: str, backup: BackupOutcome) -> float | None:
     try:
-        record = state.catalog.get_backup(backup_id, target=job.target)
+        record = state.catalog.get_backup(backup.backup_id, target=target)
     except PgwardenError:
         return None
     return None if record.finished_at is None else record.finished_at.timestamp()
 
 
-def _duration(job: Job) -> float:
-    given = job.result.get("duration_s")
-    if isinstance(given, int | float) and not isinstance(given, bool):
-        return float(given)
+def _duration(job: Job, outcome: BackupOutcome | VerifyOutcome | None) -> float:
+    """The outcome's own duration (rounded like its ``as_dict``), else the job's."""
+    if outcome is not None:
+        return round(outcome.duration_s, 3)
     if job.started_at is not None and job.finished_at is not None:
         return max((job.finished_at - job.started_at).total_seconds(), 0.0)
     return 0.0
 
 
-def _record_backup(m: Metrics, job: Job, result: str, finished: float) -> None:
+def _record_backup(
+    m: Metrics, job: Job, backup: BackupOutcome | None, result: str, finished: float
+) -> None:
     target = job.target
     m.backup_runs.labels(target, result).inc()
     m.backup_last_attempt.labels(target).set(finished)
@@ -85,31 +96,28 @@ def _record_backup(m: Metrics, job: Job, result: str, finished: float) -> None:
     m.backup_last_ok.labels(target).set(1 if result == "success" else 0)
     if result == "success":
         m.backup_last_success.labels(target).set(finished)
-        m.backup_last_duration.labels(target).set(_duration(job))
-        size = job.result.get("size_bytes")
-        if isinstance(size, int):
-            m.backup_last_size.labels(target).set(size)
+        m.backup_last_duration.labels(target).set(_duration(job, backup))
+        if backup is not None:
+            m.backup_last_size.labels(target).set(backup.size_bytes)
 
 
-def drill_passed(job: Job) -> bool:
-    """A verify job passed if it succeeded and its result does not say otherwise."""
-    if job.state != "succeeded":
-        return False
-    passed = job.result.get("passed")
-    if isinstance(passed, bool):
-        return passed
-    return bool(job.result.get("status", "passed") == "passed")
+def drill_passed(job: Job, drill: VerifyOutcome | None) -> bool:
+    """A verify job passed if it succeeded and its drill (and every older one run with it)
+    passed."""
+    return job.state == JobState.SUCCEEDED and drill is not None and drill.passed
 
 
-def _record_verify(m: Metrics, job: Job, result: str, finished: float) -> None:
+def _record_verify(
+    m: Metrics, job: Job, drill: VerifyOutcome | None, result: str, finished: float
+) -> None:
     target = job.target
-    if result == "success" and not drill_passed(job):
+    if result == "success" and not drill_passed(job, drill):
         result = "failure"  # the job ran to its end, the drill found a problem
     m.verify_runs.labels(target, result).inc()
     if result == "cancelled":
         return
     m.verify_last_ok.labels(target).set(1 if result == "success" else 0)
-    m.verify_last_duration.labels(target).set(_duration(job))
+    m.verify_last_duration.labels(target).set(_duration(job, drill))
     if result == "success":
         m.verify_last_success.labels(target).set(finished)
 

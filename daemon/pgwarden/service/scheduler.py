@@ -16,14 +16,16 @@ from datetime import datetime, timedelta
 
 from pgwarden.config import Config
 from pgwarden.config import cron as cronexpr
+from pgwarden.config.kinds import JobKind
 
-JOB_KINDS = ("backup", "verify", "prune")
+#: schedules due at the same moment start in the order the kinds are declared
+_KIND_ORDER = {kind: index for index, kind in enumerate(JobKind)}
 
 
 @dataclass(frozen=True)
 class ScheduleKey:
     target: str
-    kind: str
+    kind: JobKind
 
 
 @dataclass
@@ -40,11 +42,11 @@ def schedules_of(config: Config) -> dict[ScheduleKey, str]:
     out: dict[ScheduleKey, str] = {}
     for t in config.targets:
         if t.backup.enabled:
-            out[ScheduleKey(t.name, "backup")] = t.backup.schedule
+            out[ScheduleKey(t.name, JobKind.BACKUP)] = t.backup.schedule
         if t.verify.enabled:
-            out[ScheduleKey(t.name, "verify")] = t.verify.schedule
+            out[ScheduleKey(t.name, JobKind.VERIFY)] = t.verify.schedule
         if t.retention.schedule:
-            out[ScheduleKey(t.name, "prune")] = t.retention.schedule
+            out[ScheduleKey(t.name, JobKind.PRUNE)] = t.retention.schedule
     return out
 
 
@@ -111,7 +113,7 @@ class Scheduler:
                     entry.next_fire = cronexpr.next_fire(entry.expression, now, self._tz)
                     entry.due_at = self._jittered(entry.next_fire)
                 entry.catch_up = False
-        return sorted(fired, key=lambda e: (e.due_at, e.key.target, JOB_KINDS.index(e.key.kind)))
+        return sorted(fired, key=lambda e: (e.due_at, e.key.target, _KIND_ORDER[e.key.kind]))
 
     def seconds_until_next(self, now: datetime) -> float | None:
         if not self._entries:
@@ -122,9 +124,6 @@ class Scheduler:
     def entries(self) -> Iterable[Entry]:
         return list(self._entries.values())
 
-    def next_for(self, target: str) -> dict[str, str]:
-        return {
-            e.key.kind: e.due_at.isoformat()
-            for e in self._entries.values()
-            if e.key.target == target
-        }
+    def next_for(self, target: str) -> dict[JobKind, datetime]:
+        """When each of ``target``'s schedules is next due (jitter included)."""
+        return {e.key.kind: e.due_at for e in self._entries.values() if e.key.target == target}

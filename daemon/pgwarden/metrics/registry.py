@@ -31,14 +31,18 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        # the order of definition is the order of the exposition
+        self._define_backup_metrics()
+        self._define_verify_and_daemon_metrics()
 
-        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
-            return Gauge(f"pgwarden_{name}", doc, list(labels), registry=r)
+    def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+        return Gauge(f"pgwarden_{name}", doc, list(labels), registry=self.registry)
 
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(f"pgwarden_{name}", doc, list(labels), registry=r)
+    def _counter(self, name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+        return Counter(f"pgwarden_{name}", doc, list(labels), registry=self.registry)
 
+    def _define_backup_metrics(self) -> None:
+        gauge, counter = self._gauge, self._counter
         t, tr = ("target",), ("target", "result")
         self.build_info = gauge("build_info", "pgwarden version (always 1)", ["version"])
         self.build_info.labels(__version__).set(1)
@@ -80,6 +84,10 @@ class Metrics:
             t,
         )
         self.storage_free = gauge("storage_free_bytes", "Free bytes where backups are stored")
+
+    def _define_verify_and_daemon_metrics(self) -> None:
+        gauge, counter = self._gauge, self._counter
+        t, tr = ("target",), ("target", "result")
         # -- retention -----------------------------------------------------------------
         self.retention_deleted = counter("retention_deleted", "Backups deleted by retention", t)
         # -- verification --------------------------------------------------------------

@@ -163,6 +163,8 @@ class LineReader:
 # -- answers ---------------------------------------------------------------------------------
 def encode(message: Mapping[str, Any]) -> bytes:
     """One message as a JSON line (redacted)."""
+    # here, not at the top: redact imports pgwarden.config (+0.2 s measured, 0.05 -> 0.27 s
+    # for ``import pgwarden.control.client``), which ``pgwarden ctl`` never needs
     from pgwarden.control.redact import redact
 
     text = json.dumps(redact(message), ensure_ascii=False, separators=(",", ":"))

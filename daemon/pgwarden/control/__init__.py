@@ -1,7 +1,9 @@
 """The local control socket: operate the running daemon without restarting it.
 
-``protocol`` (JSON lines framing, error codes, argument checks), ``calls`` (what a handler
-sees of the daemon), ``commands`` (the command table), ``peers`` (SO_PEERCRED policy),
-``redact`` (no secret in any answer), ``server`` (the socket and its threads), ``client``
-and ``ctl_cli`` + ``render`` (``pgwarden ctl``).  See ``README-ctl.md`` for the commands.
+``api`` (the :class:`~pgwarden.control.api.DaemonApi` protocol the service implements, and the
+typed values it exchanges: the only way to the service), ``protocol`` (JSON lines framing,
+error codes, argument checks), ``calls`` (what a handler sees: a ``Call``), ``commands`` (the
+command table: typed answers to JSON), ``peers`` (SO_PEERCRED policy), ``redact`` (no secret
+in any answer), ``server`` (the socket and its threads), ``client`` and ``ctl_cli`` + ``render``
+(``pgwarden ctl``).  See ``README-ctl.md`` for the commands.
 """

@@ -5,5 +5,5 @@ typed values it exchanges: the only way to the service), ``protocol`` (JSON line
 error codes, argument checks), ``calls`` (what a handler sees: a ``Call``), ``commands`` (the
 command table: typed answers to JSON), ``peers`` (SO_PEERCRED policy), ``redact`` (no secret
 in any answer), ``server`` (the socket and its threads), ``client`` and ``ctl_cli`` + ``render``
-(``pgwarden ctl``).  See ``README-ctl.md`` for the commands.
+(``pgwarden ctl``).  The commands are described in README.md, "The control socket".
 """

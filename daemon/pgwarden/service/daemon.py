@@ -5,8 +5,9 @@ recover from a crash (:mod:`.recovery`), start the threads (job pool, monitor, m
 control socket), then ``READY=1``.
 
 Main loop: fire due schedules into the job pool, ping the watchdog only while every thread is
-alive, apply a requested reload (``SIGHUP`` or ``ctl reload``).  Signal handlers only set flags
-and wake the loop.  A dead infrastructure thread is fatal: exit 1 and let systemd restart us.
+alive, apply a requested reload (``SIGHUP`` or ``ctl reload``; ``[monitor] enabled`` changed
+by a reload starts or stops the monitor thread).  Signal handlers only set flags and wake the
+loop.  A dead infrastructure thread is fatal: exit 1 and let systemd restart us.
 ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new jobs, running ones get ``shutdown_timeout`` then
 are aborted; exit 0.
 
@@ -145,9 +146,12 @@ class Daemon:
         self._threads["control"] = self._control.thread
 
     def _sync_monitor(self, config: Config) -> tuple[str, ...]:
-        """Run the monitor thread exactly when ``[monitor] enabled`` says so (at start-up and
-        on every reload: enabling it by a reload starts it, disabling it stops it).  The
-        notes say what changed, for the reload's answer."""
+        """Run the monitor thread exactly when ``[monitor] enabled`` says so.
+
+        At start-up and on every reload: a reload that enables the monitor starts its thread,
+        one that disables it stops the thread (it is then no longer watched, so its end is not
+        fatal).  The notes say what changed, for the reload's answer and the log.
+        """
         if config.monitor.enabled and self._monitor is None:
             assert self.service is not None
             state = self.service.state
@@ -241,7 +245,10 @@ class Daemon:
 
     def _adopt(self, _old: Config, new: Config) -> tuple[str, ...]:
         logsetup.configure(new.daemon.log_level, new.daemon.log_format)
-        return self._sync_monitor(new)
+        notes = self._sync_monitor(new)
+        for note in notes:
+            log.info(note, reason="[monitor] enabled changed by a reload")
+        return notes
 
     # -- shutdown --------------------------------------------------------------------------
     def shutdown(self) -> int:

@@ -9,7 +9,8 @@
 3. with ``backup_before`` (the default): a ``pg_dump`` backup tagged ``pre-migration``
    through :func:`~pgwarden.backup.take.take_backup` -- verified on read-back, described by a
    manifest, kept by retention at least 7 days.  If it fails, nothing is migrated;
-4. the application's own ``alembic -c <ini> upgrade head``, in ``project``, through
+4. the application's own ``alembic -c <ini> upgrade head``, in ``project``
+   (:mod:`~pgwarden.migrate.alembic_run`), through
    :mod:`pgwarden.pg.process` (an argv, never a shell; ``timeout`` seconds at most).  The
    child gets a small environment (``PATH``, ``HOME``, locale, ``PYTHONUNBUFFERED``) plus
    ``database_url_env`` holding the target's URL *with its password* -- the password exists
@@ -28,21 +29,24 @@ migration, write a new one (strategy, "Rollback Strategy").
 
 from __future__ import annotations
 
-import os
-import re
 import threading
 import time
-from collections import deque
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.catalog import Catalog
-from pgwarden.config import Config, Secret, TargetConfig
+from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import ConfigError, PgwardenError, UsageError
 from pgwarden.logsetup import get_logger, scrub
-from pgwarden.migrate.database import DatabaseError, database_url, display_url, read_revisions
+from pgwarden.migrate.alembic_run import (
+    child_environment,
+    failure_message,
+    last_error_line,
+    plan_command,
+    run_upgrade,
+)
 from pgwarden.migrate.guard import GuardReport, inspect_project
 from pgwarden.migrate.ledger import LedgerStore, UpgradeRecord
 from pgwarden.migrate.outcome import (
@@ -51,107 +55,22 @@ from pgwarden.migrate.outcome import (
     MigrationFailed,
     MigrationRefused,
 )
-from pgwarden.migrate.project import AlembicProject, locate, resolve_alembic
-from pgwarden.pg import process
+from pgwarden.migrate.project import AlembicProject, locate
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.storage import Storage
 
-__all__ = ["PRE_MIGRATION_TAG", "child_environment", "plan_command", "safe_migrate"]
+# child_environment, last_error_line and plan_command live in alembic_run; importable here too
+__all__ = [
+    "PRE_MIGRATION_TAG",
+    "child_environment",
+    "last_error_line",
+    "plan_command",
+    "safe_migrate",
+]
 
 log = get_logger("pgwarden.migrate")
 
 PRE_MIGRATION_TAG = "pre-migration"
-_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-_STDOUT_LINES = 20
-#: alembic's ``FAILED: ...``, or a traceback's last line (``psycopg.errors.UndefinedTable: ...``)
-_ERROR_LINE = re.compile(
-    r"^(?:FAILED: |[A-Za-z_]\w*(?:\.\w+)+: |[A-Za-z_]\w*(?:Error|Exception): )"
-)
-
-
-def child_environment(url_env: str | None, url: Secret | None) -> dict[str, str]:
-    """What the application's ``alembic`` gets: path, home, locale, and the database URL.
-
-    The daemon's environment is not passed on wholesale: it may hold other targets'
-    ``password_env`` variables.
-    """
-    env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
-    env.setdefault("PATH", _DEFAULT_PATH)
-    env["PYTHONUNBUFFERED"] = "1"
-    if url_env and url is not None:
-        env[url_env] = url.reveal()
-    return env
-
-
-def plan_command(
-    config: Config, target: TargetConfig, project: AlembicProject, spec: ConnSpec
-) -> tuple[AlembicCommand, dict[str, str]]:
-    """The exact alembic command and the child's environment (which holds the password)."""
-    settings = target.migrations
-    url_env = settings.database_url_env
-    scheme = settings.url_scheme
-    env = child_environment(url_env, database_url(spec, scheme) if url_env else None)
-    executable = resolve_alembic(config, target, settings, env["PATH"])
-    command = AlembicCommand(
-        argv=(str(executable), "-c", str(project.ini), "upgrade", "head"),
-        cwd=project.project,
-        env_names=tuple(sorted(env)),
-        database_url_env=url_env,
-        display_url=display_url(spec, scheme) if url_env else None,
-        timeout=settings.timeout,
-    )
-    return command, env
-
-
-class _Scrubber:
-    """Removes the target's password (as typed and URL-encoded) from free text."""
-
-    def __init__(self, spec: ConnSpec) -> None:
-        secret = spec.password.reveal() if spec.password is not None else ""
-        forms = {secret, quote(secret, safe=""), quote_plus(secret)} if secret else set()
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for form in self._forms:
-            text = text.replace(form, "***")
-        return scrub(text)
-
-
-class _ScrubbingLogger:
-    """A :class:`~pgwarden.pg.process.ToolLogger` that scrubs every value before logging."""
-
-    def __init__(self, scrubber: _Scrubber, **bound: Any) -> None:
-        self._scrub = scrubber
-        self._log = log.bind(**bound)
-
-    def _clean(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return {k: self._scrub(v) if isinstance(v, str) else v for k, v in fields.items()}
-
-    def info(self, event: str, /, *args: Any, **kw: Any) -> Any:
-        return self._log.info(event, *args, **self._clean(kw))
-
-    def warning(self, event: str, /, *args: Any, **kw: Any) -> Any:
-        return self._log.warning(event, *args, **self._clean(kw))
-
-
-class _StdoutTail:
-    """Keeps the last lines alembic printed on stdout (it normally logs to stderr)."""
-
-    def __init__(self) -> None:
-        self._lines: deque[str] = deque(maxlen=_STDOUT_LINES)
-        self._partial = b""
-
-    def __call__(self, chunk: bytes) -> None:
-        *complete, self._partial = (self._partial + chunk).split(b"\n")
-        self._partial = self._partial[-65536:]
-        for raw in complete:
-            if raw.strip():
-                self._lines.append(raw.decode("utf-8", "replace")[:2000])
-
-    def text(self) -> str:
-        rest = [self._partial.decode("utf-8", "replace")] if self._partial.strip() else []
-        return "\n".join([*self._lines, *rest][-_STDOUT_LINES:])
 
 
 def migration_spec(target: TargetConfig) -> ConnSpec:
@@ -212,6 +131,41 @@ def _backup_plan(target: TargetConfig, storage: Storage, spec: ConnSpec) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Upgrade:
+    """What one upgrade fixed before it changed anything; builds and records its outcomes."""
+
+    target: TargetConfig
+    store: LedgerStore
+    report: GuardReport
+    command: AlembicCommand
+    backup_plan: str
+    started_at: datetime
+    started: float  # time.monotonic()
+
+    def outcome(self, status: str, **fields: Any) -> MigrateOutcome:
+        defaults: dict[str, Any] = {
+            "revision_after": self.report.database,
+            "applied": (),
+            "backup_id": None,
+            "backup_path": None,
+            "backup_plan": self.backup_plan,
+            "command": self.command,
+            "report": self.report,
+        }
+        defaults.update(fields)
+        return MigrateOutcome(
+            target=self.target.name,
+            status=status,
+            revision_before=self.report.database,
+            duration_s=time.monotonic() - self.started,
+            **defaults,
+        )
+
+    def remember(self, outcome: MigrateOutcome) -> None:
+        _remember(self.store, outcome, self.started_at)
+
+
 def _upgrade(
     target: TargetConfig,
     config: Config,
@@ -224,132 +178,37 @@ def _upgrade(
 ) -> MigrateOutcome:
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    numbered = target.migrations.require_numbered
-    report = inspect_project(project, store, spec, require_numbered=numbered, record=True)
-    if report.errors:
-        log.error(
-            "migration refused by the forward-only guard",
-            target=target.name,
-            errors=[p.code for p in report.errors],
-        )
-        raise MigrationRefused(report)
+    report = _guard(target, project, store, spec)
     command, env = plan_command(config, target, project, spec)
+    plan = _backup_plan(target, storage, spec)
+    run = _Upgrade(target, store, report, command, plan, started_at, started)
     before = report.database
-
-    def outcome(status: str, **fields: Any) -> MigrateOutcome:
-        defaults: dict[str, Any] = {
-            "revision_after": before,
-            "applied": (),
-            "backup_id": None,
-            "backup_path": None,
-            "backup_plan": _backup_plan(target, storage, spec),
-            "command": command,
-            "report": report,
-        }
-        defaults.update(fields)
-        return MigrateOutcome(
-            target=target.name,
-            status=status,
-            revision_before=before,
-            duration_s=time.monotonic() - started,
-            **defaults,
-        )
-
     if not report.pending:
         log.info("migration: nothing to do", target=target.name, revision=list(before))
-        return outcome("up-to-date", backup_plan="none: nothing to migrate")
+        return run.outcome("up-to-date", backup_plan="none: nothing to migrate")
 
     backup: BackupOutcome | None = None
     if target.migrations.backup_before:
-        log.info("taking the pre-migration backup", target=target.name)
-        try:
-            backup = take_backup(
-                BackupRequest(
-                    target, config, catalog, storage, tags=(PRE_MIGRATION_TAG,), cancel=cancel
-                )
-            )
-        except (ConfigError, UsageError):
-            raise
-        except PgwardenError as exc:
-            failed = outcome("failed", error=f"pre-migration backup failed: {scrub(str(exc))}")
-            _remember(store, failed, started_at)
-            raise MigrationFailed(
-                f"{target.name}: the pre-migration backup failed, so nothing "
-                f"was migrated: {scrub(str(exc))}",
-                failed,
-            ) from exc
+        backup = _pre_migration_backup(run, config, catalog, storage, cancel)
     backup_fields: dict[str, Any] = {
         "backup_id": backup.backup_id if backup else None,
         "backup_path": str(backup.path) if backup else None,
     }
-
-    scrubber = _Scrubber(spec)
-    stdout = _StdoutTail()
-    log.info(
-        "running alembic upgrade head",
-        target=target.name,
-        command=command.shell_line(),
-        pending=[p.revision for p in report.pending],
+    pending = [p.revision for p in report.pending]
+    result, tail, after = run_upgrade(
+        command, env, spec, cancel, target=target.name, pending=pending
     )
-    result = process.run_tool(
-        command.argv,
-        env=env,
-        cwd=command.cwd,
-        timeout=command.timeout,
-        cancel=cancel,
-        name="alembic",
-        log=_ScrubbingLogger(scrubber, target=target.name),
-        stdout=stdout,
-    )
-    tail = scrubber(result.stderr_tail or stdout.text())
-    try:
-        after = read_revisions(spec, target.name)
-    except DatabaseError as exc:
-        if result.ok:
-            raise
-        after = ()
-        tail += f"\n(pgwarden could not read the revision afterwards: {exc})"
     applied = _applied(report, after)
-    head = report.heads[0]
+    if not result.ok or after != (report.heads[0],):
+        error = failure_message(command, report.heads[0], result, after, tail)
+        raise _failed(run, error, after, applied, tail, backup_fields)
 
-    if not result.ok or after != (head,):
-        if result.ok:
-            where = (
-                f"${command.database_url_env}"
-                if command.database_url_env
-                else "the target's database"
-            )
-            error = (
-                f"alembic exited 0 but the database is at {', '.join(after) or 'no revision'}"
-                f", not {head}: does env.py connect to {where}?"
-            )
-        else:
-            error = f"alembic upgrade head {result.describe()}"
-            cause = last_error_line(tail)
-            if cause:
-                error += f": {cause}"
-        failed = outcome(
-            "failed",
-            revision_after=after,
-            applied=applied,
-            stderr_tail=tail,
-            error=error,
-            **backup_fields,
-        )
-        _remember(store, failed, started_at)
-        log.error(
-            "migration failed",
-            target=target.name,
-            error=error,
-            before=list(before),
-            after=list(after),
-            backup_id=failed.backup_id,
-        )
-        raise MigrationFailed(f"{target.name}: {error}", failed)
-
+    numbered = target.migrations.require_numbered
     post = inspect_project(project, store, spec, require_numbered=numbered, record=True)
-    done = outcome("migrated", revision_after=after, applied=applied, report=post, **backup_fields)
-    _remember(store, done, started_at)
+    done = run.outcome(
+        "migrated", revision_after=after, applied=applied, report=post, **backup_fields
+    )
+    run.remember(done)
     log.info(
         "migration finished",
         target=target.name,
@@ -362,12 +221,77 @@ def _upgrade(
     return done
 
 
-def last_error_line(text: str) -> str | None:
-    """The last line of a stderr tail that states an error (an exception, alembic's FAILED:)."""
-    for line in reversed(text.splitlines()):
-        if _ERROR_LINE.match(line):
-            return line.strip()[:500]
-    return None
+def _guard(
+    target: TargetConfig, project: AlembicProject, store: LedgerStore, spec: ConnSpec
+) -> GuardReport:
+    """The guard, recording newly released files; any error refuses the upgrade."""
+    numbered = target.migrations.require_numbered
+    report = inspect_project(project, store, spec, require_numbered=numbered, record=True)
+    if report.errors:
+        log.error(
+            "migration refused by the forward-only guard",
+            target=target.name,
+            errors=[p.code for p in report.errors],
+        )
+        raise MigrationRefused(report)
+    return report
+
+
+def _pre_migration_backup(
+    run: _Upgrade,
+    config: Config,
+    catalog: Catalog,
+    storage: Storage,
+    cancel: threading.Event | None,
+) -> BackupOutcome:
+    """The backup tagged ``pre-migration``; if it fails, the run fails and nothing migrates."""
+    target = run.target
+    log.info("taking the pre-migration backup", target=target.name)
+    try:
+        return take_backup(
+            BackupRequest(
+                target, config, catalog, storage, tags=(PRE_MIGRATION_TAG,), cancel=cancel
+            )
+        )
+    except (ConfigError, UsageError):
+        raise
+    except PgwardenError as exc:
+        failed = run.outcome("failed", error=f"pre-migration backup failed: {scrub(str(exc))}")
+        run.remember(failed)
+        raise MigrationFailed(
+            f"{target.name}: the pre-migration backup failed, so nothing "
+            f"was migrated: {scrub(str(exc))}",
+            failed,
+        ) from exc
+
+
+def _failed(
+    run: _Upgrade,
+    error: str,
+    after: tuple[str, ...],
+    applied: tuple[str, ...],
+    tail: str,
+    backup_fields: dict[str, Any],
+) -> MigrationFailed:
+    """Record and log a failed upgrade; the error to raise, carrying its outcome."""
+    failed = run.outcome(
+        "failed",
+        revision_after=after,
+        applied=applied,
+        stderr_tail=tail,
+        error=error,
+        **backup_fields,
+    )
+    run.remember(failed)
+    log.error(
+        "migration failed",
+        target=run.target.name,
+        error=error,
+        before=list(run.report.database),
+        after=list(after),
+        backup_id=failed.backup_id,
+    )
+    return MigrationFailed(f"{run.target.name}: {error}", failed)
 
 
 def _applied(report: GuardReport, after: tuple[str, ...]) -> tuple[str, ...]:

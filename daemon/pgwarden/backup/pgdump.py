@@ -24,65 +24,77 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgwarden.archive.codecs import Codec, Stage
 from pgwarden.config import BackupSettings
+from pgwarden.config.formats import BackupFormat
 from pgwarden.pg.binaries import Tool
 
 DEFAULT_ZSTD_LEVEL = 1
 DEFAULT_GZIP_LEVEL = 6
+_FORMAT_FLAG = {BackupFormat.CUSTOM: "c", BackupFormat.DIRECTORY: "d", BackupFormat.PLAIN: "p"}
 
 
 @dataclass(frozen=True)
 class DumpPlan:
-    format: str  # custom | directory | plain
-    extension: str  # dump | dump.zst | dir | sql.gz
-    stage: str  # "stream" (pgwarden compresses stdout) or "pg_dump" (pg_dump writes the file)
-    codec: str  # zstd | gzip | none
+    format: BackupFormat
+    extension: str  # dump | dump.zst | dir | sql.gz | sql
+    stage: Stage
+    codec: Codec
     level: int | None
     pg_dump_compress: str  # the --compress value given to pg_dump
     jobs: int
 
     @property
     def compression_label(self) -> str:
-        return self.codec if self.level is None else f"{self.codec}:{self.level}"
+        """The manifest's ``compression``: ``zstd:1``, ``gzip:6``, ``none``."""
+        return str(self.codec) if self.level is None else f"{self.codec}:{self.level}"
 
     @property
     def is_directory(self) -> bool:
-        return self.format == "directory"
+        return self.format == BackupFormat.DIRECTORY
 
 
 def plan_dump(settings: BackupSettings, tool: Tool) -> DumpPlan:
+    fmt = BackupFormat(settings.format)
+    if fmt == BackupFormat.PLAIN:
+        return _plain(settings)
+    if fmt == BackupFormat.DIRECTORY:
+        return _directory(settings, tool)
+    return _custom(settings)
+
+
+def _plain(settings: BackupSettings) -> DumpPlan:
+    """``pg_dump -Fp`` through the stream stage: gzip (``.sql.gz``) unless ``none``."""
     level = settings.compression_level
-    codec = settings.compression
-    if settings.format == "plain":
-        if codec == "none":
-            return DumpPlan("plain", "sql", "stream", "none", None, "0", 1)
-        return DumpPlan(
-            "plain",
-            "sql.gz",
-            "stream",
-            "gzip",
-            level if level is not None else DEFAULT_GZIP_LEVEL,
-            "0",
-            1,
-        )
-    if settings.format == "directory":
-        if codec == "none":
-            return DumpPlan("directory", "dir", "pg_dump", "none", None, "0", settings.jobs)
-        if codec == "zstd" and tool.major >= 16:
-            lvl = level if level is not None else DEFAULT_ZSTD_LEVEL
-            return DumpPlan(
-                "directory", "dir", "pg_dump", "zstd", lvl, f"zstd:{lvl}", settings.jobs
-            )
-        lvl = min(level if level is not None else 1, 9)
-        return DumpPlan("directory", "dir", "pg_dump", "gzip", lvl, str(lvl), settings.jobs)
-    # custom
-    if codec == "none":
-        return DumpPlan("custom", "dump", "pg_dump", "none", None, "0", 1)
-    if codec == "gzip":
+    if settings.compression == Codec.NONE:
+        return DumpPlan(BackupFormat.PLAIN, "sql", Stage.STREAM, Codec.NONE, None, "0", 1)
+    lvl = level if level is not None else DEFAULT_GZIP_LEVEL
+    return DumpPlan(BackupFormat.PLAIN, "sql.gz", Stage.STREAM, Codec.GZIP, lvl, "0", 1)
+
+
+def _directory(settings: BackupSettings, tool: Tool) -> DumpPlan:
+    """pg_dump compresses each file itself: zstd when asked and pg_dump >= 16, else gzip."""
+    level, codec, jobs = settings.compression_level, settings.compression, settings.jobs
+    fmt, stage = BackupFormat.DIRECTORY, Stage.PG_DUMP
+    if codec == Codec.NONE:
+        return DumpPlan(fmt, "dir", stage, Codec.NONE, None, "0", jobs)
+    if codec == Codec.ZSTD and tool.major >= 16:
+        lvl = level if level is not None else DEFAULT_ZSTD_LEVEL
+        return DumpPlan(fmt, "dir", stage, Codec.ZSTD, lvl, f"zstd:{lvl}", jobs)
+    lvl = min(level if level is not None else 1, 9)
+    return DumpPlan(fmt, "dir", stage, Codec.GZIP, lvl, str(lvl), jobs)
+
+
+def _custom(settings: BackupSettings) -> DumpPlan:
+    """``none`` and ``gzip`` by pg_dump itself; ``auto``/``zstd`` through the stream stage."""
+    level, codec, fmt = settings.compression_level, settings.compression, BackupFormat.CUSTOM
+    if codec == Codec.NONE:
+        return DumpPlan(fmt, "dump", Stage.PG_DUMP, Codec.NONE, None, "0", 1)
+    if codec == Codec.GZIP:
         lvl = min(level if level is not None else DEFAULT_GZIP_LEVEL, 9)
-        return DumpPlan("custom", "dump", "pg_dump", "gzip", lvl, str(lvl), 1)
+        return DumpPlan(fmt, "dump", Stage.PG_DUMP, Codec.GZIP, lvl, str(lvl), 1)
     lvl = level if level is not None else DEFAULT_ZSTD_LEVEL
-    return DumpPlan("custom", "dump.zst", "stream", "zstd", lvl, "0", 1)
+    return DumpPlan(fmt, "dump.zst", Stage.STREAM, Codec.ZSTD, lvl, "0", 1)
 
 
 def dump_argv(
@@ -95,13 +107,17 @@ def dump_argv(
     extra_args: tuple[str, ...] = (),
 ) -> list[str]:
     """argv for pg_dump; ``output`` None means stdout.  The conninfo holds no password."""
-    fmt = {"custom": "c", "directory": "d", "plain": "p"}[plan.format]
-    argv = [str(tool.path), f"--format={fmt}", "--no-password", f"--dbname={conninfo}"]
-    if plan.format != "plain":
+    argv = [
+        str(tool.path),
+        f"--format={_FORMAT_FLAG[plan.format]}",
+        "--no-password",
+        f"--dbname={conninfo}",
+    ]
+    if plan.format != BackupFormat.PLAIN:
         argv.append(f"--compress={plan.pg_dump_compress}")
     if snapshot:
         argv.append(f"--snapshot={snapshot}")
-    if plan.format == "directory" and plan.jobs > 1:
+    if plan.format == BackupFormat.DIRECTORY and plan.jobs > 1:
         argv.append(f"--jobs={plan.jobs}")
     if output is not None:
         argv.append(f"--file={output}")
@@ -111,8 +127,8 @@ def dump_argv(
 
 def restore_hint(plan: DumpPlan, artifact: str, database: str) -> tuple[str, ...]:
     """How to restore this artifact with stock tools only (written into the manifest)."""
-    if plan.format == "plain":
-        if plan.codec == "gzip":
+    if plan.format == BackupFormat.PLAIN:
+        if plan.codec == Codec.GZIP:
             return (
                 f"createdb {database}_restored",
                 f"gunzip -c {artifact} | psql -v ON_ERROR_STOP=1 -d {database}_restored",
@@ -121,7 +137,7 @@ def restore_hint(plan: DumpPlan, artifact: str, database: str) -> tuple[str, ...
             f"createdb {database}_restored",
             f"psql -v ON_ERROR_STOP=1 -d {database}_restored -f {artifact}",
         )
-    if plan.stage == "stream" and plan.codec == "zstd":
+    if plan.stage == Stage.STREAM and plan.codec == Codec.ZSTD:
         plain = artifact.removesuffix(".zst")
         return (
             f"createdb {database}_restored",

@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pgwarden.config.formats import BackupFormat
 from pgwarden.errors import NotFoundError
 
 DEFAULT_CONFIG_PATH = Path("/etc/pgwarden/pgwarden.toml")
 CONFIG_ENV = "PGWARDEN_CONFIG"
 
-BACKUP_FORMATS = ("custom", "directory", "plain")
+BACKUP_FORMATS = tuple(f.value for f in BackupFormat)  # custom, directory, plain
+#: "auto" and pgwarden.archive.codecs.Codec's values (config sits below archive: not imported)
 COMPRESSIONS = ("auto", "zstd", "gzip", "none")
 ROW_COUNT_MODES = ("exact", "estimate", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")

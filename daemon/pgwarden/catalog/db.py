@@ -28,7 +28,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from pgwarden.catalog import migrator
 from pgwarden.catalog.queries import WRITE_OPTION, Catalog
 from pgwarden.config import PoolSettings
-from pgwarden.errors import CatalogError
+from pgwarden.errors import CatalogError, describe
 
 #: how long a SQLite writer waits for another one before failing
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -148,10 +148,5 @@ def open_catalog(url: str, *, pool: PoolSettings | None = None) -> Catalog:
         raise
     except (SQLAlchemyError, OSError) as exc:
         engine.dispose()
-        raise CatalogError(f"cannot open the catalog at {where}: {_first_line(exc)}") from exc
+        raise CatalogError(f"cannot open the catalog at {where}: {describe(exc)}") from exc
     return Catalog(engine, where)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,8 +23,7 @@ from urllib.parse import quote, urlencode
 import psycopg
 
 from pgwarden.config import Secret
-from pgwarden.errors import PgwardenError
-from pgwarden.logsetup import scrub
+from pgwarden.errors import PgwardenError, describe
 from pgwarden.pg.conninfo import ConnSpec
 
 __all__ = ["DatabaseError", "database_url", "display_url", "read_revisions"]
@@ -49,11 +48,11 @@ def read_revisions(spec: ConnSpec, target: str) -> tuple[str, ...]:
                 return ()
             rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     except psycopg.Error as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
+        # libpq's errors name host, port and user, never the password (the conninfo was
+        # validated by ConnSpec, so no parse error quotes it): chained
         raise DatabaseError(
-            f"{target}: cannot read alembic_version from {spec.redacted()}: {scrub(first)}"
-        ) from None
+            f"{target}: cannot read alembic_version from {spec.redacted()}: {describe(exc)}"
+        ) from exc
     return tuple(sorted(str(r[0]) for r in rows))
 
 

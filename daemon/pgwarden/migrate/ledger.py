@@ -158,14 +158,14 @@ class LedgerStore:
         except FileNotFoundError:
             return Ledger(self.target)
         except OSError as exc:
-            raise LedgerError(f"cannot read {self.path}: {exc.strerror}") from None
+            raise LedgerError(f"cannot read {self.path}: {exc.strerror}") from exc
         try:
             return Ledger.from_json(data, self.target)
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(
                 f"{self.path} is damaged ({exc}); it is pgwarden's record of released "
                 "migrations: restore it from a copy rather than deleting it"
-            ) from None
+            ) from exc
 
     def save(self, ledger: Ledger) -> None:
         self._ensure_dir()
@@ -188,13 +188,13 @@ class LedgerStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise LedgerError(f"cannot write {self.path}: {exc.strerror}") from None
+            raise LedgerError(f"cannot write {self.path}: {exc.strerror}") from exc
 
     def _ensure_dir(self) -> None:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise LedgerError(f"cannot create {self.directory}: {exc.strerror}") from None
+            raise LedgerError(f"cannot create {self.directory}: {exc.strerror}") from exc
 
     @contextlib.contextmanager
     def lock(self, *, timeout: float | None = 0.0) -> Iterator[None]:

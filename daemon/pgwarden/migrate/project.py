@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pgwarden.config import Config, MigrationSettings, TargetConfig
 from pgwarden.errors import ConfigError, UsageError
+from pgwarden.redaction import redact
 
 __all__ = ["AlembicProject", "locate", "resolve_alembic", "settings_key"]
 
@@ -98,7 +99,9 @@ def versions_from_ini(ini: Path, project: Path) -> tuple[Path, ...]:
             parser.read_file(handle)
         section = dict(parser.items("alembic")) if parser.has_section("alembic") else {}
     except (OSError, UnicodeDecodeError, configparser.Error) as exc:
-        raise ValueError(f"cannot read it: {exc}") from None
+        # a ParsingError quotes the ini's lines, a sqlalchemy.url with its password among
+        # them: redacted, and not chained
+        raise ValueError(f"cannot read it: {redact(str(exc))}") from None
     locations = section.get("version_locations")
     separator = section.get("path_separator") or section.get("version_path_separator")
     script_location = section.get("script_location")

@@ -33,12 +33,12 @@ import sqlalchemy
 from psycopg.conninfo import conninfo_to_dict
 
 from pgwarden.config import Config, PoolSettings, TargetConfig
-from pgwarden.errors import PgwardenError
+from pgwarden.errors import PgwardenError, describe
 from pgwarden.monitor import pgvector
 from pgwarden.monitor.connections import Activity, read_activity, target_database
 from pgwarden.monitor.engines import ServerKey
 from pgwarden.monitor.pgbouncer import connect_admin, show
-from pgwarden.monitor.sampler import SAMPLE_ERRORS, describe_error
+from pgwarden.monitor.sampler import SAMPLE_ERRORS
 from pgwarden.monitor.verdicts import CheckResult, Status
 from pgwarden.pg.binaries import find_tool
 from pgwarden.pg.conninfo import ConnSpec
@@ -111,7 +111,7 @@ def find_pooler(config: Config, target: TargetConfig) -> tuple[str | None, list[
             with connect_admin(bouncer) as conn:
                 rows = show(conn, "DATABASES")
         except SAMPLE_ERRORS as exc:
-            problems.append(f"PgBouncer {bouncer.name}: {describe_error(exc)}")
+            problems.append(f"PgBouncer {bouncer.name}: {describe(exc)}")
             continue
         if any(database in (row.get("name"), row.get("database")) for row in rows):
             return f"PgBouncer {bouncer.name}", problems
@@ -282,7 +282,7 @@ def _guard(
     try:
         status, detail = fn()
     except SAMPLE_ERRORS as exc:
-        status, detail = "unknown", f"could not check: {describe_error(exc)}"
+        status, detail = "unknown", f"could not check: {describe(exc)}"
     results.append(CheckResult(check, status, detail, target))
 
 
@@ -304,14 +304,14 @@ def database_checks(
             application_name=APPLICATION_NAME,
         )
     except SAMPLE_ERRORS as exc:
-        return [CheckResult("server.reachable", "fail", describe_error(exc), target.name)]
+        return [CheckResult("server.reachable", "fail", describe(exc), target.name)]
     try:
         with engine.connect() as conn:
             return _on_connection(
                 conn, config, target, spec, samples=samples, gap_s=gap_s, sleep=sleep
             )
     except SAMPLE_ERRORS as exc:
-        detail = f"cannot connect or lost the connection: {describe_error(exc)}"
+        detail = f"cannot connect or lost the connection: {describe(exc)}"
         return [CheckResult("server.reachable", "fail", detail, target.name)]
     finally:
         engine.dispose()

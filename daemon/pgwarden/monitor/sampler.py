@@ -20,7 +20,7 @@ import sqlalchemy.exc
 
 from pgwarden import logsetup
 from pgwarden.config import Config, MonitorConfig, PgBouncerConfig
-from pgwarden.errors import PgwardenError
+from pgwarden.errors import PgwardenError, describe
 from pgwarden.monitor.connections import (
     AppPoolSample,
     AtLimitTracker,
@@ -36,15 +36,6 @@ log = logsetup.get_logger("pgwarden.monitor")
 
 #: what a failed sample may raise; anything else is a bug
 SAMPLE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, psycopg.Error, PgwardenError, OSError)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One redacted line for logs and ``pgwarden check``: the driver's message if wrapped."""
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return logsetup.scrub(line)
 
 
 class Sampler:
@@ -95,7 +86,7 @@ class Sampler:
             with self.engines.connect(plan, monitor) as conn:
                 activity = read_activity(conn)
         except SAMPLE_ERRORS as exc:
-            error = describe_error(exc)
+            error = describe(exc)
             self._server_errors[plan.name] += 1
             self._transition("server", plan.name, error, targets=list(targets))
             return ServerStatus(plan.name, targets, False, None, self._own(plan), error), []
@@ -129,7 +120,7 @@ class Sampler:
         try:
             sample = self.bouncers.sample(bouncer)
         except SAMPLE_ERRORS as exc:
-            error = describe_error(exc)
+            error = describe(exc)
             self._bouncer_errors[bouncer.name] += 1
             self._transition("pgbouncer", bouncer.name, error)
             return BouncerStatus(bouncer.name, False, None, error)

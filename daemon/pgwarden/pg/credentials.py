@@ -17,8 +17,9 @@ allows per connection:
 No source set gives ``None``: libpq then falls back to ``.pgpass`` / ``PGPASSFILE`` / trust.
 
 Every failure is a :class:`CredentialError` naming the connection (``what``, e.g.
-``targets[app]``) and the source -- never the password.  Exceptions that might carry file content
-(a ``UnicodeDecodeError`` shows the offending bytes) are not chained (``from None``).
+``targets[app]``) and the source -- never the password.  An ``OSError`` is chained (errno and path, no content); exceptions
+that might carry file content (a ``UnicodeDecodeError`` shows the offending bytes) are not
+(``from None``).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def read_secret_file(path: Path, source: str) -> Secret:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
-        raise CredentialError(f"{source}: cannot open {path}: {exc.strerror}") from None
+        raise CredentialError(f"{source}: cannot open {path}: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -99,7 +100,7 @@ def read_secret_file(path: Path, source: str) -> Secret:
         if len(raw) > MAX_PASSWORD_BYTES:
             raise CredentialError(f"{source}: {path} is too large to be a password")
     except OSError as exc:
-        raise CredentialError(f"{source}: cannot read {path}: {exc.strerror}") from None
+        raise CredentialError(f"{source}: cannot read {path}: {exc.strerror}") from exc
     finally:
         os.close(fd)
     try:

@@ -28,7 +28,7 @@ import psycopg
 
 from pgwarden.archive.manifest import Manifest, TableCount, VectorProbe
 from pgwarden.config import SqlCheck
-from pgwarden.logsetup import scrub
+from pgwarden.errors import describe
 from pgwarden.pg import introspect
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.restore.outcome import CheckResult, StepError
@@ -74,9 +74,10 @@ class QueryCanceller:
         try:
             conn = spec.connect(application_name="pgwarden-verify", autocommit=True)
         except psycopg.Error as exc:
+            # libpq's connection errors never quote the password: chained
             raise StepError(
-                "checks", f"cannot connect to {spec.redacted()}: {scrub(str(exc).strip())}"
-            ) from None
+                "checks", f"cannot connect to {spec.redacted()}: {describe(exc)}"
+            ) from exc
         with self._lock:
             self._conns.add(conn)
         try:
@@ -90,11 +91,6 @@ class QueryCanceller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-
-
-def _error(exc: psycopg.Error) -> str:
-    text = str(exc).strip().splitlines()
-    return scrub(text[0]) if text else type(exc).__name__
 
 
 # -- row counts -----------------------------------------------------------------------------------
@@ -167,8 +163,8 @@ def _count(
         return "table missing"
     except psycopg.Error as exc:
         if canceller.cancelled:
-            raise StepError("cancelled", "the drill was cancelled") from None
-        return f"error: {_error(exc)}"
+            raise StepError("cancelled", "the drill was cancelled") from exc
+        return f"error: {describe(exc)}"
 
 
 # -- extensions ---------------------------------------------------------------------------------
@@ -288,8 +284,8 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
                 row = conn.execute(check.sql.encode()).fetchone()
         except psycopg.Error as exc:
             if canceller.cancelled:
-                raise StepError("cancelled", "the drill was cancelled") from None
-            result.passed, result.actual = False, f"error: {_error(exc)}"
+                raise StepError("cancelled", "the drill was cancelled") from exc
+            result.passed, result.actual = False, f"error: {describe(exc)}"
             result.detail = f"{check.sql!r} failed"
             result.duration_s = time.monotonic() - started
             return result
@@ -317,8 +313,8 @@ def _probe(
             )
     except psycopg.Error as exc:
         if canceller.cancelled:
-            raise StepError("cancelled", "the drill was cancelled") from None
-        return f"error: {_error(exc)}"
+            raise StepError("cancelled", "the drill was cancelled") from exc
+        return f"error: {describe(exc)}"
     return "probe row missing" if found is None else tuple(found)
 
 

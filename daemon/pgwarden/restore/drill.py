@@ -37,7 +37,7 @@ import psycopg
 
 from pgwarden.catalog import Catalog
 from pgwarden.config import Config, TargetConfig
-from pgwarden.errors import BackupError, PgwardenError, UsageError
+from pgwarden.errors import BackupError, PgwardenError, UsageError, describe
 from pgwarden.logsetup import get_logger, scrub
 from pgwarden.pg.server import server_major
 from pgwarden.restore import checks, pgrestore, scratch, staging
@@ -151,8 +151,7 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
         outcome.checks.append(CheckResult("setup", False, scrub(str(exc))))
     except psycopg.Error as exc:  # the verification server went away (restart, network)
         outcome.status = "interrupted" if _cancelled(request) else "failed"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        outcome.checks.append(CheckResult("server", False, scrub(first)))
+        outcome.checks.append(CheckResult("server", False, describe(exc)))
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt...: recorded, then re-raised
         outcome.status = "interrupted"
         outcome.checks.append(CheckResult("interrupted", False, type(exc).__name__))

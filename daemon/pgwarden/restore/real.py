@@ -27,8 +27,7 @@ from psycopg import sql
 
 from pgwarden.catalog import Catalog
 from pgwarden.config import Config, TargetConfig
-from pgwarden.errors import UsageError
-from pgwarden.logsetup import scrub
+from pgwarden.errors import UsageError, describe
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.server import server_major
 from pgwarden.restore import checks, pgrestore, scratch, staging
@@ -257,6 +256,6 @@ def _run(
             CheckResult(exc.step, False, exc.message, expected=exc.expected, actual=exc.actual)
         )
     except psycopg.Error as exc:
-        outcome.checks.append(CheckResult("database", False, scrub(str(exc).strip())))
+        outcome.checks.append(CheckResult("database", False, describe(exc)))
     finally:
         staged.remove_spool()

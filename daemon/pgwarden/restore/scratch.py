@@ -32,7 +32,8 @@ import psycopg
 from psycopg import sql
 
 from pgwarden.config import TargetConfig
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.errors import describe
+from pgwarden.logsetup import get_logger
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.restore.outcome import StepError
 
@@ -70,10 +71,10 @@ def connect(spec: ConnSpec, what: str) -> psycopg.Connection[Any]:
     try:
         return spec.connect(application_name="pgwarden-verify", autocommit=True)
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # libpq's connection errors never quote the password: chained
         raise StepError(
-            "connect", f"cannot connect to {what} {spec.redacted()}: {scrub(first)}"
-        ) from None
+            "connect", f"cannot connect to {what} {spec.redacted()}: {describe(exc)}"
+        ) from exc
 
 
 def _marker(target: str) -> str:
@@ -144,8 +145,8 @@ class ScratchDatabase:
         except psycopg.Error as exc:
             raise StepError(
                 "scratch",
-                f"cannot create the scratch database {self.name}: {scrub(str(exc).strip())}",
-            ) from None
+                f"cannot create the scratch database {self.name}: {describe(exc)}",
+            ) from exc
         self.created = True
         try:
             self.conn.execute(
@@ -172,7 +173,7 @@ class ScratchDatabase:
             log.warning(
                 "dropping the scratch database failed; retrying",
                 database=self.name,
-                error=scrub(str(exc).strip()),
+                error=describe(exc),
             )
             self._drop_fresh()
 
@@ -186,7 +187,7 @@ class ScratchDatabase:
             log.error(
                 "cannot drop the scratch database; it is dropped at the next start-up",
                 database=self.name,
-                error=scrub(str(exc).strip()),
+                error=describe(exc),
             )
 
 
@@ -277,7 +278,7 @@ def unlog_tables(spec: ConnSpec) -> str:
         except psycopg.Error as exc:
             for table in done:
                 conn.execute(sql.SQL("ALTER TABLE {} SET LOGGED").format(sql.SQL(table)))
-            return f"tables kept logged ({scrub(str(exc).strip().splitlines()[0])})"
+            return f"tables kept logged ({describe(exc)})"
     return f"{len(done)} tables restored unlogged" if done else ""
 
 

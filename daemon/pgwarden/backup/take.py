@@ -6,35 +6,35 @@ One attempt (:func:`_attempt`):
 2. check free space against the last backup's size (else the database size) plus a margin;
 3. record the run in the catalog, export a snapshot, start ``pg_dump --snapshot`` into
    ``NAME.partial`` and, while it runs, collect the snapshot facts (exact row counts, pgvector
-   probes) on the exporting connection;
+   probes) on the exporting connection (:mod:`~pgwarden.backup.dumprun`);
 4. publish atomically (fsync, rename, fsync dir), read the archive back whole (checksum from
    disk, ``pg_restore`` to /dev/null), write the manifest atomically, mark the run complete.
 
 Any failure removes the partial file, records the outcome with a redacted stderr tail, and
 never touches existing backups.  :func:`take_backup` retries transient failures with
 exponential backoff; missing tools, lack of space and bad credentials are not retried.
+The request and outcome types live in :mod:`~pgwarden.backup.request` (importable from here).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
-from pgwarden.archive import compress
+from pgwarden.archive.codecs import Stage
+from pgwarden.archive.digest import Digest
 from pgwarden.archive.manifest import Manifest
 from pgwarden.backup import pgdump, readback
+from pgwarden.backup.dumpall import dump_globals
+from pgwarden.backup.dumprun import run_dump
 from pgwarden.backup.facts import Facts, SnapshotSession
-from pgwarden.catalog import Catalog
-from pgwarden.config import Config, TargetConfig
+from pgwarden.backup.request import BackupOutcome, BackupRequest, Progress
 from pgwarden.errors import (
     BackupError,
     ConfigError,
@@ -45,12 +45,12 @@ from pgwarden.errors import (
     UsageError,
 )
 from pgwarden.logsetup import get_logger, scrub
-from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.server import server_major, server_version
-from pgwarden.storage import Storage
-from pgwarden.storage.base import backup_name, manifest_name
+from pgwarden.storage.base import WriteResult, backup_name, manifest_name
+
+__all__ = ["NOT_RETRIED", "BackupOutcome", "BackupRequest", "Progress", "take_backup"]
 
 log = get_logger("pgwarden.backup")
 
@@ -61,58 +61,6 @@ NOT_RETRIED = (
     ConfigError,
     UsageError,
 )
-Progress = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class BackupOutcome:
-    backup_id: str
-    target: str
-    path: Path
-    manifest_path: Path
-    size_bytes: int
-    sha256: str
-    duration_s: float
-    format: str
-    compression: str
-    tables: int
-    attempt: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "backup_id": self.backup_id,
-            "target": self.target,
-            "path": str(self.path),
-            "manifest": str(self.manifest_path),
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "duration_s": round(self.duration_s, 3),
-            "format": self.format,
-            "compression": self.compression,
-            "tables": self.tables,
-            "attempt": self.attempt,
-        }
-
-
-@dataclass
-class BackupRequest:
-    target: TargetConfig
-    config: Config
-    catalog: Catalog
-    storage: Storage
-    tags: tuple[str, ...] = ("manual",)
-    cancel: threading.Event | None = None
-    progress: Progress | None = None
-    on_tool: Callable[[Tool | None], None] | None = None  # pg_dump found (or not): for metrics
-    on_space: Callable[[bool, int], None] | None = None  # space check result, free bytes
-
-    def report(self, **fields: Any) -> None:
-        if self.progress is not None:
-            self.progress(**fields)
-
-    @property
-    def cancelled(self) -> bool:
-        return self.cancel is not None and self.cancel.is_set()
 
 
 def take_backup(request: BackupRequest) -> BackupOutcome:
@@ -200,122 +148,191 @@ def _attempt(request: BackupRequest, attempt: int) -> BackupOutcome:
         restore_tool = restore_tool_for(dump_tool, target.bin_dir)
         _space_check(request, conn)
         plan = pgdump.plan_dump(settings, dump_tool)
-        return _dump(request, conn, spec, dump_tool, restore_tool, plan, attempt)
+        return _dump(_Backup.new(request, spec, dump_tool, restore_tool, plan, attempt), conn)
     finally:
         if not conn.closed:
             conn.close()
 
 
-def _dump(
-    request: BackupRequest,
-    conn: psycopg.Connection[Any],
-    spec: ConnSpec,
-    dump_tool: Tool,
-    restore_tool: Tool,
-    plan: pgdump.DumpPlan,
-    attempt: int,
-) -> BackupOutcome:
-    target = request.target
-    settings = target.backup
-    catalog, storage = request.catalog, request.storage
-    backup_id = uuid.uuid4().hex
-    started = datetime.now(UTC)
-    started_mono = time.monotonic()
-    name = backup_name(started, backup_id[:8], plan.extension)
-    database = spec.dbname or "?"
-    catalog.record_backup_start(
-        backup_id,
-        target=target.name,
-        database=database,
-        started_at=started,
+@dataclass(frozen=True)
+class _Backup:
+    """One attempt's fixed facts, decided before pg_dump starts."""
+
+    request: BackupRequest
+    spec: ConnSpec
+    dump_tool: Tool
+    restore_tool: Tool
+    plan: pgdump.DumpPlan
+    attempt: int
+    backup_id: str
+    name: str  # the artifact's name in storage
+    database: str
+    started: datetime
+    started_mono: float
+
+    @classmethod
+    def new(
+        cls,
+        request: BackupRequest,
+        spec: ConnSpec,
+        dump_tool: Tool,
+        restore_tool: Tool,
+        plan: pgdump.DumpPlan,
+        attempt: int,
+    ) -> _Backup:
+        """A new backup id, its start time and the artifact's name."""
+        backup_id = uuid.uuid4().hex
+        started = datetime.now(UTC)
+        name = backup_name(started, backup_id[:8], plan.extension)
+        database = spec.dbname or "?"
+        return cls(
+            request,
+            spec,
+            dump_tool,
+            restore_tool,
+            plan,
+            attempt,
+            backup_id,
+            name,
+            database,
+            started,
+            time.monotonic(),
+        )
+
+
+class _Written(NamedTuple):
+    """A published, read-back, described artifact."""
+
+    final: Path
+    manifest: Manifest
+    manifest_path: Path
+    digest: Digest
+    finished: datetime
+
+
+def _dump(b: _Backup, conn: psycopg.Connection[Any]) -> BackupOutcome:
+    """Record the attempt, produce the artifact and its manifest, record how it ended."""
+    request, plan = b.request, b.plan
+    request.catalog.record_backup_start(
+        b.backup_id,
+        target=request.target.name,
+        database=b.database,
+        started_at=b.started,
         format=plan.format,
         compression=plan.compression_label,
         tags=request.tags,
-        attempt=attempt,
-        path=name,
+        attempt=b.attempt,
+        path=b.name,
     )
     try:
-        with storage.writing(target.name, name, directory=plan.is_directory) as partial:
-            session = SnapshotSession(conn)
-            request.report(phase="dumping", bytes=0, snapshot=session.snapshot)
-            with tool_environment(spec) as env:
-                argv = pgdump.dump_argv(
-                    dump_tool,
-                    plan,
-                    conninfo=spec.tool_conninfo(),
-                    snapshot=session.snapshot,
-                    output=partial.path if plan.stage == "pg_dump" else None,
-                    extra_args=settings.extra_args,
-                )
-                facts, written = _run_dump(request, session, argv, env, plan, partial, restore_tool)
-            session.close()
-            final = storage.publish(partial)
-        request.report(phase="reading back")
-        manifest = Manifest(
-            id=backup_id,
-            target=target.name,
-            database=database,
-            started_at=started,
-            format=plan.format,
-            compression=plan.compression_label,
-            compression_stage=plan.stage,
-            path=name,
-            tags=request.tags,
-            pg_dump={"version": dump_tool.version, "path": str(dump_tool.path)},
-            server={"version": facts.server_version, "version_num": facts.server_version_num},
-            snapshot=facts.snapshot,
-            row_count_mode=settings.row_counts,
-            tables=facts.tables,
-            extensions=facts.extensions,
-            vector_probes=facts.vector_probes,
-            restore_commands=pgdump.restore_hint(plan, name, database),
-        )
-        if settings.dump_globals:
-            request.report(phase="dumping globals")
-            manifest.globals_sql = dump_globals(spec, dump_tool, request)
-        if written is not None:
-            # parsed whole while it was written (readback.StreamCheck): re-hash from disk
-            digest = readback.file_digest(final)
-            if digest.sha256 != written.sha256:
-                raise BackupError(f"{final} changed on disk after writing (checksum differs)")
-        else:
-            digest = readback.check_artifact(
-                manifest, final, restore_tool, cancel=request.cancel, expect_sha256=False
-            )
-        finished = datetime.now(UTC)
-        manifest.finished_at = finished
-        manifest.duration_s = round(time.monotonic() - started_mono, 3)
-        manifest.size_bytes = digest.size_bytes
-        manifest.sha256 = digest.sha256
-        manifest.files = digest.files
-        manifest_path = storage.write_manifest_atomic(
-            target.name, manifest_name(name), manifest.to_json()
-        )
+        done = _produce(b, conn)
     except BaseException as exc:
-        _record_failure(request, backup_id, name, exc)
+        _record_failure(request, b.backup_id, b.name, exc)
         raise
-    catalog.record_backup_finish(
-        backup_id,
+    request.catalog.record_backup_finish(
+        b.backup_id,
         status="complete",
-        finished_at=finished,
-        path=name,
-        size_bytes=digest.size_bytes,
-        sha256=digest.sha256,
-        duration_s=manifest.duration_s,
+        finished_at=done.finished,
+        path=b.name,
+        size_bytes=done.digest.size_bytes,
+        sha256=done.digest.sha256,
+        duration_s=done.manifest.duration_s,
     )
-    request.report(phase="done", bytes=digest.size_bytes)
+    request.report(phase="done", bytes=done.digest.size_bytes)
     return BackupOutcome(
-        backup_id,
-        target.name,
-        final,
-        manifest_path,
-        digest.size_bytes,
-        digest.sha256,
-        manifest.duration_s or 0.0,
+        b.backup_id,
+        request.target.name,
+        done.final,
+        done.manifest_path,
+        done.digest.size_bytes,
+        done.digest.sha256,
+        done.manifest.duration_s or 0.0,
         plan.format,
         plan.compression_label,
-        len(facts.tables),
-        attempt,
+        len(done.manifest.tables),
+        b.attempt,
+    )
+
+
+def _produce(b: _Backup, conn: psycopg.Connection[Any]) -> _Written:
+    """Dump, publish, describe, read back, write the manifest."""
+    request = b.request
+    final, facts, written = _dump_and_publish(b, conn)
+    request.report(phase="reading back")
+    manifest = _manifest(b, facts)
+    if request.target.backup.dump_globals:
+        request.report(phase="dumping globals")
+        manifest.globals_sql = dump_globals(b.spec, b.dump_tool, request.cancel)
+    digest = _read_back(b, manifest, final, written)
+    finished = datetime.now(UTC)
+    manifest.finished_at = finished
+    manifest.duration_s = round(time.monotonic() - b.started_mono, 3)
+    manifest.size_bytes = digest.size_bytes
+    manifest.sha256 = digest.sha256
+    manifest.files = digest.files
+    manifest_path = request.storage.write_manifest_atomic(
+        request.target.name, manifest_name(b.name), manifest.to_json()
+    )
+    return _Written(final, manifest, manifest_path, digest, finished)
+
+
+def _dump_and_publish(
+    b: _Backup, conn: psycopg.Connection[Any]
+) -> tuple[Path, Facts, WriteResult | None]:
+    """pg_dump into ``NAME.partial`` with the snapshot exported on ``conn``, then publish."""
+    request, plan = b.request, b.plan
+    storage = request.storage
+    with storage.writing(request.target.name, b.name, directory=plan.is_directory) as partial:
+        session = SnapshotSession(conn)
+        request.report(phase="dumping", bytes=0, snapshot=session.snapshot)
+        with tool_environment(b.spec) as env:
+            argv = pgdump.dump_argv(
+                b.dump_tool,
+                plan,
+                conninfo=b.spec.tool_conninfo(),
+                snapshot=session.snapshot,
+                output=partial.path if plan.stage == Stage.PG_DUMP else None,
+                extra_args=request.target.backup.extra_args,
+            )
+            facts, written = run_dump(request, session, argv, env, plan, partial, b.restore_tool)
+        session.close()
+        final = storage.publish(partial)
+    return final, facts, written
+
+
+def _manifest(b: _Backup, facts: Facts) -> Manifest:
+    """The manifest as far as it is known before reading back (no size, checksum, end)."""
+    return Manifest(
+        id=b.backup_id,
+        target=b.request.target.name,
+        database=b.database,
+        started_at=b.started,
+        format=b.plan.format,
+        compression=b.plan.compression_label,
+        compression_stage=b.plan.stage,
+        path=b.name,
+        tags=b.request.tags,
+        pg_dump={"version": b.dump_tool.version, "path": str(b.dump_tool.path)},
+        server={"version": facts.server_version, "version_num": facts.server_version_num},
+        snapshot=facts.snapshot,
+        row_count_mode=b.request.target.backup.row_counts,
+        tables=facts.tables,
+        extensions=facts.extensions,
+        vector_probes=facts.vector_probes,
+        restore_commands=pgdump.restore_hint(b.plan, b.name, b.database),
+    )
+
+
+def _read_back(b: _Backup, manifest: Manifest, final: Path, written: WriteResult | None) -> Digest:
+    """The published artifact's digest, read from disk and checked whole."""
+    if written is not None:
+        # parsed whole while it was written (readback.StreamCheck): re-hash from disk
+        digest = readback.file_digest(final)
+        if digest.sha256 != written.sha256:
+            raise BackupError(f"{final} changed on disk after writing (checksum differs)")
+        return digest
+    return readback.check_artifact(
+        manifest, final, b.restore_tool, cancel=b.request.cancel, expect_sha256=False
     )
 
 
@@ -331,137 +348,3 @@ def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: Base
         )
     except PgwardenError as inner:
         log.error("cannot record the failed backup", error=scrub(str(inner)))
-
-
-def _run_dump(
-    request: BackupRequest,
-    session: SnapshotSession,
-    argv: list[str],
-    env: dict[str, str],
-    plan: pgdump.DumpPlan,
-    partial: Any,
-    restore_tool: Tool,
-) -> tuple[Facts, Any]:
-    """pg_dump and the snapshot facts side by side; the facts come from the exporting
-    transaction, which stays open until pg_dump is done."""
-    settings = request.target.backup
-    timeout = settings.timeout
-    with process.start_tool(
-        argv,
-        env=env,
-        name="pg_dump",
-        log=log,
-        timeout=timeout,
-        cancel=request.cancel,
-        stdout=process.PIPE if plan.stage == "stream" else process.DEVNULL,
-    ) as tool:
-        writer: Future[Any] | None = None
-        checker: readback.StreamCheck | None = None
-        facts_done = threading.Event()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump-writer") as pool:
-            try:
-                if plan.stage == "stream":
-                    assert tool.stdout is not None
-                    checker = readback.StreamCheck(plan.format, restore_tool, request.cancel)
-                    raw = _counting(checker.chunks(tool.stdout), request)
-                    chunks = _compressed(raw, plan)
-                    writer = pool.submit(request.storage.write_stream, partial, chunks)
-                watcher = threading.Thread(
-                    target=_cancel_facts_when_needed,
-                    args=(request, tool, session, facts_done),
-                    name="facts-watch",
-                    daemon=True,
-                )
-                watcher.start()
-                try:
-                    facts = session.collect(
-                        mode=settings.row_counts,
-                        exact_max_bytes=settings.exact_count_max_bytes,
-                        probes=settings.vector_probes,
-                        probe_k=settings.vector_probe_k,
-                    )
-                except psycopg.Error as exc:
-                    tool.terminate_group()
-                    if request.cancelled:
-                        raise BackupError("backup cancelled") from None
-                    message = f"collecting snapshot facts failed: {scrub(str(exc))}"
-                    raise BackupError(message) from None
-                finally:
-                    facts_done.set()
-                written = writer.result() if writer is not None else None
-                result = tool.wait()
-                if checker is not None and result.ok:
-                    checker.finish()
-            finally:
-                if checker is not None:
-                    checker.close()
-    if result.cancelled:
-        raise BackupError("backup cancelled")
-    if result.timed_out:
-        raise BackupError(f"pg_dump did not finish within {timeout} s")
-    process.check(result)
-    return facts, written
-
-
-def _cancel_facts_when_needed(
-    request: BackupRequest,
-    tool: process.RunningTool,
-    session: SnapshotSession,
-    done: threading.Event,
-) -> None:
-    """Interrupt the facts queries when the backup is cancelled or pg_dump has failed, so that
-    a query waiting on a lock cannot hold a stopping daemon."""
-    while not done.wait(0.1):
-        if request.cancelled or tool.returncode not in (None, 0):
-            session.conn.cancel_safe()
-            return
-
-
-GLOBALS_LIMIT = 16 << 20
-
-
-def dump_globals(spec: ConnSpec, dump_tool: Tool, request: BackupRequest) -> str:
-    """``pg_dumpall --globals-only --no-role-passwords``: the roles and tablespaces a database
-    dump refers to but cannot recreate.  Role passwords are never included."""
-    tool = find_tool("pg_dumpall", min_major=dump_tool.major, bin_dir=dump_tool.path.parent)
-    out = bytearray()
-
-    def sink(chunk: bytes) -> None:
-        out.extend(chunk)
-        if len(out) > GLOBALS_LIMIT:
-            raise BackupError("pg_dumpall --globals-only printed more than 16 MiB")
-
-    argv = [
-        str(tool.path),
-        "--globals-only",
-        "--no-role-passwords",
-        "--no-password",
-        f"--dbname={spec.tool_conninfo()}",
-    ]
-    with tool_environment(spec) as env:
-        result = process.run_tool(
-            argv, env=env, stdout=sink, name="pg_dumpall", log=log, cancel=request.cancel
-        )
-    process.check(result)
-    return out.decode("utf-8", "replace")
-
-
-def _compressed(raw: Iterator[memoryview], plan: pgdump.DumpPlan) -> Iterator[compress.Chunk]:
-    if plan.codec == "zstd":
-        return compress.zstd_compress(raw, plan.level or pgdump.DEFAULT_ZSTD_LEVEL)
-    if plan.codec == "gzip":
-        return compress.gzip_compress(raw, plan.level or pgdump.DEFAULT_GZIP_LEVEL)
-    return compress.passthrough(raw)
-
-
-def _counting(chunks: Iterator[memoryview], request: BackupRequest) -> Iterator[memoryview]:
-    total = 0
-    last = 0.0
-    for chunk in chunks:
-        total += len(chunk)
-        now = time.monotonic()
-        if now - last >= 0.5:
-            request.report(phase="dumping", bytes=total)
-            last = now
-        yield chunk
-    request.report(phase="dumping", bytes=total)

@@ -1,0 +1,146 @@
+"""One ``pg_dump`` run beside the snapshot facts, writing into a partial artifact.
+
+pg_dump runs with ``--snapshot`` of the exporting transaction, which stays open until it is
+done; meanwhile the snapshot facts (row counts, pgvector probes) are collected on that
+connection.  With the stream stage (:attr:`~pgwarden.archive.codecs.Stage.STREAM`), pg_dump's
+stdout is parsed whole as it passes (:class:`~pgwarden.backup.readback.StreamCheck`), counted
+for progress, compressed and written into storage on a writer thread; otherwise pg_dump writes
+the partial itself.  A cancelled backup, a pg_dump that failed or timed out, or a failed facts
+query raises :class:`~pgwarden.errors.BackupError` (or the tool's error).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import psycopg
+
+from pgwarden.archive import compress
+from pgwarden.archive.codecs import Codec, Stage
+from pgwarden.backup import pgdump, readback
+from pgwarden.backup.facts import Facts, SnapshotSession
+from pgwarden.backup.request import BackupRequest
+from pgwarden.errors import BackupError
+from pgwarden.logsetup import get_logger, scrub
+from pgwarden.pg import process
+from pgwarden.pg.binaries import Tool
+from pgwarden.storage.base import Partial, WriteResult
+
+log = get_logger("pgwarden.backup")
+
+
+def run_dump(
+    request: BackupRequest,
+    session: SnapshotSession,
+    argv: list[str],
+    env: dict[str, str],
+    plan: pgdump.DumpPlan,
+    partial: Partial,
+    restore_tool: Tool,
+) -> tuple[Facts, WriteResult | None]:
+    """pg_dump and the snapshot facts side by side; the facts come from the exporting
+    transaction, which stays open until pg_dump is done.  The write result is ``None`` when
+    pg_dump wrote the file itself."""
+    timeout = request.target.backup.timeout
+    streamed = plan.stage == Stage.STREAM
+    with process.start_tool(
+        argv,
+        env=env,
+        name="pg_dump",
+        log=log,
+        timeout=timeout,
+        cancel=request.cancel,
+        stdout=process.PIPE if streamed else process.DEVNULL,
+    ) as tool:
+        writer: Future[WriteResult] | None = None
+        checker: readback.StreamCheck | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump-writer") as pool:
+            try:
+                if streamed:
+                    assert tool.stdout is not None
+                    checker = readback.StreamCheck(plan.format, restore_tool, request.cancel)
+                    raw = _counting(checker.chunks(tool.stdout), request)
+                    chunks = _compressed(raw, plan)
+                    writer = pool.submit(request.storage.write_stream, partial, chunks)
+                facts = _collect_facts(request, session, tool)
+                written = writer.result() if writer is not None else None
+                result = tool.wait()
+                if checker is not None and result.ok:
+                    checker.finish()
+            finally:
+                if checker is not None:
+                    checker.close()
+    if result.cancelled:
+        raise BackupError("backup cancelled")
+    if result.timed_out:
+        raise BackupError(f"pg_dump did not finish within {timeout} s")
+    process.check(result)
+    return facts, written
+
+
+def _collect_facts(
+    request: BackupRequest, session: SnapshotSession, tool: process.RunningTool
+) -> Facts:
+    """The snapshot facts while pg_dump runs; a failed query stops pg_dump."""
+    settings = request.target.backup
+    done = threading.Event()
+    watcher = threading.Thread(
+        target=_cancel_facts_when_needed,
+        args=(request, tool, session, done),
+        name="facts-watch",
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        return session.collect(
+            mode=settings.row_counts,
+            exact_max_bytes=settings.exact_count_max_bytes,
+            probes=settings.vector_probes,
+            probe_k=settings.vector_probe_k,
+        )
+    except psycopg.Error as exc:
+        tool.terminate_group()
+        if request.cancelled:
+            raise BackupError("backup cancelled") from None
+        message = f"collecting snapshot facts failed: {scrub(str(exc))}"
+        raise BackupError(message) from None
+    finally:
+        done.set()
+
+
+def _cancel_facts_when_needed(
+    request: BackupRequest,
+    tool: process.RunningTool,
+    session: SnapshotSession,
+    done: threading.Event,
+) -> None:
+    """Interrupt the facts queries when the backup is cancelled or pg_dump has failed, so that
+    a query waiting on a lock cannot hold a stopping daemon."""
+    while not done.wait(0.1):
+        if request.cancelled or tool.returncode not in (None, 0):
+            session.conn.cancel_safe()
+            return
+
+
+def _compressed(raw: Iterator[memoryview], plan: pgdump.DumpPlan) -> Iterator[compress.Chunk]:
+    if plan.codec == Codec.ZSTD:
+        return compress.zstd_compress(raw, plan.level or pgdump.DEFAULT_ZSTD_LEVEL)
+    if plan.codec == Codec.GZIP:
+        return compress.gzip_compress(raw, plan.level or pgdump.DEFAULT_GZIP_LEVEL)
+    return compress.passthrough(raw)
+
+
+def _counting(chunks: Iterator[memoryview], request: BackupRequest) -> Iterator[memoryview]:
+    total = 0
+    last = 0.0
+    for chunk in chunks:
+        total += len(chunk)
+        now = time.monotonic()
+        if now - last >= 0.5:
+            request.report(phase="dumping", bytes=total)
+            last = now
+        yield chunk
+    request.report(phase="dumping", bytes=total)

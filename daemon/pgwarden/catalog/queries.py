@@ -3,14 +3,15 @@
 :class:`Catalog` wraps one engine; each method runs in its own short session and returns
 frozen records (:mod:`pgwarden.catalog.records`), so one ``Catalog`` is shared by every thread
 of the daemon.  Database failures surface as :class:`CatalogError`; a backup that cannot be
-found as :class:`NotFoundError`; an ambiguous id prefix as :class:`UsageError`.
+found as :class:`NotFoundError`; an ambiguous id prefix as :class:`UsageError`.  Resolving a
+backup reference is :mod:`~pgwarden.catalog.lookup`'s; changing drill rows
+:mod:`~pgwarden.catalog.drills`'.
 
 Datetimes given to the catalog must be timezone-aware; the ones it returns are aware UTC.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,25 +21,24 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from pgwarden.catalog.drills import finish_drill, start_drill
+from pgwarden.catalog.lookup import backup_row
 from pgwarden.catalog.manifest_facts import BACKUP_ID_RE, read_manifest_facts
 from pgwarden.catalog.models import (
     BACKUP_STATUSES,
     FINISH_STATUSES,
     VERIFICATION_STATUSES,
-    VERIFY_STATUSES,
     Backup,
     Verification,
 )
 from pgwarden.catalog.rebuild import apply_manifest_facts
 from pgwarden.catalog.records import BackupRecord, TargetSummary, VerificationRecord
 from pgwarden.catalog.summary import summarise
-from pgwarden.errors import CatalogError, NotFoundError, UsageError
+from pgwarden.errors import CatalogError, UsageError
 
 #: execution option that makes SQLite start the transaction with BEGIN IMMEDIATE
 WRITE_OPTION = "pgwarden_write"
 INTERRUPTED_MESSAGE = "interrupted: pgwarden stopped before this finished"
-_NAME_REF_RE = re.compile(r"^\d{8}T\d{6}Z-(?P<short>[0-9a-f]{4,32})(\..*)?$")
-_MIN_PREFIX = 4
 
 
 def _now() -> datetime:
@@ -154,7 +154,7 @@ class Catalog:
             raise ValueError(f"status must be one of {FINISH_STATUSES} (got {status!r})")
         _check_aware(finished_at, "finished_at")
         with self._session(write=True) as session:
-            row = self._get_row(session, backup_id)
+            row = backup_row(session, backup_id)
             if row.status not in {"running", "interrupted"}:
                 raise CatalogError(f"backup {row.id} is already {row.status}; cannot finish it")
             row.status = status
@@ -219,33 +219,12 @@ class Catalog:
     def get_backup(self, ref: str, target: str | None = None) -> BackupRecord:
         """A backup by id, unique id prefix (at least 4 hex digits) or artifact name."""
         with self._session(write=False) as session:
-            return BackupRecord.of(self._get_row(session, ref, target))
-
-    def _get_row(self, session: Session, ref: str, target: str | None = None) -> Backup:
-        ref = ref.strip()
-        named = _NAME_REF_RE.match(ref)
-        prefix = named["short"] if named else ref.lower()
-        row = session.get(Backup, prefix) if BACKUP_ID_RE.match(prefix) else None
-        if row is not None and (target is None or row.target == target):
-            return row
-        where = f" of target {target!r}" if target else ""
-        if len(prefix) < _MIN_PREFIX or not re.fullmatch(r"[0-9a-f]+", prefix):
-            raise NotFoundError(f"no backup {ref!r}{where} (give an id or its first 4+ digits)")
-        query = select(Backup).where(Backup.id.startswith(prefix)).limit(10)
-        if target is not None:
-            query = query.where(Backup.target == target)
-        rows = session.scalars(query).all()
-        if not rows:
-            raise NotFoundError(f"no backup {ref!r}{where}")
-        if len(rows) > 1:
-            ids = ", ".join(sorted(r.id[:12] for r in rows))
-            raise UsageError(f"backup {ref!r} is ambiguous{where}: matches {ids}")
-        return rows[0]
+            return BackupRecord.of(backup_row(session, ref, target))
 
     def set_pinned(self, ref: str, pinned: bool, target: str | None = None) -> BackupRecord:
         """Pin (keep out of retention) or unpin a backup; only complete ones can be pinned."""
         with self._session(write=True) as session:
-            row = self._get_row(session, ref, target)
+            row = backup_row(session, ref, target)
             if pinned and row.status != "complete":
                 raise UsageError(f"backup {row.id[:8]} is {row.status}; only complete backups pin")
             row.pinned = pinned
@@ -256,7 +235,7 @@ class Catalog:
         at = at or _now()
         _check_aware(at, "at")
         with self._session(write=True) as session:
-            row = self._get_row(session, backup_id)
+            row = backup_row(session, backup_id)
             row.status, row.deleted_at, row.pinned = "deleted", at, False
             return BackupRecord.of(row)
 
@@ -306,12 +285,7 @@ class Catalog:
         """Record a drill as ``running`` (finished later by :meth:`finish_verification`)."""
         _check_aware(started_at, "started_at")
         with self._session(write=True) as session:
-            row = self._get_row(session, backup_id)
-            drill = Verification(
-                backup_id=row.id, started_at=started_at, status="running", details={}
-            )
-            session.add(drill)
-            session.flush()
+            drill = start_drill(session, backup_row(session, backup_id), started_at)
             return VerificationRecord.of(drill)
 
     def finish_verification(
@@ -328,13 +302,14 @@ class Catalog:
             raise ValueError(f"status must be passed, failed or interrupted (got {status!r})")
         _check_aware(finished_at, "finished_at")
         with self._session(write=True) as session:
-            drill = session.get(Verification, verification_id)
-            if drill is None:
-                raise NotFoundError(f"no verification {verification_id}")
-            drill.status, drill.finished_at, drill.error = status, finished_at, error
-            drill.details = dict(details or {})
-            if status in VERIFY_STATUSES:
-                _update_verify_summary(session.get_one(Backup, drill.backup_id), drill)
+            drill = finish_drill(
+                session,
+                verification_id,
+                status=status,
+                finished_at=finished_at,
+                details=details,
+                error=error,
+            )
             return VerificationRecord.of(drill)
 
     def record_verification(
@@ -366,7 +341,7 @@ class Catalog:
             query = query.limit(limit)
         with self._session(write=False) as session:
             if backup_id is not None:
-                row = self._get_row(session, backup_id)
+                row = backup_row(session, backup_id)
                 query = query.where(Verification.backup_id == row.id)
             return [VerificationRecord.of(drill) for drill in session.scalars(query)]
 
@@ -394,9 +369,3 @@ class Catalog:
         """Per-target history for restoring metrics at start-up (see :class:`TargetSummary`)."""
         with self._session(write=False) as session:
             return summarise(session)
-
-
-def _update_verify_summary(backup: Backup, drill: Verification) -> None:
-    at = drill.finished_at or drill.started_at
-    if backup.verified_at is None or at >= backup.verified_at:
-        backup.verified_at, backup.verify_status = at, drill.status

@@ -1,7 +1,8 @@
 """Logging: structlog configured once, stdlib logging routed through the same chain.
 
 JSON lines when stdout is not a TTY (journald stores them as they are), a console renderer on
-a TTY.  A redaction processor replaces the values of known secret keys and scrubs
+a TTY.  A redaction processor (:func:`pgwarden.redaction.redact_fields`) replaces the values of
+known secret keys and of :class:`~pgwarden.redaction.Secret` objects and scrubs
 ``password=...`` fragments from every string, so a secret never reaches a log line even when a
 caller slips.  Per-job context (``target``, ``job_id``, ``kind``) is bound with
 ``structlog.contextvars.bound_contextvars`` by the job runner.
@@ -16,46 +17,20 @@ from typing import Any, TextIO
 
 import structlog
 
-from pgwarden.redaction import redact
+from pgwarden.redaction import redact, redact_fields
 
-SECRET_KEYS = frozenset(
-    {
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "pgpassword",
-        "basic_auth_password_hash",
-        "dsn_password",
-    }
-)
+__all__ = ["configure", "get_logger", "redact_processor", "scrub"]
 
-
-def scrub(text: str) -> str:
-    """Remove inline passwords (``password=x``, ``postgresql://u:x@h``) from ``text``."""
-    return redact(text)
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, dict):
-        return {k: "***" if str(k).lower() in SECRET_KEYS else _redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact(v) for v in value]
-    return value
+# kept until service/ and control/ switch; removed in this issue
+scrub = redact
 
 
 def redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: secrets out of every key and value."""
-    for key in list(event_dict):
-        if key.lower() in SECRET_KEYS:
-            event_dict[key] = "***"
-        else:
-            event_dict[key] = _redact(event_dict[key])
-    return event_dict
+    """structlog processor: secrets out of every key and value
+    (:func:`pgwarden.redaction.redact_fields`)."""
+    return redact_fields(event_dict)
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:

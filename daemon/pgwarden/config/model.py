@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pgwarden.config.formats import BackupFormat
 from pgwarden.errors import NotFoundError
+from pgwarden.redaction import Secret as Secret  # noqa: PLC0414 - re-exported: its home moved
 
 DEFAULT_CONFIG_PATH = Path("/etc/pgwarden/pgwarden.toml")
 CONFIG_ENV = "PGWARDEN_CONFIG"
@@ -57,21 +58,6 @@ RESERVED_PG_DUMP_OPTIONS = (
     "--create",
     "--serializable-deferrable",
 )
-
-
-class Secret(str):
-    """A string whose ``repr`` and ``str`` never show its value (use ``reveal()``)."""
-
-    __slots__ = ()
-
-    def reveal(self) -> str:
-        return str.__str__(self)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
 
 
 @dataclass(frozen=True)

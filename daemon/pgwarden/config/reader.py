@@ -293,14 +293,3 @@ class Reader:
 
 
 SubReader = Reader
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` as a conninfo string without its password (safe to show or log)."""
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<invalid dsn>"
-    if params.pop("password", None) is None:
-        return dsn
-    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in params.items()})

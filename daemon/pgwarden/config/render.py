@@ -14,9 +14,8 @@ from typing import Any
 
 import tomli_w
 
-from pgwarden.config.model import Config, Credentials, Secret, TargetConfig
-
-REDACTED = "***"
+from pgwarden.config.model import Config, Credentials, TargetConfig
+from pgwarden.redaction import REDACTED, Secret, redact_dsn
 
 
 def _plain(value: Any) -> Any:
@@ -43,8 +42,6 @@ def _plain(value: Any) -> Any:
 def _target(target: TargetConfig) -> dict[str, Any]:
     out: dict[str, Any] = _plain(target)
     # the DSN is shown without any password it may carry (plaintext opt-in)
-    from pgwarden.config.reader import redact_dsn
-
     out["dsn"] = redact_dsn(target.dsn)
     if target.verify.dsn:
         out["verify"]["dsn"] = redact_dsn(target.verify.dsn)
@@ -68,8 +65,6 @@ def effective_dict(config: Config) -> dict[str, Any]:
         "targets": [_target(t) for t in config.targets],
     }
     if config.pgbouncers:
-        from pgwarden.config.reader import redact_dsn
-
         result["pgbouncer"] = [{**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers]
     if not result["targets"]:
         del result["targets"]

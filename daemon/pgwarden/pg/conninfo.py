@@ -36,13 +36,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pgwarden.config import Credentials, Secret, TargetConfig
 from pgwarden.errors import CredentialError, UsageError
 from pgwarden.pg.credentials import resolve_password
+from pgwarden.redaction import DSN_SECRET_PARAMS, redact_dsn
 
 #: seconds; used when neither the DSN nor the caller sets ``connect_timeout``
 DEFAULT_CONNECT_TIMEOUT = 10
 #: conninfo keywords whose values are secrets: never logged, never given to a tool's argv
-SECRET_PARAMS = frozenset(
-    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
-)
+SECRET_PARAMS = DSN_SECRET_PARAMS
 #: conninfo keyword -> libpq environment variable (PostgreSQL 18 docs, "Environment Variables")
 LIBPQ_ENV: Mapping[str, str] = {
     "host": "PGHOST",
@@ -166,8 +165,7 @@ class ConnSpec:
 
     def redacted(self) -> str:
         """The conninfo without any secret parameter: safe for logs and messages."""
-        params = {k: v for k, v in self.params().items() if k not in SECRET_PARAMS}
-        return make_conninfo("", **params)
+        return redact_dsn(self.dsn)
 
     def __repr__(self) -> str:
         shown = "Secret('***')" if self.password is not None else "None"

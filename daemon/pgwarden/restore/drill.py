@@ -38,8 +38,9 @@ import psycopg
 from pgwarden.catalog import Catalog
 from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import BackupError, PgwardenError, UsageError, describe
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.logsetup import get_logger
 from pgwarden.pg.server import server_major
+from pgwarden.redaction import redact
 from pgwarden.restore import checks, pgrestore, scratch, staging
 from pgwarden.restore.locate import LOCK_TIMEOUT_S, Located, backup_in_use, locate
 from pgwarden.restore.outcome import CheckResult, DrillFailed, StepError, VerifyOutcome
@@ -99,7 +100,7 @@ def _choose(request: VerifyRequest) -> list[Located]:
             log.warning(
                 "skipping an older backup that cannot be read",
                 backup=record.short_id,
-                error=scrub(str(exc)),
+                error=redact(str(exc)),
             )
     return [first]
 
@@ -148,7 +149,7 @@ def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
         )
     except PgwardenError as exc:  # a tool, a credential, a lock: the drill could not run
         outcome.status = "interrupted" if _cancelled(request) else "failed"
-        outcome.checks.append(CheckResult("setup", False, scrub(str(exc))))
+        outcome.checks.append(CheckResult("setup", False, redact(str(exc))))
     except psycopg.Error as exc:  # the verification server went away (restart, network)
         outcome.status = "interrupted" if _cancelled(request) else "failed"
         outcome.checks.append(CheckResult("server", False, describe(exc)))
@@ -292,8 +293,8 @@ def _record(
             error=outcome.error,
         )
     except PgwardenError as exc:
-        log.error("cannot record the drill in the catalog", error=scrub(str(exc)))
-        outcome.notes.append(f"not recorded in the catalog: {scrub(str(exc))}")
+        log.error("cannot record the drill in the catalog", error=redact(str(exc)))
+        outcome.notes.append(f"not recorded in the catalog: {redact(str(exc))}")
     entry = {
         "started_at": outcome.started_at.isoformat(),
         "finished_at": outcome.finished_at.isoformat(),
@@ -314,8 +315,8 @@ def _record(
                 (json.dumps(data, indent=2) + "\n").encode(),
             )
     except (PgwardenError, OSError) as exc:
-        log.error("cannot append the drill to the manifest", error=scrub(str(exc)))
-        outcome.notes.append(f"not recorded in the manifest: {scrub(str(exc))}")
+        log.error("cannot append the drill to the manifest", error=redact(str(exc)))
+        outcome.notes.append(f"not recorded in the manifest: {redact(str(exc))}")
 
 
 __all__ = [

@@ -23,8 +23,8 @@ from pgwarden.archive.codecs import Codec, Stage
 from pgwarden.backup import pgdump, readback
 from pgwarden.backup.facts import Facts, SnapshotSession
 from pgwarden.backup.request import BackupRequest
-from pgwarden.errors import BackupError
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.errors import BackupError, describe
+from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool
 from pgwarden.storage.base import Partial, WriteResult
@@ -104,9 +104,8 @@ def _collect_facts(
     except psycopg.Error as exc:
         tool.terminate_group()
         if request.cancelled:
-            raise BackupError("backup cancelled") from None
-        message = f"collecting snapshot facts failed: {scrub(str(exc))}"
-        raise BackupError(message) from None
+            raise BackupError("backup cancelled") from exc
+        raise BackupError(f"collecting snapshot facts failed: {describe(exc)}") from exc
     finally:
         done.set()
 

@@ -43,11 +43,13 @@ from pgwarden.errors import (
     InsufficientSpaceError,
     PgwardenError,
     UsageError,
+    describe,
 )
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.logsetup import get_logger
 from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.server import server_major, server_version
+from pgwarden.redaction import redact
 from pgwarden.storage.base import WriteResult, backup_name, manifest_name
 
 __all__ = ["NOT_RETRIED", "BackupOutcome", "BackupRequest", "Progress", "take_backup"]
@@ -80,9 +82,9 @@ def take_backup(request: BackupRequest) -> BackupOutcome:
                 "backup attempt failed; retrying",
                 attempt=attempt,
                 retry_in_s=delay,
-                error=scrub(str(exc)),
+                error=redact(str(exc)),
             )
-            request.report(phase="waiting to retry", attempt=attempt, error=scrub(str(exc)))
+            request.report(phase="waiting to retry", attempt=attempt, error=redact(str(exc)))
             if request.cancel is not None:
                 if request.cancel.wait(delay):
                     raise
@@ -95,10 +97,10 @@ def _connect(spec: ConnSpec, target: str) -> psycopg.Connection[Any]:
     try:
         return spec.connect(application_name="pgwarden-backup", autocommit=True)
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # libpq's messages never echo the password: the cause may be chained
         raise BackupError(
-            f"{target}: cannot connect to {spec.redacted()}: {scrub(first)}"
-        ) from None
+            f"{target}: cannot connect to {spec.redacted()}: {describe(exc)}"
+        ) from exc
 
 
 def _space_check(request: BackupRequest, conn: psycopg.Connection[Any]) -> int:
@@ -338,7 +340,8 @@ def _read_back(b: _Backup, manifest: Manifest, final: Path, written: WriteResult
 
 def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: BaseException) -> None:
     status = "interrupted" if request.cancelled or not isinstance(exc, Exception) else "failed"
-    message = scrub(str(exc)) if str(exc) else type(exc).__name__
+    # the whole message, not describe()'s first line: a tool's stderr tail goes to the catalog
+    message = redact(str(exc)) if str(exc) else type(exc).__name__
     try:
         # the artifact may have been published before a later step failed: remove it
         final = request.storage.target_dir(request.target.name) / name
@@ -347,4 +350,4 @@ def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: Base
             backup_id, status=status, finished_at=datetime.now(UTC), error=message
         )
     except PgwardenError as inner:
-        log.error("cannot record the failed backup", error=scrub(str(inner)))
+        log.error("cannot record the failed backup", error=describe(inner))

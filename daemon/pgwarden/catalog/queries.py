@@ -34,7 +34,7 @@ from pgwarden.catalog.models import (
 from pgwarden.catalog.rebuild import apply_manifest_facts
 from pgwarden.catalog.records import BackupRecord, TargetSummary, VerificationRecord
 from pgwarden.catalog.summary import summarise
-from pgwarden.errors import CatalogError, UsageError
+from pgwarden.errors import CatalogError, UsageError, describe
 
 #: execution option that makes SQLite start the transaction with BEGIN IMMEDIATE
 WRITE_OPTION = "pgwarden_write"
@@ -87,8 +87,7 @@ class Catalog:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CatalogError(f"catalog at {self.where}: {text}") from exc
+            raise CatalogError(f"catalog at {self.where}: {describe(exc)}") from exc
 
     # -- backups ----------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.catalog import Catalog
 from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import ConfigError, PgwardenError, UsageError
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.logsetup import get_logger
 from pgwarden.migrate.alembic_run import (
     child_environment,
     failure_message,
@@ -57,6 +57,7 @@ from pgwarden.migrate.outcome import (
 )
 from pgwarden.migrate.project import AlembicProject, locate
 from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.redaction import redact
 from pgwarden.storage import Storage
 
 # child_environment, last_error_line and plan_command live in alembic_run; importable here too
@@ -256,11 +257,11 @@ def _pre_migration_backup(
     except (ConfigError, UsageError):
         raise
     except PgwardenError as exc:
-        failed = run.outcome("failed", error=f"pre-migration backup failed: {scrub(str(exc))}")
+        failed = run.outcome("failed", error=f"pre-migration backup failed: {redact(str(exc))}")
         run.remember(failed)
         raise MigrationFailed(
             f"{target.name}: the pre-migration backup failed, so nothing "
-            f"was migrated: {scrub(str(exc))}",
+            f"was migrated: {redact(str(exc))}",
             failed,
         ) from exc
 

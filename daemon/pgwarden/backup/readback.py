@@ -42,6 +42,7 @@ from pgwarden.errors import BackupError, ToolError
 from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool
+from pgwarden.pg.environment import local_tool_environment
 
 log = get_logger("pgwarden.readback")
 
@@ -86,7 +87,9 @@ def check_artifact(
                 f"checksum mismatch in {artifact}: changed {bad or 'none'}, missing {missing or 'none'}"
             )
         argv = [str(pg_restore.path), "--file=/dev/null", str(artifact)]
-        result = process.run_tool(argv, env=None, name="pg_restore", log=log, cancel=cancel)
+        result = process.run_tool(
+            argv, env=local_tool_environment(), name="pg_restore", log=log, cancel=cancel
+        )
         _check_restore(result, artifact)
         return digest
 
@@ -110,7 +113,7 @@ def check_artifact(
             argv = [str(pg_restore.path), "--file=/dev/null"]
             with process.start_tool(
                 argv,
-                env=None,
+                env=local_tool_environment(),
                 name="pg_restore",
                 log=log,
                 stdin=process.PIPE,
@@ -156,7 +159,7 @@ class StreamCheck:
             argv = [str(pg_restore.path), "--file=/dev/null"]
             self._tool = process.start_tool(
                 argv,
-                env=None,
+                env=local_tool_environment(),
                 name="pg_restore",
                 log=log,
                 stdin=process.PIPE,

@@ -14,7 +14,8 @@ and to libpq command-line tools in child processes:
   password is written to a private pgpass file (0600 from creation) named by ``PGPASSFILE``.
   The password is never on a command line (``ps``) nor in a child's environment
   (``/proc/PID/environ``).  The daemon's own environment is *not* inherited wholesale: only
-  locale/path basics and libpq's variables pass (a ``password_env`` variable does not).
+  locale/path basics and libpq's variables pass (a ``password_env`` variable does not; see
+  :func:`pgwarden.pg.environment.base_environment`).
 * Parameters without an environment variable (``keepalives``, ``tcp_user_timeout``...) reach a
   tool only through ``--dbname``: pass :meth:`ConnSpec.tool_conninfo` (no secrets) there.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,55 +37,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pgwarden.config import Credentials, Secret, TargetConfig
 from pgwarden.errors import CredentialError, UsageError
 from pgwarden.pg.credentials import resolve_password
+from pgwarden.pg.environment import LIBPQ_ENV, base_environment
 from pgwarden.redaction import DSN_SECRET_PARAMS, redact_dsn
 
 #: seconds; used when neither the DSN nor the caller sets ``connect_timeout``
 DEFAULT_CONNECT_TIMEOUT = 10
 #: conninfo keywords whose values are secrets: never logged, never given to a tool's argv
 SECRET_PARAMS = DSN_SECRET_PARAMS
-#: conninfo keyword -> libpq environment variable (PostgreSQL 18 docs, "Environment Variables")
-LIBPQ_ENV: Mapping[str, str] = {
-    "host": "PGHOST",
-    "hostaddr": "PGHOSTADDR",
-    "port": "PGPORT",
-    "dbname": "PGDATABASE",
-    "user": "PGUSER",
-    "passfile": "PGPASSFILE",
-    "require_auth": "PGREQUIREAUTH",
-    "channel_binding": "PGCHANNELBINDING",
-    "service": "PGSERVICE",
-    "servicefile": "PGSERVICEFILE",
-    "options": "PGOPTIONS",
-    "application_name": "PGAPPNAME",
-    "sslmode": "PGSSLMODE",
-    "requiressl": "PGREQUIRESSL",
-    "sslnegotiation": "PGSSLNEGOTIATION",
-    "sslcompression": "PGSSLCOMPRESSION",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "sslcertmode": "PGSSLCERTMODE",
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcrl": "PGSSLCRL",
-    "sslcrldir": "PGSSLCRLDIR",
-    "sslsni": "PGSSLSNI",
-    "requirepeer": "PGREQUIREPEER",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
-    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "min_protocol_version": "PGMINPROTOCOLVERSION",
-    "max_protocol_version": "PGMAXPROTOCOLVERSION",
-    "gssencmode": "PGGSSENCMODE",
-    "krbsrvname": "PGKRBSRVNAME",
-    "gsslib": "PGGSSLIB",
-    "gssdelegation": "PGGSSDELEGATION",
-    "connect_timeout": "PGCONNECT_TIMEOUT",
-    "client_encoding": "PGCLIENTENCODING",
-    "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "load_balance_hosts": "PGLOADBALANCEHOSTS",
-}
-#: libpq variables without a conninfo keyword; inherited from the daemon like the ones above
-_LIBPQ_ENV_ONLY = frozenset({"PGDATESTYLE", "PGTZ", "PGGEQO", "PGSYSCONFDIR", "PGLOCALEDIR"})
-_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 PGPASS_NAME = "pgpass"
 
 __all__ = [
@@ -210,7 +169,7 @@ class ConnSpec:
 
         ``tmpdir`` must be private (see :func:`tool_environment`, which also cleans up).
         """
-        env = _base_env(os.environ)
+        env = base_environment(libpq=True)
         for key, value in self.params().items():
             var = LIBPQ_ENV.get(key)
             if var is not None:
@@ -220,19 +179,6 @@ class ConnSpec:
             path = write_pgpass(tmpdir / PGPASS_NAME, self.password, user=self.params().get("user"))
             env["PGPASSFILE"] = str(path)
         return env
-
-
-def _base_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """What a tool inherits from the daemon: path, home and locale, and libpq's own variables
-    (so the daemon and its tools read the same defaults) -- never ``PGPASSWORD``."""
-    libpq_vars = set(LIBPQ_ENV.values()) | _LIBPQ_ENV_ONLY
-    env = {
-        k: v
-        for k, v in environ.items()
-        if k in _INHERITED or k.startswith("LC_") or k in libpq_vars
-    }
-    env.setdefault("PATH", _DEFAULT_PATH)
-    return env
 
 
 def _pgpass_escape(value: str) -> str:

@@ -1,8 +1,9 @@
 """Running external tools: the one module of pgwarden that starts processes.
 
 Every ``pg_dump``, ``pg_restore``, ``psql`` and ``--version`` probe goes through here: an argv
-list, never a shell; an explicit environment (``ConnSpec.tool_env``: the password travels in a
-pgpass file); a new session per tool, so that cancelling reaches its children (``pg_dump -j``
+list, never a shell; an explicit environment, required (:mod:`pgwarden.pg.environment`,
+``ConnSpec.tool_env``: the password travels in a pgpass file; the daemon's own environment is
+never inherited); a new session per tool, so that cancelling reaches its children (``pg_dump -j``
 workers); stdout streamed in chunks of up to 1 MiB while a thread drains stderr *at the same
 time*, each line redacted, logged and the last :data:`TAIL_LINES` kept; cancellation (an event
 set, or the timeout) sends SIGTERM to the group, waits :data:`GRACE_S`, then SIGKILL.
@@ -233,7 +234,7 @@ class RunningTool:
 def start_tool(
     argv: Sequence[str],
     *,
-    env: Mapping[str, str] | None,
+    env: Mapping[str, str],
     name: str | None = None,
     log: AnyLogger | None = None,
     stdin: int | IO[bytes] | None = DEVNULL,
@@ -243,8 +244,9 @@ def start_tool(
     cwd: str | os.PathLike[str] | None = None,
 ) -> RunningTool:
     """Start ``argv``; ``stdin``/``stdout`` take :data:`PIPE`, :data:`DEVNULL`, a descriptor or
-    a file (another tool's ``.stdout``).  ``env=None`` inherits the daemon's environment, which
-    is rarely what you want for a PostgreSQL tool (see ``ConnSpec.tool_env``)."""
+    a file (another tool's ``.stdout``).  ``env`` is the tool's whole environment: nothing is
+    inherited from the daemon's, which holds every target's ``password_env`` variable (build it
+    with :mod:`pgwarden.pg.environment` or ``ConnSpec.tool_env``)."""
     if isinstance(argv, str | bytes) or not argv:
         raise TypeError("argv must be a non-empty list of strings, never a shell command line")
     args = [os.fspath(a) for a in argv]
@@ -255,7 +257,7 @@ def start_tool(
             stdin=stdin,
             stdout=stdout,
             stderr=PIPE,
-            env=dict(env) if env is not None else None,
+            env=dict(env),
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
@@ -308,7 +310,7 @@ class _Feeder(threading.Thread):
 def run_tool(
     argv: Sequence[str],
     *,
-    env: Mapping[str, str] | None,
+    env: Mapping[str, str],
     stdout: Sink | None = None,
     stdin: Readable | None = None,
     timeout: float | None = None,
@@ -356,7 +358,7 @@ def run_pipeline(
     producer: Sequence[str],
     consumer: Sequence[str],
     *,
-    env: Mapping[str, str] | None,
+    env: Mapping[str, str],
     stdout: Sink | None = None,
     timeout: float | None = None,
     cancel: threading.Event | None = None,

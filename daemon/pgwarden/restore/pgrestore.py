@@ -39,6 +39,7 @@ from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
+from pgwarden.pg.environment import local_tool_environment
 from pgwarden.restore import scratch, staging
 from pgwarden.restore.outcome import CheckResult, StepError
 
@@ -239,11 +240,21 @@ def list_archive(
 
     if staged.source is not None:
         outcome = process.run_tool(
-            argv, env=None, stdout=count, cancel=cancel, log=lines, name="pg_restore"
+            argv,
+            env=local_tool_environment(),
+            stdout=count,
+            cancel=cancel,
+            log=lines,
+            name="pg_restore",
         )
     else:
         with process.start_tool(
-            argv, env=None, name="pg_restore", log=lines, cancel=cancel, stdin=process.PIPE
+            argv,
+            env=local_tool_environment(),
+            name="pg_restore",
+            log=lines,
+            cancel=cancel,
+            stdin=process.PIPE,
         ) as tool:
             assert tool.stdout is not None
             reader = threading.Thread(

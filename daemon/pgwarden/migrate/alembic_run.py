@@ -14,17 +14,17 @@ import os
 import re
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 from pgwarden.config import Config, Secret, TargetConfig
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.logsetup import get_logger
 from pgwarden.migrate.database import DatabaseError, database_url, display_url, read_revisions
 from pgwarden.migrate.outcome import AlembicCommand
 from pgwarden.migrate.project import AlembicProject, resolve_alembic
 from pgwarden.pg import process
 from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.redaction import scrubber_for
 
 __all__ = ["child_environment", "failure_message", "last_error_line", "plan_command", "run_upgrade"]
 
@@ -73,24 +73,10 @@ def plan_command(
     return command, env
 
 
-class _Scrubber:
-    """Removes the target's password (as typed and URL-encoded) from free text."""
-
-    def __init__(self, spec: ConnSpec) -> None:
-        secret = spec.password.reveal() if spec.password is not None else ""
-        forms = {secret, quote(secret, safe=""), quote_plus(secret)} if secret else set()
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for form in self._forms:
-            text = text.replace(form, "***")
-        return scrub(text)
-
-
 class _ScrubbingLogger:
     """A :class:`~pgwarden.pg.process.ToolLogger` that scrubs every value before logging."""
 
-    def __init__(self, scrubber: _Scrubber, **bound: Any) -> None:
+    def __init__(self, scrubber: Callable[[str], str], **bound: Any) -> None:
         self._scrub = scrubber
         self._log = log.bind(**bound)
 
@@ -134,7 +120,7 @@ def run_upgrade(
 ) -> tuple[process.ToolResult, str, tuple[str, ...]]:
     """Run ``command``; its result, its scrubbed stderr (or stdout) tail, and the database's
     revision afterwards (``()`` when unreadable after a failed run)."""
-    scrubber = _Scrubber(spec)
+    scrubber = scrubber_for((spec.password,))  # as typed and URL-encoded
     stdout = _StdoutTail()
     log.info(
         "running alembic upgrade head",

@@ -210,6 +210,7 @@ class LedgerStore:
                     break
                 except BlockingIOError:
                     if deadline is not None and time.monotonic() >= deadline:
+                        # EWOULDBLOCK is the answer, not a failure: nothing to chain
                         raise BusyError(
                             f"{self.target}: another pgwarden migrate is running for this "
                             f"target (lock {self.lock_path})"

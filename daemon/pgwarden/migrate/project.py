@@ -78,6 +78,7 @@ def locate(config: Config, target: TargetConfig) -> AlembicProject:
         try:
             dirs = versions_from_ini(ini, project)
         except ValueError as exc:
+            # versions_from_ini's own message, already redacted; its cause is not chained
             raise ConfigError(config.source, [f"{key}.alembic_ini: {ini}: {exc}"]) from None
         where = f"{key}.alembic_ini ({ini})"
     missing = [d for d in dirs if not d.is_dir()]

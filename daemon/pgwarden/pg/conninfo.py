@@ -92,6 +92,7 @@ class ConnSpec:
         try:
             return cls(dsn, password)
         except UsageError as exc:
+            # the same error with its connection named; its own cause was dropped (the DSN)
             raise UsageError(f"{what}: {exc}") from None
 
     @classmethod

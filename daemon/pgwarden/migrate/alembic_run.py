@@ -1,16 +1,15 @@
 """The application's own ``alembic upgrade head``: its argv and environment, and running it.
 
-:func:`plan_command` builds the exact command and the child's environment: a small allow-list
-(``PATH``, ``HOME``, locale, ``PYTHONUNBUFFERED``) plus ``database_url_env`` holding the
-target's URL *with its password*.  :func:`run_upgrade` runs it through
-:mod:`pgwarden.pg.process` (an argv, never a shell) with that password scrubbed from every line
-it prints and from the tail kept for the outcome, then reads the database's revision again;
-:func:`failure_message` says what went wrong.
+:func:`plan_command` builds the exact command and the child's environment: the allow-list of
+:mod:`pgwarden.pg.environment` (``PATH``, ``HOME``, locale...), ``PYTHONUNBUFFERED``, and
+``database_url_env`` holding the target's URL *with its password*.  :func:`run_upgrade` runs it
+through :mod:`pgwarden.pg.process` (an argv, never a shell) with that password scrubbed from
+every line it prints and from the tail kept for the outcome, then reads the database's revision
+again; :func:`failure_message` says what went wrong.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections import deque
@@ -24,14 +23,13 @@ from pgwarden.migrate.outcome import AlembicCommand
 from pgwarden.migrate.project import AlembicProject, resolve_alembic
 from pgwarden.pg import process
 from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.pg.environment import base_environment
 from pgwarden.redaction import scrubber_for
 
 __all__ = ["child_environment", "failure_message", "last_error_line", "plan_command", "run_upgrade"]
 
 log = get_logger("pgwarden.migrate")
 
-_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _STDOUT_LINES = 20
 #: alembic's ``FAILED: ...``, or a traceback's last line (``psycopg.errors.UndefinedTable: ...``)
 _ERROR_LINE = re.compile(
@@ -43,10 +41,11 @@ def child_environment(url_env: str | None, url: Secret | None) -> dict[str, str]
     """What the application's ``alembic`` gets: path, home, locale, and the database URL.
 
     The daemon's environment is not passed on wholesale: it may hold other targets'
-    ``password_env`` variables.
+    ``password_env`` variables: the allow-list is
+    :func:`~pgwarden.pg.environment.base_environment`'s, without libpq's variables (``env.py``
+    gets its database from the URL, or finds it itself).
     """
-    env = {k: v for k, v in os.environ.items() if k in _INHERITED or k.startswith("LC_")}
-    env.setdefault("PATH", _DEFAULT_PATH)
+    env = base_environment()
     env["PYTHONUNBUFFERED"] = "1"
     if url_env and url is not None:
         env[url_env] = url.reveal()

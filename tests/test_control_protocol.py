@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pgwarden.config import Secret
 from pgwarden.control import protocol
 from pgwarden.control.client import _unreachable
-from pgwarden.control.redact import redact
 from pgwarden.errors import ControlError
+from pgwarden.redaction import redact_value as redact
 
 
 def test_a_request_round_trip() -> None:

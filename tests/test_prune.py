@@ -101,7 +101,9 @@ def test_a_target_whose_last_ten_days_of_runs_failed_keeps_min_keep(
     good = [store.backup(days(age)) for age in (15.2, 16.2, 17.2, 18.2)]
     failures = [store.failed_run(days(age + 0.5)) for age in range(10)]
     # the daemon's call: prune_job passes (target, catalog, storage, dry_run=...)
-    outcome = prune_target(store.target(), store.env.catalog, store.storage, dry_run=False)
+    outcome = prune_target(
+        store.target(), store.env.catalog, store.storage, dry_run=False, locks=store.locks()
+    )
     result = outcome.as_dict()
     assert result["deleted"] == 1
     assert result["ok"] is True
@@ -118,7 +120,7 @@ def test_a_target_whose_last_ten_days_of_runs_failed_keeps_min_keep(
     assert result["stored_bytes"] == store.storage.stored_bytes("app") > 0
 
     recovered = store.backup(days(0.1))
-    after = prune_target(store.target(), store.env.catalog, store.storage)
+    after = prune_target(store.target(), store.env.catalog, store.storage, locks=store.locks())
     assert after.deleted == 10 + 1  # the outage's failed runs, and the oldest backup
     statuses = store.statuses()
     assert all(statuses[f.id] == "deleted" for f in failures)
@@ -169,7 +171,9 @@ def test_a_backup_in_use_is_kept_this_time(new_store: StoreFactory) -> None:
             assert restore.stdout is not None
             assert restore.stdout.readline().strip() == "restoring"
             # no locks argument: the daemon's call finds the lock directory by itself
-            outcome = prune_target(store.target(), store.env.catalog, store.storage)
+            outcome = prune_target(
+                store.target(), store.env.catalog, store.storage, locks=store.locks()
+            )
         finally:
             restore.kill()
     entry = next(e for e in outcome.entries if e.record.id == old.id)
@@ -232,7 +236,7 @@ def test_a_vanished_backup_does_not_count_toward_min_keep(new_store: StoreFactor
     # and a run the catalog thinks failed, though storage holds it whole
     resurrected = store.backup(days(40))
     store.set_status(resurrected.id, "failed")
-    outcome = prune_target(store.target(), store.env.catalog, store.storage)
+    outcome = prune_target(store.target(), store.env.catalog, store.storage, locks=store.locks())
     decisions = {e.record.id: (e.action, e.rules, e.result) for e in outcome.entries}
     assert decisions[gone.id] == ("keep", ("not_in_storage",), "kept")
     assert decisions[second.id][0] == decisions[third.id][0] == "keep"
@@ -260,7 +264,7 @@ def test_a_broken_lock_directory_deletes_nothing_and_says_why(new_store: StoreFa
     store = new_store(keep_days=2, min_keep=1)
     kept = [store.backup(days(age)) for age in (0.5, 5, 6)]
     (store.config.daemon.state_dir / "locks").write_text("not a directory")
-    outcome = prune_target(store.target(), store.env.catalog, store.storage)
+    outcome = prune_target(store.target(), store.env.catalog, store.storage, locks=store.locks())
     assert outcome.deleted == 0
     assert not outcome.ok
     assert len(outcome.errors) == 2

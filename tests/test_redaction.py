@@ -10,7 +10,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict
 
 from pgwarden import config, logsetup
-from pgwarden.control.redact import redact as control_redact
+from pgwarden.control import protocol
 from pgwarden.redaction import (
     INVALID_DSN,
     Secret,
@@ -40,7 +40,7 @@ def test_redact_dsn() -> None:
 
 
 def test_redact_value_is_the_control_sockets() -> None:
-    assert control_redact is redact_value
+    assert protocol.redact is redact_value
     out = redact_value(
         {
             "Token": "canary-1",

@@ -32,6 +32,7 @@ from pgwarden.cli import main
 from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import PgwardenError
 from pgwarden.storage import LocalStorage, manifest_name
+from pgwarden.storage.locks import BackupLocks
 from tests.helpers import Env, target_doc, write_config
 from tests.pgservers import PgServer
 from tests.sampledata import make_sample_db
@@ -64,6 +65,9 @@ class Store:
 
     def target(self, name: str = "app") -> TargetConfig:
         return self.config.target(name)
+
+    def locks(self) -> BackupLocks:
+        return BackupLocks(self.config.daemon.state_dir)
 
     def directory(self, target: str = "app") -> Path:
         return self.storage.root / target

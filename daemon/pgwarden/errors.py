@@ -177,6 +177,14 @@ def describe(exc: BaseException) -> str:
     return redact(line)
 
 
+def describe_unexpected(exc: BaseException) -> str:
+    """:func:`describe` prefixed by the exception's type: for errors no code path expected (a
+    bug, an unwrapped library error), where the type is what a developer needs first."""
+    text = describe(exc)
+    name = type(exc).__name__
+    return name if text == name else f"{name}: {text}"
+
+
 def _psycopg_error(exc: BaseException) -> psycopg.Error | None:
     # looked up, not imported: the CLI's ctl client imports this module and never needs
     # psycopg (+0.15 s measured); an exception of psycopg's exists only once it is loaded

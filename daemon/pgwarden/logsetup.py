@@ -17,12 +17,9 @@ from typing import Any, TextIO
 
 import structlog
 
-from pgwarden.redaction import redact, redact_fields
+from pgwarden.redaction import redact_fields
 
-__all__ = ["configure", "get_logger", "redact_processor", "scrub"]
-
-# kept until service/ and control/ switch; removed in this issue
-scrub = redact
+__all__ = ["configure", "get_logger", "redact_processor"]
 
 
 def redact_processor(

@@ -9,7 +9,7 @@ a string chosen by the client, echoed back; ``args`` optional).  An answer is
 
 This module owns the framing, the error codes (and the CLI exit code each maps to) and
 argument validation (:class:`Args`).  Every outgoing message goes through
-:func:`pgwarden.control.redact.redact`, the last line of defence against secrets.
+:func:`pgwarden.redaction.redact_value`, the last line of defence against secrets.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgwarden.control.redact import redact
 from pgwarden.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, ControlError
+from pgwarden.redaction import redact_value as redact
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024  # bytes per request line, newline excluded

@@ -39,7 +39,8 @@ from pgwarden.control.calls import Call, Handler
 from pgwarden.control.commands import COMMANDS
 from pgwarden.control.peers import peer_of, refusal
 from pgwarden.control.protocol import Args, Peer
-from pgwarden.errors import ControlError, PgwardenError
+from pgwarden.errors import ControlError, PgwardenError, describe_unexpected
+from pgwarden.redaction import redact
 
 log = logsetup.get_logger("pgwarden.control")
 
@@ -351,10 +352,10 @@ class ControlServer:
         except ControlError as exc:
             return protocol.error(request_id, exc.code, str(exc))
         except PgwardenError as exc:
-            return protocol.error(request_id, exc.code, logsetup.scrub(str(exc)))
+            return protocol.error(request_id, exc.code, redact(str(exc)))
         except Exception as exc:  # request boundary: an answer, never a crash
             log.exception("control command failed", user=peer.user)
-            text = logsetup.scrub(f"{type(exc).__name__}: {exc}")
+            text = describe_unexpected(exc)
             return protocol.error(request_id, protocol.INTERNAL, f"internal error: {text}")
 
     def _handler(self, cmd: str) -> Handler:

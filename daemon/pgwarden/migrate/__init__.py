@@ -12,7 +12,11 @@ The parts, each owning one concern:
 * :mod:`~pgwarden.migrate.scripts` -- reading migration files with :mod:`ast` (never importing);
 * :mod:`~pgwarden.migrate.ledger` -- the record of released files under ``state_dir``;
 * :mod:`~pgwarden.migrate.database` -- ``alembic_version`` and the URL handed to ``env.py``;
-* :mod:`~pgwarden.migrate.guard` -- the policy's rules (a pure core) and the guard report;
+* :mod:`~pgwarden.migrate.revgraph` -- the revision graph the files declare;
+* :mod:`~pgwarden.migrate.rules` -- the policy's rules, each a pure function returning problems;
+* :mod:`~pgwarden.migrate.guard` -- the guard report those rules make together;
+* :mod:`~pgwarden.migrate.alembic_run` -- running the project's ``alembic``: its environment,
+  its scrubbed output, its failure message;
 * :mod:`~pgwarden.migrate.run` -- :func:`safe_migrate`: guard, pre-migration backup, upgrade;
 * :mod:`~pgwarden.migrate.outcome` -- what an upgrade reports, and its errors.
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pgwarden.catalog import BackupRecord, Catalog
-from pgwarden.config import DaemonConfig, TargetConfig
+from pgwarden.config import TargetConfig
 from pgwarden.errors import BackupError, CatalogError, NotFoundError
 from pgwarden.logsetup import get_logger
 from pgwarden.retention import plan as retention
@@ -141,28 +141,17 @@ class PruneOutcome:
         }
 
 
-def default_locks(catalog: Catalog) -> BackupLocks:
-    """The lock directory when the caller does not say: beside a SQLite catalog (which is
-    ``state_dir/catalog.db`` by default), else the default ``state_dir``.  Callers that
-    have the config pass ``BackupLocks(config.daemon.state_dir)``."""
-    url = catalog.engine.url
-    if url.get_backend_name() == "sqlite" and url.database:
-        return BackupLocks(Path(url.database).parent)
-    return BackupLocks(DaemonConfig().state_dir)
-
-
 def prune_target(
     target: TargetConfig,
     catalog: Catalog,
     storage: Storage,
     *,
     dry_run: bool = False,
+    locks: BackupLocks,
     now: datetime | None = None,
-    locks: BackupLocks | None = None,
 ) -> PruneOutcome:
     """Plan retention for ``target`` and, unless ``dry_run``, apply it (module docstring)."""
     now = now or datetime.now(UTC)
-    locks = locks or default_locks(catalog)
     outcome = PruneOutcome(target.name, dry_run, now)
     rows = catalog.list_backups(target.name)
     plannable, unplanned = _against_storage(storage, target.name, rows, outcome)

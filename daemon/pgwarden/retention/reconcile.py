@@ -292,8 +292,8 @@ def set_pin(
     ref: str,
     pinned: bool,
     *,
+    locks: BackupLocks,
     target: str | None = None,
-    locks: BackupLocks | None = None,
 ) -> BackupRecord:
     """Pin or unpin a backup in the catalog and in its manifest; return the updated row."""
     record = catalog.get_backup(ref, target)

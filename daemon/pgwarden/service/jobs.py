@@ -29,8 +29,9 @@ import structlog
 from pgwarden.backup.take import BackupOutcome
 from pgwarden.config import Config
 from pgwarden.config.kinds import JobKind
-from pgwarden.errors import BusyError, PgwardenError
-from pgwarden.logsetup import get_logger, scrub
+from pgwarden.errors import BusyError, PgwardenError, describe_unexpected
+from pgwarden.logsetup import get_logger
+from pgwarden.redaction import redact
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
 
@@ -282,10 +283,10 @@ class JobRunner:
                 job.result = self._functions[job.kind](job)
                 state = JobState.CANCELLED if job.cancel.is_set() else JobState.SUCCEEDED
             except PgwardenError as exc:
-                job.error, job.error_code = scrub(str(exc)), exc.code
+                job.error, job.error_code = redact(str(exc)), exc.code
                 state = JobState.CANCELLED if job.cancel.is_set() else JobState.FAILED
             except Exception as exc:
-                job.error, job.error_code = scrub(f"{type(exc).__name__}: {exc}"), "internal"
+                job.error, job.error_code = describe_unexpected(exc), "internal"
                 log.exception("job raised an unexpected error")
             job.finished_at = datetime.now(UTC)
             duration = time.monotonic() - job._started_mono

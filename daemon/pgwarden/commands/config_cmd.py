@@ -1,4 +1,9 @@
-"""``pgwarden config init | check | show``."""
+"""``pgwarden config init | check | show | roles``.
+
+``roles`` prints the SQL that creates pgwarden's least-privilege roles for every target (or
+one), built from the configuration alone by :mod:`pgwarden.pg.roles`: no server is contacted,
+so the grants follow ``--server-version`` (default: PostgreSQL 14 or newer).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ import sys
 
 from pgwarden import config as config_mod
 from pgwarden.config import render as config_render
-from pgwarden.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError
+from pgwarden.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, UsageError
+from pgwarden.pg import roles
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -27,6 +33,8 @@ def cmd_config(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 sys.stderr.write(f"  {exc.file}: {problem}\n")
         return EXIT_USAGE
+    if args.action == "roles":
+        return _roles(config, args)
     if args.action == "check":
         if args.json:
             print(json.dumps({"ok": True, "file": str(path), "targets": len(config.targets)}))
@@ -38,6 +46,24 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(json.dumps(config_render.effective_dict(config), indent=2, default=str))
     else:
         sys.stdout.write(config_render.render_effective(config))
+    return EXIT_OK
+
+
+def _roles(config: config_mod.Config, args: argparse.Namespace) -> int:
+    major = args.server_version
+    if major < roles.MIN_SERVER_MAJOR:
+        raise UsageError(
+            f"--server-version {major}: pgwarden's roles need PostgreSQL "
+            f"{roles.MIN_SERVER_MAJOR} or newer (pg_monitor)"
+        )
+    targets = [config.target(args.target)] if args.target else list(config.targets)
+    if not targets:
+        raise UsageError(f"{config.source}: no targets configured")
+    scripts = roles.role_scripts(targets, major)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in scripts], indent=2))
+    else:
+        sys.stdout.write(roles.render_sql(scripts, major))
     return EXIT_OK
 
 

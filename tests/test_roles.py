@@ -1,0 +1,177 @@
+"""``pgwarden config roles``: the printed roles, created as printed on PostgreSQL 18 and 15, are
+enough for a backup, monitoring, a drill and a restore -- and nothing more; a role with less
+fails with a message naming the missing grant.
+
+Each server is the other's verification server: the backup role exists only on the production
+server, the verification role (``CREATEDB``, nothing else) only on the other one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pgwarden.config import load
+from pgwarden.monitor.sampler import Sampler
+from tests.helpers import open_env
+from tests.pgservers import PgServer
+from tests.sampledata import make_rich_db, table_fingerprints
+
+SUPERUSER = ("rolsuper", "rolcreaterole", "rolreplication", "rolbypassrls")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _dsn(server: PgServer, db: str, user: str | None) -> str:
+    who = f" user='{user}'" if user else ""
+    return f"host=127.0.0.1 port={server.port} dbname={db}{who}"
+
+
+def _config(
+    workdir: Path, name: str, prod: PgServer, db: str, user: str | None, **verify: str
+) -> Path:
+    """A config file with one target ``db`` on ``prod`` as ``user``."""
+    path = workdir / f"{name}.toml"
+    verify_lines = "".join(f'  {k} = "{v}"\n' for k, v in verify.items())
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{workdir}/state"
+socket = "{workdir}/ctl.sock"
+[storage]
+path = "{workdir}/backups"
+[[targets]]
+name = "app"
+dsn = "{_dsn(prod, db, user)}"
+bin_dir = "{prod.bin_dir}"
+  [targets.backup]
+  retries = 0
+  [targets.verify]
+{verify_lines}"""
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _roles_json(config: Path, major: int) -> list[dict[str, Any]]:
+    done = run_cli("config", "roles", "-c", str(config), "--server-version", str(major), "--json")
+    assert done.returncode == 0, done.stderr
+    scripts: list[dict[str, Any]] = json.loads(done.stdout)
+    return scripts
+
+
+def _create(scripts: list[dict[str, Any]], servers: list[PgServer], *, skip: str = "") -> list[str]:
+    """Run every printed statement as the superuser where its script says (but ``skip``)."""
+    by_address = {f"127.0.0.1:{s.port}": s for s in servers}
+    ran = []
+    for script in scripts:
+        server = by_address[script["server"]]
+        with server.connect(script["database"]) as conn:
+            for statement in script["statements"]:
+                if skip and skip in statement:
+                    continue
+                conn.execute(statement)
+                ran.append(statement)
+    return ran
+
+
+def _role(server: PgServer, name: str) -> dict[str, Any]:
+    with server.connect() as conn:
+        cur = conn.execute(
+            "SELECT rolcanlogin, rolcreatedb, " + ", ".join(SUPERUSER) + ", "
+            "ARRAY(SELECT b.rolname::text FROM pg_auth_members m JOIN pg_roles b "
+            "ON b.oid = m.roleid WHERE m.member = r.oid ORDER BY 1) "
+            "FROM pg_roles r WHERE rolname = %s",
+            (name,),
+        )
+        row = cur.fetchone()
+    assert row is not None, f"role {name} missing"
+    return {"login": row[0], "createdb": row[1], "powers": any(row[2:6]), "member_of": row[6]}
+
+
+@pytest.mark.parametrize("kind", ["pg18", "pg15"])
+def test_the_printed_roles_back_up_monitor_drill_and_nothing_more(
+    pg18: PgServer, pg15: PgServer, workdir: Path, kind: str
+) -> None:
+    prod, other = (pg18, pg15) if kind == "pg18" else (pg15, pg18)
+    db, backup_role, verify_role = f"roles_{kind}", f"Pgw Backup {kind}", f"pgw_verify_{kind}"
+    make_rich_db(prod, db, rows=120, vectors=False, large_objects=2)
+    verify_dsn = _dsn(other, "postgres", verify_role)
+    config = _config(workdir, "pgwarden", prod, db, backup_role, dsn=verify_dsn)
+    scripts = _roles_json(config, prod.major)
+    assert [s["purpose"] for s in scripts] == ["backup", "monitoring", "verification"]
+    assert {s["role"] for s in scripts} == {backup_role, verify_role}
+    statements = _create(scripts, [pg18, pg15])
+    assert f'CREATE ROLE "{backup_role}" LOGIN;' in statements
+    assert f'GRANT pg_read_all_data TO "{backup_role}";' in statements
+    assert f'CREATE ROLE "{verify_role}" LOGIN CREATEDB;' in statements
+    assert not any("PASSWORD" in s.upper() for s in statements)
+    # exactly these powers: nothing else
+    assert _role(prod, backup_role) == {
+        "login": True,
+        "createdb": False,
+        "powers": False,
+        "member_of": ["pg_monitor", "pg_read_all_data"],
+    }
+    assert _role(other, verify_role) == {
+        "login": True,
+        "createdb": True,
+        "powers": False,
+        "member_of": [],
+    }
+    assert not prod.execute(f"SELECT 1 FROM pg_roles WHERE rolname = '{verify_role}'")
+    assert not other.execute(f"SELECT 1 FROM pg_roles WHERE rolname = '{backup_role}'")
+
+    # backup, as the backup role (large objects included)
+    made = run_cli("backup", "-c", str(config), "app", "--json")
+    assert made.returncode == 0, made.stderr
+    backup = json.loads(made.stdout)
+
+    # monitoring (the sampler) and `pgwarden check`, as the same role: every session visible
+    env = open_env(load(config))
+    sampler = Sampler()
+    try:
+        with prod.connect():  # a superuser session the role must see in detail
+            sample = sampler.cycle(env.config).servers[0]
+    finally:
+        sampler.close()
+        env.catalog.close()
+    assert sample.up and sample.sample is not None, sample.error
+    assert sample.sample.hidden == 0
+    checked = json.loads(run_cli("check", "-c", str(config), "app", "--json").stdout)
+    results = {r["check"]: r for r in checked["results"]}
+    assert results["server.reachable"]["status"] == "pass"
+    assert not [r for r in checked["results"] if "could not check" in r["detail"]]
+    assert "sees every session" in json.dumps(checked)
+
+    # the drill, as the verification role on the other server
+    drilled = run_cli("verify", "-c", str(config), "app", "--json")
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+    assert json.loads(drilled.stdout)["passed"]
+    assert not [d for d in other.databases() if d.startswith("pgwarden_verify_")]
+
+    # nothing more: the backup role cannot restore over production, nor create a database
+    refused = run_cli("restore", "-c", str(config), "app", "--into", f"{db}_copy")
+    assert refused.returncode == 1
+    assert "permission denied to create database" in refused.stdout + refused.stderr, refused.stdout
+    # a restore is the operator's: the same backup, restored by the database's owner
+    admin = _config(workdir, "admin", prod, db, "postgres", dsn=verify_dsn)
+    prod.drop_database(f"{db}_copy")
+    restored = run_cli(
+        "restore", "-c", str(admin), "app", backup["backup_id"][:8], "--into", f"{db}_copy"
+    )
+    assert restored.returncode == 0, restored.stderr
+    assert table_fingerprints(prod, f"{db}_copy") == table_fingerprints(prod, db)

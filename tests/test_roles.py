@@ -175,3 +175,55 @@ def test_the_printed_roles_back_up_monitor_drill_and_nothing_more(
     )
     assert restored.returncode == 0, restored.stderr
     assert table_fingerprints(prod, f"{db}_copy") == table_fingerprints(prod, db)
+
+
+@pytest.mark.parametrize(
+    ("left_out", "named"),
+    [
+        ("GRANT pg_read_all_data", "pg_read_all_data (PostgreSQL 14+) or"),
+        ("LARGE OBJECT", "SELECT on every large object"),
+    ],
+    ids=["no-pg_read_all_data", "no-large-objects"],
+)
+def test_a_backup_role_with_less_fails_naming_the_missing_grant(
+    pg18: PgServer, workdir: Path, left_out: str, named: str
+) -> None:
+    db = "roles_less"
+    if db not in pg18.databases():
+        make_rich_db(pg18, db, rows=50, vectors=False, large_objects=1)
+    role = f"pgw_less_{len(left_out)}"
+    config = _config(workdir, "less", pg18, db, role)
+    scripts = [s for s in _roles_json(config, 18) if s["purpose"] == "backup"]
+    _create(scripts, [pg18], skip=left_out)
+    failed = run_cli("backup", "-c", str(config), "app")
+    assert failed.returncode == 1
+    assert named in failed.stderr and "see `pgwarden config roles`" in failed.stderr, failed.stderr
+    assert not list((workdir / "backups").rglob("*.partial"))
+
+
+def test_before_14_the_grants_and_default_privileges_work_as_psql_runs_them(
+    pg15: PgServer, workdir: Path
+) -> None:
+    """``--server-version 13``: no pg_read_all_data, but USAGE/SELECT on what exists and default
+    privileges for its owners -- a schema and a table created afterwards are backed up too.
+    The SQL text runs as printed through psql (one server: no [targets.verify] dsn)."""
+    db, role = "roles_pre14", "pgw_pre14"
+    make_rich_db(pg15, db, rows=50, vectors=False, large_objects=1)
+    config = _config(workdir, "pre14", pg15, db, role)
+    text = run_cli("config", "roles", "-c", str(config), "--server-version", "13")
+    assert text.returncode == 0, text.stderr
+    assert "pg_read_all_data TO" not in text.stdout
+    psql = [str(pg15.bin_dir / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-d", pg15.dsn(db)]
+    ran = subprocess.run(psql, input=text.stdout, capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert _role(pg15, role) == {
+        "login": True,
+        "createdb": True,  # no verification server of its own: drills run here, as this role
+        "powers": False,
+        "member_of": ["pg_monitor"],
+    }
+    pg15.execute("CREATE SCHEMA later; CREATE TABLE later.t AS SELECT 1 AS x", dbname=db)
+    made = run_cli("backup", "-c", str(config), "app", "--json")
+    assert made.returncode == 0, made.stderr
+    drilled = run_cli("verify", "-c", str(config), "app", "--json")
+    assert drilled.returncode == 0, drilled.stdout + drilled.stderr

@@ -23,10 +23,11 @@ from pgwarden.archive.codecs import Codec, Stage
 from pgwarden.backup import pgdump, readback
 from pgwarden.backup.facts import Facts, SnapshotSession
 from pgwarden.backup.request import BackupRequest
-from pgwarden.errors import BackupError, describe
+from pgwarden.errors import BackupError, ToolError, describe
 from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
 from pgwarden.pg.binaries import Tool
+from pgwarden.pg.roles import backup_grant_hint
 from pgwarden.storage.base import Partial, WriteResult
 
 log = get_logger("pgwarden.backup")
@@ -77,14 +78,26 @@ def run_dump(
         raise BackupError("backup cancelled")
     if result.timed_out:
         raise BackupError(f"pg_dump did not finish within {timeout} s")
-    process.check(result)
+    _check_dump(result)
+    if facts is None:  # pg_dump succeeded after all
+        raise BackupError("collecting snapshot facts was interrupted")
     return facts, written
+
+
+def _check_dump(result: process.ToolResult) -> None:
+    """Raise pg_dump's error, naming the missing grant when it was refused one."""
+    hint = None if result.ok else backup_grant_hint(result.stderr_tail)
+    if hint is not None:
+        message = f"{result.describe()}: {hint}"
+        raise ToolError(result.tool, message, result.returncode, result.stderr_tail)
+    process.check(result)
 
 
 def _collect_facts(
     request: BackupRequest, session: SnapshotSession, tool: process.RunningTool
-) -> Facts:
-    """The snapshot facts while pg_dump runs; a failed query stops pg_dump."""
+) -> Facts | None:
+    """The snapshot facts while pg_dump runs; a failed query stops pg_dump.  ``None`` when
+    pg_dump failed first: its error, not the cancelled query's, says why."""
     settings = request.target.backup
     done = threading.Event()
     watcher = threading.Thread(
@@ -102,10 +115,14 @@ def _collect_facts(
             probe_k=settings.vector_probe_k,
         )
     except psycopg.Error as exc:
+        if tool.returncode not in (None, 0) and not request.cancelled:
+            return None  # pg_dump failed first (and the watcher cancelled this query)
         tool.terminate_group()
         if request.cancelled:
             raise BackupError("backup cancelled") from exc
-        raise BackupError(f"collecting snapshot facts failed: {describe(exc)}") from exc
+        hint = backup_grant_hint(describe(exc))
+        message = f"collecting snapshot facts failed: {describe(exc)}"
+        raise BackupError(f"{message}: {hint}" if hint else message) from exc
     finally:
         done.set()
 

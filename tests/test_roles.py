@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from pgwarden.config import load
+from pgwarden.config import load, parse
 from pgwarden.monitor.sampler import Sampler
+from pgwarden.pg.roles import backup_grant_hint, render_sql, role_scripts
 from tests.helpers import open_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, table_fingerprints
@@ -227,3 +228,126 @@ def test_before_14_the_grants_and_default_privileges_work_as_psql_runs_them(
     assert made.returncode == 0, made.stderr
     drilled = run_cli("verify", "-c", str(config), "app", "--json")
     assert drilled.returncode == 0, drilled.stdout + drilled.stderr
+
+
+def test_an_untrusted_extension_needs_more_than_createdb_as_the_notes_say(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """pgvector is not marked trusted: a CREATEDB-only role cannot create it in the scratch
+    database, and the drill says so (the printed notes warn about it)."""
+    db, verify_role = "roles_vector", "pgw_verify_vec"
+    make_rich_db(pg18, db, rows=30, large_objects=0)
+    config = _config(workdir, "vec", pg18, db, "postgres", dsn=_dsn(pg18, "postgres", verify_role))
+    verification = [s for s in _roles_json(config, 18) if s["purpose"] == "verification"]
+    assert any("pgvector" in note and "SUPERUSER" in note for note in verification[0]["notes"])
+    _create(verification, [pg18])
+    assert run_cli("backup", "-c", str(config), "app").returncode == 0
+    drilled = run_cli("verify", "-c", str(config), "app", "--json")
+    assert drilled.returncode == 1
+    assert 'permission denied to create extension \\"vector\\"' in drilled.stdout
+    assert not [d for d in pg18.databases() if d.startswith("pgwarden_verify_")]
+
+
+# -- the SQL itself, from the configuration alone (no server) ---------------------------------
+
+
+def _targets(*targets: dict[str, Any], **daemon: Any) -> Any:
+    return parse({"daemon": daemon, "targets": list(targets)}, Path("/x.toml")).targets
+
+
+def test_defaults_quoting_and_one_create_per_server() -> None:
+    targets = _targets(
+        {
+            "name": "a",
+            "dsn": "host=db port=5433 dbname=a",
+            "verify": {"dsn": "host=v dbname=postgres"},
+        },
+        {"name": "b", "dsn": "host=db port=5433 dbname=b"},
+        {"name": "c", "dsn": "postgresql://o%27k%22x@db/c"},
+    )
+    scripts = role_scripts(targets)
+    text = render_sql(scripts)
+    assert [(s.target, s.purpose, s.server, s.database, s.role) for s in scripts] == [
+        ("a", "backup", "db:5433", "a", "pgwarden_backup"),
+        ("a", "monitoring", "db:5433", "a", "pgwarden_backup"),
+        ("a", "verification", "v:5432", "postgres", "pgwarden_verify"),
+        ("b", "backup", "db:5433", "b", "pgwarden_backup"),
+        ("b", "verification", "db:5433", "b", "pgwarden_backup"),
+        ("c", "backup", "db:5432", "c", "o'k\"x"),
+        ("c", "monitoring", "db:5432", "c", "o'k\"x"),
+        ("c", "verification", "db:5432", "c", "o'k\"x"),
+    ]
+    assert text.count('CREATE ROLE "pgwarden_backup" LOGIN;') == 1  # a and b share it
+    assert 'CREATE ROLE "pgwarden_verify" LOGIN CREATEDB;' in text
+    assert 'ALTER ROLE "pgwarden_backup" CREATEDB;' in text  # b drills on production
+    assert "targets[a].dsn names no user: add pgwarden_backup to it" in text
+    assert "targets[a].verify.dsn names no user: add pgwarden_verify to it" in text
+    assert 'CREATE ROLE "o\'k""x" LOGIN;' in text
+    assert "r text := 'o''k\"x';" in text  # the DO blocks' literal
+    assert "-- run on db:5433, in database b" in text
+    assert '\\password "pgwarden_backup"' in text
+
+
+def test_grants_follow_the_server_version() -> None:
+    targets = _targets({"name": "a", "dsn": "postgresql://bk@db/a"})
+    default = render_sql(role_scripts(targets))
+    assert "PostgreSQL 14 or newer" in default
+    assert "GRANT pg_read_all_data TO" in default and "ON LARGE OBJECTS" not in default
+    assert "ON LARGE OBJECTS" in render_sql(role_scripts(targets, 18), 18)
+    before = render_sql(role_scripts(targets, 13), 13)
+    assert "pg_read_all_data TO" not in before
+    assert "GRANT SELECT ON ALL TABLES IN SCHEMA" in before
+    assert "ALTER DEFAULT PRIVILEGES FOR ROLE %I GRANT SELECT ON TABLES" in before
+
+
+def test_the_command_never_prints_a_password(tmp_path: Path) -> None:
+    config = tmp_path / "pgwarden.toml"
+    config.write_text(
+        """
+[daemon]
+allow_plaintext_passwords = true
+[[targets]]
+name = "app"
+dsn = "postgresql://bk:hunter2-in-dsn@db/app"
+  [targets.verify]
+  dsn = "postgresql://vf@verify/postgres"
+  password = "hunter3-in-toml"
+"""
+    )
+    config.chmod(0o600)
+    text = run_cli("config", "roles", "-c", str(config), "app")
+    listing = run_cli("config", "roles", "-c", str(config), "--json")
+    assert text.returncode == listing.returncode == 0, text.stderr + listing.stderr
+    assert "hunter" not in text.stdout + listing.stdout
+    sql_lines = [line for line in text.stdout.splitlines() if not line.startswith("--")]
+    assert not [line for line in sql_lines if "PASSWORD" in line.upper()]
+    scripts = json.loads(listing.stdout)
+    assert not [s for x in scripts for s in x["statements"] if "PASSWORD" in s.upper()]
+    assert {(s["server"], s["role"]) for s in scripts} == {("db:5432", "bk"), ("verify:5432", "vf")}
+    assert all({"server", "role", "statements", "database"} <= set(s) for s in scripts)
+
+
+def test_bad_arguments_are_usage_errors(tmp_path: Path) -> None:
+    config = tmp_path / "pgwarden.toml"
+    config.write_text('[[targets]]\nname = "app"\ndsn = "postgresql://bk@db/app"\n')
+    old = run_cli("config", "roles", "-c", str(config), "--server-version", "9")
+    assert old.returncode == 2 and "PostgreSQL 10 or newer" in old.stderr
+    unknown = run_cli("config", "roles", "-c", str(config), "nope")
+    assert unknown.returncode == 2 and "unknown target 'nope'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("message", "grant"),
+    [
+        ("ERROR:  permission denied for table users", "SELECT on every table"),
+        ("permission denied for schema archive (SQLSTATE 42501)", "USAGE on every schema"),
+        ("permission denied for sequence s", "SELECT on every sequence"),
+        ("could not open large object 7: ERROR:  permission denied for large object 7", "large"),
+        ('FATAL:  permission denied for database "app"', "CONNECT on the database"),
+        ('query would be affected by row-level security policy for table "t"', "BYPASSRLS"),
+    ],
+)
+def test_a_refused_grant_is_named(message: str, grant: str) -> None:
+    hint = backup_grant_hint(message)
+    assert hint is not None and grant in hint and hint.endswith("see `pgwarden config roles`")
+    assert backup_grant_hint("connection refused") is None

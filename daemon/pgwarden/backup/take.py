@@ -35,6 +35,7 @@ from pgwarden.backup.dumpall import dump_globals
 from pgwarden.backup.dumprun import run_dump
 from pgwarden.backup.facts import Facts, SnapshotSession
 from pgwarden.backup.request import BackupOutcome, BackupRequest, Progress
+from pgwarden.catalog import BackupStatus
 from pgwarden.errors import (
     BackupError,
     ConfigError,
@@ -233,7 +234,7 @@ def _dump(b: _Backup, conn: psycopg.Connection[Any]) -> BackupOutcome:
         raise
     request.catalog.record_backup_finish(
         b.backup_id,
-        status="complete",
+        status=BackupStatus.COMPLETE,
         finished_at=done.finished,
         path=b.name,
         size_bytes=done.digest.size_bytes,
@@ -339,7 +340,11 @@ def _read_back(b: _Backup, manifest: Manifest, final: Path, written: WriteResult
 
 
 def _record_failure(request: BackupRequest, backup_id: str, name: str, exc: BaseException) -> None:
-    status = "interrupted" if request.cancelled or not isinstance(exc, Exception) else "failed"
+    status = (
+        BackupStatus.INTERRUPTED
+        if request.cancelled or not isinstance(exc, Exception)
+        else BackupStatus.FAILED
+    )
     # the whole message, not describe()'s first line: a tool's stderr tail goes to the catalog
     message = redact(str(exc)) if str(exc) else type(exc).__name__
     try:

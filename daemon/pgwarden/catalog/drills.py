@@ -13,13 +13,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from pgwarden.catalog.models import VERIFY_STATUSES, Backup, Verification
+from pgwarden.catalog.models import Backup, Verification
+from pgwarden.catalog.states import VERIFY_STATUSES, DrillStatus
 from pgwarden.errors import NotFoundError
 
 
 def start_drill(session: Session, backup: Backup, started_at: datetime) -> Verification:
     """A new ``running`` drill of ``backup``."""
-    drill = Verification(backup_id=backup.id, started_at=started_at, status="running", details={})
+    drill = Verification(
+        backup_id=backup.id, started_at=started_at, status=DrillStatus.RUNNING, details={}
+    )
     session.add(drill)
     session.flush()
     return drill
@@ -29,7 +32,7 @@ def finish_drill(
     session: Session,
     verification_id: int,
     *,
-    status: str,
+    status: DrillStatus,
     finished_at: datetime,
     details: Mapping[str, Any] | None,
     error: str | None,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pgwarden.catalog.models import VERIFICATION_STATUSES, VERIFY_STATUSES
+from pgwarden.catalog.states import DRILL_ENDINGS, VERIFY_STATUSES, DrillStatus
 from pgwarden.errors import CatalogError
 
 BACKUP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -30,7 +30,7 @@ BACKUP_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 class VerificationFacts:
     started_at: datetime
     finished_at: datetime | None
-    status: str
+    status: DrillStatus
     details: dict[str, Any]
     error: str | None
 
@@ -51,7 +51,7 @@ class ManifestFacts:
     duration_s: float | None
     path: str | None
     verified_at: datetime | None
-    verify_status: str | None
+    verify_status: DrillStatus | None
     verifications: tuple[VerificationFacts, ...]
 
 
@@ -119,7 +119,7 @@ def _verifications(reader: _Reader) -> tuple[VerificationFacts, ...]:
             raise reader.fail(f"verifications[{index}]", "must be an object")
         sub = _Reader(item, f"{reader.where}: verifications[{index}]")
         status = sub.required_text("status")
-        if status not in VERIFICATION_STATUSES or status == "running":
+        if status not in DRILL_ENDINGS:
             raise sub.fail("status", f"must be passed, failed or interrupted (got {status!r})")
         details = item.get("details") or {}
         if not isinstance(details, Mapping):
@@ -128,7 +128,11 @@ def _verifications(reader: _Reader) -> tuple[VerificationFacts, ...]:
         assert started is not None
         found.append(
             VerificationFacts(
-                started, sub.time("finished_at"), status, dict(details), sub.text("error")
+                started,
+                sub.time("finished_at"),
+                DrillStatus(status),
+                dict(details),
+                sub.text("error"),
             )
         )
     return tuple(found)
@@ -150,13 +154,14 @@ def read_manifest_facts(manifest: Mapping[str, Any], where: str = "manifest") ->
         raise reader.fail("pinned", "must be true or false")
     verifications = _verifications(reader)
     verified_at = reader.time("verified_at")
-    verify_status = reader.text("verify_status")
+    verify_text = reader.text("verify_status")
     finished = [v for v in verifications if v.status in VERIFY_STATUSES and v.finished_at]
     if finished:
         newest = max(finished, key=lambda v: v.finished_at or v.started_at)
-        verified_at, verify_status = newest.finished_at, newest.status
-    if verify_status is not None and verify_status not in VERIFY_STATUSES:
-        raise reader.fail("verify_status", f"must be passed or failed (got {verify_status!r})")
+        verified_at, verify_text = newest.finished_at, newest.status
+    if verify_text is not None and verify_text not in VERIFY_STATUSES:
+        raise reader.fail("verify_status", f"must be passed or failed (got {verify_text!r})")
+    verify_status = None if verify_text is None else DrillStatus(verify_text)
     return ManifestFacts(
         id=backup_id,
         target=reader.required_text("target"),

@@ -14,7 +14,7 @@ datetimes on every backend (SQLite has no time zones).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
@@ -35,15 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-BackupStatus = Literal["running", "complete", "failed", "interrupted", "deleted"]
-VerifyStatus = Literal["passed", "failed"]
-VerificationStatus = Literal["running", "passed", "failed", "interrupted"]
-
-BACKUP_STATUSES: Final = ("running", "complete", "failed", "interrupted", "deleted")
-#: outcomes a finished backup attempt can record
-FINISH_STATUSES: Final = ("complete", "failed", "interrupted")
-VERIFY_STATUSES: Final = ("passed", "failed")
-VERIFICATION_STATUSES: Final = ("running", "passed", "failed", "interrupted")
+from pgwarden.catalog.states import BACKUP_STATUSES, VERIFICATION_STATUSES, VERIFY_STATUSES
 
 NAMING_CONVENTION: Final = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -24,15 +24,16 @@ from sqlalchemy.orm import Session
 from pgwarden.catalog.drills import finish_drill, start_drill
 from pgwarden.catalog.lookup import backup_row
 from pgwarden.catalog.manifest_facts import BACKUP_ID_RE, read_manifest_facts
-from pgwarden.catalog.models import (
-    BACKUP_STATUSES,
-    FINISH_STATUSES,
-    VERIFICATION_STATUSES,
-    Backup,
-    Verification,
-)
+from pgwarden.catalog.models import Backup, Verification
 from pgwarden.catalog.rebuild import apply_manifest_facts
 from pgwarden.catalog.records import BackupRecord, TargetSummary, VerificationRecord
+from pgwarden.catalog.states import (
+    BACKUP_STATUSES,
+    DRILL_ENDINGS,
+    FINISH_STATUSES,
+    BackupStatus,
+    DrillStatus,
+)
 from pgwarden.catalog.summary import summarise
 from pgwarden.errors import CatalogError, UsageError, describe
 
@@ -118,7 +119,7 @@ class Catalog:
                 target=target,
                 database=database,
                 started_at=started_at,
-                status="running",
+                status=BackupStatus.RUNNING,
                 tags=list(tags),
                 format=format,
                 compression=compression,
@@ -134,7 +135,7 @@ class Catalog:
         self,
         backup_id: str,
         *,
-        status: str,
+        status: BackupStatus,
         finished_at: datetime,
         path: str | None = None,
         size_bytes: int | None = None,
@@ -150,11 +151,13 @@ class Catalog:
         (a one-shot CLI backup beside a restarting daemon) may still be finished.
         """
         if status not in FINISH_STATUSES:
-            raise ValueError(f"status must be one of {FINISH_STATUSES} (got {status!r})")
+            raise ValueError(
+                f"status must be one of {tuple(map(str, FINISH_STATUSES))} (got {status!r})"
+            )
         _check_aware(finished_at, "finished_at")
         with self._session(write=True) as session:
             row = backup_row(session, backup_id)
-            if row.status not in {"running", "interrupted"}:
+            if row.status not in (BackupStatus.RUNNING, BackupStatus.INTERRUPTED):
                 raise CatalogError(f"backup {row.id} is already {row.status}; cannot finish it")
             row.status = status
             row.finished_at = finished_at
@@ -184,21 +187,24 @@ class Catalog:
         at = at or _now()
         _check_aware(at, "at")
         with self._session(write=True) as session:
-            backups = session.scalars(select(Backup).where(Backup.status == "running")).all()
+            backups = session.scalars(
+                select(Backup).where(Backup.status == BackupStatus.RUNNING)
+            ).all()
             for row in backups:
-                row.status, row.finished_at, row.error = "interrupted", at, row.error or error
+                row.status, row.finished_at = BackupStatus.INTERRUPTED, at
+                row.error = row.error or error
             drills = session.scalars(
-                select(Verification).where(Verification.status == "running")
+                select(Verification).where(Verification.status == DrillStatus.RUNNING)
             ).all()
             for drill in drills:
-                drill.status, drill.finished_at = "interrupted", at
+                drill.status, drill.finished_at = DrillStatus.INTERRUPTED, at
                 drill.error = drill.error or error
             return len(backups)
 
     def list_backups(
         self,
         target: str | None = None,
-        statuses: Collection[str] | None = None,
+        statuses: Collection[BackupStatus] | None = None,
         limit: int | None = None,
     ) -> list[BackupRecord]:
         """Backups, newest first, optionally of one target and with given statuses."""
@@ -224,7 +230,7 @@ class Catalog:
         """Pin (keep out of retention) or unpin a backup; only complete ones can be pinned."""
         with self._session(write=True) as session:
             row = backup_row(session, ref, target)
-            if pinned and row.status != "complete":
+            if pinned and row.status != BackupStatus.COMPLETE:
                 raise UsageError(f"backup {row.id[:8]} is {row.status}; only complete backups pin")
             row.pinned = pinned
             return BackupRecord.of(row)
@@ -235,7 +241,7 @@ class Catalog:
         _check_aware(at, "at")
         with self._session(write=True) as session:
             row = backup_row(session, backup_id)
-            row.status, row.deleted_at, row.pinned = "deleted", at, False
+            row.status, row.deleted_at, row.pinned = BackupStatus.DELETED, at, False
             return BackupRecord.of(row)
 
     def mark_absent_deleted(
@@ -243,19 +249,19 @@ class Catalog:
     ) -> list[str]:
         """For ``catalog rebuild``: complete backups whose manifest is gone become deleted."""
         present = set(present_ids)
-        query = select(Backup).where(Backup.status == "complete")
+        query = select(Backup).where(Backup.status == BackupStatus.COMPLETE)
         if target is not None:
             query = query.where(Backup.target == target)
         now = _now()
         with self._session(write=True) as session:
             gone = [row for row in session.scalars(query) if row.id not in present]
             for row in gone:
-                row.status, row.deleted_at, row.pinned = "deleted", now, False
+                row.status, row.deleted_at, row.pinned = BackupStatus.DELETED, now, False
             return [row.id for row in gone]
 
     def last_success(self, target: str) -> BackupRecord | None:
         """The newest ``complete`` backup of ``target`` still in storage, or ``None``."""
-        found = self.list_backups(target, statuses=("complete",), limit=1)
+        found = self.list_backups(target, statuses=(BackupStatus.COMPLETE,), limit=1)
         return found[0] if found else None
 
     def last_run(self, target: str, kind: str) -> datetime | None:
@@ -291,13 +297,13 @@ class Catalog:
         self,
         verification_id: int,
         *,
-        status: str,
+        status: DrillStatus,
         finished_at: datetime,
         details: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> VerificationRecord:
         """Record a drill's outcome; ``passed``/``failed`` also update the backup's summary."""
-        if status not in VERIFICATION_STATUSES or status == "running":
+        if status not in DRILL_ENDINGS:
             raise ValueError(f"status must be passed, failed or interrupted (got {status!r})")
         _check_aware(finished_at, "finished_at")
         with self._session(write=True) as session:
@@ -317,7 +323,7 @@ class Catalog:
         *,
         started_at: datetime,
         finished_at: datetime,
-        status: str,
+        status: DrillStatus,
         details: Mapping[str, Any] | None = None,
         error: str | None = None,
     ) -> VerificationRecord:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from pgwarden.catalog.manifest_facts import ManifestFacts
 from pgwarden.catalog.models import Backup, Verification
+from pgwarden.catalog.states import BackupStatus
 
 
 def apply_manifest_facts(session: Session, facts: ManifestFacts, path: str | None) -> Backup:
@@ -23,7 +24,7 @@ def apply_manifest_facts(session: Session, facts: ManifestFacts, path: str | Non
         session.add(row)
     row.target, row.database = facts.target, facts.database
     row.started_at, row.finished_at = facts.started_at, facts.finished_at
-    row.status, row.deleted_at, row.error = "complete", None, None
+    row.status, row.deleted_at, row.error = BackupStatus.COMPLETE, None, None
     row.format, row.compression = facts.format, facts.compression
     row.tags = list(facts.tags)
     row.path = path or facts.path or row.path

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pgwarden.catalog.models import Backup, Verification
+from pgwarden.catalog.states import BackupStatus, DrillStatus
 
 
 def _utc(value: datetime) -> datetime:
@@ -19,6 +20,11 @@ def _utc(value: datetime) -> datetime:
 
 def _opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
+
+
+def verdict(value: str | None) -> DrillStatus | None:
+    """A ``verify_status`` column as a :class:`DrillStatus` (``None`` stays ``None``)."""
+    return None if value is None else DrillStatus(value)
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class BackupRecord:
     database: str
     started_at: datetime
     finished_at: datetime | None
-    status: str
+    status: BackupStatus
     tags: tuple[str, ...]
     format: str
     compression: str | None
@@ -39,7 +45,7 @@ class BackupRecord:
     sha256: str | None
     pinned: bool
     verified_at: datetime | None
-    verify_status: str | None
+    verify_status: DrillStatus | None
     error: str | None
     attempt: int
     duration_s: float | None
@@ -58,7 +64,7 @@ class BackupRecord:
             database=row.database,
             started_at=_utc(row.started_at),
             finished_at=_opt_utc(row.finished_at),
-            status=row.status,
+            status=BackupStatus(row.status),
             tags=tuple(row.tags or ()),
             format=row.format,
             compression=row.compression,
@@ -67,7 +73,7 @@ class BackupRecord:
             sha256=row.sha256,
             pinned=bool(row.pinned),
             verified_at=_opt_utc(row.verified_at),
-            verify_status=row.verify_status,
+            verify_status=verdict(row.verify_status),
             error=row.error,
             attempt=row.attempt,
             duration_s=row.duration_s,
@@ -83,7 +89,7 @@ class VerificationRecord:
     backup_id: str
     started_at: datetime
     finished_at: datetime | None
-    status: str
+    status: DrillStatus
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -94,7 +100,7 @@ class VerificationRecord:
             backup_id=row.backup_id,
             started_at=_utc(row.started_at),
             finished_at=_opt_utc(row.finished_at),
-            status=row.status,
+            status=DrillStatus(row.status),
             details=dict(row.details or {}),
             error=row.error,
         )
@@ -111,12 +117,12 @@ class TargetSummary:
 
     target: str
     last_attempt_at: datetime | None = None
-    last_attempt_status: str | None = None
+    last_attempt_status: BackupStatus | None = None
     last_success_at: datetime | None = None
     last_success_size_bytes: int | None = None
     last_success_duration_s: float | None = None
     last_verification_at: datetime | None = None
-    last_verification_status: str | None = None
+    last_verification_status: DrillStatus | None = None
     complete_count: int = 0
     complete_bytes: int = 0
     failed_count: int = 0

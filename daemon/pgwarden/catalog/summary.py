@@ -12,12 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pgwarden.catalog.models import Backup
-from pgwarden.catalog.records import TargetSummary
+from pgwarden.catalog.records import TargetSummary, verdict
+from pgwarden.catalog.states import BackupStatus
 
 
-def _attempt_outcome(status: str) -> str:
+def _attempt_outcome(status: str) -> BackupStatus:
     """A deleted backup's attempt was a success."""
-    return "complete" if status == "deleted" else status
+    return BackupStatus.COMPLETE if status == BackupStatus.DELETED else BackupStatus(status)
 
 
 def summarise(session: Session) -> dict[str, TargetSummary]:
@@ -35,19 +36,19 @@ def summarise(session: Session) -> dict[str, TargetSummary]:
         newest = select(Backup).where(Backup.target == target).limit(1)
         attempt = session.scalars(newest.order_by(Backup.started_at.desc())).first()
         success = session.scalars(
-            newest.where(Backup.status.in_(("complete", "deleted"))).order_by(
+            newest.where(Backup.status.in_((BackupStatus.COMPLETE, BackupStatus.DELETED))).order_by(
                 Backup.started_at.desc()
             )
         ).first()
         drilled = session.scalars(
             newest.where(Backup.verified_at.is_not(None)).order_by(Backup.verified_at.desc())
         ).first()
-        complete = counts.get((target, "complete"), (0, 0))
+        complete = counts.get((target, BackupStatus.COMPLETE), (0, 0))
         summary = TargetSummary(
             target=target,
             complete_count=complete[0],
             complete_bytes=complete[1],
-            failed_count=counts.get((target, "failed"), (0, 0))[0],
+            failed_count=counts.get((target, BackupStatus.FAILED), (0, 0))[0],
         )
         if attempt is not None:
             summary = replace(
@@ -66,7 +67,7 @@ def summarise(session: Session) -> dict[str, TargetSummary]:
             summary = replace(
                 summary,
                 last_verification_at=drilled.verified_at,
-                last_verification_status=drilled.verify_status,
+                last_verification_status=verdict(drilled.verify_status),
             )
         result[target] = summary
     return result

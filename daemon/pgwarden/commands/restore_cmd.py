@@ -12,7 +12,7 @@ import argparse
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
@@ -42,7 +42,7 @@ def _cancel_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _check_lines(checks: list[CheckResult]) -> list[str]:
+def _check_lines(checks: Sequence[CheckResult]) -> list[str]:
     lines = []
     for check in checks:
         mark = "ok" if check.passed else "FAILED"
@@ -60,7 +60,7 @@ def _check_lines(checks: list[CheckResult]) -> list[str]:
 
 
 def _drill_text(outcome: VerifyOutcome) -> list[str]:
-    verdict = {"passed": "PASSED", "failed": "FAILED", "interrupted": "INTERRUPTED"}[outcome.status]
+    verdict = outcome.status.upper()
     lines = [
         f"restore drill of backup {outcome.backup_id[:8]} ({outcome.artifact}) of "
         f"{outcome.target}: {verdict} in {outcome.duration_s:.1f} s"

@@ -79,6 +79,8 @@ def _last_backup(last: Mapping[str, Any]) -> str:
         return f"{job.get('state')} {when(job.get('finished_at'))}"
     if info.get("attempt_status"):
         text = f"{info['attempt_status']} {when(info.get('attempt_at'))}"
+        # BackupStatus.COMPLETE as the socket spells it: ctl does not import pgwarden.catalog
+        # (it loads SQLAlchemy, ~0.35 s at every call)
         if info.get("attempt_status") == "complete":
             text += f" ({size(info.get('success_size_bytes'))})"
         return text

@@ -36,7 +36,7 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from pgwarden.catalog import Catalog, open_catalog
+from pgwarden.catalog import VERIFY_STATUSES, Catalog, DrillStatus, open_catalog
 from pgwarden.config import Config, Credentials, TargetConfig
 from pgwarden.config import cron as cronexpr
 from pgwarden.errors import PgwardenError
@@ -157,9 +157,9 @@ def restore_tested(
         drills = catalog.list_verifications(target=target.name, limit=50)
     except PgwardenError as exc:
         return result("unknown", f"cannot read the catalog: {exc}")
-    finished = [d for d in drills if d.status in ("passed", "failed")]
-    passed = next((d for d in finished if d.status == "passed"), None)
-    if finished and finished[0].status == "failed":
+    finished = [d for d in drills if d.status in VERIFY_STATUSES]
+    passed = next((d for d in finished if d.status == DrillStatus.PASSED), None)
+    if finished and finished[0].status == DrillStatus.FAILED:
         newest = finished[0]
         when = (newest.finished_at or newest.started_at).isoformat(timespec="minutes")
         return result("fail", f"the newest restore drill ({when}) failed: {newest.error or ''}")

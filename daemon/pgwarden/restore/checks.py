@@ -31,7 +31,7 @@ from pgwarden.config import SqlCheck
 from pgwarden.errors import describe
 from pgwarden.pg import introspect
 from pgwarden.pg.conninfo import ConnSpec
-from pgwarden.restore.outcome import CheckResult, StepError
+from pgwarden.restore.outcome import CheckResult, Failures, StepError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -129,29 +129,31 @@ def check_row_counts(
     spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
 ) -> CheckResult:
     started = time.monotonic()
-    result = CheckResult("row_counts", True)
     exact = sorted((t for t in manifest.tables if t.exact), key=lambda t: -t.bytes)
     estimated = [t.qualified for t in manifest.tables if not t.exact]
     if not manifest.tables:
-        result.detail = f"no row counts in the manifest (row_counts = {manifest.row_count_mode})"
-        return result
+        return CheckResult(
+            "row_counts",
+            True,
+            f"no row counts in the manifest (row_counts = {manifest.row_count_mode})",
+        )
     counted = _on_connections(
         spec, canceller, exact, jobs, lambda conn, table: _count(conn, table, canceller)
     )
+    failures = Failures()
     total = 0
     for table, actual in zip(exact, counted, strict=True):
         if actual != table.rows:
-            result.add_failure(table.qualified, table.rows, actual)
+            failures.add(table.qualified, table.rows, actual)
         elif isinstance(actual, int):
             total += actual
-    result.detail = f"{len(exact)} tables, {total} rows, exact"
+    detail = f"{len(exact)} tables, {total} rows, exact"
     if estimated:
-        result.detail += (
+        detail += (
             f"; {len(estimated)} only estimated at backup time, not compared: "
             f"{', '.join(estimated[:10])}"
         )
-    result.duration_s = time.monotonic() - started
-    return result
+    return failures.result("row_counts", detail, time.monotonic() - started)
 
 
 def _count(
@@ -172,21 +174,20 @@ def _count(
 
 def check_extensions(spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller) -> CheckResult:
     started = time.monotonic()
-    result = CheckResult("extensions", True)
     with canceller.connection(spec) as conn:
         present = {e["name"]: e["version"] for e in introspect.list_extensions(conn)}
+    failures = Failures()
     notes = []
     for ext in manifest.extensions:
         name, version = ext.get("name", "?"), ext.get("version")
         if name not in present:
-            result.add_failure(name, version, "missing")
+            failures.add(name, version, "missing")
         elif version and present[name] != version:
             notes.append(f"{name} {present[name]} (backup had {version})")
-    result.detail = f"{len(manifest.extensions)} present" if result.passed else "missing"
+    detail = "missing" if failures else f"{len(manifest.extensions)} present"
     if notes:
-        result.detail += "; other versions: " + ", ".join(notes)
-    result.duration_s = time.monotonic() - started
-    return result
+        detail += "; other versions: " + ", ".join(notes)
+    return failures.result("extensions", detail, time.monotonic() - started)
 
 
 def check_extensions_available(
@@ -273,7 +274,7 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
         for k, v in (("min", check.min), ("max", check.max), ("equals", check.equals))
         if v is not None
     }
-    result = CheckResult(f"sql:{check.name}", True, expected=expected)
+    name = f"sql:{check.name}"
     with canceller.connection(spec) as conn:
         try:
             with conn.transaction():
@@ -285,19 +286,24 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
         except psycopg.Error as exc:
             if canceller.cancelled:
                 raise StepError("cancelled", "the drill was cancelled") from exc
-            result.passed, result.actual = False, f"error: {describe(exc)}"
-            result.detail = f"{check.sql!r} failed"
-            result.duration_s = time.monotonic() - started
-            return result
+            return CheckResult(
+                name,
+                False,
+                f"{check.sql!r} failed",
+                time.monotonic() - started,
+                expected=expected,
+                actual=f"error: {describe(exc)}",
+            )
+    actual: object
     if row is None or not row:
-        result.passed, result.actual, result.detail = False, "no rows", f"{check.sql!r}"
+        passed, actual, detail = False, "no rows", f"{check.sql!r}"
     else:
-        result.actual = _jsonable(row[0])
+        actual = _jsonable(row[0])
         problem = evaluate(check, row[0])
-        result.passed = problem is None
-        result.detail = f"{check.sql!r} = {result.actual!r}" + (f": {problem}" if problem else "")
-    result.duration_s = time.monotonic() - started
-    return result
+        passed = problem is None
+        detail = f"{check.sql!r} = {actual!r}" + (f": {problem}" if problem else "")
+    duration_s = time.monotonic() - started
+    return CheckResult(name, passed, detail, duration_s, expected=expected, actual=actual)
 
 
 # -- pgvector probes ---------------------------------------------------------------------------
@@ -323,28 +329,29 @@ def check_vector_probes(
 ) -> CheckResult:
     """Every recorded probe, on up to ``jobs`` connections in parallel."""
     started = time.monotonic()
-    result = CheckResult("vector_probes", True)
     probes = list(manifest.vector_probes)
     if not probes:
-        result.detail = "no probes recorded (no pgvector column with a single-column key)"
-        return result
+        return CheckResult(
+            "vector_probes",
+            True,
+            "no probes recorded (no pgvector column with a single-column key)",
+        )
     found = _on_connections(
         spec, canceller, probes, jobs, lambda conn, probe: _probe(conn, probe, canceller)
     )
+    failures = Failures()
     for probe, actual in zip(probes, found, strict=True):
         item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
         if isinstance(actual, str):
-            result.add_failure(item, list(probe.neighbours), actual)
+            failures.add(item, list(probe.neighbours), actual)
         elif actual != tuple(probe.neighbours):
-            result.add_failure(item, list(probe.neighbours), list(actual))
-    result.detail = (
-        f"{len(probes)} probes, exact search"
-        if result.passed
-        else f"{len(result.failures) + result.more_failures} of {len(probes)} "
-        "probes returned other neighbours"
+            failures.add(item, list(probe.neighbours), list(actual))
+    detail = (
+        f"{len(failures)} of {len(probes)} probes returned other neighbours"
+        if failures
+        else f"{len(probes)} probes, exact search"
     )
-    result.duration_s = time.monotonic() - started
-    return result
+    return failures.result("vector_probes", detail, time.monotonic() - started)
 
 
 def run_checks(

@@ -29,13 +29,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from pgwarden.catalog import Catalog
+from pgwarden.catalog import BackupStatus, Catalog, DrillStatus
 from pgwarden.config import Config, TargetConfig
 from pgwarden.errors import BackupError, PgwardenError, UsageError, describe
 from pgwarden.logsetup import get_logger
@@ -89,7 +89,7 @@ def _choose(request: VerifyRequest) -> list[Located]:
         return [first]
     candidates = [
         r
-        for r in request.catalog.list_backups(target, statuses=("complete",))
+        for r in request.catalog.list_backups(target, statuses=(BackupStatus.COMPLETE,))
         if r.id != first.record.id and r.started_at <= first.record.started_at
     ]
     random.SystemRandom().shuffle(candidates)
@@ -111,57 +111,79 @@ def run_verification(request: VerifyRequest) -> VerifyOutcome:
         raise UsageError(f"restore_mode must be one of {RESTORE_MODES}")
     chosen = _choose(request)
     outcome = _drill(request, chosen[0])
+    older: list[VerifyOutcome] = []
     for located in chosen[1:]:
         if request.cancel is not None and request.cancel.is_set():
             break
-        outcome.older.append(_drill(request, located))
+        older.append(_drill(request, located))
+    if older:
+        outcome = replace(outcome, older=tuple(older))
     if request.raise_on_failure and not outcome.passed:
         raise DrillFailed(outcome)
     return outcome
+
+
+@dataclass
+class _Draft:
+    """What a drill's steps learn while it runs; :func:`_drill` freezes it into its
+    :class:`VerifyOutcome` once the drill has ended."""
+
+    status: DrillStatus = DrillStatus.FAILED
+    server: str = ""
+    jobs: int = 1
+    restore_mode: str = ""
+    scratch_database: str | None = None
+    checks: list[CheckResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
     started_at = datetime.now(UTC)
     began = time.monotonic()
     record = located.record
-    outcome = VerifyOutcome(
-        record.id,
-        request.target.name,
-        located.artifact.name,
-        "failed",
-        started_at,
-        started_at,
-        0.0,
-        [],
-    )
+    draft = _Draft()
     drill_id = request.catalog.start_verification(record.id, started_at).id
     log.info("restore drill started", backup=record.short_id, artifact=located.artifact.name)
     interrupted: BaseException | None = None
     try:
         with backup_in_use(request.config, request.catalog, located):
-            _steps(request, located, outcome)
-        outcome.status = "passed" if all(c.passed for c in outcome.checks) else "failed"
+            _steps(request, located, draft)
+        passed = all(c.passed for c in draft.checks)
+        draft.status = DrillStatus.PASSED if passed else DrillStatus.FAILED
     except StepError as exc:
-        if exc.step == "cancelled" or _cancelled(request):
-            outcome.status = "interrupted"
-        outcome.checks.append(
+        if exc.step == "cancelled":
+            draft.status = DrillStatus.INTERRUPTED
+        draft.checks.append(
             CheckResult(exc.step, False, exc.message, expected=exc.expected, actual=exc.actual)
         )
     except PgwardenError as exc:  # a tool, a credential, a lock: the drill could not run
-        outcome.status = "interrupted" if _cancelled(request) else "failed"
-        outcome.checks.append(CheckResult("setup", False, redact(str(exc))))
+        draft.checks.append(CheckResult("setup", False, redact(str(exc))))
     except psycopg.Error as exc:  # the verification server went away (restart, network)
-        outcome.status = "interrupted" if _cancelled(request) else "failed"
-        outcome.checks.append(CheckResult("server", False, describe(exc)))
+        draft.checks.append(CheckResult("server", False, describe(exc)))
     except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt...: recorded, then re-raised
-        outcome.status = "interrupted"
-        outcome.checks.append(CheckResult("interrupted", False, type(exc).__name__))
+        draft.status = DrillStatus.INTERRUPTED
+        draft.checks.append(CheckResult("interrupted", False, type(exc).__name__))
         interrupted = exc
-    if outcome.status != "interrupted" and _cancelled(request):
-        outcome.status = "interrupted"
-    outcome.finished_at = datetime.now(UTC)
-    outcome.duration_s = time.monotonic() - began
-    _record(request, located, outcome, drill_id)
+    if _cancelled(request):
+        draft.status = DrillStatus.INTERRUPTED
+    outcome = VerifyOutcome(
+        record.id,
+        request.target.name,
+        located.artifact.name,
+        draft.status,
+        started_at,
+        datetime.now(UTC),
+        time.monotonic() - began,
+        tuple(draft.checks),
+        server=draft.server,
+        scratch_database=draft.scratch_database,
+        jobs=draft.jobs,
+        restore_mode=draft.restore_mode,
+        notes=tuple(draft.notes),
+    )
+    unrecorded = _record(request, located, outcome, drill_id)
+    if unrecorded:
+        outcome = replace(outcome, notes=(*outcome.notes, *unrecorded))
     log.info(
         "restore drill finished",
         backup=record.short_id,
@@ -178,19 +200,19 @@ def _cancelled(request: VerifyRequest) -> bool:
     return request.cancel is not None and request.cancel.is_set()
 
 
-def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> None:
+def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
     target, manifest, cancel = request.target, located.manifest, request.cancel
     tool = pgrestore.find_restore_tool(manifest, target.bin_dir)
     spec = scratch.verification_spec(target)
-    outcome.server = spec.redacted()
+    draft.server = spec.redacted()
     request.report(phase="connecting", backup=located.record.short_id)
     started = time.monotonic()
     with scratch.connect(spec, "the verification server") as conn:
         major = server_major(conn)
         wanted = 1 if request.restore_mode == "stream" else target.verify.jobs
         jobs, note = scratch.plan_jobs(wanted, scratch.connection_headroom(conn))
-        outcome.jobs = jobs
-        outcome.checks.append(
+        draft.jobs = jobs
+        draft.checks.append(
             CheckResult(
                 "headroom",
                 True,
@@ -210,7 +232,7 @@ def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> 
                 manifest, located.artifact, spool_dir=spool_dir, cancel=cancel
             )
             try:
-                outcome.checks.append(
+                draft.checks.append(
                     CheckResult(
                         "checksum",
                         True,
@@ -218,11 +240,11 @@ def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> 
                         duration_s=time.monotonic() - started,
                     )
                 )
-                _restore_and_check(request, located, outcome, plan, staged, db, major)
+                _restore_and_check(request, located, draft, plan, staged, db, major)
             finally:
                 staged.remove_spool()
         if db.created and not db.dropped:
-            outcome.notes.append(
+            draft.notes.append(
                 f"the scratch database {db.name} could not be dropped; "
                 "it is dropped at the next start-up"
             )
@@ -231,7 +253,7 @@ def _steps(request: VerifyRequest, located: Located, outcome: VerifyOutcome) -> 
 def _restore_and_check(
     request: VerifyRequest,
     located: Located,
-    outcome: VerifyOutcome,
+    draft: _Draft,
     plan: pgrestore.RestorePlan,
     staged: staging.Staged,
     db: scratch.ScratchDatabase,
@@ -240,29 +262,29 @@ def _restore_and_check(
     """After the checksum: the table of contents, the extensions, the restore into ``db``
     (waited for: it was being created during the checksum) and the checks."""
     target, manifest, cancel = request.target, located.manifest, request.cancel
-    outcome.restore_mode = _mode(plan, staged)
-    outcome.notes.extend(staged.notes)
+    draft.restore_mode = _mode(plan, staged)
+    draft.notes.extend(staged.notes)
     request.report(phase="reading the archive")
     if manifest.format == "plain":
-        outcome.checks.append(
+        draft.checks.append(
             CheckResult("archive", True, "decompressed whole, pg_dump's end-of-dump line present")
         )
     else:
-        outcome.checks.append(pgrestore.list_archive(plan, staged, cancel))
+        draft.checks.append(pgrestore.list_archive(plan, staged, cancel))
     db.wait()  # the connection is free again
     where = f"the verification server {db.spec.redacted()}"
-    outcome.checks.append(checks.check_extensions_available(db.conn, manifest, where, major))
-    outcome.scratch_database = db.name
+    draft.checks.append(checks.check_extensions_available(db.conn, manifest, where, major))
+    draft.scratch_database = db.name
     request.report(phase="restoring", database=db.name, jobs=plan.jobs)
     db_spec = db.spec.with_dbname(db.name)
-    outcome.checks.append(
+    draft.checks.append(
         pgrestore.run_restore(plan, staged, db_spec, server_major=major, cancel=cancel)
     )
     staged.remove_spool()  # the disk space is not needed for the checks
     request.report(phase="checking", database=db.name)
     canceller = checks.QueryCanceller(cancel)
     try:
-        outcome.checks.extend(
+        draft.checks.extend(
             checks.run_checks(db_spec, manifest, target.verify.checks, canceller, jobs=plan.jobs)
         )
     finally:
@@ -282,7 +304,9 @@ def _mode(plan: pgrestore.RestorePlan, staged: staging.Staged) -> str:
 
 def _record(
     request: VerifyRequest, located: Located, outcome: VerifyOutcome, drill_id: int
-) -> None:
+) -> list[str]:
+    """Record the drill in the catalog and in its backup's manifest; notes on what failed."""
+    notes: list[str] = []
     details = outcome.as_dict(include_older=False)
     try:
         request.catalog.finish_verification(
@@ -294,7 +318,7 @@ def _record(
         )
     except PgwardenError as exc:
         log.error("cannot record the drill in the catalog", error=redact(str(exc)))
-        outcome.notes.append(f"not recorded in the catalog: {redact(str(exc))}")
+        notes.append(f"not recorded in the catalog: {redact(str(exc))}")
     entry = {
         "started_at": outcome.started_at.isoformat(),
         "finished_at": outcome.finished_at.isoformat(),
@@ -306,7 +330,7 @@ def _record(
         locks = BackupLocks(request.config.daemon.state_dir)
         with locks.manifest_update(located.record.id, timeout=LOCK_TIMEOUT_S):
             if not located.artifact.exists():
-                return  # deleted meanwhile: do not resurrect its manifest
+                return notes  # deleted meanwhile: do not resurrect its manifest
             data = request.storage.read_manifest(located.manifest_path)
             data.setdefault("verifications", []).append(entry)
             request.storage.write_manifest_atomic(
@@ -316,7 +340,8 @@ def _record(
             )
     except (PgwardenError, OSError) as exc:
         log.error("cannot append the drill to the manifest", error=redact(str(exc)))
-        outcome.notes.append(f"not recorded in the manifest: {redact(str(exc))}")
+        notes.append(f"not recorded in the manifest: {redact(str(exc))}")
+    return notes
 
 
 __all__ = [

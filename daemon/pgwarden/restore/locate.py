@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.archive.manifest import Manifest
-from pgwarden.catalog import Catalog
+from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.config import Config
 from pgwarden.errors import NotFoundError, UsageError
@@ -42,7 +42,7 @@ def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> 
             raise NotFoundError(f"target {target!r} has no complete backup")
     else:
         record = catalog.get_backup(ref, target)
-    if record.status != "complete" or not record.path:
+    if record.status != BackupStatus.COMPLETE or not record.path:
         raise UsageError(
             f"backup {record.short_id} is {record.status}; only complete backups can be restored"
         )
@@ -62,7 +62,7 @@ def backup_in_use(config: Config, catalog: Catalog, located: Located) -> Iterato
     may have deleted it just before the lock was taken: checked once it is held."""
     with BackupLocks(config.daemon.state_dir).shared(located.record.id, timeout=LOCK_TIMEOUT_S):
         record = catalog.get_backup(located.record.id)
-        if record.status != "complete" or not located.artifact.exists():
+        if record.status != BackupStatus.COMPLETE or not located.artifact.exists():
             raise StepError(
                 "setup", f"backup {record.short_id} was deleted before it could be read"
             )

@@ -1,5 +1,8 @@
 """What a restore drill reports: one :class:`CheckResult` per step and check, the
-:class:`VerifyOutcome` of the drill, and the errors a drill raises.
+:class:`VerifyOutcome` of the drill, and the errors a drill raises.  Both results are frozen:
+a check collects its mismatches in :class:`Failures` and is built once it has run; the drill
+collects its checks in a draft (:mod:`~pgwarden.restore.drill`) and builds its outcome at the
+end.
 
 A step that cannot go on (checksum, archive, connection, scratch database...) raises
 :class:`StepError`; the drill turns it into a failed :class:`CheckResult` and stops.  Data
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pgwarden.catalog import DrillStatus
 from pgwarden.errors import PgwardenError, VerificationFailed
 
 #: how many individual mismatches a check keeps (the count of the others is kept too)
@@ -35,10 +39,10 @@ class StepError(PgwardenError):
         super().__init__(f"{step}: {message}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckResult:
     """One step or check of a drill.  ``failures`` lists the items that did not hold, each
-    ``{"item": ..., "expected": ..., "actual": ...}``."""
+    ``{"item": ..., "expected": ..., "actual": ...}`` (collected by :class:`Failures`)."""
 
     name: str
     passed: bool
@@ -46,15 +50,8 @@ class CheckResult:
     duration_s: float = 0.0
     expected: Any = None
     actual: Any = None
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    failures: tuple[dict[str, Any], ...] = ()
     more_failures: int = 0
-
-    def add_failure(self, item: str, expected: object, actual: object) -> None:
-        self.passed = False
-        if len(self.failures) < MAX_FAILURES:
-            self.failures.append({"item": item, "expected": expected, "actual": actual})
-        else:
-            self.more_failures += 1
 
     def summary(self) -> str:
         """One line naming what failed: ``row_counts: public.users: expected 1000, got 0``."""
@@ -85,27 +82,56 @@ class CheckResult:
 
 
 @dataclass
+class Failures:
+    """The items a check found wrong, while it runs: the first :data:`MAX_FAILURES` kept
+    (``{"item": ..., "expected": ..., "actual": ...}``), the others counted."""
+
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    more: int = 0
+
+    def add(self, item: str, expected: object, actual: object) -> None:
+        if len(self.kept) < MAX_FAILURES:
+            self.kept.append({"item": item, "expected": expected, "actual": actual})
+        else:
+            self.more += 1
+
+    def __len__(self) -> int:
+        return len(self.kept) + self.more
+
+    def result(self, name: str, detail: str, duration_s: float) -> CheckResult:
+        """The check's result: passed when nothing was added."""
+        return CheckResult(
+            name,
+            len(self) == 0,
+            detail,
+            duration_s,
+            failures=tuple(self.kept),
+            more_failures=self.more,
+        )
+
+
+@dataclass(frozen=True)
 class VerifyOutcome:
     """The result of one drill (and of the random older drills run with it)."""
 
     backup_id: str
     target: str
     artifact: str
-    status: str  # passed | failed | interrupted
+    status: DrillStatus  # passed, failed or interrupted: a finished drill
     started_at: datetime
     finished_at: datetime
     duration_s: float
-    checks: list[CheckResult]
+    checks: tuple[CheckResult, ...]
     server: str = ""
     scratch_database: str | None = None
     jobs: int = 1
     restore_mode: str = ""
-    notes: list[str] = field(default_factory=list)
-    older: list[VerifyOutcome] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    older: tuple[VerifyOutcome, ...] = ()
 
     @property
     def own_passed(self) -> bool:
-        return self.status == "passed"
+        return self.status == DrillStatus.PASSED
 
     @property
     def passed(self) -> bool:
@@ -124,7 +150,8 @@ class VerifyOutcome:
         failed = self.failed_checks
         if failed:
             return failed[0].summary()
-        return "interrupted" if self.status == "interrupted" else "failed"
+        interrupted = self.status == DrillStatus.INTERRUPTED
+        return str(DrillStatus.INTERRUPTED if interrupted else DrillStatus.FAILED)
 
     def as_dict(self, *, include_older: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -158,7 +185,9 @@ class DrillFailed(VerificationFailed):
         first = failing.failed_checks[0] if failing.failed_checks else None
         item = first.failures[0] if first and first.failures else None
         self.check = first.name if first else failing.status
-        self.expected = item["expected"] if item else (first.expected if first else "passed")
+        self.expected = (
+            item["expected"] if item else (first.expected if first else DrillStatus.PASSED)
+        )
         self.actual = item["actual"] if item else (first.actual if first else failing.status)
         # VerificationFailed's "expected X, got Y" form does not fit a whole drill
         PgwardenError.__init__(

@@ -230,7 +230,6 @@ def list_archive(
     """``pg_restore --list``: the archive's table of contents is readable (a plain dump was
     decompressed whole by the checksum pass, its trailer checked)."""
     started = time.monotonic()
-    result = CheckResult("archive", True)
     argv = plan.list_argv(staged.source)
     lines = StderrLines()
     entries = [0]
@@ -270,9 +269,8 @@ def list_archive(
     if not outcome.ok:
         last = lines.lines[-1] if lines.lines else outcome.describe()
         raise StepError("archive", f"pg_restore --list cannot read the archive: {last}")
-    result.detail = f"table of contents readable ({entries[0]} lines)"
-    result.duration_s = time.monotonic() - started
-    return result
+    detail = f"table of contents readable ({entries[0]} lines)"
+    return CheckResult("archive", True, detail, time.monotonic() - started)
 
 
 def _drain_counting(stream: Any, sink: Any) -> None:
@@ -353,27 +351,30 @@ def run_restore(
         raise StepError("cancelled", "the drill was cancelled")
     name = plan.tool.name
     found = classify(lines.lines, plain=plain, server_major=server_major, drill=plan.drill)
-    result = CheckResult("restore", True, duration_s=time.monotonic() - started)
+    duration_s = time.monotonic() - started
     how = f"{name} --jobs={plan.jobs}" if source is not None and plan.jobs > 1 else name
     # pg_restore exits 1 when it ignored errors; psql without ON_ERROR_STOP exits 0
     clean_exit = outcome.returncode == 0 or (
         outcome.returncode == 1 and not plain and found.ignored and not found.errors
     )
-    if found.errors or not clean_exit:
-        result.passed = False
-        count = len(found.errors)
-        if found.errors:
-            result.detail = (
-                f"{how} {outcome.describe()} with {count} "
-                f"error{'s' * (count != 1)}: {found.errors[0]}"
-            )
-        else:
-            last = lines.lines[-1] if lines.lines else "no message"
-            result.detail = f"{how} {outcome.describe()}: {last}"
-        result.expected, result.actual = "no errors", found.errors[:MAX_ERROR_LINES]
-    else:
-        result.detail = f"{how} exited cleanly in {time.monotonic() - started:.1f} s"
     extra = [n for n in (*notes, *found.notes) if n]
-    if extra:
-        result.detail += "; " + "; ".join(extra)
-    return result
+    tail = "; " + "; ".join(extra) if extra else ""
+    if clean_exit and not found.errors:
+        detail = f"{how} exited cleanly in {time.monotonic() - started:.1f} s"
+        return CheckResult("restore", True, detail + tail, duration_s)
+    count = len(found.errors)
+    if found.errors:
+        detail = (
+            f"{how} {outcome.describe()} with {count} error{'s' * (count != 1)}: {found.errors[0]}"
+        )
+    else:
+        last = lines.lines[-1] if lines.lines else "no message"
+        detail = f"{how} {outcome.describe()}: {last}"
+    return CheckResult(
+        "restore",
+        False,
+        detail + tail,
+        duration_s,
+        expected="no errors",
+        actual=found.errors[:MAX_ERROR_LINES],
+    )

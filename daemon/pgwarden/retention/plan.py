@@ -40,17 +40,26 @@ and applying a plan then planning again deletes nothing more (property-tested).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
-from typing import Final, Literal, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
+from pgwarden.catalog import BackupStatus, DrillStatus
 from pgwarden.config import RetentionSettings
 
-Action = Literal["keep", "delete"]
-KEEP: Final = "keep"
-DELETE: Final = "delete"
+
+class Action(enum.StrEnum):
+    """What the plan does with one backup (``decision`` in a prune's report)."""
+
+    KEEP = "keep"
+    DELETE = "delete"
+
+
+KEEP: Final = Action.KEEP
+DELETE: Final = Action.DELETE
 
 PRE_MIGRATION_TAG: Final = "pre-migration"
 #: ``pre-migration`` backups live at least this long, whatever ``keep_days`` says
@@ -67,7 +76,7 @@ KEEP_DAILY: Final = "keep_daily"
 KEEP_WEEKLY: Final = "keep_weekly"
 KEEP_MONTHLY: Final = "keep_monthly"
 PRE_MIGRATION: Final = "pre_migration"
-RUNNING: Final = "running"
+RUNNING: Final = "running"  # the rule's name, not BackupStatus.RUNNING
 RECENTLY_INTERRUPTED: Final = "recently_interrupted"
 SINCE_LAST_SUCCESS: Final = "since_last_success"
 UNKNOWN_STATUS: Final = "unknown_status"
@@ -178,7 +187,7 @@ class _Timeline:
 
     @classmethod
     def of(cls, backups: Iterable[BackupLike]) -> _Timeline:
-        live = [b for b in backups if b.status != "deleted"]
+        live = [b for b in backups if b.status != BackupStatus.DELETED]
         live.sort(key=attrgetter("id"), reverse=True)
         stamps = [b.started_at.timestamp() for b in live]
         # a stable sort by time: equal times keep the id order of the first sort
@@ -186,7 +195,7 @@ class _Timeline:
         return cls([live[i] for i in order], [stamps[i] for i in order])
 
     def complete(self) -> _Timeline:
-        keep = [i for i, b in enumerate(self.backups) if b.status == "complete"]
+        keep = [i for i, b in enumerate(self.backups) if b.status == BackupStatus.COMPLETE]
         return _Timeline([self.backups[i] for i in keep], [self.stamps[i] for i in keep])
 
     def __iter__(self) -> Iterator[tuple[float, BackupLike]]:
@@ -243,7 +252,7 @@ def plan(backups: Sequence[BackupLike], policy: RetentionSettings, now: datetime
         if backup.pinned:
             reasons.add(backup.id, PINNED, "pinned (pgwarden unpin releases it)")
     for backup in complete.backups:
-        if backup.verify_status == "passed":
+        if backup.verify_status == DrillStatus.PASSED:
             drilled = (
                 f" on {backup.verified_at.astimezone(UTC):%Y-%m-%d}" if backup.verified_at else ""
             )
@@ -280,6 +289,7 @@ def plan(backups: Sequence[BackupLike], policy: RetentionSettings, now: datetime
 
 
 _EXPIRED_RULES = (EXPIRED,)
+_UNFINISHED = (BackupStatus.FAILED, BackupStatus.INTERRUPTED)
 _FAILED = ("failed run: no backup to keep; leftovers removed", (FAILED_RUN,))
 _INTERRUPTED = ("interrupted run: no backup to keep; leftovers removed", (INTERRUPTED_RUN,))
 _RECENT = ("interrupted less than 24 h ago: it may still be finishing", (RECENTLY_INTERRUPTED,))
@@ -322,20 +332,20 @@ def _decisions(
                     tuple(rule for rule, _ in found),
                 )
             )
-        elif status == "complete":
+        elif status == BackupStatus.COMPLETE:
             add(Decision(backup.id, DELETE, expired % ((now_ts - ts) / _DAY_S), _EXPIRED_RULES))
-        elif status in ("failed", "interrupted") and ts > last_success_ts:
+        elif status in _UNFINISHED and ts > last_success_ts:
             add(Decision(backup.id, KEEP, _OUTAGE[0].format(status), _OUTAGE[1]))
-        elif status == "failed":
+        elif status == BackupStatus.FAILED:
             add(Decision(backup.id, DELETE, *_FAILED))
-        elif status == "interrupted":
+        elif status == BackupStatus.INTERRUPTED:
             recent = ts > grace_ts
             add(
                 Decision(backup.id, KEEP, *_RECENT)
                 if recent
                 else Decision(backup.id, DELETE, *_INTERRUPTED)
             )
-        elif status == "running":
+        elif status == BackupStatus.RUNNING:
             add(Decision(backup.id, KEEP, *_RUNNING))
         else:
             add(

@@ -25,13 +25,13 @@ backup's trouble never stops the others.  Only the backups the plan names are to
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+import enum
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgwarden.catalog import BackupRecord, Catalog
+from pgwarden.catalog import LIVE_STATUSES, BackupRecord, BackupStatus, Catalog
 from pgwarden.config import TargetConfig
 from pgwarden.errors import BackupError, CatalogError, NotFoundError
 from pgwarden.logsetup import get_logger
@@ -42,13 +42,21 @@ from pgwarden.storage.locks import BackupLocks
 
 log = get_logger("pgwarden.prune")
 
-#: statuses worth planning; ``deleted`` rows have nothing left to touch
-LIVE_STATUSES = ("running", "complete", "failed", "interrupted")
 IN_USE = "in_use"
 NOT_IN_STORAGE = "not_in_storage"
 
 
-@dataclass
+class Result(enum.StrEnum):
+    """What a prune did with one backup (``result`` in its report)."""
+
+    KEPT = "kept"
+    DELETED = "deleted"
+    WOULD_DELETE = "would delete"  # a dry run
+    NOT_DELETED = "not deleted"  # an error: see the entry's notes
+    ALREADY_DELETED = "already deleted"
+
+
+@dataclass(frozen=True)
 class Entry:
     """One backup in a prune report: the decision, its reason, and what happened."""
 
@@ -56,9 +64,8 @@ class Entry:
     action: retention.Action
     reason: str
     rules: tuple[str, ...]
-    #: kept, deleted, would delete (dry run), not deleted (an error), already deleted
-    result: str = "kept"
-    notes: list[str] = field(default_factory=list)
+    result: Result = Result.KEPT
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         r = self.record
@@ -78,16 +85,16 @@ class Entry:
         }
 
 
-@dataclass
+@dataclass(frozen=True)
 class PruneOutcome:
     """What a prune of one target decided and did; ``as_dict`` is the job's result."""
 
     target: str
     dry_run: bool
     now: datetime
-    entries: list[Entry] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    entries: tuple[Entry, ...] = ()
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
     stored_bytes: int | None = None
 
     @property
@@ -96,14 +103,14 @@ class PruneOutcome:
 
     @property
     def deleted(self) -> int:
-        return sum(1 for e in self.entries if e.result == "deleted")
+        return sum(1 for e in self.entries if e.result == Result.DELETED)
 
     @property
     def freed_bytes(self) -> int:
         return sum(
             e.record.size_bytes or 0
             for e in self.entries
-            if e.result == "deleted" and e.record.status == "complete"
+            if e.result == Result.DELETED and e.record.status == BackupStatus.COMPLETE
         )
 
     def kept_complete(self) -> list[BackupRecord]:
@@ -111,8 +118,8 @@ class PruneOutcome:
         return [
             e.record
             for e in self.entries
-            if e.record.status == "complete"
-            and e.result != "deleted"
+            if e.record.status == BackupStatus.COMPLETE
+            and e.result != Result.DELETED
             and NOT_IN_STORAGE not in e.rules
         ]
 
@@ -121,14 +128,14 @@ class PruneOutcome:
         oldest = min((r.started_at for r in kept), default=None)
         by_state: dict[str, int] = {}
         for entry in self.entries:
-            if entry.result != "deleted":
+            if entry.result != Result.DELETED:
                 by_state[entry.record.status] = by_state.get(entry.record.status, 0) + 1
         return {
             "target": self.target,
             "dry_run": self.dry_run,
             "now": self.now.isoformat(),
             "deleted": self.deleted,
-            "would_delete": sum(1 for e in self.entries if e.result == "would delete"),
+            "would_delete": sum(1 for e in self.entries if e.result == Result.WOULD_DELETE),
             "kept": sum(1 for e in self.entries if e.action == retention.KEEP),
             "freed_bytes": self.freed_bytes,
             "stored_bytes": self.stored_bytes,
@@ -152,27 +159,35 @@ def prune_target(
 ) -> PruneOutcome:
     """Plan retention for ``target`` and, unless ``dry_run``, apply it (module docstring)."""
     now = now or datetime.now(UTC)
-    outcome = PruneOutcome(target.name, dry_run, now)
     rows = catalog.list_backups(target.name)
-    plannable, unplanned = _against_storage(storage, target.name, rows, outcome)
+    deleter = _Deleter(catalog, storage, locks, target.name)
+    plannable, entries = _against_storage(storage, target.name, rows, deleter.warnings)
     plan = retention.plan(plannable, target.retention, now)
     originals = {r.id: r for r in rows}
     by_id = {r.id: r for r in plannable}
-    deleter = _Deleter(catalog, storage, locks, outcome)
     for decision in plan.decisions:
         entry = Entry(by_id[decision.backup_id], decision.action, decision.reason, decision.rules)
-        outcome.entries.append(entry)
         if decision.action == retention.DELETE:
             if dry_run:
-                entry.result = "would delete"
+                entry = replace(entry, result=Result.WOULD_DELETE)
             else:
-                deleter.delete(entry, originals[decision.backup_id])
-    outcome.entries.extend(unplanned)
-    outcome.entries.sort(key=lambda e: (e.record.started_at, e.record.id), reverse=True)
+                entry = deleter.delete(entry, originals[decision.backup_id])
+        entries.append(entry)
+    entries.sort(key=lambda e: (e.record.started_at, e.record.id), reverse=True)
+    stored_bytes: int | None = None
     try:
-        outcome.stored_bytes = storage.stored_bytes(target.name)
+        stored_bytes = storage.stored_bytes(target.name)
     except (BackupError, OSError) as exc:
-        outcome.warnings.append(f"cannot measure the stored bytes: {exc}")
+        deleter.warnings.append(f"cannot measure the stored bytes: {exc}")
+    outcome = PruneOutcome(
+        target.name,
+        dry_run,
+        now,
+        entries=tuple(entries),
+        errors=tuple(deleter.errors),
+        warnings=tuple(deleter.warnings),
+        stored_bytes=stored_bytes,
+    )
     log.info(
         "prune",
         target=target.name,
@@ -185,9 +200,10 @@ def prune_target(
 
 
 def _against_storage(
-    storage: Storage, target: str, rows: list[BackupRecord], outcome: PruneOutcome
+    storage: Storage, target: str, rows: list[BackupRecord], warnings: list[str]
 ) -> tuple[list[BackupRecord], list[Entry]]:
-    """The rows the planner sees (checked against storage) and the entries left out of it."""
+    """The rows the planner sees (checked against storage) and the entries left out of it;
+    what does not match is added to ``warnings``."""
     stored = {s.name: s for s in scan(storage, target)}
     plannable: list[BackupRecord] = []
     unplanned: list[Entry] = []
@@ -196,17 +212,17 @@ def _against_storage(
             continue
         found = stored.get(artifact_name(row.path) or "")
         whole = found is not None and found.has_artifact
-        if row.status == "complete" and not whole:
+        if row.status == BackupStatus.COMPLETE and not whole:
             what = "its manifest" if found is None else "its file"
             reason = f"not in storage ({what} is missing): not counted, not touched; {REBUILD_HINT}"
             unplanned.append(Entry(row, retention.KEEP, reason, (NOT_IN_STORAGE,)))
-            outcome.warnings.append(
+            warnings.append(
                 f"backup {row.short_id}: catalog says complete, but {what} "
                 f"is missing from storage; {REBUILD_HINT}"
             )
-        elif row.status in ("failed", "interrupted") and whole:
-            plannable.append(dataclasses.replace(row, status="complete"))
-            outcome.warnings.append(
+        elif row.status in (BackupStatus.FAILED, BackupStatus.INTERRUPTED) and whole:
+            plannable.append(replace(row, status=BackupStatus.COMPLETE))
+            warnings.append(
                 f"backup {row.short_id}: catalog says {row.status}, but "
                 f"storage holds it complete; planned as complete; "
                 f"{REBUILD_HINT}"
@@ -216,7 +232,7 @@ def _against_storage(
     known = {artifact_name(r.path) for r in rows}
     unknown = sorted(name for name, s in stored.items() if s.has_artifact and name not in known)
     if unknown:
-        outcome.warnings.append(
+        warnings.append(
             f"{len(unknown)} backup(s) in storage are not in the catalog "
             f"(not counted, not touched: {', '.join(unknown[:5])}); "
             f"{REBUILD_HINT}"
@@ -226,109 +242,121 @@ def _against_storage(
 
 @dataclass
 class _Deleter:
-    """Applies the deletions of one prune (module docstring, "Applying one deletion")."""
+    """Applies the deletions of one prune (module docstring, "Applying one deletion") and
+    collects the prune's errors and warnings."""
 
     catalog: Catalog
     storage: Storage
     locks: BackupLocks
-    outcome: PruneOutcome
+    target: str
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
-    def delete(self, entry: Entry, original: BackupRecord) -> None:
-        """Delete one backup, or report why not; never raises for this backup's files."""
+    def delete(self, entry: Entry, original: BackupRecord) -> Entry:
+        """Delete one backup, or report why not; never raises for this backup's files.
+        Returns ``entry`` with what happened (result, a changed decision, notes)."""
+        notes: list[str] = []
         try:
-            self._delete(entry, original)
+            done = self._delete(entry, original, notes)
         except OSError as exc:  # the lock directory, a stat: this backup stays, the rest go on
-            entry.result = "not deleted"
             where = f" ({exc.filename})" if exc.filename else ""
-            self._error(entry, f"cannot lock it or look at its files: {exc.strerror or exc}{where}")
+            message = f"cannot lock it or look at its files: {exc.strerror or exc}{where}"
+            self._error(entry, notes, message)
+            done = replace(entry, result=Result.NOT_DELETED)
+        return replace(done, notes=(*done.notes, *notes)) if notes else done
 
-    def _delete(self, entry: Entry, original: BackupRecord) -> None:
+    def _delete(self, entry: Entry, original: BackupRecord, notes: list[str]) -> Entry:
         backup_id = original.id
         with self.locks.try_exclusive(backup_id) as lock:
             if not lock.held:
-                entry.action, entry.rules = retention.KEEP, (IN_USE,)
-                entry.reason = "in use (a restore or a restore drill is reading it): kept this time"
-                return
+                return replace(
+                    entry,
+                    action=retention.KEEP,
+                    rules=(IN_USE,),
+                    reason="in use (a restore or a restore drill is reading it): kept this time",
+                )
             try:
                 current: BackupRecord | None = self.catalog.get_backup(backup_id)
             except NotFoundError:
                 current = None
-            if current is None or current.status == "deleted":
-                entry.result = "already deleted"
+            if current is None or current.status == BackupStatus.DELETED:
                 lock.discard()
-                return
+                return replace(entry, result=Result.ALREADY_DELETED)
             if current.pinned or current.status != original.status:
                 why = "pinned" if current.pinned else f"now {current.status}"
-                entry.action, entry.rules = retention.KEEP, ("changed",)
-                entry.reason = f"changed since planning ({why}): kept this time"
-                return
-            if not self._delete_files(entry):
-                entry.result = "not deleted"
-                return
+                return replace(
+                    entry,
+                    action=retention.KEEP,
+                    rules=("changed",),
+                    reason=f"changed since planning ({why}): kept this time",
+                )
+            if not self._delete_files(entry, notes):
+                return replace(entry, result=Result.NOT_DELETED)
             try:
                 self.catalog.mark_deleted(backup_id, at=datetime.now(UTC))
             except CatalogError as exc:
-                entry.result = "not deleted"
-                self._error(entry, f"files deleted, but the catalog was not updated: {exc}")
-                return
-            entry.result = "deleted"
+                self._error(entry, notes, f"files deleted, but the catalog was not updated: {exc}")
+                return replace(entry, result=Result.NOT_DELETED)
             lock.discard()
         log.info(
             "deleted backup",
-            target=self.outcome.target,
+            target=self.target,
             backup=entry.record.short_id,
             status=original.status,
             reason=entry.reason,
         )
+        return replace(entry, result=Result.DELETED)
 
-    def _error(self, entry: Entry, message: str) -> None:
-        entry.notes.append(message)
-        self.outcome.errors.append(f"backup {entry.record.short_id}: {message}")
+    def _error(self, entry: Entry, notes: list[str], message: str) -> None:
+        notes.append(message)
+        self.errors.append(f"backup {entry.record.short_id}: {message}")
         log.error(
             "prune could not delete",
-            target=self.outcome.target,
+            target=self.target,
             backup=entry.record.short_id,
             error=message,
         )
 
-    def _note(self, entry: Entry, message: str) -> None:
-        entry.notes.append(message)
-        self.outcome.warnings.append(f"backup {entry.record.short_id}: {message}")
+    def _note(self, entry: Entry, notes: list[str], message: str) -> None:
+        notes.append(message)
+        self.warnings.append(f"backup {entry.record.short_id}: {message}")
 
-    def _remove(self, entry: Entry, path: Path, what: str) -> bool:
+    def _remove(self, entry: Entry, notes: list[str], path: Path, what: str) -> bool:
         """Delete ``path`` if it exists; False (reported) if it is still there."""
         if not _exists(path):
             return True
         try:
             self.storage.delete(path)
         except BackupError as exc:
-            self._error(entry, f"cannot delete {what}: {exc}")
+            self._error(entry, notes, f"cannot delete {what}: {exc}")
         return not _exists(path)
 
-    def _delete_files(self, entry: Entry) -> bool:
+    def _delete_files(self, entry: Entry, notes: list[str]) -> bool:
         """Artifact, then manifest, then (runs that did not complete) a leftover partial.
         False when the backup must stay whole: its artifact is still there."""
         record = entry.record
         name = artifact_name(record.path)
         if name is None:
             return True  # a run that never named a file left nothing behind
-        complete = record.status == "complete"
+        complete = record.status == BackupStatus.COMPLETE
         try:
             directory = self.storage.target_dir(record.target)
         except BackupError as exc:
-            self._error(entry, str(exc))
+            self._error(entry, notes, str(exc))
             return False
         artifact = directory / name
         manifest = directory / manifest_name(name)
         if complete and not _exists(artifact):
-            self._note(entry, f"the backup file {name} was already missing")
-        if not self._remove(entry, artifact, "the backup file"):
+            self._note(entry, notes, f"the backup file {name} was already missing")
+        if not self._remove(entry, notes, artifact, "the backup file"):
             return False
         if complete and not _exists(manifest):
-            self._note(entry, f"the manifest of {name} was already missing")
-        self._remove(entry, manifest, "the manifest (the backup file is deleted)")
+            self._note(entry, notes, f"the manifest of {name} was already missing")
+        self._remove(entry, notes, manifest, "the manifest (the backup file is deleted)")
         if not complete:
-            self._remove(entry, directory / (name + PARTIAL_SUFFIX), "a leftover partial file")
+            self._remove(
+                entry, notes, directory / (name + PARTIAL_SUFFIX), "a leftover partial file"
+            )
         return True
 
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pgwarden.catalog import BackupRecord, Catalog, read_manifest_facts
+from pgwarden.catalog import BackupRecord, BackupStatus, Catalog, read_manifest_facts
 from pgwarden.errors import BackupError, CatalogError, UsageError
 from pgwarden.storage import Storage, manifest_name
 from pgwarden.storage.locks import BackupLocks
@@ -144,7 +144,7 @@ def find_problems(catalog: Catalog, storage: Storage, target: str | None = None)
         else:
             dangling_ids.add(backup_id)
             problems.append(_dangling_problem(stored))
-    complete = catalog.list_backups(target, statuses=("complete",))
+    complete = catalog.list_backups(target, statuses=(BackupStatus.COMPLETE,))
     by_name = {(r.target, artifact_name(r.path)): r for r in complete}
     orphan_names: set[tuple[str, str]] = set()
     for orphan in storage.list_orphans(target):
@@ -243,10 +243,12 @@ def rebuild_catalog(catalog: Catalog, storage: Storage, target: str | None = Non
     for orphan in storage.list_orphans(target):
         seen_targets.add(orphan.parent.name)
         report.problems.append(_orphan_problem(orphan))
-    complete_targets = {r.target for r in before.values() if r.status == "complete"}
+    complete_targets = {r.target for r in before.values() if r.status == BackupStatus.COMPLETE}
     for name in sorted(complete_targets | seen_targets):
         if name not in seen_targets:
-            count = sum(1 for r in before.values() if r.target == name and r.status == "complete")
+            count = sum(
+                1 for r in before.values() if r.target == name and r.status == BackupStatus.COMPLETE
+            )
             report.problems.append(
                 Problem(
                     "no_storage",
@@ -297,7 +299,7 @@ def set_pin(
 ) -> BackupRecord:
     """Pin or unpin a backup in the catalog and in its manifest; return the updated row."""
     record = catalog.get_backup(ref, target)
-    if pinned and record.status != "complete":
+    if pinned and record.status != BackupStatus.COMPLETE:
         raise UsageError(f"backup {record.id[:8]} is {record.status}; only complete backups pin")
     manifest = _manifest_path(storage, record)
     has_manifest = manifest is not None and manifest.exists()

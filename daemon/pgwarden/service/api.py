@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pgwarden.catalog import BackupRecord, TargetSummary
+from pgwarden.catalog import LIVE_STATUSES, BackupRecord, TargetSummary
 from pgwarden.config.kinds import JobKind
 from pgwarden.control.api import (
     ConfigSnapshot,
@@ -29,9 +29,6 @@ from pgwarden.errors import BusyError, CatalogError
 from pgwarden.retention.reconcile import set_pin
 from pgwarden.service.core import Service
 from pgwarden.storage.locks import BackupLocks
-
-#: the statuses ``backups`` lists unless asked for deleted ones too
-LIVE_STATUSES = ("running", "complete", "failed", "interrupted")
 
 
 def job_args(request: JobRequest, service: Service) -> dict[str, Any]:

@@ -20,7 +20,13 @@ from prometheus_client import Gauge
 
 from pgwarden import logsetup
 from pgwarden.backup.take import BackupOutcome
-from pgwarden.catalog import TargetSummary
+from pgwarden.catalog import (
+    FINISH_STATUSES,
+    VERIFY_STATUSES,
+    BackupStatus,
+    DrillStatus,
+    TargetSummary,
+)
 from pgwarden.config.kinds import JobKind
 from pgwarden.errors import PgwardenError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
@@ -126,14 +132,17 @@ def refresh_target(state: ServiceState, target: str) -> None:
     """Backups by state, oldest kept backup, bytes stored and free space of one target."""
     m = state.metrics
     try:
-        kept = state.catalog.list_backups(target, statuses=("complete",))
+        kept = state.catalog.list_backups(target, statuses=(BackupStatus.COMPLETE,))
         summary = state.catalog.summaries().get(target)
         stored = state.storage.stored_bytes(target)
         free = state.storage.free_bytes(target)
     except (PgwardenError, OSError) as exc:
         log.warning("cannot refresh storage metrics", target=target, error=describe(exc))
         return
-    counts = {"complete": len(kept), "failed": summary.failed_count if summary else 0}
+    counts: dict[str, int] = {
+        BackupStatus.COMPLETE: len(kept),
+        BackupStatus.FAILED: summary.failed_count if summary else 0,
+    }
     for backup_state in BACKUP_STATES:
         m.backups.labels(target, backup_state).set(counts.get(backup_state, 0))
     if kept:
@@ -167,17 +176,17 @@ def restore_gauges(state: ServiceState) -> None:
 
 def _restore_target(state: ServiceState, target: str, summary: TargetSummary | None) -> None:
     m, catalog = state.metrics, state.catalog
-    finished = catalog.list_backups(
-        target, statuses=("complete", "failed", "interrupted", "deleted"), limit=20
-    )
+    # every attempt that ended, deleted backups included (they succeeded)
+    ended = (*FINISH_STATUSES, BackupStatus.DELETED)
+    finished = catalog.list_backups(target, statuses=ended, limit=20)
     if finished:
         m.backup_last_attempt.labels(target).set(
             _ts(finished[0].finished_at or finished[0].started_at)
         )
     # an attempt interrupted by the stop that preceded this start is neither good nor bad
-    decided = next((b for b in finished if b.status != "interrupted"), None)
+    decided = next((b for b in finished if b.status != BackupStatus.INTERRUPTED), None)
     if decided is not None:
-        m.backup_last_ok.labels(target).set(0 if decided.status == "failed" else 1)
+        m.backup_last_ok.labels(target).set(0 if decided.status == BackupStatus.FAILED else 1)
     if summary is not None and summary.last_success_at is not None:
         m.backup_last_success.labels(target).set(_ts(summary.last_success_at))
         if summary.last_success_duration_s is not None:
@@ -187,13 +196,13 @@ def _restore_target(state: ServiceState, target: str, summary: TargetSummary | N
     drills = [
         d
         for d in catalog.list_verifications(target=target, limit=DRILL_LOOKBACK)
-        if d.status in ("passed", "failed") and d.finished_at is not None
+        if d.status in VERIFY_STATUSES and d.finished_at is not None
     ]
     if drills:
         newest = drills[0]
-        m.verify_last_ok.labels(target).set(1 if newest.status == "passed" else 0)
+        m.verify_last_ok.labels(target).set(1 if newest.status == DrillStatus.PASSED else 0)
         m.verify_last_duration.labels(target).set(_seconds(newest.started_at, newest.finished_at))
-    passed = next((d for d in drills if d.status == "passed"), None)
+    passed = next((d for d in drills if d.status == DrillStatus.PASSED), None)
     if passed is not None:
         m.verify_last_success.labels(target).set(_ts(passed.finished_at or passed.started_at))
 

@@ -24,6 +24,7 @@ from pgwarden.migrate import (
     GuardReport,
     LedgerStore,
     MigrateOutcome,
+    MigrateStatus,
     MigrationFailed,
     MigrationRefused,
     inspect_project,
@@ -141,7 +142,7 @@ def _upgrade(args: argparse.Namespace) -> int:
                     json.dumps(
                         {
                             "target": target.name,
-                            "status": "refused",
+                            "status": MigrateStatus.REFUSED,
                             "ok": False,
                             "guard": exc.report.as_dict(),
                         },
@@ -174,7 +175,7 @@ def render_outcome(outcome: MigrateOutcome) -> str:
     after = ", ".join(outcome.revision_after) or "(none)"
     applied = ", ".join(outcome.applied) or "nothing"
     name = outcome.target
-    if outcome.status == "planned":
+    if outcome.status == MigrateStatus.PLANNED:
         lines = [
             f"plan for {name} (dry run: nothing is backed up, run or recorded)",
             render_report(outcome.report),
@@ -186,7 +187,7 @@ def render_outcome(outcome: MigrateOutcome) -> str:
         if outcome.report.errors:
             lines.append("  the guard would refuse this upgrade")
         return "\n".join(lines)
-    if outcome.status == "up-to-date":
+    if outcome.status == MigrateStatus.UP_TO_DATE:
         return f"{name}: up to date at {before}; nothing to migrate, no backup taken"
     backup = (
         f"pre-migration backup {outcome.backup_id[:8]} ({outcome.backup_path}), kept at "
@@ -194,7 +195,7 @@ def render_outcome(outcome: MigrateOutcome) -> str:
         if outcome.backup_id
         else "no pre-migration backup (backup_before = false)"
     )
-    if outcome.status == "migrated":
+    if outcome.status == MigrateStatus.MIGRATED:
         return (
             f"{name}: migrated {before} -> {after} in {outcome.duration_s:.1f} s "
             f"(applied {applied}); {backup}"

@@ -28,6 +28,7 @@ from pgwarden.migrate.ledger import LedgerStore
 from pgwarden.migrate.outcome import (
     AlembicCommand,
     MigrateOutcome,
+    MigrateStatus,
     MigrationFailed,
     MigrationRefused,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "GuardReport",
     "LedgerStore",
     "MigrateOutcome",
+    "MigrateStatus",
     "MigrationFailed",
     "MigrationRefused",
     "Problem",

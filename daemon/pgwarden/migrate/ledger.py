@@ -59,7 +59,7 @@ class UpgradeRecord:
     """One ``pgwarden migrate upgrade`` run."""
 
     started_at: datetime
-    status: str  # "migrated" | "failed"
+    status: str  # MigrateStatus.MIGRATED or .FAILED, as the ledger file spells it
     before: tuple[str, ...]
     after: tuple[str, ...]
     backup_id: str | None

@@ -3,8 +3,9 @@
 * :class:`AlembicCommand` -- the exact ``alembic -c <ini> upgrade head`` argv, the directory it
   runs in, the environment variable names it gets and the database URL *with the password
   replaced by* ``***`` (the real one exists only in the child's environment);
-* :class:`MigrateOutcome` -- revisions before and after, what was applied, the pre-migration
-  backup, the duration, the guard report, and on failure alembic's (redacted) stderr tail;
+* :class:`MigrateOutcome` -- its :class:`MigrateStatus`, revisions before and after, what was
+  applied, the pre-migration backup, the duration, the guard report, and on failure alembic's
+  (redacted) stderr tail;
 * :class:`MigrationRefused` -- the guard found policy errors: nothing was backed up or run;
 * :class:`MigrationFailed` -- the backup or alembic failed; ``outcome`` says how far it got.
   The pre-migration backup, if taken, stays in storage (tagged ``pre-migration``, kept at
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import enum
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,24 @@ from typing import Any
 from pgwarden.errors import PgwardenError
 from pgwarden.migrate.guard import GuardReport
 
-__all__ = ["AlembicCommand", "MigrateOutcome", "MigrationFailed", "MigrationRefused"]
+__all__ = [
+    "AlembicCommand",
+    "MigrateOutcome",
+    "MigrateStatus",
+    "MigrationFailed",
+    "MigrationRefused",
+]
+
+
+class MigrateStatus(enum.StrEnum):
+    """How a migration ended (``status`` in its JSON and in the ledger's upgrades)."""
+
+    PLANNED = "planned"  # a dry run
+    UP_TO_DATE = "up-to-date"
+    MIGRATED = "migrated"
+    FAILED = "failed"
+    #: the guard refused: nothing ran (:class:`MigrationRefused`; only ``migrate --json`` says it)
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -54,10 +73,10 @@ class AlembicCommand:
 
 @dataclass(frozen=True)
 class MigrateOutcome:
-    """``status``: ``planned`` (dry run), ``up-to-date``, ``migrated`` or ``failed``."""
+    """What one migration (or its dry run) found and did."""
 
     target: str
-    status: str
+    status: MigrateStatus
     revision_before: tuple[str, ...]
     revision_after: tuple[str, ...]
     applied: tuple[str, ...]
@@ -73,7 +92,7 @@ class MigrateOutcome:
     @property
     def ok(self) -> bool:
         """False for a failed run, and for a plan the guard would refuse."""
-        return self.status != "failed" and self.report.ok
+        return self.status != MigrateStatus.FAILED and self.report.ok
 
     def as_dict(self) -> dict[str, Any]:
         return {

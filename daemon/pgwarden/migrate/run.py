@@ -52,6 +52,7 @@ from pgwarden.migrate.ledger import LedgerStore, UpgradeRecord
 from pgwarden.migrate.outcome import (
     AlembicCommand,
     MigrateOutcome,
+    MigrateStatus,
     MigrationFailed,
     MigrationRefused,
 )
@@ -107,7 +108,7 @@ def safe_migrate(
         plan = _backup_plan(target, storage, spec) if report.pending else "none: nothing to migrate"
         return MigrateOutcome(
             target=target.name,
-            status="planned",
+            status=MigrateStatus.PLANNED,
             revision_before=report.database,
             revision_after=report.heads[:1] if report.pending else report.database,
             applied=tuple(p.revision for p in report.pending),
@@ -144,7 +145,7 @@ class _Upgrade:
     started_at: datetime
     started: float  # time.monotonic()
 
-    def outcome(self, status: str, **fields: Any) -> MigrateOutcome:
+    def outcome(self, status: MigrateStatus, **fields: Any) -> MigrateOutcome:
         defaults: dict[str, Any] = {
             "revision_after": self.report.database,
             "applied": (),
@@ -186,7 +187,7 @@ def _upgrade(
     before = report.database
     if not report.pending:
         log.info("migration: nothing to do", target=target.name, revision=list(before))
-        return run.outcome("up-to-date", backup_plan="none: nothing to migrate")
+        return run.outcome(MigrateStatus.UP_TO_DATE, backup_plan="none: nothing to migrate")
 
     backup: BackupOutcome | None = None
     if target.migrations.backup_before:
@@ -207,7 +208,7 @@ def _upgrade(
     numbered = target.migrations.require_numbered
     post = inspect_project(project, store, spec, require_numbered=numbered, record=True)
     done = run.outcome(
-        "migrated", revision_after=after, applied=applied, report=post, **backup_fields
+        MigrateStatus.MIGRATED, revision_after=after, applied=applied, report=post, **backup_fields
     )
     run.remember(done)
     log.info(
@@ -257,7 +258,9 @@ def _pre_migration_backup(
     except (ConfigError, UsageError):
         raise
     except PgwardenError as exc:
-        failed = run.outcome("failed", error=f"pre-migration backup failed: {redact(str(exc))}")
+        failed = run.outcome(
+            MigrateStatus.FAILED, error=f"pre-migration backup failed: {redact(str(exc))}"
+        )
         run.remember(failed)
         raise MigrationFailed(
             f"{target.name}: the pre-migration backup failed, so nothing "
@@ -276,7 +279,7 @@ def _failed(
 ) -> MigrationFailed:
     """Record and log a failed upgrade; the error to raise, carrying its outcome."""
     failed = run.outcome(
-        "failed",
+        MigrateStatus.FAILED,
         revision_after=after,
         applied=applied,
         stderr_tail=tail,

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean wheel
+.PHONY: run test lint typecheck pytest bench clean wheel deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(STAMP)
 
 wheel: $(STAMP)
 	$(BIN)/pip wheel --no-deps -w dist .
+
+# dist/pgwarden_<version>_<arch>.deb: the app as a venv in /opt/pgwarden, the systemd unit, the
+# conffile... (packaging/deb/build --help; DEB_ARGS="--version 0.2.0~rc1" for another version)
+deb: $(STAMP)
+	PIP=$(BIN)/pip packaging/deb/build $(DEB_ARGS)
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .ruff_cache .pytest_cache

@@ -6,10 +6,13 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from pgwarden.catalog import BackupRecord
+from pgwarden.errors import BusyError, UsageError
 from pgwarden.retention import plan as retention
 from pgwarden.retention.prune import prune_target
-from pgwarden.retention.reconcile import find_problems
+from pgwarden.retention.reconcile import find_problems, set_pin
 from pgwarden.storage import manifest_name
 from pgwarden.storage.locks import BackupLocks
 from tests.test_retention_support import StoreFactory, days, immutable, new_store, source_db
@@ -170,7 +173,6 @@ def test_a_backup_in_use_is_kept_this_time(new_store: StoreFactory) -> None:
         try:
             assert restore.stdout is not None
             assert restore.stdout.readline().strip() == "restoring"
-            # no locks argument: the daemon's call finds the lock directory by itself
             outcome = prune_target(
                 store.target(), store.env.catalog, store.storage, locks=store.locks()
             )
@@ -271,3 +273,42 @@ def test_a_broken_lock_directory_deletes_nothing_and_says_why(new_store: StoreFa
     assert all("locks" in error for error in outcome.errors)
     assert store.files() == backup_files(kept)
     assert all(store.record(b.id).status == "complete" for b in kept)
+
+
+def test_a_pin_never_reports_success_on_a_backup_being_deleted(new_store: StoreFactory) -> None:
+    """Issue 16, item 8: a pin takes the backup's own lock, not only the manifest's."""
+    store = new_store(keep_days=2, min_keep=1)
+    _fresh, old = (store.backup(days(age)) for age in (0.5, 20))
+    state_dir = store.config.daemon.state_dir
+    code = (  # a prune in the middle of deleting `old`: it holds the exclusive lock
+        "import sys\n"
+        "from pgwarden.storage.locks import BackupLocks\n"
+        f"with BackupLocks({str(state_dir)!r}).try_exclusive({old.id!r}) as lock:\n"
+        "    print('deleting' if lock.held else 'not held', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as prune:
+        try:
+            assert prune.stdout is not None
+            assert prune.stdout.readline().strip() == "deleting"
+            with pytest.raises(BusyError):
+                set_pin(
+                    store.env.catalog,
+                    store.storage,
+                    old.id,
+                    True,
+                    locks=store.locks(),
+                    target="app",
+                    lock_timeout=0.3,
+                )
+        finally:
+            prune.kill()
+    assert store.env.catalog.get_backup(old.id).pinned is False
+    assert store.storage.read_manifest(store.manifest(old)).get("pinned") in (None, False)
+
+    outcome = prune_target(store.target(), store.env.catalog, store.storage, locks=store.locks())
+    assert outcome.deleted == 1
+    with pytest.raises(UsageError, match="deleted"):
+        set_pin(store.env.catalog, store.storage, old.id, True, locks=store.locks(), target="app")

@@ -32,6 +32,8 @@ from pgwarden.storage import Storage, manifest_name
 from pgwarden.storage.locks import BackupLocks
 
 Severity = Literal["error", "warning"]
+#: how long a pin waits for a prune deleting its backup to let go of the backup's lock
+PIN_LOCK_TIMEOUT_S = 30.0
 REBUILD_HINT = "`pgwarden catalog rebuild` repairs the catalog"
 
 
@@ -296,15 +298,25 @@ def set_pin(
     *,
     locks: BackupLocks,
     target: str | None = None,
+    lock_timeout: float = PIN_LOCK_TIMEOUT_S,
 ) -> BackupRecord:
-    """Pin or unpin a backup in the catalog and in its manifest; return the updated row."""
+    """Pin or unpin a backup in the catalog and in its manifest; return the updated row.
+
+    Pinning holds the backup's shared lock, as a reader does: a prune deleting the backup holds
+    it exclusively, so a pin either waits for the deletion and then says the backup is gone,
+    or comes first and the prune (which re-reads the row under its lock) keeps it.  A pin
+    never reports success on a backup being deleted.  Unpinning needs no such lock."""
     record = catalog.get_backup(ref, target)
-    if pinned and record.status != BackupStatus.COMPLETE:
-        raise UsageError(f"backup {record.id[:8]} is {record.status}; only complete backups pin")
-    manifest = _manifest_path(storage, record)
-    has_manifest = manifest is not None and manifest.exists()
-    if pinned:
-        if manifest is None or not has_manifest:
+    if not pinned:
+        return _unpin(catalog, storage, record, locks)
+    with locks.shared(record.id, timeout=lock_timeout):
+        record = catalog.get_backup(record.id)  # a prune may have deleted it meanwhile
+        if record.status != BackupStatus.COMPLETE:
+            raise UsageError(
+                f"backup {record.id[:8]} is {record.status}; only complete backups pin"
+            )
+        manifest = _manifest_path(storage, record)
+        if manifest is None or not manifest.exists():
             raise BackupError(
                 f"backup {record.id[:8]} has no manifest in storage ({manifest}); {REBUILD_HINT}"
             )
@@ -318,7 +330,13 @@ def set_pin(
                 f"pin): {exc}"
             ) from exc
         return record
-    if manifest is not None and has_manifest:
+
+
+def _unpin(
+    catalog: Catalog, storage: Storage, record: BackupRecord, locks: BackupLocks
+) -> BackupRecord:
+    manifest = _manifest_path(storage, record)
+    if manifest is not None and manifest.exists():
         _write_pinned(storage, record, manifest, False, locks)
     return catalog.set_pinned(record.id, False)
 

@@ -37,6 +37,11 @@ def test_a_request_round_trip() -> None:
         (b'{"cmd": "x", "args": 1}', "args must be"),
         (b'{"cmd": "x", "bogus": 1}', "unknown request key"),
         (b"[" * 100_000 + b"]" * 100_000, "request"),
+        (b'{"cmd": "x", "id": ' + b"1" * 4301 + b"}", "too long"),
+        (b'{"cmd": "x", "id": -9007199254740992}', "id must be"),
+        (b'{"cmd": "x", "id": "' + b"i" * 201 + b'"}', "id must be"),
+        (b'{"cmd": "x", "id": "\\ud800"}', "surrogate"),
+        (b'{"cmd": "x", "args": {"a": ["\\udc00"]}}', "surrogate"),
     ],
 )
 def test_malformed_requests(line: bytes, needle: str) -> None:
@@ -44,6 +49,13 @@ def test_malformed_requests(line: bytes, needle: str) -> None:
         protocol.parse_request(line)
     assert info.value.code == "bad_request"
     assert needle in str(info.value)
+
+
+def test_ids_in_range_pass_and_an_answer_never_fails_to_encode() -> None:
+    assert protocol.parse_request(b'{"cmd": "x", "id": 9007199254740991}').id == 2**53 - 1
+    assert protocol.parse_request(b'{"cmd": "x", "id": "' + b"i" * 200 + b'"}').id == "i" * 200
+    line = protocol.error(1, "bad_request", "name \ud800")
+    assert json.loads(line)["error"]["message"] == "name \ud800"
 
 
 def test_args_are_typed_and_unknown_ones_refused() -> None:

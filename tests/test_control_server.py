@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import grp
 import json
@@ -264,6 +265,13 @@ def test_no_answer_ever_contains_the_canary(harness: Harness) -> None:
         (b'{"id": 1, "cmd": "backup", "args": {"target": "app", "wait": "yes"}}\n', "bad_argument"),
         (b'{"id": 1, "cmd": "prune", "args": {"dryrun": true}}\n', "bad_argument"),
         (b'{"id": 1, "cmd": "backup", "args": {"target": "nosuch"}}\n', "not_found"),
+        (b'{"id": ' + b"9" * 4301 + b', "cmd": "hello"}\n', "bad_request"),
+        (b'{"id": 1, "cmd": "backup", "args": {"target": ' + b"9" * 4301 + b"}}\n", "bad_request"),
+        (b'{"id": 9007199254740992, "cmd": "hello"}\n', "bad_request"),
+        (b'{"id": "\\ud800", "cmd": "hello"}\n', "bad_request"),
+        (b'{"id": 1, "cmd": "\\ud800"}\n', "bad_request"),
+        (b'{"id": 1, "cmd": "backup", "args": {"target": "a\\udfff"}}\n', "bad_request"),
+        (b'{"id": 1, "cmd": "hello", "args": {"\\ud800": 1}}\n', "bad_request"),
     ],
 )
 def test_malformed_requests_get_structured_errors(
@@ -350,6 +358,29 @@ def test_silent_client_is_dropped_with_a_timeout_answer() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_one_deadline_per_request_blank_lines_do_not_extend_it() -> None:
+    root = short_dir()
+    h = Harness(root, server={"read_timeout": 1.0})
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.3)
+            sock.connect(str(h.socket))
+            started = time.monotonic()
+            data = b""
+            while b"\n" not in data and time.monotonic() - started < 4:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"\n")  # a newline every 0.3 s, never a request
+                with contextlib.suppress(TimeoutError):
+                    data += sock.recv(4096)
+            elapsed = time.monotonic() - started
+        assert b"\n" in data, "blank lines kept the connection open"
+        assert json.loads(data.splitlines()[0])["error"]["code"] == "timeout"
+        assert elapsed < 2.5
+    finally:
+        h.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_connections_over_the_limit_get_busy() -> None:
     root = short_dir()
     h = Harness(root, server={"max_connections": 2})
@@ -383,7 +414,10 @@ PEER_SCRIPT = """
 import json, socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
-s.sendall(b'{"id": 7, "cmd": "status"}\\n')
+try:
+    s.sendall(b'{"id": 7, "cmd": "status"}\\n')
+except OSError:
+    pass  # refused at accept: the answer is already waiting
 print(s.makefile("rb").readline().decode(), end="")
 """
 
@@ -425,15 +459,68 @@ def test_peer_credentials_are_checked(extra: str, allowed: bool) -> None:
     finally:
         h.close()
         shutil.rmtree(root, ignore_errors=True)
-    assert answer["id"] == 7
     if allowed:
+        assert answer["id"] == 7
         assert answer["ok"] is True
         no_canary(json.dumps(answer))
     else:
+        assert answer["id"] is None  # refused at accept, before any request was read
         assert answer["ok"] is False
         assert answer["error"]["code"] == "forbidden"
         assert "nobody" in answer["error"]["message"]
         assert "allowed_users" in answer["error"]["message"]
+
+
+HOLDER_SCRIPT = """
+import json, socket, sys, time
+socks = []
+for _ in range(4):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(sys.argv[1])
+    socks.append(s)
+answers = []
+for s in socks:
+    try:
+        s.sendall(b"\\n")  # holding on with blank lines, never a request
+    except OSError:
+        pass
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+        closed = True
+    except OSError:
+        closed = False
+    answers.append({"data": data.decode(), "closed": closed})
+print(json.dumps(answers))
+"""
+
+
+def test_a_refused_peer_is_answered_and_closed_at_accept_holding_no_slot() -> None:
+    root = short_dir()
+    h = Harness(root, mode="0666", server={"max_connections": 2})
+    try:
+        out = subprocess.run(
+            ["/usr/bin/python3", "-c", HOLDER_SCRIPT, str(h.socket)],
+            user="nobody",
+            group="nogroup",
+            extra_groups=[],
+            capture_output=True,
+            timeout=60,
+            check=True,
+            cwd="/",
+        )
+        assert call(h, "hello")["server"] == "pgwarden"
+    finally:
+        h.close()
+        shutil.rmtree(root, ignore_errors=True)
+    answers = json.loads(out.stdout)
+    assert len(answers) == 4
+    for answer in answers:
+        assert answer["closed"], "a refused peer's connection was kept open"
+        first = json.loads(answer["data"].splitlines()[0])
+        assert first["error"]["code"] == "forbidden"
 
 
 def test_a_supplementary_group_counts() -> None:

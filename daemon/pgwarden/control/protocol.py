@@ -1,7 +1,8 @@
 """The control socket's wire protocol: JSON lines, one request or answer per line.
 
-A request is ``{"id": 1, "cmd": "backup", "args": {"target": "app"}}`` (``id`` an integer or
-a string chosen by the client, echoed back; ``args`` optional).  An answer is
+A request is ``{"id": 1, "cmd": "backup", "args": {"target": "app"}}`` (``id`` an integer
+within +-(2**53 - 1) or a string of at most 200 characters, chosen by the client and echoed
+back; ``args`` optional).  An answer is
 ``{"id": 1, "ok": true, "result": {...}}`` or ``{"id": 1, "ok": false, "error": {"code": ...,
 "message": ...}}``.  A command asked to wait sends events before its answer:
 ``{"id": 1, "event": "progress", "data": {...}}``.  A request line is at most
@@ -26,7 +27,7 @@ from pgwarden.redaction import redact_value as redact
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024  # bytes per request line, newline excluded
-READ_TIMEOUT = 10.0  # seconds a client has to send one complete request line
+READ_TIMEOUT = 10.0  # seconds a client has for one whole request (blank lines do not extend it)
 
 # error codes of the protocol (handlers may also answer a PgwardenError's own code)
 BAD_REQUEST = "bad_request"  # not JSON, not an object, wrong shape
@@ -79,29 +80,47 @@ class Request:
     args: dict[str, Any]
 
 
+MAX_ID = 2**53 - 1  # integer ids: what any JSON client (JavaScript included) holds exactly
+MAX_ID_CHARS = 200
+
+
 def peek_id(data: object) -> RequestId:
     """The request id if ``data`` carries a usable one (so that errors can echo it)."""
     if isinstance(data, dict):
         value = data.get("id")
-        if isinstance(value, str) and len(value) <= 200:
+        if isinstance(value, str) and len(value) <= MAX_ID_CHARS:
             return value
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_ID:
             return value
     return None
 
 
-def parse_request(line: bytes) -> Request:
-    """Decode one request line; :class:`ControlError` (``bad_request``) when malformed."""
+def _decode(line: bytes) -> object:
+    """The JSON value of a request line; ``bad_request`` for anything that is not clean JSON."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise control_error(BAD_REQUEST, f"the request is not UTF-8 (byte {exc.start})") from exc
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise control_error(BAD_REQUEST, f"the request is not JSON: {exc.msg}") from exc
     except RecursionError as exc:
         raise control_error(BAD_REQUEST, "the request is nested too deeply") from exc
+    except json.JSONDecodeError as exc:
+        raise control_error(BAD_REQUEST, f"the request is not JSON: {exc.msg}") from exc
+    except ValueError as exc:  # an integer over Python's 4,300-digit conversion limit
+        raise control_error(BAD_REQUEST, "the request holds a number too long to read") from exc
+    try:  # a lone surrogate ("\ud800") is valid JSON but no text: it cannot be echoed
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise control_error(BAD_REQUEST, "the request holds a lone UTF-16 surrogate") from exc
+    except (ValueError, RecursionError) as exc:
+        raise control_error(BAD_REQUEST, "the request cannot be read back") from exc
+    return data
+
+
+def parse_request(line: bytes) -> Request:
+    """Decode one request line; :class:`ControlError` (``bad_request``) when malformed."""
+    data = _decode(line)
     if not isinstance(data, dict):
         raise control_error(BAD_REQUEST, "the request must be a JSON object")
     unknown = sorted(set(data) - _REQUEST_KEYS)
@@ -109,7 +128,11 @@ def parse_request(line: bytes) -> Request:
         raise control_error(BAD_REQUEST, f"unknown request key(s): {', '.join(unknown)}")
     request_id = data.get("id")
     if request_id is not None and peek_id(data) is None:
-        raise control_error(BAD_REQUEST, "id must be an integer or a string (<= 200 chars)")
+        raise control_error(
+            BAD_REQUEST,
+            f"id must be an integer within +-{MAX_ID} or a string of at most"
+            f" {MAX_ID_CHARS} characters",
+        )
     cmd = data.get("cmd")
     if not isinstance(cmd, str) or not cmd:
         raise control_error(BAD_REQUEST, "cmd must be a non-empty string")
@@ -164,8 +187,11 @@ class LineReader:
 # -- answers ---------------------------------------------------------------------------------
 def encode(message: Mapping[str, Any]) -> bytes:
     """One message as a JSON line (redacted)."""
-    text = json.dumps(redact(message), ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8") + b"\n"
+    clean = redact(message)
+    try:
+        return json.dumps(clean, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate somewhere: JSON escapes keep it ASCII
+        return json.dumps(clean, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
 
 
 def ok(request_id: RequestId, result: Mapping[str, Any]) -> bytes:

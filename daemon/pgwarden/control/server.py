@@ -7,11 +7,13 @@ replaced; anything that is not a socket is never deleted.  The socket is bound u
 temporary name, given its mode and group, then renamed into place, so it is never reachable
 with looser permissions.  ``stop()`` removes it (only if it is still ours).
 
-Each connection's peer is checked (:mod:`pgwarden.control.peers`); a refused peer gets
-``forbidden`` in answer to its first request.  The allow lists are read from the config in
-force, so a reload changes them.  At most :data:`MAX_CONNECTIONS` connections are served at once (more get
-``busy``); a client has :data:`~pgwarden.control.protocol.READ_TIMEOUT` seconds for each request
-line, so a silent one only holds its own thread, briefly.  A handler that raises answers
+Each connection's peer is checked at accept (:mod:`pgwarden.control.peers`, ``SO_PEERCRED``):
+a refused peer gets one ``forbidden`` answer (id ``null``) and is closed at once, holding no
+slot and no thread.  The allow lists are read from the config in force, so a reload changes
+them.  At most :data:`MAX_CONNECTIONS` connections are served at once (more get ``busy``); a
+client has :data:`~pgwarden.control.protocol.READ_TIMEOUT` seconds for each whole request,
+counted from connecting or from the previous answer (blank lines do not extend it), so a
+silent or trickling one only holds its own thread, briefly.  A handler that raises answers
 ``internal``; nothing a client sends can stop the accept loop.  The accept loop thread is
 ``.thread`` (named ``control``); if it dies the daemon treats it as fatal.
 """
@@ -246,6 +248,9 @@ class ControlServer:
                 time.sleep(0.1)
                 return
             raise
+        peer = self._admit(conn)
+        if peer is None:
+            return
         conn.setblocking(True)
         if not self._slots.acquire(blocking=False):
             with conn, contextlib.suppress(OSError):
@@ -260,7 +265,7 @@ class ControlServer:
             return
         self._count += 1
         thread = threading.Thread(
-            target=self._connection, args=(conn,), name=f"control-{self._count}", daemon=True
+            target=self._connection, args=(conn, peer), name=f"control-{self._count}", daemon=True
         )
         try:
             thread.start()
@@ -268,6 +273,25 @@ class ControlServer:
             self._slots.release()
             conn.close()
             log.warning("control socket cannot start a connection thread")
+
+    def _admit(self, conn: socket.socket) -> Peer | None:
+        """The peer if it may use the socket; a refused one is answered and closed here."""
+        try:
+            peer = peer_of(conn)
+            refused = refusal(peer, self._policy())
+        except Exception:  # the accept loop must live on
+            log.exception("control socket cannot identify a peer")
+            conn.close()
+            return None
+        if refused is None:
+            return peer
+        log.warning("control connection refused", uid=peer.uid, user=peer.user, pid=peer.pid)
+        with conn, contextlib.suppress(OSError):  # non-blocking: the answer fits the buffer
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):
+                conn.recv(protocol.MAX_LINE)  # unread bytes would turn the close into a reset
+            conn.send(protocol.error(None, protocol.FORBIDDEN, refused))
+        return None
 
     # -- one connection --------------------------------------------------------------------
     def _policy(self) -> DaemonConfig:
@@ -277,12 +301,12 @@ class ControlServer:
         except PgwardenError:  # the service is not attached yet: the start-up config
             return self._config
 
-    def _connection(self, conn: socket.socket) -> None:
+    def _connection(self, conn: socket.socket, peer: Peer) -> None:
         with self._active_lock:
             self._active.add(conn)
         try:
             with conn:
-                self._converse(conn)
+                self._converse(conn, peer)
         except (OSError, _ClientGoneError):
             pass  # the client went away: nothing to answer
         except Exception:  # request boundary: log it, never kill the server
@@ -292,13 +316,12 @@ class ControlServer:
                 self._active.discard(conn)
             self._slots.release()
 
-    def _converse(self, conn: socket.socket) -> None:
-        peer = peer_of(conn)
+    def _converse(self, conn: socket.socket, peer: Peer) -> None:
         reader = protocol.LineReader(conn, protocol.MAX_LINE)
-        refused = refusal(peer, self._policy())
+        deadline = time.monotonic() + self._read_timeout  # one per request, blank lines included
         while not self._stopping.is_set():
             try:
-                line = reader.readline(self._read_timeout)
+                line = reader.readline(deadline - time.monotonic())
             except protocol.TooLargeError:
                 self._send(
                     conn,
@@ -323,12 +346,8 @@ class ControlServer:
                 return
             if not line.strip():
                 continue
-            if refused is not None:
-                log.warning("control request refused", uid=peer.uid, user=peer.user, pid=peer.pid)
-                request_id = _safe_id(line)
-                self._send(conn, protocol.error(request_id, protocol.FORBIDDEN, refused))
-                return
             self._send(conn, self._answer(conn, peer, line))
+            deadline = time.monotonic() + self._read_timeout
 
     def _answer(self, conn: socket.socket, peer: Peer, line: bytes) -> bytes:
         request_id: protocol.RequestId = None
@@ -371,10 +390,3 @@ class ControlServer:
     def _send(conn: socket.socket, data: bytes) -> None:
         conn.settimeout(SEND_TIMEOUT)
         conn.sendall(data)
-
-
-def _safe_id(line: bytes) -> protocol.RequestId:
-    try:
-        return protocol.parse_request(line).id
-    except ControlError:
-        return None

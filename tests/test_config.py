@@ -228,3 +228,47 @@ def test_example_documents_every_key() -> None:
     for key in keys(effective) | optional:
         assert key in text, f"{key} is not documented in {EXAMPLE.name}"
     tomllib.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--dbn=x"], "--dbname"),
+        (["--form=p"], "--format"),
+        (["--form", "p"], "--format"),
+        (["--fil=/tmp/out"], "--file"),
+        (["--no-pa"], "--no-password"),
+        (["--pass"], "--password"),
+        (["--snap=x"], "--snapshot"),
+        (["-Fp"], "-F"),
+        (["-fout"], "-f"),
+        (["-vFp"], "-F"),
+        (["-v", "-cC"], "-C"),
+        (["otherdb"], "the database"),
+        (["--", "otherdb"], "the database"),
+        (["--no-owner", "--table"], "needs a value"),
+    ],
+)
+def test_extra_args_read_as_getopt_would(args: list[str], named: str) -> None:
+    """Abbreviated long options, clustered short ones and bare words can't slip past."""
+    with pytest.raises(ConfigError) as info:
+        parse({"targets": [target(backup={"extra_args": args})]}, Path("p.toml"))
+    line = next(x for x in str(info.value).splitlines() if "extra_args" in x)
+    assert "targets[0].backup.extra_args: " in line, line
+    assert named in line, line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--filt=rules.txt"],
+        ["--exclude-table-data=public.users", "--no-owner"],
+        ["--table", "--file"],  # a value, however it looks
+        ["-tfoo", "-v"],
+        ["-t", "-f"],
+        ["--no-such-option"],  # pg_dump's own error, at run time
+    ],
+)
+def test_extra_args_that_override_nothing_pass(args: list[str]) -> None:
+    config = parse({"targets": [target(backup={"extra_args": args})]}, Path("p.toml"))
+    assert config.targets[0].backup.extra_args == tuple(args)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pgwarden.config import pgdump_args
 from pgwarden.config.model import (
     BACKUP_FORMATS,
     COMPRESSIONS,
     LOG_FORMATS,
     LOG_LEVELS,
-    RESERVED_PG_DUMP_OPTIONS,
     ROW_COUNT_MODES,
     AppPool,
     BackupSettings,
@@ -254,12 +254,9 @@ def _backup(b: SubReader, tz: str) -> BackupSettings:
 
 def _check_extra_args(b: SubReader, extra_args: tuple[str, ...]) -> None:
     """Refuse pg_dump options that would override the ones pgwarden sets itself."""
-    for arg in extra_args:
-        option = arg.split("=", 1)[0]
-        if option in RESERVED_PG_DUMP_OPTIONS or any(
-            arg.startswith(o) and len(o) == 2 for o in RESERVED_PG_DUMP_OPTIONS
-        ):
-            b.error("extra_args", f"{arg!r} would override an option pgwarden sets itself")
+    why = pgdump_args.refusal(extra_args)
+    if why is not None:
+        b.error("extra_args", why)
 
 
 def _check_compression(b: SubReader, backup: BackupSettings) -> None:

@@ -12,6 +12,9 @@ import pytest
 
 from pgwarden.archive.manifest import Manifest
 from pgwarden.backup.take import BackupOutcome
+from pgwarden.config import SqlCheck
+from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.restore.checks import QueryCanceller, check_sql
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from tests.helpers import Env, target_env
@@ -226,3 +229,21 @@ def test_a_failing_sql_check_is_reported_with_its_name_and_values(
     assert outcome.error.startswith("sql:enough users")
     assert _check(outcome, "row_counts")["passed"] is True
     assert "tables restored unlogged" in _check(outcome, "restore")["detail"]
+
+
+def test_a_sql_check_runs_one_statement_and_stays_read_only(pg18: PgServer) -> None:
+    """``SELECT 1; COMMIT; <DDL>`` would end READ ONLY under the simple query protocol."""
+    pg18.create_database("drill_one_statement")
+    try:
+        spec = ConnSpec(pg18.dsn("drill_one_statement"))
+        canceller = QueryCanceller(None)
+        sneaky = SqlCheck("sneaky", "SELECT 1; COMMIT; CREATE TABLE escaped ()", equals=1)
+        result = check_sql(spec, sneaky, canceller)
+        assert not result.passed
+        assert "multiple commands" in str(result.actual), result.actual
+        rows = pg18.execute("SELECT to_regclass('public.escaped')::text", "drill_one_statement")
+        assert rows == [(None,)]
+        plain = check_sql(spec, SqlCheck("plain", "SELECT 41 + 1;", equals=42), canceller)
+        assert plain.passed, plain.detail
+    finally:
+        pg18.drop_database("drill_one_statement")

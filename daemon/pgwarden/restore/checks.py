@@ -282,7 +282,9 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
                 conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)", (str(SQL_CHECK_TIMEOUT_MS),)
                 )
-                row = conn.execute(check.sql.encode()).fetchone()
+                # prepare=True: the extended protocol (Parse), which refuses several
+                # statements; the simple one would run "SELECT 1; COMMIT; <DDL>" past READ ONLY
+                row = conn.execute(check.sql.encode(), prepare=True).fetchone()
         except psycopg.Error as exc:
             if canceller.cancelled:
                 raise StepError("cancelled", "the drill was cancelled") from exc

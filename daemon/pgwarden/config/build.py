@@ -53,7 +53,10 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
     for sub in root.table_array("pgbouncer"):
         bouncers.append(_pgbouncer(sub, plaintext_ok))
     root.finish()
-    if plaintext_ok and world_readable and _any_plaintext(targets, bouncers):
+    catalog_secret = bool(
+        daemon and daemon.catalog_url and root.url_has_password(daemon.catalog_url)
+    )
+    if plaintext_ok and world_readable and (catalog_secret or _any_plaintext(targets, bouncers)):
         root.error(
             "daemon.allow_plaintext_passwords",
             "the file holds passwords but is readable by others (chmod 0600 or 0640)",
@@ -102,6 +105,16 @@ def _daemon(r: SubReader) -> DaemonConfig | None:
         log_format=r.choice("log_format", d.log_format, LOG_FORMATS),
         allow_plaintext_passwords=r.flag("allow_plaintext_passwords", False),
     )
+    if (
+        out.catalog_url
+        and r.url_has_password(out.catalog_url)
+        and not out.allow_plaintext_passwords
+    ):
+        r.error(
+            "catalog_url",
+            "the URL contains a password; give it to libpq instead (~/.pgpass or PGPASSFILE of "
+            "the daemon's user) or set daemon.allow_plaintext_passwords",
+        )
     r.finish()
     return out
 

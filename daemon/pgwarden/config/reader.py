@@ -9,6 +9,7 @@ were never asked for (unknown keys are errors: fail closed).  Pure: no I/O.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,9 +18,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg.conninfo
 
 from pgwarden.config import cron as cronexpr
+from pgwarden.config.names import target_name_problem
+from pgwarden.redaction import redact
 
 T = TypeVar("T")
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _MISSING = object()
 
 
@@ -226,8 +228,9 @@ class Reader:
         value = self.string(key, required=True)
         if not value:
             return None
-        if len(value) > 63 or not set(value) <= _NAME_CHARS:
-            self.error(key, f"must be 1-63 characters of letters, digits, _ . - (got {value!r})")
+        problem = target_name_problem(value)
+        if problem is not None:
+            self.error(key, problem)
             return None
         return value
 
@@ -258,16 +261,10 @@ class Reader:
 
     def listen_address(self, key: str, default: str) -> str:
         value = self.string(key, default)
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-            self.error(key, f"must be HOST:PORT such as 127.0.0.1:9188 (got {value!r})")
+        problem = listen_problem(value)
+        if problem is not None:
+            self.error(key, problem)
             return default
-        if host not in ("localhost", "*"):
-            try:
-                ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                self.error(key, f"the host must be an IP address or localhost (got {host!r})")
-                return default
         return value
 
     def dsn(self, key: str, *, required: bool) -> str | None:
@@ -285,6 +282,11 @@ class Reader:
             return None
         return value
 
+    def url_has_password(self, url: str) -> bool:
+        """True if an SQLAlchemy URL carries a secret (user info, ``?password=``...): the
+        rule of ``config show``, which prints it through :func:`~pgwarden.redaction.redact`."""
+        return redact(url) != url
+
     def dsn_has_password(self, dsn: str) -> bool:
         try:
             return bool(psycopg.conninfo.conninfo_to_dict(dsn).get("password"))
@@ -293,3 +295,40 @@ class Reader:
 
 
 SubReader = Reader
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def listen_problem(value: str) -> str | None:
+    """Why ``value`` is not ``HOST:PORT`` (an IP literal, ``[v6]``, ``localhost`` or a host
+    name, and a port 1-65535), or ``None`` when it is."""
+    host, sep, port = value.rpartition(":")
+    if host == "*":
+        return (
+            f"'*' is not an address: to listen on every interface write 0.0.0.0:{port or 9188}"
+            " (or [::]:PORT) -- that exposes the metrics to every network that reaches this"
+            " host; prefer 127.0.0.1 or a private address, with basic auth and TLS"
+        )
+    if not sep or not host or not (port.isascii() and port.isdigit()):
+        return f"must be HOST:PORT such as 127.0.0.1:9188 or [::1]:9188 (got {value!r})"
+    if not 1 <= int(port) <= 65535:
+        return f"the port must be 1-65535 (got {port})"
+    if host.startswith("[") or host.endswith("]"):
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
+        if ":" in inner and _is_ip(inner):
+            return None
+        return f"brackets hold an IPv6 address only, such as [::1]:9188 (got {value!r})"
+    if ":" in host:
+        return f"write an IPv6 address in brackets, such as [::1]:9188 (got {value!r})"
+    if _is_ip(host) or all(_HOST_LABEL.fullmatch(label) for label in host.split(".")):
+        return None
+    return f"the host must be an IP address, localhost or a host name (got {host!r})"
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -15,7 +15,7 @@ from typing import Any
 import tomli_w
 
 from pgwarden.config.model import Config, Credentials, TargetConfig
-from pgwarden.redaction import REDACTED, Secret, redact_dsn
+from pgwarden.redaction import REDACTED, Secret, redact, redact_dsn
 
 
 def _plain(value: Any) -> Any:
@@ -57,6 +57,8 @@ def _target(target: TargetConfig) -> dict[str, Any]:
 def effective_dict(config: Config) -> dict[str, Any]:
     daemon = _plain(config.daemon)
     daemon["socket_mode"] = f"{config.daemon.socket_mode:04o}"
+    if config.daemon.catalog_url:  # an SQLAlchemy URL: its password (plaintext opt-in) hidden
+        daemon["catalog_url"] = redact(config.daemon.catalog_url)
     result: dict[str, Any] = {
         "daemon": daemon,
         "metrics": _plain(config.metrics),

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pgwarden.config.names import STORAGE_NAME_MAX, target_name_problem
 from pgwarden.errors import BackupError
 
 PARTIAL_SUFFIX = ".partial"
@@ -41,7 +42,6 @@ MANIFEST_SUFFIX = ".manifest.json"
 _STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _NAME_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-(?P<short>[0-9a-z]{4,32})\.(?P<ext>[0-9a-z.]+)$")
 _EXT_RE = re.compile(r"^[0-9a-z]+(\.[0-9a-z]+)*$")
-_TARGET_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
 
 
 def backup_name(started: datetime, short_id: str, ext: str) -> str:
@@ -87,11 +87,14 @@ def manifest_name(artifact_name: str) -> str:
 
 
 def check_target_name(target: str) -> str:
-    """Return ``target`` if it is safe as one directory name, else raise :class:`BackupError`."""
-    if not _TARGET_RE.match(target) or target in {".", ".."}:
+    """Return ``target`` if it is safe as one directory name, else raise :class:`BackupError`.
+
+    The rule is config validation's (:func:`pgwarden.config.names.target_name_problem`).
+    """
+    if target_name_problem(target, STORAGE_NAME_MAX) is not None:
         raise BackupError(
             f"target name {target!r} cannot be used as a storage directory "
-            "(letters, digits, '_', '-', '.'; at most 200 characters)"
+            "(letters, digits, '_', '-', '.', not first '.' or '-'; at most 200 characters)"
         )
     return target
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy
 import tomli_w
 
 from pgwarden import cli
@@ -322,3 +323,25 @@ def test_vector_column_judgement() -> None:
     assert "halfvec" in detail
     assert pgvector.recommended_lists(4_000_000) == 2000
     assert pgvector.recommended_lists(500) == 1
+
+
+def test_a_table_whose_name_holds_a_colon_is_counted(pg18: PgServer) -> None:
+    """A quoted identifier never becomes a bind parameter (``"a :b"`` is not ``:b``)."""
+    pg18.create_database("chk_colon")
+    pg18.execute("CREATE EXTENSION vector", "chk_colon")
+    pg18.execute(
+        'CREATE TABLE "a :b" (id int, embedding vector(3));'
+        "INSERT INTO \"a :b\" SELECT i, '[1,2,3]' FROM generate_series(1, 5) i",
+        "chk_colon",
+    )
+    engine = sqlalchemy.create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(pg18.dsn("chk_colon"))
+    )
+    try:
+        with engine.connect() as conn:
+            inventory = pgvector.read_inventory(conn)
+    finally:
+        engine.dispose()
+        pg18.drop_database("chk_colon")
+    (column,) = inventory.columns
+    assert (column.table, column.rows, column.rows_exact) == ("a :b", 5, True)

@@ -145,11 +145,13 @@ def _column(conn: sqlalchemy.Connection, row: Sequence[Any]) -> VectorColumn:
 
 
 def _exact_count(conn: sqlalchemy.Connection, schema: str, table: str) -> int | None:
-    """``count(*)`` in a savepoint: a statement timeout leaves the estimate in place."""
-    preparer = conn.dialect.identifier_preparer
-    query = sqlalchemy.text(
-        f"SELECT count(*) FROM {preparer.quote(schema)}.{preparer.quote(table)}"
-    )
+    """``count(*)`` in a savepoint: a statement timeout leaves the estimate in place.
+
+    Built with SQLAlchemy Core, never ``text()``: a quoted name such as ``"a :b"`` would be
+    parsed there as a bind parameter ``:b``.
+    """
+    relation = sqlalchemy.table(table, schema=schema)
+    query = sqlalchemy.select(sqlalchemy.func.count()).select_from(relation)
     try:
         with conn.begin_nested():
             return int(conn.execute(query).scalar_one())

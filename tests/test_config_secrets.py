@@ -95,6 +95,7 @@ def test_a_wildcard_listen_is_refused_with_the_address_to_use() -> None:
         "[::]:9188",
         "metrics.example.com:9188",
         "host-1:1",
+        "127.0.0.1:0",
     ],
 )
 def test_good_listen_addresses(listen: str) -> None:
@@ -110,7 +111,8 @@ def test_good_listen_addresses(listen: str) -> None:
         "bad_host:9188",
         "-a:9188",
         "a..b:9188",
-        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "127.0.0.1:" + "9" * 5000,
         "127.0.0.1:65536",
         "127.0.0.1:",
         ":9188",

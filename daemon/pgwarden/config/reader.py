@@ -302,7 +302,7 @@ _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 def listen_problem(value: str) -> str | None:
     """Why ``value`` is not ``HOST:PORT`` (an IP literal, ``[v6]``, ``localhost`` or a host
-    name, and a port 1-65535), or ``None`` when it is."""
+    name, and a port 0-65535), or ``None`` when it is."""
     host, sep, port = value.rpartition(":")
     if host == "*":
         return (
@@ -312,8 +312,8 @@ def listen_problem(value: str) -> str | None:
         )
     if not sep or not host or not (port.isascii() and port.isdigit()):
         return f"must be HOST:PORT such as 127.0.0.1:9188 or [::1]:9188 (got {value!r})"
-    if not 1 <= int(port) <= 65535:
-        return f"the port must be 1-65535 (got {port})"
+    if len(port) > 5 or int(port) > 65535:
+        return f"the port must be 0-65535 (got {port}; 0: any free port)"
     if host.startswith("[") or host.endswith("]"):
         inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
         if ":" in inner and _is_ip(inner):

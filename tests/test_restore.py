@@ -112,6 +112,39 @@ def test_restore_refuses_a_database_with_data_unless_forced(
         capsys, "restore", "-c", str(config), "rst_busy_src", "--into", "rst_busy", "--dry-run"
     )
     assert code == 2
+    # with --force the dry run describes replacing what is there, never "empty"
+    code, out, err = _run(
+        capsys,
+        "restore",
+        "-c",
+        str(config),
+        "rst_busy_src",
+        "--into",
+        "rst_busy",
+        "--dry-run",
+        "--force",
+    )
+    assert code == 0, (out, err)
+    header = out.splitlines()[0]
+    assert "empty" not in header
+    assert "exists, holds" in header and "relations" in header
+    assert "replaced" in header
+    assert any("--clean" in line and "--if-exists" in line for line in out.splitlines())
+    code, out, err = _run(
+        capsys,
+        "restore",
+        "-c",
+        str(config),
+        "rst_busy_src",
+        "--into",
+        "rst_busy",
+        "--dry-run",
+        "--force",
+        "--json",
+    )
+    assert code == 0, (out, err)
+    assert json.loads(out)["contents"]
+    assert table_fingerprints(pg18, "rst_busy") == before  # the dry runs touched nothing
     code, out, err = _run(
         capsys,
         "restore",

@@ -101,7 +101,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _restore_text(outcome: RestoreOutcome) -> list[str]:
     if outcome.dry_run:
-        state = "exists, empty" if outcome.existed else "to be created"
+        state = "to be created"
+        if outcome.contents:  # only with --force: otherwise the dry run is refused
+            state = (
+                f"exists, holds {outcome.contents}; --force: its objects named like the "
+                "backup's are replaced, the others kept"
+            )
+        elif outcome.existed:
+            state = "exists, empty"
         lines = [
             f"# restore of backup {outcome.backup_id[:8]} ({outcome.artifact}) into "
             f"{outcome.database} on {outcome.server} ({state}); nothing was run"

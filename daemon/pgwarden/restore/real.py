@@ -8,7 +8,7 @@ anything is written; the archive's table of contents; the backup's extensions av
 ``CREATE DATABASE ... TEMPLATE template0`` when it does not exist; the restore, owners and
 privileges kept; with ``verify``, the drill's checks on the restored database.
 
-``dry_run`` connects only to learn whether the database exists and is empty, and returns the
+``dry_run`` connects only to learn whether the database exists and what it holds, and returns the
 exact commands (:func:`pgwarden.restore.pgrestore.describe`) without running anything.  A
 restore that fails leaves the database as it is, saying so: it may hold what could be saved.
 """
@@ -77,6 +77,7 @@ class RestoreOutcome:
     dry_run: bool
     existed: bool
     jobs: int
+    contents: str | None = None  # what the existing database held ("3 relations, ..."), if any
     commands: list[str] = field(default_factory=list)
     checks: list[CheckResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -100,6 +101,7 @@ class RestoreOutcome:
             "server": self.server,
             "dry_run": self.dry_run,
             "existed": self.existed,
+            "contents": self.contents,
             "jobs": self.jobs,
             "passed": self.passed,
             "error": self.error,
@@ -175,6 +177,7 @@ def restore_backup(request: RestoreRequest) -> RestoreOutcome:
             request.dry_run,
             existed,
             jobs,
+            contents=held,
             notes=[note],
         )
         create: tuple[str, ...] = ()

@@ -422,12 +422,12 @@ print(s.makefile("rb").readline().decode(), end="")
 """
 
 
-def _as_nobody(path: Path) -> dict[str, Any]:
+def _as_nobody(path: Path, extra_groups: tuple[int, ...] = ()) -> dict[str, Any]:
     out = subprocess.run(
         ["/usr/bin/python3", "-c", PEER_SCRIPT, str(path)],
         user="nobody",
         group="nogroup",
-        extra_groups=[],
+        extra_groups=list(extra_groups),
         capture_output=True,
         timeout=30,
         check=True,
@@ -524,12 +524,15 @@ def test_a_refused_peer_is_answered_and_closed_at_accept_holding_no_slot() -> No
 
 
 def test_a_supplementary_group_counts() -> None:
+    """The groups the connecting process holds (SO_PEERGROUPS), not the group database."""
     name = f"pgwt{os.getpid() % 100000}"
     subprocess.run(["groupadd", "-U", "nobody", name], check=True)
     try:
         root, h = _peer_harness(f'allowed_groups = ["{name}"]')
         try:
-            assert _as_nobody(h.socket)["ok"] is True  # nobody's primary group is nogroup
+            gid = grp.getgrnam(name).gr_gid
+            assert _as_nobody(h.socket, (gid,))["ok"] is True  # primary group: nogroup
+            assert _as_nobody(h.socket)["ok"] is False  # listed, but not held
         finally:
             h.close()
             shutil.rmtree(root, ignore_errors=True)

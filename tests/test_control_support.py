@@ -45,7 +45,7 @@ from pgwarden.service.jobs import Job
 from pgwarden.service.state import ServiceState
 from pgwarden.storage import backup_name, manifest_name
 
-CANARY = "CANARY-pw-7f3a9c2e"
+CANARY = "CANARYpw7f3a9c2e"  # letters and digits: fits in a bcrypt hash too
 STEPS = 6  # progress reports per fake job
 STEP_S = 0.05
 
@@ -63,7 +63,7 @@ allow_plaintext_passwords = true
 [metrics]
 enabled = false
 basic_auth_user = "prom"
-basic_auth_password_hash = "{CANARY}-hash"
+basic_auth_password_hash = "$2b$04${CANARY}{"x" * (53 - len(CANARY))}"
 
 [monitor]
 enabled = false

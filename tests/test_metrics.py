@@ -2,7 +2,7 @@
 
 Every test builds a fresh :class:`Metrics` registry and reads it with ``get_sample_value`` or
 through a real :class:`MetricsServer` on 127.0.0.1 (port 0).  TLS certificates are made with
-``openssl req -x509``; password hashes with ``openssl passwd`` and Perl's ``crypt`` (libc).
+``openssl req -x509``; password hashes with the ``bcrypt`` package (cost 4: fast tests).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from structlog.testing import capture_logs
 
@@ -28,7 +29,8 @@ from pgwarden.catalog import BackupRecord
 from pgwarden.config import Config
 from pgwarden.errors import ConfigError
 from pgwarden.metrics import Metrics, MetricsServer
-from pgwarden.metrics.http import BasicAuth, is_loopback, sha_crypt, tls_context
+from pgwarden.metrics.auth import BasicAuth
+from pgwarden.metrics.http import is_loopback, tls_context
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention import plan as retention
 from pgwarden.retention.prune import Entry, PruneOutcome
@@ -404,41 +406,9 @@ def test_healthz_follows_the_health_callback_and_unknown_paths_are_404() -> None
         assert server.thread.name == "metrics-http"
 
 
-def openssl_hash(flag: str, password: str) -> str:
-    out = subprocess.run(
-        ["openssl", "passwd", flag, "-stdin"],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return out.stdout.strip()
-
-
-def libc_crypt(password: str, setting: str) -> str:
-    out = subprocess.run(
-        ["perl", "-e", "print crypt($ARGV[0], $ARGV[1])", password, setting],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return out.stdout
-
-
-@pytest.mark.parametrize("password", ["", "s3cret", "pässwörd with spaces", "x" * 100])
-def test_sha_crypt_matches_openssl_and_libc(password: str) -> None:
-    for flag in ("-5", "-6"):
-        if password:  # openssl passwd cannot hash an empty password
-            made = openssl_hash(flag, password)
-            assert sha_crypt(password, made) == made
-    for setting in (
-        "$5$rounds=12345$saltsaltsaltsalt",
-        "$6$rounds=1000$x",
-        "$5$toolongsaltstring0123",
-    ):
-        assert sha_crypt(password, setting) == libc_crypt(password, setting)
+def bcrypt_hash(password: str, prefix: str = "2b") -> str:
+    salt = bcrypt.gensalt(rounds=4, prefix=prefix.encode())
+    return bcrypt.hashpw(password.encode(), salt).decode()
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -447,7 +417,7 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 def test_basic_auth_protects_every_path() -> None:
-    auth = BasicAuth("prometheus", openssl_hash("-5", "scrape-me"))
+    auth = BasicAuth({"prometheus": bcrypt_hash("scrape-me")})
     with serving(Metrics(), auth=auth) as server:
         base = f"http://127.0.0.1:{server.port}"
         for path in ("/metrics", "/healthz"):
@@ -464,10 +434,12 @@ def test_basic_auth_protects_every_path() -> None:
 
 
 def test_basic_auth_refuses_hashes_it_cannot_verify() -> None:
-    for bad in (BCRYPT, "plaintext", "$y$j9T$salt$hash", "$5$"):
-        with pytest.raises(ValueError, match="SHA-crypt"):
-            BasicAuth("u", bad)
-    BasicAuth("u", openssl_hash("-6", "pw"))
+    for bad in ("$6$salt$hash", "plaintext", "$y$j9T$salt$hash", "$2b$"):
+        with pytest.raises(ValueError, match="bcrypt"):
+            BasicAuth({"u": bad})
+    BasicAuth(
+        {"u": BCRYPT, "v": bcrypt_hash("pw", "2a"), "w": bcrypt_hash("pw").replace("$2b$", "$2y$")}
+    )
 
 
 def self_signed(workdir: Path) -> tuple[Path, Path]:
@@ -500,7 +472,7 @@ def self_signed(workdir: Path) -> tuple[Path, Path]:
 
 def test_tls_with_basic_auth(workdir: Path) -> None:
     cert, key = self_signed(workdir)
-    auth = BasicAuth("prometheus", openssl_hash("-6", "pw"))
+    auth = BasicAuth({"prometheus": bcrypt_hash("pw")})
     context = ssl.create_default_context(cafile=str(cert))
     with serving(Metrics(), tls=tls_context(cert, key), auth=auth) as server:
         url = f"https://127.0.0.1:{server.port}/metrics"
@@ -527,7 +499,7 @@ def test_from_config_builds_tls_and_auth_or_names_the_bad_key(workdir: Path) -> 
             "tls_cert_file": str(cert),
             "tls_key_file": str(key),
             "basic_auth_user": "prometheus",
-            "basic_auth_password_hash": openssl_hash("-5", "pw"),
+            "basic_auth_password_hash": bcrypt_hash("pw"),
         },
     )
     server = MetricsServer.from_config(Metrics(), good, lambda: True)
@@ -538,19 +510,14 @@ def test_from_config_builds_tls_and_auth_or_names_the_bad_key(workdir: Path) -> 
         assert get(url, basic("prometheus", "pw"), context=context)[0] == 200
     finally:
         server.stop()
-    bcrypt = config_for(
-        workdir,
-        "shop",
-        metrics={
-            "listen": "127.0.0.1:0",
-            "basic_auth_user": "p",
-            "basic_auth_password_hash": BCRYPT,
-        },
-    )
     with pytest.raises(
-        ConfigError, match=r"metrics\.basic_auth_password_hash: .*openssl passwd -5"
+        ConfigError, match=r"metrics\.basic_auth_password_hash: SHA-crypt .*htpasswd -nBC"
     ):
-        MetricsServer.from_config(Metrics(), bcrypt, lambda: True)
+        config_for(
+            workdir,
+            "shop",
+            metrics={"basic_auth_user": "p", "basic_auth_password_hash": "$6$salt$hash"},
+        )
     missing = config_for(
         workdir,
         "shop",
@@ -571,7 +538,7 @@ def test_exposure_warnings() -> None:
     assert not is_loopback("0.0.0.0")
     assert not is_loopback("")
     assert not is_loopback("192.0.2.10")
-    auth = BasicAuth("p", openssl_hash("-5", "pw"))
+    auth = BasicAuth({"p": bcrypt_hash("pw")})
     cases = [
         ("127.0.0.1", None, None),
         ("0.0.0.0", None, "without basic auth"),

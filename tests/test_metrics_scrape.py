@@ -29,7 +29,8 @@ import psycopg
 from pgwarden.control.client import ControlClient
 from pgwarden.errors import PgwardenError
 from pgwarden.metrics import Metrics, MetricsServer
-from pgwarden.metrics.http import BasicAuth, tls_context
+from pgwarden.metrics.auth import BasicAuth
+from pgwarden.metrics.http import tls_context
 from pgwarden.monitor.thread import MonitorThread
 from pgwarden.service import jobkinds, outcomes
 from pgwarden.service.jobs import Job
@@ -37,7 +38,7 @@ from pgwarden.service.state import ServiceState
 from tests.helpers import daemon_config_text, make_config
 from tests.pgbouncer import PgBouncerFactory
 from tests.pgservers import PgServer, free_port
-from tests.test_metrics import basic, get, openssl_hash, self_signed
+from tests.test_metrics import basic, bcrypt_hash, get, self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "packaging" / "grafana" / "pgwarden.json"
@@ -278,7 +279,7 @@ def test_prometheus_scrapes_pgwarden_run_and_a_tls_endpoint(pg18: PgServer, work
         0,
         lambda: True,
         tls=tls_context(cert, key),
-        auth=BasicAuth("prometheus", openssl_hash("-5", "pw")),
+        auth=BasicAuth({"prometheus": bcrypt_hash("pw")}),
     )
     tls_server.start()
     scrape_configs = [

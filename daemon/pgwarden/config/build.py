@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pgwarden.config import pgdump_args
+from pgwarden.config.basic_auth import auth_user, auth_users, bcrypt_hash
 from pgwarden.config.model import (
     BACKUP_FORMATS,
     COMPRESSIONS,
@@ -126,8 +127,9 @@ def _metrics(r: SubReader) -> MetricsConfig | None:
         listen=r.listen_address("listen", d.listen),
         tls_cert_file=r.opt_path("tls_cert_file"),
         tls_key_file=r.opt_path("tls_key_file"),
-        basic_auth_user=r.opt_str("basic_auth_user"),
-        basic_auth_password_hash=_opt_secret(r.opt_str("basic_auth_password_hash")),
+        basic_auth_user=auth_user(r, "basic_auth_user", r.opt_str("basic_auth_user")),
+        basic_auth_password_hash=bcrypt_hash(r, "basic_auth_password_hash"),
+        basic_auth_users=auth_users(r.section("basic_auth_users")),
     )
     if (out.tls_cert_file is None) != (out.tls_key_file is None):
         r.error("tls_key_file", "tls_cert_file and tls_key_file go together")
@@ -135,6 +137,8 @@ def _metrics(r: SubReader) -> MetricsConfig | None:
         r.error(
             "basic_auth_password_hash", "basic_auth_user and basic_auth_password_hash go together"
         )
+    if out.basic_auth_user is not None and out.basic_auth_users:
+        r.error("basic_auth_users", "use basic_auth_users or basic_auth_user, not both")
     r.finish()
     return out
 

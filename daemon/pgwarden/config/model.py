@@ -15,6 +15,7 @@ in :mod:`pgwarden.config.render`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,8 +114,16 @@ class MetricsConfig:
     listen: str = "127.0.0.1:9188"
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    basic_auth_user: str | None = None
+    basic_auth_user: str | None = None  # one user: the short form of basic_auth_users
     basic_auth_password_hash: Secret | None = None
+    basic_auth_users: Mapping[str, Secret] = field(default_factory=dict)  # user -> bcrypt hash
+
+    def auth_users(self) -> dict[str, Secret]:
+        """Every basic-auth user and its bcrypt hash (empty: no auth)."""
+        users = dict(self.basic_auth_users)
+        if self.basic_auth_user is not None and self.basic_auth_password_hash is not None:
+            users[self.basic_auth_user] = self.basic_auth_password_hash
+        return users
 
     @property
     def host(self) -> str:

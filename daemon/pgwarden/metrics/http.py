@@ -2,21 +2,24 @@
 
 :class:`MetricsServer` serves the registry of a :class:`~pgwarden.metrics.registry.Metrics`
 and ``/healthz`` (200 while the daemon's threads are alive, 503 otherwise), optionally over TLS
-and behind HTTP basic auth.  The password is configured as a SHA-crypt hash (``$5$``/``$6$``,
-as made by ``openssl passwd -5``), verified with the standard library only.
+and behind HTTP basic auth with bcrypt hashes (:mod:`.auth`).  TLS and auth are one
+:class:`ListenerSettings` reference read per connection, so a reload swaps them in place.
+
+Unauthenticated clients are bounded: at most ``max_connections`` connections are served at
+once (the others get a 503 or are closed), and each connection has one overall deadline for
+its TLS handshake, request head (capped at :data:`MAX_HEAD_BYTES`) and answer.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
+import io
 import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -27,125 +30,20 @@ from prometheus_client import make_wsgi_app
 from pgwarden import logsetup
 from pgwarden.config import Config
 from pgwarden.errors import ConfigError
+from pgwarden.metrics.auth import BasicAuth
 from pgwarden.metrics.registry import Metrics
 
 log = logsetup.get_logger("pgwarden.metrics")
 
-REQUEST_TIMEOUT_S = 30.0  # a client that stalls (TLS handshake, request) is dropped after this
+REQUEST_DEADLINE_S = 10.0  # handshake + request head + answer, per connection
+MAX_CONNECTIONS = 16  # served at once; more get a 503 (plain HTTP) or are closed (TLS)
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers; beyond: 431
 WsgiStart = Callable[[str, list[tuple[str, str]]], Any]
-
-
-# -- basic auth with a SHA-crypt password hash -----------------------------------------------
-
-_B64 = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_ROUNDS_DEFAULT, _ROUNDS_MIN, _ROUNDS_MAX = 5000, 1000, 999_999_999
-
-
-def _sha_crypt_order(variant: str) -> list[tuple[int, int, int]]:
-    """The byte triples of the final encoding (Drepper's SHA-crypt specification)."""
-    n, rotations = (10, (0, 2, 1)) if variant == "5" else (21, (0, 1, 2))
-    out = []
-    for i in range(n):
-        triple = (i, i + n, i + 2 * n)
-        first = rotations[i % 3]
-        out.append((triple[first], triple[(first + 1) % 3], triple[(first + 2) % 3]))
-    return out
-
-
-def sha_crypt(password: str, setting: str) -> str:
-    """crypt(3) with a ``$5$`` (SHA-256) or ``$6$`` (SHA-512) setting: the full hash string.
-
-    ``setting`` is ``$5$[rounds=N$]salt[$...]``; anything after the salt is ignored, so a
-    stored hash can be passed to recompute itself.
-    """
-    parts = setting.split("$")
-    if len(parts) < 3 or parts[0] != "" or parts[1] not in ("5", "6"):
-        raise ValueError("not a SHA-crypt hash: expected $5$ or $6$ (openssl passwd -5)")
-    variant, rest = parts[1], parts[2:]
-    rounds, custom = _ROUNDS_DEFAULT, False
-    if rest[0].startswith("rounds="):
-        try:
-            rounds = min(max(int(rest[0][7:]), _ROUNDS_MIN), _ROUNDS_MAX)
-        except ValueError as exc:
-            raise ValueError("SHA-crypt hash with an invalid rounds= field") from exc
-        custom, rest = True, rest[1:]
-    if not rest:
-        raise ValueError("SHA-crypt hash without a salt")
-    salt = rest[0][:16].encode()
-    digest = hashlib.sha256 if variant == "5" else hashlib.sha512
-    size = digest().digest_size
-    key = password.encode()
-    b = digest(key + salt + key).digest()
-    a = digest(key + salt)
-    a.update(b * (len(key) // size) + b[: len(key) % size])
-    n = len(key)
-    while n:
-        a.update(b if n & 1 else key)
-        n >>= 1
-    c = a.digest()
-    dp = digest(key * len(key)).digest()
-    p = (dp * (len(key) // size + 1))[: len(key)]
-    ds = digest(salt * (16 + c[0])).digest()
-    s = (ds * (len(salt) // size + 1))[: len(salt)]
-    for i in range(rounds):
-        h = digest(p if i & 1 else c)
-        if i % 3:
-            h.update(s)
-        if i % 7:
-            h.update(p)
-        h.update(c if i & 1 else p)
-        c = h.digest()
-    out = []
-    for x, y, z in _sha_crypt_order(variant):
-        out.append(_b64_24(c[x], c[y], c[z], 4))
-    out.append(_b64_24(0, c[31], c[30], 3) if variant == "5" else _b64_24(0, 0, c[63], 2))
-    prefix = f"${variant}$" + (f"rounds={rounds}$" if custom else "")
-    return f"{prefix}{salt.decode()}${''.join(out)}"
-
-
-def _b64_24(b2: int, b1: int, b0: int, n: int) -> str:
-    w = (b2 << 16) | (b1 << 8) | b0
-    chars = []
-    for _ in range(n):
-        chars.append(_B64[w & 0x3F])
-        w >>= 6
-    return "".join(chars)
-
-
-class BasicAuth:
-    """HTTP basic auth against one user and a SHA-crypt hash; the last accepted header is
-    remembered so that Prometheus's scrapes do not pay the hash each time."""
-
-    def __init__(self, user: str, password_hash: str) -> None:
-        if not password_hash.startswith(("$5$", "$6$")) or password_hash.count("$") < 3:
-            raise ValueError(
-                "basic_auth_password_hash must be a SHA-crypt hash ($5$ or $6$), "
-                "made with: openssl passwd -5"
-            )
-        sha_crypt("", password_hash)  # a malformed hash fails now, not at the first scrape
-        self.user = user
-        self._hash = password_hash
-        self._accepted: bytes | None = None
-
-    def check(self, header: str | None) -> bool:
-        """True if an ``Authorization`` header carries the right user and password."""
-        if not header or not header.startswith("Basic "):
-            return False
-        raw = header.encode("latin-1", "replace")
-        accepted = self._accepted
-        if accepted is not None and hmac.compare_digest(raw, accepted):
-            return True
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        user, sep, password = decoded.partition(":")
-        user_ok = hmac.compare_digest(user.encode(), self.user.encode())
-        password_ok = hmac.compare_digest(sha_crypt(password, self._hash), self._hash)
-        if user_ok and password_ok and sep:
-            self._accepted = raw
-            return True
-        return False
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
+_TOO_LARGE = (
+    b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 16\r\n"
+    b"Connection: close\r\n\r\nhead too large.\n"
+)
 
 
 # -- the HTTP server ------------------------------------------------------------------------
@@ -169,29 +67,70 @@ def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return context
 
 
+@dataclass(frozen=True)
+class ListenerSettings:
+    """What a reload may change on a running listener: its TLS context and its basic auth."""
+
+    tls: ssl.SSLContext | None = None
+    auth: BasicAuth | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ListenerSettings:
+        """The settings ``[metrics]`` describes; a bad hash or certificate is a ConfigError."""
+        m = config.metrics
+        tls = None
+        auth = None
+        users = m.auth_users()
+        try:
+            if users:
+                auth = BasicAuth({user: h.reveal() for user, h in users.items()})
+        except ValueError as exc:
+            raise ConfigError(config.source, [f"metrics.basic_auth_users: {exc}"]) from exc
+        if m.tls_cert_file is not None and m.tls_key_file is not None:
+            try:
+                tls = tls_context(m.tls_cert_file, m.tls_key_file)
+            except (ssl.SSLError, OSError) as exc:
+                problem = f"cannot load {m.tls_cert_file} and {m.tls_key_file}: {exc}"
+                raise ConfigError(config.source, [f"metrics.tls_cert_file: {problem}"]) from exc
+        return cls(tls, auth)
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
-    ssl_context: ssl.SSLContext | None = None
+    settings = ListenerSettings()
+    deadline_s = REQUEST_DEADLINE_S
+    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # replaced per server
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()
-        sock.settimeout(REQUEST_TIMEOUT_S)
-        if self.ssl_context is not None:  # the handshake runs in the request's own thread
-            sock = self.ssl_context.wrap_socket(
-                sock, server_side=True, do_handshake_on_connect=False
-            )
+        sock.settimeout(self.deadline_s)
+        tls = self.settings.tls
+        if tls is not None:  # the handshake runs in the request's own thread
+            sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
-            try:
-                request.do_handshake()
-            except (ssl.SSLError, OSError) as exc:
-                log.debug(
-                    "metrics TLS handshake failed", client=str(client_address[0]), error=str(exc)
-                )
-                return
-        super().finish_request(request, client_address)
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.debug("metrics connection refused: too many", client=str(client_address[0]))
+            if not isinstance(request, ssl.SSLSocket):
+                try:
+                    request.setblocking(False)
+                    request.send(_BUSY)
+                except OSError:
+                    pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("metrics request failed", client=str(client_address[0]), exc_info=True)
@@ -201,7 +140,54 @@ class _ThreadingWSGIServer6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _Handler(WSGIRequestHandler):
+    """One request per connection, under one deadline from accept to the answer's last byte."""
+
+    server: _ThreadingWSGIServer
+
+    def setup(self) -> None:
+        self.deadline = time.monotonic() + self.server.deadline_s
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()  # bounded by the socket timeout set at accept
+        super().setup()
+
+    def _remaining(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("metrics request deadline passed")
+        return remaining
+
+    def _read_head(self) -> bytes | None:
+        """The request line and headers, or None when they exceed :data:`MAX_HEAD_BYTES`."""
+        head = bytearray()
+        while True:
+            self.connection.settimeout(self._remaining())
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed before the end of the request head")
+            start = max(0, len(head) - 3)
+            head += chunk
+            end = head.find(b"\n\r\n", start)
+            if end < 0:
+                end = head.find(b"\n\n", start)
+            if end >= 0:
+                return bytes(head)
+            if len(head) > MAX_HEAD_BYTES:
+                return None
+
+    def handle(self) -> None:
+        try:
+            head = self._read_head()
+            if head is None:
+                self.connection.sendall(_TOO_LARGE)
+                return
+            self.rfile = io.BytesIO(head)
+            self.connection.settimeout(self._remaining())  # the answer too
+        except (OSError, ssl.SSLError) as exc:  # TimeoutError and ConnectionError are OSErrors
+            log.debug("metrics client dropped", client=self.client_address[0], error=str(exc))
+            return
+        super().handle()
+
     def log_message(self, format: str, *args: Any) -> None:
         return
 
@@ -209,8 +195,9 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """``/metrics`` and ``/healthz`` on one address, in a named thread.
 
-    ``tls`` is a context from :func:`tls_context`; ``auth`` protects every path when given.
-    Listening beyond loopback without auth (or with auth but without TLS) logs a warning.
+    ``tls`` is a context from :func:`tls_context`; ``auth`` protects every path when given;
+    :meth:`apply` replaces both while serving.  Listening beyond loopback without auth (or with
+    auth but without TLS) logs a warning.
     """
 
     def __init__(
@@ -222,51 +209,50 @@ class MetricsServer:
         *,
         tls: ssl.SSLContext | None = None,
         auth: BasicAuth | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._healthy = healthy
-        self._auth = auth
-        self.tls = tls is not None
         server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(
-            host, port, self._app, server_class=server_class, handler_class=_QuietHandler
+            host, port, self._app, server_class=server_class, handler_class=_Handler
         )
-        self._server.ssl_context = tls
+        self._server.slots = threading.BoundedSemaphore(max_connections)
+        self._server.deadline_s = deadline_s
         self.host = host
         self.thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )
-        self._warn_exposure()
+        self.apply(ListenerSettings(tls, auth))
 
     @classmethod
     def from_config(
         cls, metrics: Metrics, config: Config, healthy: Callable[[], bool]
     ) -> MetricsServer:
         """The server ``[metrics]`` describes; a bad hash or certificate is a ConfigError."""
+        settings = ListenerSettings.from_config(config)
         m = config.metrics
-        tls = None
-        auth = None
-        try:
-            if m.basic_auth_user is not None and m.basic_auth_password_hash is not None:
-                auth = BasicAuth(m.basic_auth_user, m.basic_auth_password_hash.reveal())
-        except ValueError as exc:
-            raise ConfigError(config.source, [f"metrics.basic_auth_password_hash: {exc}"]) from exc
-        if m.tls_cert_file is not None and m.tls_key_file is not None:
-            try:
-                tls = tls_context(m.tls_cert_file, m.tls_key_file)
-            except (ssl.SSLError, OSError) as exc:
-                problem = f"cannot load {m.tls_cert_file} and {m.tls_key_file}: {exc}"
-                raise ConfigError(config.source, [f"metrics.tls_cert_file: {problem}"]) from exc
-        return cls(metrics, m.host, m.port, healthy, tls=tls, auth=auth)
+        return cls(metrics, m.host, m.port, healthy, tls=settings.tls, auth=settings.auth)
+
+    @property
+    def tls(self) -> bool:
+        return self._server.settings.tls is not None
+
+    def apply(self, settings: ListenerSettings) -> None:
+        """Serve new connections with ``settings`` (TLS and auth); running ones finish as
+        they began."""
+        self._server.settings = settings
+        self._warn_exposure()
 
     def _warn_exposure(self) -> None:
         if is_loopback(self.host):
             return
         listen = f"{self.host or '*'}:{self.port}"
-        if self._auth is None:
+        if self._server.settings.auth is None:
             log.warning(
                 "metrics listen beyond loopback without basic auth: anyone who can reach the "
-                "address can read them (set basic_auth_user and basic_auth_password_hash)",
+                "address can read them (set basic_auth_users)",
                 listen=listen,
             )
         elif not self.tls:
@@ -281,7 +267,8 @@ class MetricsServer:
 
     def _app(self, environ: dict[str, Any], start_response: WsgiStart) -> Iterable[bytes]:
         text = ("Content-Type", "text/plain; charset=utf-8")
-        if self._auth is not None and not self._auth.check(environ.get("HTTP_AUTHORIZATION")):
+        auth = self._server.settings.auth
+        if auth is not None and not auth.check(environ.get("HTTP_AUTHORIZATION")):
             challenge = ("WWW-Authenticate", 'Basic realm="pgwarden", charset="UTF-8"')
             start_response("401 Unauthorized", [text, challenge])
             return [b"unauthorized\n"]

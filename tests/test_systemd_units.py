@@ -22,8 +22,8 @@ SERVICE = UNITS / "pgwarden.service"
 SYSUSERS = UNITS / "pgwarden.sysusers"
 TMPFILES = UNITS / "pgwarden.tmpfiles"
 
-# systemd-analyze security's threshold is the exposure score x10: 25 means "at most 2.5".
-EXPOSURE_THRESHOLD = 25
+# systemd-analyze security's threshold is the exposure score x10: 20 means "at most 2.0".
+EXPOSURE_THRESHOLD = 20
 
 
 def _tool(name: str) -> str:
@@ -117,9 +117,27 @@ def test_unit_matches_the_daemon_contract(service: dict[str, list[str]]) -> None
     assert daemon.socket.parent == Path("/run") / service["RuntimeDirectory"][0]
     assert daemon.state_dir == Path("/var/lib") / service["StateDirectory"][0]
     assert str(StorageConfig().path) in service["ReadWritePaths"][0].split()
+    # an unmounted backup disk must not let backups fill the root filesystem
+    unit = parse_unit(SERVICE.read_text())["Unit"]
+    assert str(StorageConfig().path) in unit["RequiresMountsFor"][0].split()
+    # Type=notify-reload needs systemd 253 (Debian 12 has 252): notify + ExecReload=SIGHUP
     # stopping: only the daemon gets SIGTERM (it stops its own jobs), with time to do it
     assert service["KillMode"] == ["mixed"]
     assert int(service["TimeoutStopSec"][0]) >= daemon.shutdown_timeout + 15
+
+
+def test_unit_resource_ceilings(service: dict[str, list[str]]) -> None:
+    """Memory and task limits cover the daemon and its tools (one cgroup)."""
+    sizes = {"K": 2**10, "M": 2**20, "G": 2**30}
+
+    def size(value: str) -> int:
+        return int(value[:-1]) * sizes[value[-1]] if value[-1] in sizes else int(value)
+
+    high, top = size(service["MemoryHigh"][0]), size(service["MemoryMax"][0])
+    assert 512 * 2**20 <= high < top
+    tasks = int(service["TasksMax"][0])
+    # pg_dump -j forks a process per job; every job and control connection is a thread
+    assert DaemonConfig().max_parallel_jobs * 16 <= tasks <= 4096
 
 
 def test_unit_sandboxing(service: dict[str, list[str]]) -> None:

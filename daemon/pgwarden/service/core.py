@@ -36,6 +36,10 @@ log = logsetup.get_logger("pgwarden.daemon")
 #: called after a reload swapped the config in (main loop only): the old and the new config;
 #: it returns notes for the reload's answer (what it started or stopped)
 Adopt = Callable[[Config, Config], tuple[str, ...]]
+#: called before a reload swaps the config in (main loop only): the old and the new config;
+#: it prepares what the new config needs (a TLS context, say) and raises PgwardenError to
+#: reject the reload, the old config then staying in force
+Prepare = Callable[[Config, Config], None]
 
 
 class Service:
@@ -116,24 +120,28 @@ class Service:
         return f"{len(self.state.config.targets)} targets, {jobs}{paused}"
 
     # -- reload ----------------------------------------------------------------------------
-    def serve_reloads(self, adopt: Adopt | None = None) -> ReloadResult:
+    def serve_reloads(
+        self, adopt: Adopt | None = None, prepare: Prepare | None = None
+    ) -> ReloadResult:
         """Reload once for every request filed so far, and answer them (main loop only)."""
         requests = self.reloads.take()
-        result = self.reload(adopt)
+        result = self.reload(adopt, prepare)
         self.reloads.answer(requests, result)
         return result
 
-    def reload(self, adopt: Adopt | None = None) -> ReloadResult:
+    def reload(self, adopt: Adopt | None = None, prepare: Prepare | None = None) -> ReloadResult:
         """Build the new config aside; swap it in only if valid (main loop only).
 
         A file that does not parse, fails validation or changes a setting in
         :data:`~pgwarden.service.state.RESTART_ONLY` is rejected: logged, counted, answered
-        with every problem, and the old config stays in force.
+        with every problem, and the old config stays in force.  So is one ``prepare`` refuses.
         """
         old = self.state.config
         try:
             new = config_mod.load(self.config_path)
             check_reloadable(old, new)
+            if prepare is not None:
+                prepare(old, new)
         except PgwardenError as exc:
             self.state.metrics.config_reloads.labels("failure").inc()
             self.state.metrics.config_last_reload_ok.set(0)

@@ -6,8 +6,10 @@ control socket), then ``READY=1``.
 
 Main loop: fire due schedules into the job pool, ping the watchdog only while every thread is
 alive, apply a requested reload (``SIGHUP`` or ``ctl reload``; ``[monitor] enabled`` changed
-by a reload starts or stops the monitor thread).  Signal handlers only set flags and wake the
-loop.  A dead infrastructure thread is fatal: exit 1 and let systemd restart us.
+by a reload starts or stops the monitor thread; the metrics TLS certificate and basic-auth
+users are reloaded in place, a file that cannot be loaded rejecting the reload).  Signal
+handlers only set flags and wake the loop.  A dead infrastructure thread is fatal: exit 1 and
+let systemd restart us.
 ``SIGTERM``/``SIGINT``: ``STOPPING=1``, no new jobs, running ones get ``shutdown_timeout`` then
 are aborted; exit 0.
 
@@ -28,7 +30,7 @@ from pgwarden import logsetup
 from pgwarden.config import Config
 from pgwarden.control.server import ControlServer
 from pgwarden.errors import ConfigError, PgwardenError
-from pgwarden.metrics import Metrics, MetricsServer
+from pgwarden.metrics import ListenerSettings, Metrics, MetricsServer
 from pgwarden.monitor.thread import MonitorThread
 from pgwarden.service import jobkinds, recovery
 from pgwarden.service.api import ServiceApi
@@ -71,6 +73,7 @@ class Daemon:
         self.fatal: str | None = None
         self._threads: dict[str, threading.Thread] = {}
         self._metrics_server: MetricsServer | None = None
+        self._next_listener: ListenerSettings | None = None  # built by a reload's _prepare
         self._control: ControlServer | None = None
         self._monitor: MonitorThread | None = None
         self.started = threading.Event()
@@ -239,15 +242,29 @@ class Daemon:
         True when the new config was applied."""
         assert self.service is not None
         self.notifier.reloading()
-        result = self.service.serve_reloads(self._adopt)
+        result = self.service.serve_reloads(self._adopt, self._prepare)
         self.notifier.ready(self._status_line())
         return result.applied
 
-    def _adopt(self, _old: Config, new: Config) -> tuple[str, ...]:
+    def _prepare(self, _old: Config, new: Config) -> None:
+        """Load the new metrics TLS certificate and basic-auth users before the swap: a file
+        that cannot be loaded rejects the reload, and the listener keeps its settings."""
+        self._next_listener = None
+        if self._metrics_server is not None:
+            self._next_listener = ListenerSettings.from_config(new)
+
+    def _adopt(self, old: Config, new: Config) -> tuple[str, ...]:
         logsetup.configure(new.daemon.log_level, new.daemon.log_format)
         notes = self._sync_monitor(new)
         for note in notes:
             log.info(note, reason="[monitor] enabled changed by a reload")
+        if self._metrics_server is not None and self._next_listener is not None:
+            # always applied: a reload re-reads a renewed certificate under the same path
+            self._metrics_server.apply(self._next_listener)
+            self._next_listener = None
+            if _listener_keys(old) != _listener_keys(new):
+                log.info("metrics listener: new TLS and basic-auth settings in force")
+                notes += ("metrics TLS and basic auth updated",)
         return notes
 
     # -- shutdown --------------------------------------------------------------------------
@@ -268,3 +285,9 @@ class Daemon:
         if self._state is not None:
             self._state.close()
         self.notifier.close()
+
+
+def _listener_keys(config: Config) -> tuple[object, ...]:
+    m = config.metrics
+    users = {user: h.reveal() for user, h in m.auth_users().items()}
+    return (m.tls_cert_file, m.tls_key_file, users)

@@ -17,6 +17,7 @@ import bcrypt
 
 from pgwarden.metrics import Metrics
 from pgwarden.metrics.auth import BasicAuth
+from pgwarden.redaction import redact_fields
 from tests.test_config import run_cli
 from tests.test_metrics import basic, bcrypt_hash, get, serving
 
@@ -176,3 +177,9 @@ def test_config_check_refuses_sha_crypt_with_the_way_to_a_bcrypt_hash(tmp_path: 
     assert shown.returncode == 0, shown.stderr
     assert good not in shown.stdout
     assert "[metrics.basic_auth_users]" in shown.stdout
+
+
+def test_basic_auth_users_are_a_secret_key_in_logs() -> None:
+    hashed = bcrypt_hash("pw")
+    event = redact_fields({"event": "x", "basic_auth_users": {"prom": hashed}})
+    assert hashed not in repr(event)

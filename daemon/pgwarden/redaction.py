@@ -40,6 +40,7 @@ SECRET_KEYS = frozenset(
         "token",
         "pgpassword",
         "basic_auth_password_hash",
+        "basic_auth_users",
         "dsn_password",
     }
 )

@@ -8,7 +8,9 @@ client dropped within the deadline, and ``pgwarden config check`` refusing a SHA
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
+import ssl
 import statistics
 import time
 from pathlib import Path
@@ -17,9 +19,10 @@ import bcrypt
 
 from pgwarden.metrics import Metrics
 from pgwarden.metrics.auth import BasicAuth
+from pgwarden.metrics.http import tls_context
 from pgwarden.redaction import redact_fields
 from tests.test_config import run_cli
-from tests.test_metrics import basic, bcrypt_hash, get, serving
+from tests.test_metrics import basic, bcrypt_hash, get, self_signed, serving
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10) -> tuple[bytes, float]:
@@ -183,3 +186,42 @@ def test_basic_auth_users_are_a_secret_key_in_logs() -> None:
     hashed = bcrypt_hash("pw")
     event = redact_fields({"event": "x", "basic_auth_users": {"prom": hashed}})
     assert hashed not in repr(event)
+
+
+def client_hello() -> bytes:
+    """The first bytes a TLS client sends (made in memory, nothing connected)."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the server's answer
+        client.do_handshake()
+    return outgoing.read()
+
+
+def test_a_tls_handshake_trickled_byte_by_byte_is_dropped_at_the_deadline(
+    workdir: Path,
+) -> None:
+    cert, key = self_signed(workdir)
+    hello = client_hello()
+    assert len(hello) > 50
+    with serving(Metrics(), tls=tls_context(cert, key), deadline_s=1.0) as server:
+        started = time.monotonic()
+        closed = False
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            for byte in hello:
+                try:
+                    sock.send(bytes([byte]))
+                    sock.settimeout(0.2)
+                    if sock.recv(100) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    closed = True
+                    break
+        took = time.monotonic() - started
+        assert closed
+        assert 0.9 < took < 2.5, took
+        trusting = ssl.create_default_context(cafile=str(cert))
+        assert get(f"https://127.0.0.1:{server.port}/healthz", context=trusting)[0] == 200

@@ -148,7 +148,9 @@ class _Handler(WSGIRequestHandler):
     def setup(self) -> None:
         self.deadline = time.monotonic() + self.server.deadline_s
         if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()  # bounded by the socket timeout set at accept
+            # CPython bounds the whole handshake by the timeout, not each read
+            self.request.settimeout(self._remaining())
+            self.request.do_handshake()
         super().setup()
 
     def _remaining(self) -> float:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from pgwarden.catalog import BackupRecord
+from pgwarden.config.kinds import JobKind
 from pgwarden.errors import BusyError, UsageError
+from pgwarden.metrics import Metrics
 from pgwarden.retention import plan as retention
-from pgwarden.retention.prune import prune_target
+from pgwarden.retention.prune import PruneOutcome, prune_target
 from pgwarden.retention.reconcile import find_problems, set_pin
+from pgwarden.service import jobkinds, outcomes
+from pgwarden.service.jobs import Job, JobRunner, JobState
+from pgwarden.service.state import ServiceState
 from pgwarden.storage import manifest_name
 from pgwarden.storage.locks import BackupLocks
 from tests.test_retention_support import StoreFactory, days, immutable, new_store, source_db
@@ -312,3 +318,74 @@ def test_a_pin_never_reports_success_on_a_backup_being_deleted(new_store: StoreF
     assert outcome.deleted == 1
     with pytest.raises(UsageError, match="deleted"):
         set_pin(store.env.catalog, store.storage, old.id, True, locks=store.locks(), target="app")
+
+
+def test_a_prune_that_cannot_delete_fails_its_job_and_is_counted(new_store: StoreFactory) -> None:
+    """Issue 16, item 7: retention that silently stops.  A deletion refused by the file system
+    fails the daemon's prune job (its outcome kept), counts a failure and sets the gauge to 0;
+    the next prune that deletes everything sets it back to 1."""
+    store = new_store(keep_days=2, min_keep=1)
+    _fresh, stuck = (store.backup(days(age)) for age in (0.5, 20))
+    state = ServiceState.open(store.config, Metrics())
+    runner = JobRunner(
+        jobkinds.job_functions(state), 1, lambda job: outcomes.record_job(state, job)
+    )
+    runner.start()
+
+    def prune() -> Job:
+        job = runner.submit(Job(JobKind.PRUNE, "app", store.config))
+        version = 0
+        while not job.finished:
+            version = job.wait_change(version, timeout=5.0)
+        return job
+
+    def sample(name: str, **labels: str) -> float | None:
+        return state.metrics.registry.get_sample_value(name, {"target": "app", **labels})
+
+    try:
+        with immutable(store.artifact(stuck)):
+            failed = prune()
+        assert failed.state == JobState.FAILED
+        assert failed.error_code == "prune_failed"
+        assert failed.error is not None and stuck.id[:8] in failed.error
+        assert isinstance(failed.result, PruneOutcome) and not failed.result.ok
+        assert sample("pgwarden_prune_runs_total", result="failure") == 1
+        assert sample("pgwarden_prune_last_run_success") == 0
+
+        later = prune()
+        assert later.state == JobState.SUCCEEDED
+        assert sample("pgwarden_prune_runs_total", result="success") == 1
+        assert sample("pgwarden_prune_last_run_success") == 1
+        assert sample("pgwarden_retention_deleted_total") == 1
+    finally:
+        runner.shutdown(5.0)
+        state.close()
+
+
+def test_a_symlinked_target_directory_is_pruned_and_swept(
+    new_store: StoreFactory, tmp_path: Path
+) -> None:
+    """Issue 16, item 7: a target directory that is a symlink (one project's backups on
+    another disk) is written through, so it is also listed, pruned, swept and measured."""
+    store = new_store(keep_days=2, min_keep=1)
+    fresh = store.backup(days(0.5))
+    directory = store.directory()
+    elsewhere = tmp_path / "other-disk" / "app"
+    elsewhere.parent.mkdir(mode=0o700)
+    directory.rename(elsewhere)
+    directory.symlink_to(elsewhere, target_is_directory=True)
+    old = store.backup(days(20))
+    assert store.artifact(old).resolve().parent == elsewhere
+
+    assert {p.name for p in store.storage.list_manifests()} == {
+        store.manifest(fresh).name,
+        store.manifest(old).name,
+    }
+    assert store.storage.stored_bytes("app") >= store.artifact(old).stat().st_size
+    leftover = elsewhere / "20260101T000000Z-deadbeef.dump.zst.partial"
+    leftover.write_bytes(b"interrupted")
+    assert store.storage.cleanup_partials() == [directory / leftover.name]
+    assert not leftover.exists()
+
+    store.cli_json("prune")
+    assert store.files() == backup_files([fresh])

@@ -90,6 +90,14 @@ class Metrics:
         t, tr = ("target",), ("target", "result")
         # -- retention -----------------------------------------------------------------
         self.retention_deleted = counter("retention_deleted", "Backups deleted by retention", t)
+        self.prune_runs = counter(
+            "prune_runs", "Prunes by result (success, failure, cancelled); dry runs excluded", tr
+        )
+        self.prune_last_ok = gauge(
+            "prune_last_run_success",
+            "1 if the newest prune deleted all it planned to, 0 if a deletion failed",
+            t,
+        )
         # -- verification --------------------------------------------------------------
         self.verify_last_success = gauge(
             "verify_last_success_timestamp_seconds",
@@ -125,6 +133,7 @@ class Metrics:
         for result in RUN_RESULTS:
             self.backup_runs.labels(target, result)
             self.verify_runs.labels(target, result)
+            self.prune_runs.labels(target, result)
         self.retention_deleted.labels(target)
 
     def forget_target(self, target: str) -> None:
@@ -143,11 +152,13 @@ class Metrics:
             self.verify_last_ok,
             self.verify_last_duration,
             self.retention_deleted,
+            self.prune_last_ok,
         ):
             _remove(metric, target)
         for result in RUN_RESULTS:
             _remove(self.backup_runs, target, result)
             _remove(self.verify_runs, target, result)
+            _remove(self.prune_runs, target, result)
         for state in BACKUP_STATES:
             _remove(self.backups, target, state)
 

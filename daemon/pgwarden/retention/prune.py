@@ -33,7 +33,7 @@ from typing import Any
 
 from pgwarden.catalog import LIVE_STATUSES, BackupRecord, BackupStatus, Catalog
 from pgwarden.config import TargetConfig
-from pgwarden.errors import BackupError, CatalogError, NotFoundError
+from pgwarden.errors import BackupError, CatalogError, NotFoundError, PgwardenError
 from pgwarden.logsetup import get_logger
 from pgwarden.retention import plan as retention
 from pgwarden.retention.reconcile import REBUILD_HINT, artifact_name, scan
@@ -146,6 +146,20 @@ class PruneOutcome:
             "warnings": list(self.warnings),
             "ok": self.ok,
         }
+
+
+class PruneFailed(PgwardenError):
+    """A prune could not delete everything its plan named; ``outcome`` says what happened to
+    each backup.  A daemon job ends as failed with it, so that retention that silently stops
+    (a file it cannot delete, a directory it cannot write) is counted and alerted on."""
+
+    code = "prune_failed"
+
+    def __init__(self, outcome: PruneOutcome) -> None:
+        self.outcome = outcome
+        first = outcome.errors[0] if outcome.errors else "unknown error"
+        more = f" (and {len(outcome.errors) - 1} more)" if len(outcome.errors) > 1 else ""
+        super().__init__(f"prune of {outcome.target} failed: {first}{more}")
 
 
 def prune_target(

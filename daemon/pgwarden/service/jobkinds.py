@@ -23,7 +23,7 @@ from pgwarden.config.kinds import JobKind
 from pgwarden.pg.binaries import Tool
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
-from pgwarden.retention.prune import PruneOutcome, prune_target
+from pgwarden.retention.prune import PruneFailed, PruneOutcome, prune_target
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
 from pgwarden.service.state import ServiceState
 from pgwarden.storage.locks import BackupLocks
@@ -95,7 +95,11 @@ def prune_job(job: Job, state: ServiceState) -> PruneOutcome:
     target = job.config.target(job.target)
     dry_run = bool(job.args.get("dry_run", False))
     locks = BackupLocks(job.config.daemon.state_dir)
-    return prune_target(target, state.catalog, state.storage, dry_run=dry_run, locks=locks)
+    outcome = prune_target(target, state.catalog, state.storage, dry_run=dry_run, locks=locks)
+    if not outcome.ok:
+        job.result = outcome  # what happened to each backup stays visible (ctl, metrics)
+        raise PruneFailed(outcome)
+    return outcome
 
 
 def job_functions(state: ServiceState) -> dict[JobKind, JobFunction]:

@@ -64,14 +64,23 @@ def record_job(state: ServiceState, job: Job) -> None:
     elif job.kind == JobKind.VERIFY:
         drill = outcome if isinstance(outcome, VerifyOutcome) else None
         _record_verify(m, job, drill, result, finished)
-    elif job.kind == JobKind.PRUNE and isinstance(outcome, PruneOutcome) and result == "success":
-        _record_prune(m, job.target, outcome)
+    elif job.kind == JobKind.PRUNE:
+        _record_prune(m, job, outcome if isinstance(outcome, PruneOutcome) else None, result)
     refresh_target(state, job.target)
 
 
-def _record_prune(m: Metrics, target: str, prune: PruneOutcome) -> None:
-    if prune.deleted > 0 and not prune.dry_run:
+def _record_prune(m: Metrics, job: Job, prune: PruneOutcome | None, result: str) -> None:
+    """A prune that could not delete what its plan named failed (the job raised
+    :class:`~pgwarden.retention.prune.PruneFailed`, its outcome attached); a dry run changes
+    nothing and counts nothing."""
+    if prune.dry_run if prune is not None else bool(job.args.get("dry_run")):
+        return
+    target = job.target
+    if prune is not None and prune.deleted > 0:
         m.retention_deleted.labels(target).inc(prune.deleted)
+    m.prune_runs.labels(target, result).inc()
+    if result != "cancelled":
+        m.prune_last_ok.labels(target).set(1 if result == "success" else 0)
 
 
 def _catalog_finish(state: ServiceState, target: str, backup: BackupOutcome) -> float | None:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pgwarden.config.names import STORAGE_NAME_MAX, target_name_problem
 from pgwarden.errors import BackupError
 from pgwarden.storage.base import (
     MANIFEST_SUFFIX,
@@ -270,7 +271,9 @@ class LocalStorage(Storage):
         return sorted(
             Path(entry.path)
             for entry in os.scandir(self.root)
-            if entry.is_dir(follow_symlinks=False) and not entry.name.endswith(PARTIAL_SUFFIX)
+            # a target directory may be a symlink (one project's backups on another disk):
+            # followed here as it is when writing, so prunes and sweeps see what was written
+            if entry.is_dir() and not entry.name.endswith(PARTIAL_SUFFIX)
         )
 
     def list_manifests(self, target: str | None = None) -> list[Path]:
@@ -312,9 +315,16 @@ class LocalStorage(Storage):
     def delete(self, path: Path) -> None:
         path = Path(path).absolute()
         root = self.root.resolve()
-        parent = path.parent.resolve()
-        if parent.parent != root or path.name in {"", ".", ".."}:
+        # <root>/<target>/<name>: the target directory may be a symlink (followed as when
+        # writing), but it must be a target's directory right under the root
+        directory = path.parent
+        if (
+            directory.parent.resolve() != root
+            or target_name_problem(directory.name, STORAGE_NAME_MAX) is not None
+            or path.name in {"", ".", ".."}
+        ):
             raise BackupError(f"refusing to delete {path}: not a backup in storage {self.root}")
+        parent = directory.resolve()
         target_path = parent / path.name
         try:
             if target_path.is_dir() and not target_path.is_symlink():
@@ -339,7 +349,8 @@ class LocalStorage(Storage):
         return info.f_bavail * info.f_frsize
 
     def stored_bytes(self, target: str) -> int:
-        return _tree_bytes(self.root / check_target_name(target))
+        directory = self.root / check_target_name(target)
+        return _tree_bytes(directory.resolve() if directory.is_symlink() else directory)
 
     def artifact_bytes(self, path: Path) -> int:
         return _tree_bytes(path)

@@ -140,6 +140,22 @@ class _ThreadingWSGIServer6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
+class _DeadlineWriter(io.BufferedIOBase):
+    """The answer's writes, each given the time left of the connection's deadline."""
+
+    def __init__(self, sock: socket.socket, remaining: Callable[[], float]) -> None:
+        self._sock = sock
+        self._remaining = remaining
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._sock.settimeout(self._remaining())
+        self._sock.sendall(data)
+        return len(memoryview(data))
+
+
 class _Handler(WSGIRequestHandler):
     """One request per connection, under one deadline from accept to the answer's last byte."""
 
@@ -184,7 +200,7 @@ class _Handler(WSGIRequestHandler):
                 self.connection.sendall(_TOO_LARGE)
                 return
             self.rfile = io.BytesIO(head)
-            self.connection.settimeout(self._remaining())  # the answer too
+            self.wfile = _DeadlineWriter(self.connection, self._remaining)
         except (OSError, ssl.SSLError) as exc:  # TimeoutError and ConnectionError are OSErrors
             log.debug("metrics client dropped", client=self.client_address[0], error=str(exc))
             return

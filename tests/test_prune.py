@@ -271,7 +271,10 @@ def test_prune_every_target_and_usage_errors(new_store: StoreFactory) -> None:
 def test_a_broken_lock_directory_deletes_nothing_and_says_why(new_store: StoreFactory) -> None:
     store = new_store(keep_days=2, min_keep=1)
     kept = [store.backup(days(age)) for age in (0.5, 5, 6)]
-    (store.config.daemon.state_dir / "locks").write_text("not a directory")
+    locks_dir = store.config.daemon.state_dir / "locks"
+    if locks_dir.is_dir():
+        locks_dir.rmdir()  # backups leave it empty: their run locks go with them
+    locks_dir.write_text("not a directory")
     outcome = prune_target(store.target(), store.env.catalog, store.storage, locks=store.locks())
     assert outcome.deleted == 0
     assert not outcome.ok

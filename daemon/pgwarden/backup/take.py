@@ -52,6 +52,7 @@ from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.server import server_major, server_version
 from pgwarden.redaction import redact
 from pgwarden.storage.base import WriteResult, backup_name, manifest_name
+from pgwarden.storage.locks import BackupLocks
 
 __all__ = ["NOT_RETRIED", "BackupOutcome", "BackupRequest", "Progress", "take_backup"]
 
@@ -214,6 +215,13 @@ class _Written(NamedTuple):
 
 
 def _dump(b: _Backup, conn: psycopg.Connection[Any]) -> BackupOutcome:
+    """Hold the run's lock while it owns a catalog row ``running`` and a ``NAME.partial``:
+    a later run reaps them only once this one is dead (:mod:`pgwarden.backup.reap`)."""
+    with BackupLocks(b.request.config.daemon.state_dir).run(b.name):
+        return _locked_dump(b, conn)
+
+
+def _locked_dump(b: _Backup, conn: psycopg.Connection[Any]) -> BackupOutcome:
     """Record the attempt, produce the artifact and its manifest, record how it ended."""
     request, plan = b.request, b.plan
     request.catalog.record_backup_start(

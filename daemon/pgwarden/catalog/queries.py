@@ -178,19 +178,17 @@ class Catalog:
             return BackupRecord.of(row)
 
     def mark_running_interrupted(
-        self, error: str = INTERRUPTED_MESSAGE, at: datetime | None = None
+        self, error: str = INTERRUPTED_MESSAGE, at: datetime | None = None, *, backups: bool = True
     ) -> int:
-        """Mark every ``running`` backup (and drill) as interrupted; return how many backups.
-
-        Called at start-up, after the storage removed the partial files of dead jobs.
+        """Mark every ``running`` drill (and backup, unless ``backups`` is false: the run locks
+        say which are dead, :mod:`pgwarden.backup.reap`) as interrupted; return how many backups.
         """
         at = at or _now()
         _check_aware(at, "at")
         with self._session(write=True) as session:
-            backups = session.scalars(
-                select(Backup).where(Backup.status == BackupStatus.RUNNING)
-            ).all()
-            for row in backups:
+            running = select(Backup).where(Backup.status == BackupStatus.RUNNING)
+            backups_rows = session.scalars(running).all() if backups else []
+            for row in backups_rows:
                 row.status, row.finished_at = BackupStatus.INTERRUPTED, at
                 row.error = row.error or error
             drills = session.scalars(
@@ -199,7 +197,7 @@ class Catalog:
             for drill in drills:
                 drill.status, drill.finished_at = DrillStatus.INTERRUPTED, at
                 drill.error = drill.error or error
-            return len(backups)
+            return len(backups_rows)
 
     def list_backups(
         self,

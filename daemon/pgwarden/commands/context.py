@@ -1,4 +1,8 @@
-"""What one-shot commands share: the config, logging to stderr, the catalog and the storage."""
+"""What one-shot commands share: the config, logging to stderr, the catalog and the storage.
+
+Opening them reaps what dead runs left behind (:mod:`pgwarden.backup.reap`), so a one-shot
+backup killed from the shell leaves no ``running`` row nor ``.partial`` past the next command.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,13 @@ from dataclasses import dataclass
 
 from pgwarden import config as config_mod
 from pgwarden import logsetup
+from pgwarden.backup.reap import log_reaped, reap_dead_runs
 from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.config import Config
+from pgwarden.errors import describe
 from pgwarden.storage import Storage, open_storage
+
+log = logsetup.get_logger("pgwarden.state")
 
 
 @dataclass
@@ -35,9 +43,19 @@ def command_env(args: argparse.Namespace) -> Iterator[CommandEnv]:
     config.daemon.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     catalog = open_catalog(config.daemon.effective_catalog_url)
     try:
-        yield CommandEnv(config, catalog, open_storage(config.storage))
+        storage = open_storage(config.storage)
+        reap(config, catalog, storage)
+        yield CommandEnv(config, catalog, storage)
     finally:
         catalog.close()
+
+
+def reap(config: Config, catalog: Catalog, storage: Storage) -> None:
+    """Reap what dead runs left (their partials, their ``running`` rows); never fatal."""
+    try:
+        log_reaped(reap_dead_runs(config, catalog, storage))
+    except Exception as exc:  # noqa: BLE001 - the command itself may still work
+        log.warning("cannot reap what dead runs left", error=describe(exc))
 
 
 def human_bytes(value: int | None) -> str:

@@ -1,7 +1,7 @@
 """Start-up recovery: what a crash or a stop left behind is cleaned before the daemon is ready.
 
-Leftover ``.partial`` files are removed, runs the catalog still calls running are marked
-interrupted, the history gauges are restored from the catalog (:mod:`.outcomes`), and, in a
+``.partial`` files and ``running`` backups of dead runs are reaped (:mod:`pgwarden.backup.reap`:
+a live one-shot run's are left alone), drills still called running are marked interrupted, the history gauges are restored from the catalog (:mod:`.outcomes`), and, in a
 background thread so that a server down at start-up never delays ``READY=1``, every target's
 server is checked: scratch databases of a crashed drill are dropped and a usable ``pg_dump``
 is looked for.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from pgwarden import logsetup
+from pgwarden.backup.reap import log_reaped, reap_dead_runs
 from pgwarden.config import TargetConfig
 from pgwarden.errors import IncompatibleToolError, describe
 from pgwarden.pg.binaries import find_tool
@@ -26,12 +27,9 @@ log = logsetup.get_logger("pgwarden.state")
 
 def recover(state: ServiceState) -> None:
     """Clean up after the previous run; start the server checks in the background."""
-    removed = state.storage.cleanup_partials()
-    for path in removed:
-        log.warning("removed a partial file left by an interrupted run", path=str(path))
-    interrupted = state.catalog.mark_running_interrupted()
-    if interrupted:
-        log.warning("runs interrupted by the previous stop", count=interrupted)
+    # only dead runs' partials and rows: a one-shot backup or restore may be running
+    log_reaped(reap_dead_runs(state.config, state.catalog, state.storage))
+    state.catalog.mark_running_interrupted(backups=False)  # drills of the previous daemon
     outcomes.restore_gauges(state)
     # server checks may wait on a connect timeout: they must not delay READY=1
     threading.Thread(

@@ -208,6 +208,14 @@ class Storage(ABC):
     def cleanup_partials(self) -> list[Path]:
         """Remove every leftover ``*.partial`` (files and directories); return what was removed."""
 
+    @abstractmethod
+    def list_partials(self) -> list[Path]:
+        """Every ``*.partial`` in the targets' directories (live ones included)."""
+
+    @abstractmethod
+    def remove_partial(self, path: Path) -> None:
+        """Remove one ``*.partial`` that :meth:`list_partials` returned (gone already: fine)."""
+
     @contextmanager
     def writing(self, target: str, name: str, *, directory: bool = False) -> Iterator[Partial]:
         """``open_partial`` as a context manager that discards the partial if the block raises

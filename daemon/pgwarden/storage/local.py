@@ -355,6 +355,23 @@ class LocalStorage(Storage):
     def artifact_bytes(self, path: Path) -> int:
         return _tree_bytes(path)
 
+    def list_partials(self) -> list[Path]:
+        return sorted(
+            Path(entry.path)
+            for directory in self._target_dirs(None)
+            for entry in os.scandir(directory)
+            if entry.name.endswith(PARTIAL_SUFFIX)
+        )
+
+    def remove_partial(self, path: Path) -> None:
+        try:
+            _remove(path)
+            fsync_dir(path.parent)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise BackupError(_describe(exc, "cannot remove leftover", path)) from exc
+
     def cleanup_partials(self) -> list[Path]:
         removed: list[Path] = []
         for directory in self._target_dirs(None):

@@ -30,6 +30,12 @@ read-modify-write of a manifest (a drill appending its result, ``pgwarden pin`` 
 ``pinned``) so that two writers never lose each other's change; it does not conflict with
 ``shared``.
 
+``run`` is the *run lock* of one backup run (``<artifact name>.run.lock``): taken before the
+run writes its catalog row and its ``NAME.partial``, held until both are final, so that "the
+run lock is free" means "its owner is dead".  A later run (a one-shot command, the daemon at
+start-up) reaps exactly the partials and ``running`` rows whose run lock it can take
+(``try_run``, never waiting); see :mod:`pgwarden.backup.reap`.
+
 Lock files of deleted backups are removed by the deleter while it still holds the exclusive
 lock; an acquirer checks, after ``flock`` returns, that the file it locked is still the one at
 the path (same inode) and starts again otherwise, so a removed lock file never splits holders.
@@ -49,6 +55,7 @@ from pgwarden.errors import BusyError
 
 LOCK_DIR_NAME = "locks"
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _POLL_S = 0.05
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -131,6 +138,40 @@ class BackupLocks:
             yield
         finally:
             os.close(fd)
+
+    def run_path(self, name: str) -> Path:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"not a backup artifact name: {name!r}")
+        return self.directory / f"{name}.run.lock"
+
+    @contextmanager
+    def run(self, name: str, *, timeout: float = 5.0) -> Iterator[None]:
+        """Hold the run lock of the backup run writing artifact ``name`` for the block; the
+        lock file is removed on release."""
+        path = self.run_path(name)
+        fd = self._acquire(path, fcntl.LOCK_EX, timeout)
+        if fd is None:
+            raise BusyError(f"the run lock {path} is held by another run")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+    @contextmanager
+    def try_run(self, name: str) -> Iterator[ExclusiveLock]:
+        """Try once to take the run lock of artifact ``name``; ``held`` is false while the
+        run that owns it is alive."""
+        path = self.run_path(name)
+        fd = self._acquire(path, fcntl.LOCK_EX, 0.0)
+        lock = ExclusiveLock(path, fd is not None)
+        try:
+            yield lock
+        finally:
+            if fd is not None:
+                if lock.discarded:
+                    path.unlink(missing_ok=True)
+                os.close(fd)
 
     # -- the protocol ----------------------------------------------------------------------
 

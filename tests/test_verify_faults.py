@@ -18,6 +18,7 @@ import psutil
 import tomli_w
 
 from pgwarden import config as config_mod
+from pgwarden.restore import scratchlock
 from pgwarden.restore.drill import (
     VerifyRequest,
     drop_leftover_scratch_databases,
@@ -117,6 +118,15 @@ def _drill_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-c", code], stdout=err, stderr=err)
 
 
+def _wait_released(server: PgServer, name: str) -> None:
+    """Until the server has ended the session of a killed drill, which held its lock."""
+    deadline = time.monotonic() + 10
+    with server.connect() as conn:
+        while scratchlock.held_elsewhere(conn, name):
+            assert time.monotonic() < deadline, "the killed drill's session never ended"
+            time.sleep(0.05)
+
+
 def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer) -> psutil.Process:
     """The pg_restore loading the drill's data, once it has been at it for a moment."""
     deadline = time.monotonic() + 60
@@ -158,6 +168,7 @@ def test_sigkill_during_restore_leaves_no_scratch_database_after_restart(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert restore.is_running()  # an orphan pg_restore still writing into the scratch db
+        _wait_released(pg18, scratch)  # the server ends the killed drill's session (at once)
         # "restart": what ServiceState.recover() does
         assert drop_leftover_scratch_databases(target) == [scratch]
         env.storage.cleanup_partials()

@@ -3,10 +3,6 @@ evaluation of SQL checks, and who owns a leftover scratch database."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -15,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgwarden.config import SqlCheck
-from pgwarden.restore import scratch
+from pgwarden.restore import scratch, scratchlock
 from pgwarden.restore.checks import evaluate
 from pgwarden.restore.outcome import StepError
 from pgwarden.restore.pgrestore import classify
@@ -140,21 +136,10 @@ def test_sql_check_evaluation(check: SqlCheck, value: object, ok: bool) -> None:
     assert (evaluate(check, value) is None) is ok
 
 
-def _marker(target: str, host: str, pid: int) -> str:
-    return scratch.MARKER + json.dumps({"target": target, "host": host, "pid": pid})
-
-
-def test_leftover_ownership() -> None:
-    here = socket.gethostname()
-    child = subprocess.Popen(["sleep", "30"])
-    try:
-        assert scratch._owner_gone(_marker("app", here, child.pid), "app") is False
-        assert scratch._owner_gone(_marker("other", here, child.pid), "app") is None
-        assert scratch._owner_gone(_marker("app", "elsewhere", child.pid), "app") is True
-        assert scratch._owner_gone(_marker("app", here, os.getpid()), "app") is True
-    finally:
-        child.kill()
-        child.wait()
-    assert scratch._owner_gone(_marker("app", here, child.pid), "app") is True
-    assert scratch._owner_gone(None, "app") is True
-    assert scratch._owner_gone("pgwarden-drill {broken", "app") is True
+def test_scratch_lock_keys() -> None:
+    """Two-key advisory locks: a constant space, and 31 bits of the name (stable, int4)."""
+    assert 0 < scratchlock.LOCK_SPACE < 2**31
+    key = scratchlock.lock_key("pgwarden_verify_app_20260101000000_abcd")
+    assert key == scratchlock.lock_key("pgwarden_verify_app_20260101000000_abcd")
+    assert 0 <= key < 2**31
+    assert key != scratchlock.lock_key("pgwarden_verify_app_20260101000000_abce")

@@ -18,7 +18,8 @@ One drill (:func:`run_verification`), in order; a failing step stops it:
    pgvector probes.  All run even when one fails: the report lists every mismatch.
 
 The scratch database is dropped in every outcome (success, failure, cancellation; after a
-crash, by :func:`drop_leftover_scratch_databases` at the next start-up).  The result is
+crash, by :func:`drop_leftover_scratch_databases` at the next start-up, which leaves alone
+the databases whose drill still holds its lock: :mod:`.scratchlock`).  The result is
 appended to the backup's manifest (rewritten atomically) and recorded in the catalog.
 """
 
@@ -75,7 +76,8 @@ class VerifyRequest:
 
 
 def drop_leftover_scratch_databases(target: TargetConfig) -> list[str]:
-    """Drop the scratch databases that crashed drills of ``target`` left behind."""
+    """Drop the scratch databases that crashed drills left on ``target``'s verification
+    server (those whose drill's advisory lock nobody holds); safe while drills run."""
     return scratch.drop_leftovers(target)
 
 

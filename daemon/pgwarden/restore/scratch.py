@@ -3,12 +3,17 @@
 The verification server is ``[targets.verify] dsn`` (with its own credentials), else the
 target's own server.  A drill restores into ``pgwarden_verify_<target>_<stamp>_<random>``
 (:func:`scratch_name`; at most 63 bytes, PostgreSQL's identifier limit), created from
-``template0`` and marked with a comment saying which drill owns it (host, pid, target).
+``template0``.
+
+Ownership is a session-level advisory lock the drill takes *before* ``CREATE DATABASE`` and
+holds until the drop (:mod:`.scratchlock` says why, and why not a comment or the name); the
+comment (host, pid, process start time, backend pid) is only a readable record.
+:func:`drop_leftovers` (start-up) drops, holding its lock, each ``pgwarden_verify_*`` database
+whose lock nobody holds, and leaves alone the others: a drill of this very process, of
+another pgwarden process or of another host; legacy databases (no lock) count as dead.
 
 :class:`ScratchDatabase` creates it on a thread (while the drill checks the artifact) and drops
-it ``WITH (FORCE)`` at the end of the block, whatever happened in between.  After a crash, :func:`drop_leftovers` finds scratch databases by name
-prefix and drops those whose drill is gone (its process is not alive on this host, or the
-comment is missing); a drill running right now in another pgwarden process is left alone.
+it ``WITH (FORCE)`` at the end of the block, whatever happened in between.
 
 :func:`connection_headroom` reads how many connections the server can still give, so a
 parallel restore never takes an application's last connections (:func:`plan_jobs`).
@@ -36,6 +41,7 @@ from pgwarden.errors import describe
 from pgwarden.logsetup import get_logger
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.restore.outcome import StepError
+from pgwarden.restore.scratchlock import held_elsewhere, try_lock, unlock
 
 log = get_logger("pgwarden.verify")
 
@@ -45,6 +51,7 @@ MAX_IDENTIFIER = 63
 #: connections a drill leaves free for the applications: max(this, 10% of max_connections)
 APP_MARGIN_MIN = 2
 _TARGET_PART = 24
+_PROCESS_STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def verification_spec(target: TargetConfig) -> ConnSpec:
@@ -77,12 +84,15 @@ def connect(spec: ConnSpec, what: str) -> psycopg.Connection[Any]:
         ) from exc
 
 
-def _marker(target: str) -> str:
+def _marker(target: str, backend_pid: int) -> str:
+    """The readable record (who holds the lock): never used to decide anything."""
     info = {
         "target": target,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "process_started": _PROCESS_STARTED,
+        "backend_pid": backend_pid,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return MARKER + json.dumps(info, sort_keys=True)
 
@@ -139,24 +149,34 @@ class ScratchDatabase:
             self._error = exc
 
     def _create(self) -> None:
-        ident = sql.Identifier(self.name)
+        """Lock first (the lock is the marker, see the module), then create, then comment."""
         try:
-            self.conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
+            self._lock()
+            ident = sql.Identifier(self.name)
+            try:
+                self.conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
+            except psycopg.Error:
+                unlock(self.conn, self.name)
+                raise
+            self.created = True
+            marker = _marker(self.target, self.conn.info.backend_pid)
+            self.conn.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(marker))
+            )
         except psycopg.Error as exc:
+            if self.created:
+                self.drop()
             raise StepError(
                 "scratch",
                 f"cannot create the scratch database {self.name}: {describe(exc)}",
             ) from exc
-        self.created = True
-        try:
-            self.conn.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    ident, sql.Literal(_marker(self.target))
-                )
-            )
-        except psycopg.Error:
-            self.drop()
-            raise
+
+    def _lock(self) -> None:
+        for _attempt in range(3):
+            if try_lock(self.conn, self.name):
+                return
+            self.name = scratch_name(self.target)  # its lock key is taken: another name
+        raise StepError("scratch", f"cannot lock a scratch database name ({self.name})")
 
     def drop(self) -> None:
         """Drop it (connections to it are terminated); idempotent."""
@@ -164,6 +184,7 @@ class ScratchDatabase:
             return
         drop_database(self.conn, self.name)
         self.dropped = True
+        unlock(self.conn, self.name)
 
     def _drop_at_end(self) -> None:
         try:
@@ -191,56 +212,46 @@ class ScratchDatabase:
             )
 
 
-def _owner_gone(comment: str | None, target: str) -> bool | None:
-    """True if the drill that owns a scratch database is gone, None if it is another
-    target's, False if it still runs (on this host, a live pid)."""
-    if not comment or not comment.startswith(MARKER):
-        return True
-    try:
-        info = json.loads(comment[len(MARKER) :])
-        owner, host, pid = str(info["target"]), str(info["host"]), int(info["pid"])
-    except (ValueError, KeyError, TypeError):
-        return True
-    if owner != target:
-        return None
-    if host != socket.gethostname():
-        return True  # another host's drill on this server cannot be checked: a leftover
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 LEFTOVERS_SQL = """
-SELECT d.datname, shobj_description(d.oid, 'pg_database')
-FROM pg_database d WHERE d.datname LIKE 'pgwarden\\_verify\\_%' ORDER BY 1
+SELECT d.datname FROM pg_database d
+WHERE d.datname LIKE 'pgwarden\\_verify\\_%' AND pg_has_role(current_user, d.datdba, 'MEMBER')
+ORDER BY 1
 """
+EXISTS_SQL = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = %s)"
 
 
 def drop_leftovers(target: TargetConfig) -> list[str]:
-    """Drop the scratch databases of ``target``'s dead drills; return their names."""
+    """Drop the scratch databases on ``target``'s verification server whose drill is gone
+    (nobody holds their advisory lock, see the module); return their names."""
     spec = verification_spec(target)
     dropped: list[str] = []
     with connect(spec, "the verification server") as conn:
-        for name, comment in conn.execute(LEFTOVERS_SQL).fetchall():
-            gone = _owner_gone(comment, target.name)
-            if gone is None:
-                continue
-            if gone is False:
-                log.info(
-                    "a restore drill is running in another process; its scratch database "
-                    "is left alone",
-                    database=name,
+        for (name,) in conn.execute(LEFTOVERS_SQL).fetchall():
+            try:
+                if _drop_if_orphaned(conn, str(name)):
+                    dropped.append(str(name))
+            except psycopg.Error as exc:
+                log.warning(
+                    "cannot drop a leftover scratch database", database=name, error=describe(exc)
                 )
-                continue
-            drop_database(conn, name)
-            dropped.append(str(name))
     return dropped
+
+
+def _drop_if_orphaned(conn: psycopg.Connection[Any], name: str) -> bool:
+    if not try_lock(conn, name):
+        log.info("a restore drill owns this scratch database; left alone", database=name)
+        return False
+    try:
+        if held_elsewhere(conn, name):
+            log.info("a restore drill owns this scratch database; left alone", database=name)
+            return False
+        row = conn.execute(EXISTS_SQL, (name,)).fetchone()
+        if not (row and row[0]):
+            return False  # its drill dropped it meanwhile
+        drop_database(conn, name)
+        return True
+    finally:
+        unlock(conn, name)
 
 
 # -- unlogged tables ---------------------------------------------------------------------------

@@ -111,16 +111,8 @@ class BackupLocks:
     def try_exclusive(self, backup_id: str) -> Iterator[ExclusiveLock]:
         """Try once to lock ``backup_id`` exclusively; the yielded lock's ``held`` is false
         when someone holds it (a restore or a drill is reading the backup)."""
-        path = self.path_for(backup_id)
-        fd = self._acquire(path, fcntl.LOCK_EX, 0.0)
-        lock = ExclusiveLock(path, fd is not None)
-        try:
+        with self._try_exclusive_at(self.path_for(backup_id)) as lock:
             yield lock
-        finally:
-            if fd is not None:
-                if lock.discarded:
-                    path.unlink(missing_ok=True)
-                os.close(fd)
 
     def in_use(self, backup_id: str) -> bool:
         """Whether someone holds a lock on ``backup_id`` right now (a snapshot, for reports)."""
@@ -131,13 +123,9 @@ class BackupLocks:
     def manifest_update(self, backup_id: str, *, timeout: float | None = 30.0) -> Iterator[None]:
         """Hold the exclusive manifest lock of ``backup_id`` while rewriting its manifest."""
         path = self.path_for(backup_id, ".manifest.lock")
-        fd = self._acquire(path, fcntl.LOCK_EX, timeout)
-        if fd is None:
-            raise BusyError(f"the manifest of backup {backup_id[:8]} is being updated")
-        try:
+        busy = f"the manifest of backup {backup_id[:8]} is being updated"
+        with self._exclusive_at(path, timeout, busy, remove=False):
             yield
-        finally:
-            os.close(fd)
 
     def run_path(self, name: str) -> Path:
         if not _NAME_RE.match(name):
@@ -149,20 +137,21 @@ class BackupLocks:
         """Hold the run lock of the backup run writing artifact ``name`` for the block; the
         lock file is removed on release."""
         path = self.run_path(name)
-        fd = self._acquire(path, fcntl.LOCK_EX, timeout)
-        if fd is None:
-            raise BusyError(f"the run lock {path} is held by another run")
-        try:
+        with self._exclusive_at(path, timeout, f"the run lock {path} is held by another run"):
             yield
-        finally:
-            path.unlink(missing_ok=True)
-            os.close(fd)
 
     @contextmanager
     def try_run(self, name: str) -> Iterator[ExclusiveLock]:
         """Try once to take the run lock of artifact ``name``; ``held`` is false while the
         run that owns it is alive."""
-        path = self.run_path(name)
+        with self._try_exclusive_at(self.run_path(name)) as lock:
+            yield lock
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    @contextmanager
+    def _try_exclusive_at(self, path: Path) -> Iterator[ExclusiveLock]:
+        """One attempt at ``path``'s exclusive lock; the file goes if the holder discards it."""
         fd = self._acquire(path, fcntl.LOCK_EX, 0.0)
         lock = ExclusiveLock(path, fd is not None)
         try:
@@ -173,7 +162,21 @@ class BackupLocks:
                     path.unlink(missing_ok=True)
                 os.close(fd)
 
-    # -- the protocol ----------------------------------------------------------------------
+    @contextmanager
+    def _exclusive_at(
+        self, path: Path, timeout: float | None, busy: str, *, remove: bool = True
+    ) -> Iterator[None]:
+        """``path``'s exclusive lock for the block (BusyError after ``timeout``); the file is
+        removed on release unless ``remove`` is false."""
+        fd = self._acquire(path, fcntl.LOCK_EX, timeout)
+        if fd is None:
+            raise BusyError(busy)
+        try:
+            yield
+        finally:
+            if remove:
+                path.unlink(missing_ok=True)
+            os.close(fd)
 
     def _open(self, path: Path) -> int:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -54,7 +54,8 @@ def owner_name(partial: str) -> str:
 def reap_dead_runs(config: Config, catalog: Catalog, storage: Storage) -> Reaped:
     """Remove the partials and interrupt the ``running`` rows of dead runs (module docstring)."""
     locks = BackupLocks(config.daemon.state_dir)
-    records = {r.path: r for r in catalog.list_backups() if r.path}
+    rows = catalog.list_backups()
+    records = {r.path: r for r in rows if r.path}
     reaped = Reaped()
     for path in storage.list_partials():
         name = owner_name(path.name)
@@ -63,22 +64,31 @@ def reap_dead_runs(config: Config, catalog: Catalog, storage: Storage) -> Reaped
                 reaped.partials.append(path)
         except ValueError:  # not a name pgwarden writes: not ours to judge
             continue
-    now = datetime.now(UTC)
-    for record in records.values():
-        if record.status != BackupStatus.RUNNING or record.path is None:
+    for record in rows:
+        if record.status != BackupStatus.RUNNING:
+            continue
+        if record.path is None:
+            # every run records its artifact's name with its row and holds the run lock keyed
+            # by it: a running row without one was left by a pgwarden that predates run locks
+            _interrupt(catalog, record)
+            reaped.interrupted.append(record.id)
             continue
         with locks.try_run(record.path) as run:
             if not run.held:
                 continue  # alive: a one-shot backup or another daemon thread
-            catalog.record_backup_finish(
-                record.id,
-                status=BackupStatus.INTERRUPTED,
-                finished_at=now,
-                error=record.error or INTERRUPTED_MESSAGE,
-            )
+            _interrupt(catalog, record)
             run.discard()
         reaped.interrupted.append(record.id)
     return reaped
+
+
+def _interrupt(catalog: Catalog, record: BackupRecord) -> None:
+    catalog.record_backup_finish(
+        record.id,
+        status=BackupStatus.INTERRUPTED,
+        finished_at=datetime.now(UTC),
+        error=record.error or INTERRUPTED_MESSAGE,
+    )
 
 
 def _reap_partial(

@@ -54,19 +54,19 @@ def owner_name(partial: str) -> str:
 def reap_dead_runs(config: Config, catalog: Catalog, storage: Storage) -> Reaped:
     """Remove the partials and interrupt the ``running`` rows of dead runs (module docstring)."""
     locks = BackupLocks(config.daemon.state_dir)
-    rows = catalog.list_backups()
-    records = {r.path: r for r in rows if r.path}
+    running = catalog.list_backups(statuses=(BackupStatus.RUNNING,))
+    partials = storage.list_partials()
+    # the whole catalog only when there are partials to judge (rarely: debris or live runs)
+    records = {r.path: r for r in catalog.list_backups() if r.path} if partials else {}
     reaped = Reaped()
-    for path in storage.list_partials():
+    for path in partials:
         name = owner_name(path.name)
         try:
             if _reap_partial(locks, storage, path, name, records.get(name)):
                 reaped.partials.append(path)
         except ValueError:  # not a name pgwarden writes: not ours to judge
             continue
-    for record in rows:
-        if record.status != BackupStatus.RUNNING:
-            continue
+    for record in running:
         if record.path is None:
             # every run records its artifact's name with its row and holds the run lock keyed
             # by it: a running row without one was left by a pgwarden that predates run locks

@@ -42,12 +42,9 @@ def directory_digest(path: Path) -> Digest:
     files: dict[str, str] = {}
     size = 0
     for item in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        counter = [0]
-        for _ in hashing(item, digest, counter):
-            pass
-        files[str(item.relative_to(path))] = digest.hexdigest()
-        size += counter[0]
+        one = file_digest(item)
+        files[str(item.relative_to(path))] = one.sha256
+        size += one.size_bytes
     listing = "".join(f"{name} {sha}\n" for name, sha in sorted(files.items()))
     return Digest(size, hashlib.sha256(listing.encode()).hexdigest(), files)
 

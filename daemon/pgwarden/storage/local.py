@@ -373,19 +373,12 @@ class LocalStorage(Storage):
             raise BackupError(_describe(exc, "cannot remove leftover", path)) from exc
 
     def cleanup_partials(self) -> list[Path]:
-        removed: list[Path] = []
-        for directory in self._target_dirs(None):
-            leftovers = [
-                Path(entry.path)
-                for entry in os.scandir(directory)
-                if entry.name.endswith(PARTIAL_SUFFIX)
-            ]
-            for path in sorted(leftovers):
-                try:
-                    _remove(path)
-                except OSError as exc:
-                    raise BackupError(_describe(exc, "cannot remove leftover", path)) from exc
-                removed.append(path)
-            if leftovers:
-                fsync_dir(directory)
+        removed = self.list_partials()
+        for path in removed:
+            try:
+                _remove(path)
+            except OSError as exc:
+                raise BackupError(_describe(exc, "cannot remove leftover", path)) from exc
+        for directory in sorted({path.parent for path in removed}):
+            fsync_dir(directory)
         return removed

@@ -16,13 +16,11 @@ from collections.abc import Mapping
 
 import bcrypt
 
+from pgwarden.config.basic_auth import BCRYPT_HINT
+
 MAX_HEADER_BYTES = 4096
 MAX_PASSWORD_BYTES = 72  # bcrypt's limit: the package raises ValueError beyond it
 BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
-BCRYPT_HINT = (
-    "make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'  or: python3 -c 'import bcrypt; "
-    'print(bcrypt.hashpw(b"PASSWORD", bcrypt.gensalt()).decode())\''
-)
 
 
 def _cost(hashed: str) -> int:

@@ -10,7 +10,7 @@ one run.  Optional jitter delays each fire by up to ``[daemon] jitter`` seconds.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -120,9 +120,6 @@ class Scheduler:
             return None
         earliest = min(e.due_at for e in self._entries.values())
         return max(0.0, (earliest - now).total_seconds())
-
-    def entries(self) -> Iterable[Entry]:
-        return list(self._entries.values())
 
     def next_for(self, target: str) -> dict[JobKind, datetime]:
         """When each of ``target``'s schedules is next due (jitter included)."""

@@ -13,7 +13,7 @@ import threading
 from datetime import UTC, datetime
 
 from pgwarden.catalog import Catalog, open_catalog
-from pgwarden.config import Config, TargetConfig
+from pgwarden.config import Config
 from pgwarden.errors import ConfigError
 from pgwarden.metrics import Metrics
 from pgwarden.storage import Storage, open_storage
@@ -72,9 +72,6 @@ class ServiceState:
         with self._lock:
             self._config, self._loaded_at = new, datetime.now(UTC)
             return self._loaded_at
-
-    def target_or_none(self, name: str) -> TargetConfig | None:
-        return next((t for t in self.config.targets if t.name == name), None)
 
     def close(self) -> None:
         self.catalog.close()

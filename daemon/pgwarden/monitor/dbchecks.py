@@ -30,7 +30,6 @@ from functools import partial
 from typing import Any
 
 import sqlalchemy
-from psycopg.conninfo import conninfo_to_dict
 
 from pgwarden.config import Config, PoolSettings, TargetConfig
 from pgwarden.errors import PgwardenError, describe
@@ -41,7 +40,7 @@ from pgwarden.monitor.pgbouncer import connect_admin, show
 from pgwarden.monitor.sampler import SAMPLE_ERRORS
 from pgwarden.monitor.verdicts import CheckResult, Status
 from pgwarden.pg.binaries import find_tool
-from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.pg.conninfo import ConnSpec, dsn_params
 from pgwarden.pg.engine import make_engine
 from pgwarden.pg.server import format_version_num
 
@@ -82,10 +81,6 @@ _HBA_SQL = sqlalchemy.text(
 )
 
 
-def _params(dsn: str) -> dict[str, str]:
-    return {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
-
-
 # -- pooling ---------------------------------------------------------------------------------
 
 
@@ -101,7 +96,7 @@ def supabase_kind(host: str, port: str) -> str | None:
 
 def find_pooler(config: Config, target: TargetConfig) -> tuple[str | None, list[str]]:
     """Who pools this target's connections, if anyone; and PgBouncers that could not be asked."""
-    params = _params(target.dsn)
+    params = dsn_params(target.dsn)
     if supabase_kind(params.get("host", ""), params.get("port", "")) == "pooler":
         return "the Supabase pooler", []
     database = target_database(target)
@@ -354,7 +349,7 @@ def _on_connection(
         sum(g.count for g in a.groups if g.database == database and not _own(g.application))
         for a in activities
     ]
-    params = _params(target.dsn)
+    params = dsn_params(target.dsn)
     supabase = supabase_kind(params.get("host", ""), params.get("port", ""))
     status, detail = pooling_verdict(counts, pooler, supabase, problems)
     return [reachable, CheckResult("connections.pooling", status, detail, name), *items]

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.errors import IncompatibleToolError, ToolError
+from pgwarden.pg.environment import base_environment
 from pgwarden.pg.process import run_tool
 
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -127,7 +128,7 @@ def probe_tool(path: Path) -> Tool:
 def _probe(path: str, _identity: tuple[int, int, int]) -> Tool | str:
     """Cached per (path, inode, size, mtime): a replaced binary is probed again."""
     out = io.BytesIO()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "PG_COLOR": "never"}
+    env = {**base_environment(), "LC_ALL": "C", "PG_COLOR": "never"}
     name = os.path.basename(path)
     try:
         result = run_tool(

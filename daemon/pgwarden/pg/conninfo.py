@@ -50,12 +50,14 @@ __all__ = [
     "LIBPQ_ENV",
     "SECRET_PARAMS",
     "ConnSpec",
+    "dsn_params",
     "tool_environment",
     "write_pgpass",
 ]
 
 
-def _parse(dsn: str) -> dict[str, str]:
+def dsn_params(dsn: str) -> dict[str, str]:
+    """The parameters of a conninfo or ``postgresql://`` URI, as strings (``None``s dropped)."""
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
@@ -72,7 +74,7 @@ class ConnSpec:
     password: Secret | None = None
 
     def __post_init__(self) -> None:
-        params = _parse(self.dsn)
+        params = dsn_params(self.dsn)
         embedded = params.pop("password", None)
         password = self.password if self.password is not None else embedded
         if password is not None and not isinstance(password, Secret):
@@ -116,7 +118,7 @@ class ConnSpec:
 
     def params(self) -> dict[str, str]:
         """The conninfo parameters (never a ``password``)."""
-        return _parse(self.dsn)
+        return dsn_params(self.dsn)
 
     @property
     def dbname(self) -> str | None:

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from pgwarden.config import TargetConfig
+from pgwarden.pg.conninfo import dsn_params
 
 __all__ = [
     "DEFAULT_BACKUP_ROLE",
@@ -124,7 +124,7 @@ class _Conn:
 
     @classmethod
     def of(cls, dsn: str, default_role: str, default_db: str | None = None) -> _Conn:
-        params = {k: str(v) for k, v in conninfo_to_dict(dsn).items() if v is not None}
+        params = dsn_params(dsn)
         user = params.get("user")
         host = params.get("host") or params.get("hostaddr") or "local socket"
         server = f"{host}:{params.get('port') or '5432'}"

@@ -106,6 +106,12 @@ class InsufficientSpaceError(BackupError):
         )
 
 
+class OffsiteError(PgwardenError):
+    """An off-site copy could not be uploaded, listed, downloaded or deleted."""
+
+    code = "offsite_failed"
+
+
 class NotFoundError(PgwardenError):
     """A target, backup or job that was named does not exist."""
 

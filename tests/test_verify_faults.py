@@ -328,8 +328,13 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
                 time.sleep(0.05)
             server.stop("immediate")
 
+        stopper_started = threading.Event()
+
         def progress(**fields: Any) -> None:
-            if fields.get("phase") == "restoring":
+            # "restoring" may be reported more than once: one stopper, or the second one's
+            # `pg_ctl stop` finds the server already down and fails the test from its thread
+            if fields.get("phase") == "restoring" and not stopper_started.is_set():
+                stopper_started.set()
                 threading.Thread(target=stop_while_loading, daemon=True).start()
 
         outcome = run_verification(

@@ -16,3 +16,4 @@ class JobKind(enum.StrEnum):
     BACKUP = "backup"
     VERIFY = "verify"
     PRUNE = "prune"
+    OFFSITE = "offsite"

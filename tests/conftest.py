@@ -15,7 +15,7 @@ import pytest
 
 from tests.pgservers import PgServer, start_pg15, start_pg18, temp_base
 
-pytest_plugins = ["tests.pgbouncer"]
+pytest_plugins = ["tests.pgbouncer", "tests.s3server"]
 
 _RUNTIME = Path(f"/tmp/pgwarden-test-runtime-{os.getuid()}")
 _RUNTIME.mkdir(mode=0o700, exist_ok=True)

@@ -27,7 +27,7 @@ ADVISORY_LOCK_KEY = 0x7067776172646E
 VERSION_TABLE = "alembic_version"
 #: the newest revision in ``migrations/versions`` (a test keeps the two equal): a catalog
 #: already there is opened without loading Alembic, which a one-shot command would notice
-HEAD_REVISION = "001"
+HEAD_REVISION = "002"
 
 
 def migrations_dir() -> Path:

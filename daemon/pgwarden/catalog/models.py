@@ -3,7 +3,8 @@
 The catalog is an index, not the source of truth: every complete backup is described by its
 manifest in storage, and ``pgwarden catalog rebuild`` recreates these rows from the manifests.
 What only the catalog knows is the history of attempts that produced no backup (failed,
-interrupted) and of drills.
+interrupted) and of drills.  ``offsite_copies`` records which backup is confirmed on which
+off-site destination (the bucket's manifests hold the truth for confirmed ones).
 
 The schema itself is created and changed only by the numbered migrations in ``migrations/``;
 these models must describe exactly what the migrations create (a test compares them).
@@ -31,11 +32,17 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pgwarden.catalog.states import BACKUP_STATUSES, VERIFICATION_STATUSES, VERIFY_STATUSES
+from pgwarden.catalog.states import (
+    BACKUP_STATUSES,
+    COPY_STATES,
+    VERIFICATION_STATUSES,
+    VERIFY_STATUSES,
+)
 
 NAMING_CONVENTION: Final = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -138,3 +145,28 @@ class Verification(Base):
     status: Mapped[str] = mapped_column(String(16))
     details: Mapped[dict[str, Any]] = mapped_column(json_type())
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class OffsiteCopy(Base):
+    """One backup's copy on one off-site destination (``[[offsite]]`` name)."""
+
+    __tablename__ = "offsite_copies"
+    __table_args__ = (
+        CheckConstraint(_in("state", COPY_STATES), name="state"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        UniqueConstraint("backup_id", "destination"),
+        Index(None, "destination", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    backup_id: Mapped[str] = mapped_column(String(32), ForeignKey("backups.id", ondelete="CASCADE"))
+    destination: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    object_sha256: Mapped[str | None] = mapped_column(String(64))
+    encrypted: Mapped[bool] = mapped_column(Boolean(create_constraint=False), default=False)
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

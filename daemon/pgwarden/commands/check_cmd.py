@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from pgwarden.catalog import open_catalog
+from pgwarden.commands.check_prune import prune_checks
 from pgwarden.commands.context import load_config
 from pgwarden.config import Config
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
@@ -83,6 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args)
     target = getattr(args, "target", None)
     results = _merge(run_checklist(config, target), storage_checks(config, target))
+    results = _merge(results, prune_checks(config, target))
     failed = any(r.status == "fail" for r in results)
     if getattr(args, "json", False):
         counts = Counter(r.status for r in results)

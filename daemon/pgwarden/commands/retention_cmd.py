@@ -11,7 +11,8 @@ import json
 
 from pgwarden.commands.context import command_env, human_bytes, table
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, PgwardenError, UsageError
-from pgwarden.retention.prune import PruneOutcome, prune_target
+from pgwarden.retention.lastprune import PruneRecords, recorded_prune
+from pgwarden.retention.prune import PruneOutcome
 from pgwarden.retention.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
 from pgwarden.storage.locks import BackupLocks
 
@@ -24,11 +25,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if not targets:
             raise UsageError(f"{env.config.source}: no targets are configured")
         locks = BackupLocks(env.config.daemon.state_dir)
+        records = PruneRecords(env.config.daemon.state_dir)
         for target in targets:
             try:
                 outcomes.append(
-                    prune_target(
-                        target, env.catalog, env.storage, dry_run=args.dry_run, locks=locks
+                    recorded_prune(
+                        target,
+                        env.catalog,
+                        env.storage,
+                        dry_run=args.dry_run,
+                        locks=locks,
+                        records=records,
                     )
                 )
             except PgwardenError as exc:  # one target's trouble does not stop the others

@@ -28,6 +28,7 @@ TITLES = {
     "pg_dump": "pg_dump / pg_restore compatible with the server",
     "targets": "Targets configured",
     "storage": "Catalog and storage agree",
+    "retention.last_prune": "Last prune",
 }
 
 

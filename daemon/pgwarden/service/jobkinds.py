@@ -23,7 +23,8 @@ from pgwarden.config.kinds import JobKind
 from pgwarden.pg.binaries import Tool
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
-from pgwarden.retention.prune import PruneFailed, PruneOutcome, prune_target
+from pgwarden.retention.lastprune import PruneRecords, recorded_prune
+from pgwarden.retention.prune import PruneFailed, PruneOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
 from pgwarden.service.state import ServiceState
 from pgwarden.storage.locks import BackupLocks
@@ -95,7 +96,10 @@ def prune_job(job: Job, state: ServiceState) -> PruneOutcome:
     target = job.config.target(job.target)
     dry_run = bool(job.args.get("dry_run", False))
     locks = BackupLocks(job.config.daemon.state_dir)
-    outcome = prune_target(target, state.catalog, state.storage, dry_run=dry_run, locks=locks)
+    records = PruneRecords(job.config.daemon.state_dir)  # what pgwarden check shows
+    outcome = recorded_prune(
+        target, state.catalog, state.storage, dry_run=dry_run, locks=locks, records=records
+    )
     if not outcome.ok:
         job.result = outcome  # what happened to each backup stays visible (ctl, metrics)
         raise PruneFailed(outcome)

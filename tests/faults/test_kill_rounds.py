@@ -1,0 +1,88 @@
+"""SIGKILL the real daemon at random moments of its backups, drills and prunes, round after
+round, and check after each restart that nothing was left behind and nothing was lost.
+
+Each round: ask the daemon (over its control socket, as ``pgwarden ctl`` does) for a backup, a
+restore drill or a prune, wait until the job runs, sleep a random part of that job kind's
+measured duration, ``SIGKILL`` the daemon, check that the tools it ran (pg_dump, pg_restore)
+do not outlive it, restart it and wait for ``READY=1``.  Then: no ``*.partial`` in storage, no
+``pgwarden_verify_*`` scratch database on the server, the catalog agrees with storage (every
+complete row has its artifact and manifest, every manifest a complete row, no orphan artifact,
+no row still ``running``), and every backup that was complete before the round still is (the
+retention never deletes, so a missing one was lost).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from tests.faults.conftest import (
+    DaemonProcess,
+    check_agreement,
+    config_text,
+    wait_gone,
+    wait_no_scratch,
+    write_config,
+)
+from tests.pgservers import PgServer
+from tests.sampledata import make_sample_db
+
+ROUNDS = 20
+KINDS = ("backup", "verify", "prune")
+DB = "fault_kills"
+
+
+def _make_db(server: PgServer) -> None:
+    """A database whose dump and drill take a moment (the filler), with the users table."""
+    make_sample_db(server, DB, rows=500, vectors=False)
+    server.execute(
+        "CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body "
+        "FROM generate_series(1, 150000) AS g",
+        DB,
+    )
+
+
+def _timed(daemon: DaemonProcess, kind: str) -> float:
+    """Run one ``kind`` job to its end; how long it ran (seconds)."""
+    job_id = daemon.submit(kind, DB)
+    started = time.monotonic()
+    done = daemon.wait_job(job_id)
+    assert done["state"] == "succeeded", done
+    return time.monotonic() - started
+
+
+def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
+    rng = random.Random(fault_seed)
+    _make_db(pg18)
+    write_config(workdir, config_text(workdir, pg18, DB))
+    storage = workdir / "backups"
+    daemon = DaemonProcess(workdir, workdir / "pgwarden.toml")
+    daemon.start()
+    try:
+        # one uninterrupted backup and drill: something to drill, and how long each takes
+        durations = {"backup": _timed(daemon, "backup"), "verify": _timed(daemon, "verify")}
+        durations["prune"] = 0.05
+        kinds_run: list[str] = []
+        for number in range(1, ROUNDS + 1):
+            kind = rng.choice(KINDS)
+            delay = rng.uniform(0, durations[kind] * 1.2)
+            context = f"seed {fault_seed}, round {number} ({kind}, kill after {delay:.2f} s)"
+            before = check_agreement(workdir, storage, context + ", before").manifests
+            job_id = daemon.submit(kind, DB)
+            daemon.wait_running(job_id)
+            time.sleep(delay)
+            children = daemon.kill()
+            wait_gone(children, context)
+            daemon.start()
+            wait_no_scratch(pg18, context)
+            after = check_agreement(workdir, storage, context).manifests
+            lost = sorted(before - after)
+            assert lost == [], f"{context}: complete backups lost: {lost}"
+            kinds_run.append(kind)
+        # the daemon still does its work after all that
+        assert _timed(daemon, "backup") > 0
+        check_agreement(workdir, storage, f"seed {fault_seed}, after the rounds")
+        print(f"seed {fault_seed}: {ROUNDS} rounds survived: {kinds_run}")
+    finally:
+        daemon.stop()

@@ -28,6 +28,10 @@ REQUIRED = {
     "PgwardenPgBouncerClientsWaiting",
     "PgwardenDown",
     "PgwardenAbsent",
+    # issue 15: off-site copies, per target and destination
+    "PgwardenNoOffsiteCopy",
+    "PgwardenOffsiteUploadFailing",
+    "PgwardenOffsitePruneFailing",
 }
 
 

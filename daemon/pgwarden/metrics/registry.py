@@ -19,11 +19,14 @@ from prometheus_client import disable_created_metrics as _disable_created
 
 from pgwarden import __version__
 from pgwarden.config.kinds import JobKind
+from pgwarden.metrics.offsite import OffsiteMetrics
 
 _disable_created()  # type: ignore[no-untyped-call]
 
 RUN_RESULTS = ("success", "failure", "cancelled")
 BACKUP_STATES = ("complete", "failed")
+#: the ``kind`` label of ``pgwarden_jobs_stalled_total``: the jobs that have a stall_timeout
+STALL_KINDS = ("backup", "verify")
 
 
 class Metrics:
@@ -34,6 +37,8 @@ class Metrics:
         # the order of definition is the order of the exposition
         self._define_backup_metrics()
         self._define_verify_and_daemon_metrics()
+        #: ``pgwarden_offsite_*{target,destination}`` (:mod:`pgwarden.metrics.offsite`)
+        self.offsite = OffsiteMetrics(self.registry)
 
     def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
         return Gauge(f"pgwarden_{name}", doc, list(labels), registry=self.registry)
@@ -113,6 +118,11 @@ class Metrics:
         self.verify_runs = counter(
             "verify_runs", "Restore drills by result (success, failure, cancelled)", tr
         )
+        self.jobs_stalled = counter(
+            "jobs_stalled",
+            "Backups and drills cancelled for making no progress for their stall_timeout",
+            ("target", "kind"),
+        )
         # -- daemon --------------------------------------------------------------------
         self.config_reloads = counter(
             "config_reloads", "Configuration reloads by result (success, failure)", ["result"]
@@ -135,6 +145,8 @@ class Metrics:
             self.verify_runs.labels(target, result)
             self.prune_runs.labels(target, result)
         self.retention_deleted.labels(target)
+        for kind in STALL_KINDS:
+            self.jobs_stalled.labels(target, kind)
 
     def forget_target(self, target: str) -> None:
         """Drop a removed target's series (after a reload)."""
@@ -159,8 +171,11 @@ class Metrics:
             _remove(self.backup_runs, target, result)
             _remove(self.verify_runs, target, result)
             _remove(self.prune_runs, target, result)
+        for kind in STALL_KINDS:
+            _remove(self.jobs_stalled, target, kind)
         for state in BACKUP_STATES:
             _remove(self.backups, target, state)
+        self.offsite.forget(target)
 
 
 def _remove(metric: Gauge | Counter, *labels: str) -> None:

@@ -3,7 +3,9 @@
 The package's public surface: the dataclasses of :mod:`.model`, :func:`load` and
 :func:`parse` of :mod:`.loader`.  :mod:`.build` turns decoded TOML into the dataclasses
 through the typed readers of :mod:`.reader`; :mod:`.cron` validates and evaluates schedules;
-:mod:`.render` prints a config back (``config show``, ``config init``).  Nothing outside this
+:mod:`.render` prints a config back (``config show``, ``config init``); :mod:`.offsite` and
+:mod:`.offsite_build` hold ``[[offsite]]``; :mod:`.secretfiles` reads secrets from the
+environment, files and systemd credentials.  Nothing outside this
 package reads the file.
 """
 
@@ -34,6 +36,12 @@ from pgwarden.config.model import (
     TargetConfig,
     VerifySettings,
 )
+from pgwarden.config.offsite import (
+    OffsiteConfig,
+    OffsiteEncryption,
+    OffsiteRetention,
+    SecretSource,
+)
 
 __all__ = [
     "BACKUP_FORMATS",
@@ -52,10 +60,14 @@ __all__ = [
     "MetricsConfig",
     "MigrationSettings",
     "MonitorConfig",
+    "OffsiteConfig",
+    "OffsiteEncryption",
+    "OffsiteRetention",
     "PgBouncerConfig",
     "PoolSettings",
     "RetentionSettings",
     "Secret",
+    "SecretSource",
     "SqlCheck",
     "StorageConfig",
     "TargetConfig",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgwarden.config import pgdump_args
+from pgwarden.config import offsite_build, pgdump_args
 from pgwarden.config.basic_auth import auth_user, auth_users, bcrypt_hash
 from pgwarden.config.model import (
     BACKUP_FORMATS,
@@ -44,12 +44,14 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
     monitor = _monitor(root.section("monitor"))
     storage = _storage(root.section("storage"))
     plaintext_ok = daemon.allow_plaintext_passwords if daemon else False
+    offsite = offsite_build.destinations(root, plaintext_ok)
     targets = []
     for sub in root.table_array("targets"):
         targets.append(_target(sub, plaintext_ok, daemon.timezone if daemon else "UTC"))
     names = [t.name for t in targets if t is not None]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         root.error("targets", f"target name {dup!r} is used more than once")
+    offsite_build.check_targets(root, targets, offsite)
     bouncers = []
     for sub in root.table_array("pgbouncer"):
         bouncers.append(_pgbouncer(sub, plaintext_ok))
@@ -57,6 +59,7 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
     catalog_secret = bool(
         daemon and daemon.catalog_url and root.url_has_password(daemon.catalog_url)
     )
+    catalog_secret = catalog_secret or offsite_build.any_inline_secret(offsite)
     if plaintext_ok and world_readable and (catalog_secret or _any_plaintext(targets, bouncers)):
         root.error(
             "daemon.allow_plaintext_passwords",
@@ -73,6 +76,7 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
         storage=storage,
         targets=tuple(t for t in targets if t is not None),
         pgbouncers=tuple(b for b in bouncers if b is not None),
+        offsite=offsite,
     )
 
 
@@ -226,6 +230,7 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     verify = _verify(r.section("verify"), plaintext_ok, tz)
     migrations = _migrations(r.section("migrations"), plaintext_ok)
     pools = _pools(r)
+    offsite = offsite_build.target_offsite(r)
     r.finish()
     if name is None or dsn is None:
         return None
@@ -239,6 +244,7 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         verify=verify,
         pools=pools,
         migrations=migrations,
+        offsite=offsite,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgwarden.config.formats import BackupFormat
+from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import NotFoundError
 from pgwarden.redaction import Secret as Secret  # noqa: PLC0414 - re-exported: its home moved
 
@@ -242,6 +243,7 @@ class TargetConfig:
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
 
 
+    offsite: tuple[str, ...] | None = None  # [[offsite]] names; None: every destination
 @dataclass(frozen=True)
 class PgBouncerConfig:
     name: str
@@ -260,8 +262,24 @@ class Config:
     pgbouncers: tuple[PgBouncerConfig, ...] = ()
 
     def target(self, name: str) -> TargetConfig:
+    offsite: tuple[OffsiteConfig, ...] = ()
         for target in self.targets:
             if target.name == name:
                 return target
         known = ", ".join(t.name for t in self.targets) or "none"
         raise NotFoundError(f"unknown target {name!r} (configured: {known})")
+
+    def offsite_for(self, target: TargetConfig | str) -> tuple[OffsiteConfig, ...]:
+        """The destinations a target's backups are copied to, in config order."""
+        t = self.target(target) if isinstance(target, str) else target
+        if t.offsite is None:
+            return self.offsite
+        return tuple(o for o in self.offsite if o.name in t.offsite)
+
+    def destination(self, name: str) -> OffsiteConfig:
+        """The ``[[offsite]]`` destination called ``name``."""
+        for offsite in self.offsite:
+            if offsite.name == name:
+                return offsite
+        known = ", ".join(o.name for o in self.offsite) or "none"
+        raise NotFoundError(f"unknown off-site destination {name!r} (configured: {known})")

@@ -19,7 +19,7 @@ import psycopg.conninfo
 
 from pgwarden.config import cron as cronexpr
 from pgwarden.config.names import target_name_problem
-from pgwarden.redaction import redact
+from pgwarden.redaction import Secret, redact
 
 T = TypeVar("T")
 _MISSING = object()
@@ -58,6 +58,10 @@ class Reader:
     def _get(self, key: str) -> object:
         self._seen.add(key)
         return self.data.get(key, _MISSING)
+
+    def mark(self, key: str) -> None:
+        """Note ``key`` as known (read by the caller from :attr:`data`)."""
+        self._seen.add(key)
 
     def finish(self) -> None:
         for key in sorted(set(self.data) - self._seen):
@@ -179,6 +183,19 @@ class Reader:
             self.error(key, "must not be empty (leave the key out instead)")
             return None
         return value
+
+    def secret(self, key: str) -> Secret | None:
+        """An optional non-empty string that is a secret: no message repeats it."""
+        value = self._get(key)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str):
+            self.error(key, f"must be a string (got {_kind(value)}; the value is not repeated)")
+            return None
+        if not value:
+            self.error(key, "must not be empty (leave the key out instead)")
+            return None
+        return Secret(value)
 
     def str_list(self, key: str) -> tuple[str, ...]:
         value = self._typed(key, (list,), "an array of strings")

@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from pgwarden.config.model import Config, Credentials, TargetConfig
+from pgwarden.config.offsite import OffsiteConfig, SecretSource
 from pgwarden.redaction import REDACTED, Secret, redact, redact_dsn
 
 
@@ -56,6 +57,30 @@ def _target(target: TargetConfig) -> dict[str, Any]:
     return out
 
 
+def _offsite(offsite: OffsiteConfig) -> dict[str, Any]:
+    """A destination as written in the file: ``<key>_env``/``_file``/``_credential``, an
+    inline key as ``***``; no ``[offsite.encryption]`` when the copies are not encrypted."""
+    out: dict[str, Any] = {}
+    for name, value in _plain(offsite).items():
+        if name in ("access_key_id", "secret_access_key"):
+            out.update(_secret_source(name, getattr(offsite, name)))
+        else:
+            out[name] = value
+    return out
+
+
+def _secret_source(key: str, source: SecretSource) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for suffix, value in (("_env", source.env), ("_file", source.file)):
+        if value is not None:
+            out[key + suffix] = str(value)
+    if source.credential is not None:
+        out[f"{key}_credential"] = source.credential
+    if source.value is not None:
+        out[key] = REDACTED
+    return out
+
+
 def effective_dict(config: Config) -> dict[str, Any]:
     daemon = _plain(config.daemon)
     daemon["socket_mode"] = f"{config.daemon.socket_mode:04o}"
@@ -70,6 +95,8 @@ def effective_dict(config: Config) -> dict[str, Any]:
     }
     if config.pgbouncers:
         result["pgbouncer"] = [{**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers]
+    if config.offsite:
+        result["offsite"] = [_offsite(o) for o in config.offsite]
     if not result["targets"]:
         del result["targets"]
     return result

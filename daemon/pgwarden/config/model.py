@@ -241,9 +241,9 @@ class TargetConfig:
     verify: VerifySettings = field(default_factory=VerifySettings)
     pools: tuple[AppPool, ...] = ()
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
-
-
     offsite: tuple[str, ...] | None = None  # [[offsite]] names; None: every destination
+
+
 @dataclass(frozen=True)
 class PgBouncerConfig:
     name: str
@@ -260,9 +260,9 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     targets: tuple[TargetConfig, ...] = ()
     pgbouncers: tuple[PgBouncerConfig, ...] = ()
+    offsite: tuple[OffsiteConfig, ...] = ()
 
     def target(self, name: str) -> TargetConfig:
-    offsite: tuple[OffsiteConfig, ...] = ()
         for target in self.targets:
             if target.name == name:
                 return target

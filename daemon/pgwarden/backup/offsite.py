@@ -6,11 +6,44 @@ stage when the destination encrypts, into an :class:`~pgwarden.storage.objects.O
 upload; then the remote manifest (the local one plus an ``offsite`` section), last.  A copy is
 confirmed only when both are stored; a failure is recorded and retried by the next run.  The
 local backup never depends on the upload succeeding.
+
+While a copy is sent the backup's *shared* lock is held (:class:`~pgwarden.storage.locks.
+BackupLocks`): a prune cannot delete the local file under the upload.  The catalog row of the
+copy (:mod:`pgwarden.catalog.offsite`) goes ``uploading`` -> ``confirmed``, or ``failed`` with
+the redacted error.  A cancel (daemon shutdown) aborts the multipart upload (the ``Upload``
+sink's ``with`` block) and raises :class:`OffsiteError`.  Which backups one run sends, and in
+which order, is :mod:`pgwarden.backup.offsite_run`'s.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from threading import Event
+from typing import Any, BinaryIO, cast
+
+from pgwarden import logsetup
+from pgwarden.archive import encrypt
+from pgwarden.backup.offsite_sink import UploadWriter, copy_file
+from pgwarden.catalog import BackupStatus, Catalog
+from pgwarden.catalog.offsite import CopyState, record_copy
+from pgwarden.catalog.records import BackupRecord
+from pgwarden.config.offsite import OffsiteConfig
+from pgwarden.errors import OffsiteError, PgwardenError, describe
+from pgwarden.storage import Storage, manifest_name
+from pgwarden.storage.locks import BackupLocks
+from pgwarden.storage.objects import ObjectStore, PutResult
+
+log = logsetup.get_logger("pgwarden.offsite")
+
+#: how long an upload waits for a deletion (prune) holding the backup's lock
+LOCK_TIMEOUT_S = 60.0
+CANCELLED_MESSAGE = "cancelled: pgwarden is stopping"
 
 
 @dataclass(frozen=True)
@@ -36,7 +69,234 @@ class UploadOutcome:
     target: str
     copies: tuple[CopyResult, ...]
     unreachable: tuple[str, ...] = ()  # destinations that could not be reached at all
+    reasons: tuple[str, ...] = ()  # "destination: cause" for each unreachable one (redacted)
 
     @property
     def ok(self) -> bool:
         return not self.unreachable and all(c.ok for c in self.copies)
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(c.size_bytes for c in self.copies if c.ok)
+
+
+def object_key(target: str, artifact: str, *, encrypted: bool) -> str:
+    """The key of a backup's object, relative to the destination's prefix."""
+    return f"{target}/{artifact}{encrypt.AGE_SUFFIX if encrypted else ''}"
+
+
+def manifest_key(target: str, artifact: str) -> str:
+    """The key of a backup's remote manifest (the artifact's name without ``.age``)."""
+    return f"{target}/{manifest_name(artifact)}"
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    """One (backup, destination) to send, and what it needs."""
+
+    record: BackupRecord
+    destination: OffsiteConfig
+    store: ObjectStore
+    catalog: Catalog
+    storage: Storage
+    locks: BackupLocks
+    cancel: Event | None = None
+    progress: Callable[[int], None] | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.destination.encryption is not None
+
+    @property
+    def key(self) -> str:
+        return object_key(self.record.target, self.record.path or "", encrypted=self.encrypted)
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+def upload_backup(request: CopyRequest) -> CopyResult:
+    """Send one backup to one destination; a failure is recorded and returned, not raised.
+
+    A cancel raises :class:`OffsiteError` once the copy is recorded ``failed`` and its
+    multipart upload aborted; so does anything no code path expected (after recording it).
+    """
+    record, started = request.record, time.monotonic()
+    if not record.path:
+        raise OffsiteError(f"backup {record.short_id} has no artifact name")
+    key = request.key
+    record_copy(
+        request.catalog,
+        backup_id=record.id,
+        destination=request.destination.name,
+        key=key,
+        state=CopyState.UPLOADING,
+        encrypted=request.encrypted,
+    )
+    try:
+        put = _send(request)
+    except BaseException as exc:
+        error = CANCELLED_MESSAGE if request.cancelled() else describe(exc)
+        _record_failure(request, key, error)
+        if request.cancelled() or not isinstance(exc, PgwardenError | OSError):
+            raise OffsiteError(f"{request.destination.name}: {error}") from exc
+        log.warning(
+            "off-site upload failed",
+            target=record.target,
+            destination=request.destination.name,
+            backup=record.short_id,
+            error=error,
+        )
+        return CopyResult(
+            record.id,
+            record.target,
+            request.destination.name,
+            key,
+            ok=False,
+            size_bytes=0,
+            object_sha256=None,
+            encrypted=request.encrypted,
+            duration_s=time.monotonic() - started,
+            error=error,
+        )
+    record_copy(
+        request.catalog,
+        backup_id=record.id,
+        destination=request.destination.name,
+        key=key,
+        state=CopyState.CONFIRMED,
+        size_bytes=put.size,
+        object_sha256=put.sha256,
+        encrypted=request.encrypted,
+        uploaded_at=datetime.now(UTC),
+    )
+    duration = time.monotonic() - started
+    log.info(
+        "off-site copy confirmed",
+        target=record.target,
+        destination=request.destination.name,
+        backup=record.short_id,
+        key=key,
+        size_bytes=put.size,
+        duration_s=round(duration, 3),
+    )
+    return CopyResult(
+        record.id,
+        record.target,
+        request.destination.name,
+        key,
+        ok=True,
+        size_bytes=put.size,
+        object_sha256=put.sha256,
+        encrypted=request.encrypted,
+        duration_s=duration,
+        error=None,
+    )
+
+
+def _record_failure(request: CopyRequest, key: str, error: str) -> None:
+    try:
+        record_copy(
+            request.catalog,
+            backup_id=request.record.id,
+            destination=request.destination.name,
+            key=key,
+            state=CopyState.FAILED,
+            encrypted=request.encrypted,
+            error=error,
+        )
+    except PgwardenError as inner:
+        log.error("cannot record the failed off-site copy", error=describe(inner))
+
+
+def _send(request: CopyRequest) -> PutResult:
+    """Under the backup's shared lock: the object, checked, then the remote manifest."""
+    record = request.record
+    with request.locks.shared(record.id, timeout=LOCK_TIMEOUT_S):
+        current = request.catalog.get_backup(record.id)
+        if current.status != BackupStatus.COMPLETE:
+            raise OffsiteError(f"backup {record.short_id} is {current.status}; not uploaded")
+        manifest_path = request.storage.target_dir(record.target) / manifest_name(record.path or "")
+        manifest = request.storage.read_manifest(manifest_path)
+        artifact = request.storage.artifact_for(manifest_path)
+        if artifact.is_dir():
+            raise OffsiteError(
+                f"backup {record.short_id} is a directory archive: off-site copies need "
+                'format custom or plain (use format = "custom")'
+            )
+        put = _send_object(request, artifact, manifest)
+        request.store.put_small(
+            manifest_key(record.target, record.path or ""),
+            remote_manifest(manifest, request.destination, put),
+        )
+        return put
+
+
+def _send_object(request: CopyRequest, artifact: Path, manifest: dict[str, Any]) -> PutResult:
+    """Stream ``artifact`` (encrypted when the destination says) into one object; check it."""
+    plain_size = artifact.stat().st_size
+    encryption = request.destination.encryption
+    expected = encrypt.encrypted_size(plain_size) if encryption else plain_size
+    with (
+        artifact.open("rb") as source,
+        request.store.upload(
+            request.key, expected_size=expected, cancel=request.cancel, progress=request.progress
+        ) as upload,
+    ):
+        writer = UploadWriter(upload, request.cancel)
+        if encryption is not None:
+            encrypt.encrypt_stream(source, cast(BinaryIO, writer), encryption.recipients)
+            plain_sha = None
+        else:
+            plain_sha = copy_file(source, writer, hashlib.sha256()).hexdigest()
+        if request.cancelled():
+            raise OffsiteError(CANCELLED_MESSAGE)
+        put = upload.complete()
+    _check_put(request, put, writer.written, plain_sha, manifest)
+    return put
+
+
+def _check_put(
+    request: CopyRequest,
+    put: PutResult,
+    written: int,
+    plain_sha: str | None,
+    manifest: dict[str, Any],
+) -> None:
+    """The stored object is what was sent and, unencrypted, what the local manifest says."""
+    if put.size != written:
+        raise OffsiteError(
+            f"{request.key}: the store holds {put.size} bytes but {written} were sent"
+        )
+    if plain_sha is None:
+        return
+    want = manifest.get("sha256")
+    if plain_sha != want or put.sha256 != want:
+        raise OffsiteError(
+            f"{request.key}: checksum differs from the local manifest "
+            f"(manifest {str(want)[:12]}, read {plain_sha[:12]}, stored {put.sha256[:12]}): "
+            "the local artifact changed on disk"
+        )
+
+
+def remote_manifest(manifest: dict[str, Any], destination: OffsiteConfig, put: PutResult) -> bytes:
+    """The local manifest plus the ``offsite`` section (never a key), as JSON bytes."""
+    encryption: dict[str, Any] | None = None
+    if destination.encryption is not None:
+        encryption = {
+            "scheme": encrypt.AGE_SCHEME,
+            "recipients": [
+                {"fingerprint": encrypt.recipient_fingerprint(r)}
+                for r in destination.encryption.recipients
+            ],
+        }
+    document = dict(manifest)
+    document["offsite"] = {
+        "destination": destination.name,
+        "object": put.key,
+        "object_size": put.size,
+        "object_sha256": put.sha256,
+        "checksum": str(put.checksum),
+        "encryption": encryption,
+    }
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()

@@ -106,6 +106,12 @@ class InsufficientSpaceError(BackupError):
         )
 
 
+class StallError(PgwardenError):
+    """A run moved no bytes and did no work for its ``stall_timeout``, and was cancelled."""
+
+    code = "stalled"
+
+
 class OffsiteError(PgwardenError):
     """An off-site copy could not be uploaded, listed, downloaded or deleted."""
 

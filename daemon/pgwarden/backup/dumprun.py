@@ -6,7 +6,10 @@ connection.  With the stream stage (:attr:`~pgwarden.archive.codecs.Stage.STREAM
 stdout is parsed whole as it passes (:class:`~pgwarden.backup.readback.StreamCheck`), counted
 for progress, compressed and written into storage on a writer thread; otherwise pg_dump writes
 the partial itself.  A cancelled backup, a pg_dump that failed or timed out, or a failed facts
-query raises :class:`~pgwarden.errors.BackupError` (or the tool's error).
+query raises :class:`~pgwarden.errors.BackupError` (or the tool's error); a dump that made no
+progress for ``[targets.backup] stall_timeout`` (:mod:`pgwarden.pg.stallwatch`: bytes out of
+pg_dump, the partial growing, pg_dump's sessions working) is cancelled and raises
+:class:`~pgwarden.errors.StallError`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 
@@ -23,11 +27,13 @@ from pgwarden.archive.codecs import Codec, Stage
 from pgwarden.backup import pgdump, readback
 from pgwarden.backup.facts import Facts, SnapshotSession
 from pgwarden.backup.request import BackupRequest
-from pgwarden.errors import BackupError, ToolError, describe
+from pgwarden.errors import BackupError, StallError, ToolError, describe
 from pgwarden.logsetup import get_logger
-from pgwarden.pg import process
+from pgwarden.pg import process, stallwatch
 from pgwarden.pg.binaries import Tool
+from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.roles import backup_grant_hint
+from pgwarden.pg.stallwatch import StallWatch
 from pgwarden.storage.base import Partial, WriteResult
 
 log = get_logger("pgwarden.backup")
@@ -41,19 +47,65 @@ def run_dump(
     plan: pgdump.DumpPlan,
     partial: Partial,
     restore_tool: Tool,
+    watch: StallWatch,
 ) -> tuple[Facts, WriteResult | None]:
     """pg_dump and the snapshot facts side by side; the facts come from the exporting
     transaction, which stays open until pg_dump is done.  The write result is ``None`` when
-    pg_dump wrote the file itself."""
-    timeout = request.target.backup.timeout
+    pg_dump wrote the file itself.  ``watch`` (:func:`dump_watch`) cancels a stalled dump:
+    :class:`~pgwarden.errors.StallError`."""
+    try:
+        facts, written, result = _run(
+            request, session, argv, env, plan, partial, restore_tool, watch
+        )
+    except Exception as exc:
+        if watch.stalled:  # killing pg_dump broke the stream: the stall is the cause
+            raise StallError(watch.stalled) from exc
+        raise
+    if watch.stalled:
+        raise StallError(watch.stalled)
+    if result.cancelled:
+        raise BackupError("backup cancelled")
+    if result.timed_out:
+        raise BackupError(f"pg_dump did not finish within {request.target.backup.timeout} s")
+    _check_dump(result)
+    if facts is None:  # pg_dump succeeded after all
+        raise BackupError("collecting snapshot facts was interrupted")
+    return facts, written
+
+
+@contextmanager
+def dump_watch(request: BackupRequest, partial: Partial, tag: str) -> Iterator[StallWatch]:
+    """The stall watch of one dump: bytes from pg_dump's stdout (fed by the stream), the
+    partial growing when pg_dump writes it itself, pg_dump's sessions (``tag``) working."""
+    with stallwatch.watching(
+        request.target.backup.stall_timeout,
+        doing="dumping",
+        upstream=request.cancel,
+        spec=ConnSpec.from_target(request.target),
+        tag=tag,
+        probes=(stallwatch.growing(lambda: stallwatch.path_size(partial.path)),),
+    ) as watch:
+        yield watch
+
+
+def _run(
+    request: BackupRequest,
+    session: SnapshotSession,
+    argv: list[str],
+    env: dict[str, str],
+    plan: pgdump.DumpPlan,
+    partial: Partial,
+    restore_tool: Tool,
+    watch: StallWatch,
+) -> tuple[Facts | None, WriteResult | None, process.ToolResult]:
     streamed = plan.stage == Stage.STREAM
     with process.start_tool(
         argv,
         env=env,
         name="pg_dump",
         log=log,
-        timeout=timeout,
-        cancel=request.cancel,
+        timeout=request.target.backup.timeout,
+        cancel=watch.cancel,
         stdout=process.PIPE if streamed else process.DEVNULL,
     ) as tool:
         writer: Future[WriteResult] | None = None
@@ -62,8 +114,8 @@ def run_dump(
             try:
                 if streamed:
                     assert tool.stdout is not None
-                    checker = readback.StreamCheck(plan.format, restore_tool, request.cancel)
-                    raw = _counting(checker.chunks(tool.stdout), request)
+                    checker = readback.StreamCheck(plan.format, restore_tool, watch.cancel)
+                    raw = _counting(checker.chunks(tool.stdout), request, watch)
                     chunks = _compressed(raw, plan)
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
                 facts = _collect_facts(request, session, tool)
@@ -74,14 +126,7 @@ def run_dump(
             finally:
                 if checker is not None:
                     checker.close()
-    if result.cancelled:
-        raise BackupError("backup cancelled")
-    if result.timed_out:
-        raise BackupError(f"pg_dump did not finish within {timeout} s")
-    _check_dump(result)
-    if facts is None:  # pg_dump succeeded after all
-        raise BackupError("collecting snapshot facts was interrupted")
-    return facts, written
+    return facts, written, result
 
 
 def _check_dump(result: process.ToolResult) -> None:
@@ -149,11 +194,14 @@ def _compressed(raw: Iterator[memoryview], plan: pgdump.DumpPlan) -> Iterator[co
     return compress.passthrough(raw)
 
 
-def _counting(chunks: Iterator[memoryview], request: BackupRequest) -> Iterator[memoryview]:
+def _counting(
+    chunks: Iterator[memoryview], request: BackupRequest, watch: StallWatch
+) -> Iterator[memoryview]:
     total = 0
     last = 0.0
     for chunk in chunks:
         total += len(chunk)
+        watch.moved(len(chunk))
         now = time.monotonic()
         if now - last >= 0.5:
             request.report(phase="dumping", bytes=total)

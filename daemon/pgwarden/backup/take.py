@@ -12,7 +12,8 @@ One attempt (:func:`_attempt`):
 
 Any failure removes the partial file, records the outcome with a redacted stderr tail, and
 never touches existing backups.  :func:`take_backup` retries transient failures with
-exponential backoff; missing tools, lack of space and bad credentials are not retried.
+exponential backoff; missing tools, lack of space, bad credentials and a stalled dump (no
+progress for ``stall_timeout``: :mod:`pgwarden.pg.stallwatch`) are not retried.
 The request and outcome types live in :mod:`~pgwarden.backup.request` (importable from here).
 """
 
@@ -32,7 +33,7 @@ from pgwarden.archive.digest import Digest
 from pgwarden.archive.manifest import Manifest
 from pgwarden.backup import pgdump, readback
 from pgwarden.backup.dumpall import dump_globals
-from pgwarden.backup.dumprun import run_dump
+from pgwarden.backup.dumprun import dump_watch, run_dump
 from pgwarden.backup.facts import Facts, SnapshotSession
 from pgwarden.backup.request import BackupOutcome, BackupRequest, Progress
 from pgwarden.catalog import BackupStatus
@@ -43,6 +44,7 @@ from pgwarden.errors import (
     IncompatibleToolError,
     InsufficientSpaceError,
     PgwardenError,
+    StallError,
     UsageError,
     describe,
 )
@@ -50,6 +52,7 @@ from pgwarden.logsetup import get_logger
 from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.server import server_major, server_version
+from pgwarden.pg.stallwatch import session_tag
 from pgwarden.redaction import redact
 from pgwarden.storage.base import WriteResult, backup_name, manifest_name
 from pgwarden.storage.locks import BackupLocks
@@ -64,6 +67,7 @@ NOT_RETRIED = (
     CredentialError,
     ConfigError,
     UsageError,
+    StallError,  # a dump that stalled once stalls again: the alert, not a retry, is the answer
 )
 
 
@@ -296,16 +300,20 @@ def _dump_and_publish(
     with storage.writing(request.target.name, b.name, directory=plan.is_directory) as partial:
         session = SnapshotSession(conn)
         request.report(phase="dumping", bytes=0, snapshot=session.snapshot)
-        with tool_environment(b.spec) as env:
+        # pg_dump's sessions carry a tag of their own: the stall watch sees them work
+        tag = session_tag("dump")
+        with tool_environment(b.spec) as env, dump_watch(request, partial, tag) as watch:
             argv = pgdump.dump_argv(
                 b.dump_tool,
                 plan,
-                conninfo=b.spec.tool_conninfo(),
+                conninfo=b.spec.with_params(application_name=tag).tool_conninfo(),
                 snapshot=session.snapshot,
                 output=partial.path if plan.stage == Stage.PG_DUMP else None,
                 extra_args=request.target.backup.extra_args,
             )
-            facts, written = run_dump(request, session, argv, env, plan, partial, b.restore_tool)
+            facts, written = run_dump(
+                request, session, argv, env, plan, partial, b.restore_tool, watch
+            )
         session.close()
         final = storage.publish(partial)
     return final, facts, written

@@ -268,6 +268,7 @@ def _backup(b: SubReader, tz: str) -> BackupSettings:
         timeout=b.opt_number("timeout", minimum=1),
         extra_args=b.str_list("extra_args"),
         dump_globals=b.flag("dump_globals", bd.dump_globals),
+        stall_timeout=b.number("stall_timeout", bd.stall_timeout, minimum=0),
     )
     _check_extra_args(b, backup.extra_args)
     _check_compression(b, backup)
@@ -321,6 +322,7 @@ def _verify(v: SubReader, plaintext_ok: bool, tz: str) -> VerifySettings:
         after_backup=v.flag("after_backup", vd.after_backup),
         random_older=v.flag("random_older", vd.random_older),
         checks=checks,
+        stall_timeout=v.number("stall_timeout", vd.stall_timeout, minimum=0),
     )
     v.finish()
     return verify

@@ -167,6 +167,7 @@ class BackupSettings:
     timeout: float | None = None
     extra_args: tuple[str, ...] = ()
     dump_globals: bool = False
+    stall_timeout: float = 300.0  # seconds without progress before a dump is cancelled; 0: off
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ class VerifySettings:
     after_backup: bool = False
     random_older: bool = False
     checks: tuple[SqlCheck, ...] = ()
+    stall_timeout: float = 300.0  # seconds without progress before a drill is cancelled; 0: off
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from typing import Any
 from pgwarden.catalog import DrillStatus
 from pgwarden.errors import PgwardenError, VerificationFailed
 
+#: the step name of a restore cancelled by its stall watch (:mod:`pgwarden.pg.stallwatch`)
+STALLED = "stalled"
 #: how many individual mismatches a check keeps (the count of the others is kept too)
 MAX_FAILURES = 50
 
@@ -141,6 +143,11 @@ class VerifyOutcome:
     @property
     def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.passed]
+
+    @property
+    def stalled(self) -> bool:
+        """This drill, or an older one run with it, was cancelled for making no progress."""
+        return any(c.name == STALLED for c in self.checks) or any(o.stalled for o in self.older)
 
     @property
     def error(self) -> str | None:

@@ -2,8 +2,9 @@
 
 :func:`record_job` is called by :meth:`.core.Service.after_job` for every finished job and
 reads the job's typed outcome (``BackupOutcome``, ``VerifyOutcome``, ``PruneOutcome``): it
-counts the run by result, updates the "last run" gauges of its kind, then refreshes the
-target's storage gauges (backups by state, oldest kept backup, bytes stored, free space).
+counts the run by result (a stalled backup or drill also in ``pgwarden_jobs_stalled_total``),
+updates the "last run" gauges of its kind, then refreshes the target's storage gauges
+(backups by state, oldest kept backup, bytes stored, free space).
 :func:`restore_gauges` runs once at start-up and sets the history gauges from the catalog, so
 that a restart looks like nothing happened and fires no alert (DESIGN.md, "Metrics").
 
@@ -28,7 +29,7 @@ from pgwarden.catalog import (
     TargetSummary,
 )
 from pgwarden.config.kinds import JobKind
-from pgwarden.errors import PgwardenError, describe
+from pgwarden.errors import PgwardenError, StallError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
@@ -66,6 +67,10 @@ def record_job(state: ServiceState, job: Job) -> None:
         _record_verify(m, job, drill, result, finished)
     elif job.kind == JobKind.PRUNE:
         _record_prune(m, job, outcome if isinstance(outcome, PruneOutcome) else None, result)
+    if job.error_code == StallError.code or (
+        isinstance(outcome, VerifyOutcome) and outcome.stalled
+    ):
+        m.jobs_stalled.labels(job.target, job.kind.value).inc()
     refresh_target(state, job.target)
 
 

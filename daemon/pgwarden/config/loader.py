@@ -35,7 +35,7 @@ def load(path: Path | str | None = None) -> Config:
         raise ConfigError(file, [f"cannot read the file: {exc.strerror}"]) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # also 4301+ digits, deep nesting
         raise ConfigError(file, [f"not valid TOML: {exc}"]) from exc
     return parse(data, file, world_readable=bool(mode & (stat.S_IROTH | stat.S_IWOTH)))
 

@@ -50,6 +50,8 @@ class Reader:
 
     # -- plumbing --------------------------------------------------------------------------
     def key_path(self, key: str) -> str:
+        bare = key.isascii() and key.replace("_", "").replace("-", "").isalnum()
+        key = key if bare else repr(key)  # quoted as TOML would: ' ', 'a.b', '\u202e'
         return f"{self.prefix}.{key}" if self.prefix else key
 
     def error(self, key: str, message: str) -> None:

@@ -145,6 +145,20 @@ _CONFIG_ACTIONS = (
     ),
 )
 
+_OFFSITE_ACTIONS = (
+    _Command(
+        "sync",
+        "upload every backup a destination misses, then apply its retention (no daemon needed)",
+        (
+            _CONFIG,
+            (("target",), {"nargs": "?", "help": "default: every target with a destination"}),
+            (("--destination",), {"metavar": "NAME", "help": "only this [[offsite]] destination"}),
+            _JSON,
+        ),
+    ),
+    _Command("list", "the off-site copies the catalog records", (_CONFIG, _ANY_TARGET, _JSON)),
+)
+
 #: every subcommand but ``ctl`` (configured by :mod:`pgwarden.control.ctl_cli`), in help order
 _COMMANDS = (
     _Command("run", "run the daemon in the foreground", (_CONFIG,), "daemon_cmd:cmd_run"),
@@ -219,6 +233,12 @@ _COMMANDS = (
         "list backups, newest first",
         (_CONFIG, _ANY_TARGET, _JSON),
         "backup_cmd:cmd_backups",
+    ),
+    _Command(
+        "offsite",
+        "off-site copies: upload what is missing now, list the copies",
+        handler="offsite_cmd:cmd_offsite",
+        actions=_OFFSITE_ACTIONS,
     ),
     _pin_command("pin", True),
     _pin_command("unpin", False),

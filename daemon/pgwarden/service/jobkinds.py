@@ -8,7 +8,8 @@ outcome.  A drill that fails raises :class:`~pgwarden.restore.outcome.DrillFaile
 stays on the job, so every check's result is visible (``ctl``, metrics).
 
 :func:`follow_ups`: a successful backup is followed by a prune of its target, and by a drill of
-that very backup first when ``[targets.verify] after_backup`` is set.
+that very backup first when ``[targets.verify] after_backup`` is set, and by its off-site run
+(:mod:`.offsite_job`) before the prune when the target has ``[[offsite]]`` destinations.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneFailed, PruneOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
+from pgwarden.service.offsite_job import OffsiteFailed, OffsiteJobOutcome, OffsiteRun, run_offsite
 from pgwarden.service.state import ServiceState
 from pgwarden.storage.locks import BackupLocks
 
@@ -106,12 +108,43 @@ def prune_job(job: Job, state: ServiceState) -> PruneOutcome:
     return outcome
 
 
+def offsite_job(job: Job, state: ServiceState) -> OffsiteJobOutcome:
+    """Upload what the target's destinations miss, prune them (``args``: ``destination``)."""
+    target = job.config.target(job.target)
+    destination = job.args.get("destination")
+    if destination is not None:
+        job.config.destination(str(destination))  # NotFoundError naming the configured ones
+    sent = 0
+
+    def progress(count: int) -> None:
+        nonlocal sent
+        sent += count
+        job.report(phase="uploading", bytes=sent)
+
+    outcome = run_offsite(
+        OffsiteRun(
+            target,
+            job.config,
+            state.catalog,
+            state.storage,
+            cancel=job.cancel,
+            destinations=None if destination is None else (str(destination),),
+            progress=progress,
+        )
+    )
+    if not outcome.ok:
+        job.result = outcome  # what happened per destination stays visible (ctl, metrics)
+        raise OffsiteFailed(outcome)
+    return outcome
+
+
 def job_functions(state: ServiceState) -> dict[JobKind, JobFunction]:
     """The function each job kind runs, bound to ``state``."""
     return {
         JobKind.BACKUP: lambda job: backup_job(job, state),
         JobKind.VERIFY: lambda job: verify_job(job, state),
         JobKind.PRUNE: lambda job: prune_job(job, state),
+        JobKind.OFFSITE: lambda job: offsite_job(job, state),
     }
 
 
@@ -127,5 +160,7 @@ def follow_ups(config: Config, job: Job) -> list[FollowUp]:
     follow: list[FollowUp] = []
     if target.verify.enabled and target.verify.after_backup:
         follow.append(FollowUp(JobKind.VERIFY, target.name, {"backup": job.result.backup_id}))
+    if config.offsite_for(target):  # before the local prune, which the upload's lock holds off
+        follow.append(FollowUp(JobKind.OFFSITE, target.name))
     follow.append(FollowUp(JobKind.PRUNE, target.name))
     return follow

@@ -14,12 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
+import psycopg
 import pytest
 
+from pgwarden.catalog import DrillStatus
 from pgwarden.config.kinds import JobKind
 from pgwarden.metrics import Metrics
+from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.service.clock import SystemClock
 from pgwarden.service.core import Service
 from pgwarden.service.jobkinds import follow_ups, job_functions
@@ -114,3 +118,102 @@ def test_a_dump_blocked_on_a_lock_is_cancelled_as_stalled(
     left = list(env.config.storage.path.rglob("*"))
     assert not [p for p in left if p.name.endswith(".partial")], left
     assert [p for p in left if p.is_file()] == []
+
+
+def _scratch_database(admin: psycopg.Connection[Any]) -> str | None:
+    row = admin.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'pgwarden_verify_%'"
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def _lock_once_created(server: PgServer, table: str, stop: threading.Event) -> None:
+    """Another session: takes ACCESS EXCLUSIVE on ``table`` in the drill's scratch database
+    as soon as the schema restore created it, and holds it until ``stop`` (or until the drill
+    drops the database under it)."""
+    with psycopg.connect(server.dsn("postgres"), autocommit=True) as admin:
+        while not stop.is_set():
+            name = _scratch_database(admin)
+            if name is None:
+                time.sleep(0.005)
+                continue
+            with (
+                contextlib.suppress(psycopg.OperationalError),
+                psycopg.connect(server.dsn(name)) as conn,
+            ):
+                while not stop.is_set():
+                    try:
+                        conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                    except psycopg.errors.UndefinedTable:
+                        conn.rollback()
+                        time.sleep(0.002)
+                        continue
+                    stop.wait(120)
+                    return
+            time.sleep(0.005)
+
+
+def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(pg18: PgServer, workdir: Path) -> None:
+    db = "stall_restore"
+    make_sample_db(pg18, db, rows=200, vectors=False)
+    env = _env(workdir, pg18, db)
+    env.backup()
+    stop = threading.Event()
+    blocker = threading.Thread(target=_lock_once_created, args=(pg18, "documents", stop))
+    blocker.start()
+    try:
+        with _service(env) as service:
+            job, _ = service.submit(JobKind.VERIFY, db)
+            _finish(job)
+            assert _stalled_count(service, db, "verify") == 1
+            assert _stalled_count(service, db, "backup") == 0
+            assert _tools_left() == []
+    finally:
+        stop.set()
+        blocker.join(60)
+    assert job.state == JobState.FAILED, job.as_dict()
+    drill = job.result
+    assert isinstance(drill, VerifyOutcome) and drill.stalled
+    assert drill.status == DrillStatus.FAILED
+    stalled = [c for c in drill.checks if c.name == "stalled"]
+    assert len(stalled) == 1, drill.checks
+    assert stalled[0].detail.startswith(f"stalled: no progress for {STALL_S} s while restoring")
+    assert "Lock:relation" in stalled[0].detail
+    with psycopg.connect(pg18.dsn("postgres"), autocommit=True) as admin:
+        assert _scratch_database(admin) is None  # dropped whatever happened
+    assert [v.status for v in env.catalog.list_verifications(target=db)] == ["failed"]
+    left = list(env.config.storage.path.rglob("*.partial"))
+    assert left == []
+
+
+SLOW_INDEX_SQL = """
+CREATE TABLE slow_items (id int PRIMARY KEY, x int NOT NULL);
+INSERT INTO slow_items SELECT g, g FROM generate_series(1, {rows}) g;
+CREATE FUNCTION slow_key(x int) RETURNS int LANGUAGE sql IMMUTABLE
+  AS $$ SELECT x FROM (SELECT pg_sleep(1)) AS s $$;
+"""
+
+
+def test_an_index_build_longer_than_stall_timeout_is_not_a_stall(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """pg_restore reads nothing while it builds an index; its session works: no stall."""
+    db = "stall_slow_index"
+    rows = 2 * STALL_S + 1  # one second per row: the build outlasts stall_timeout
+    make_sample_db(pg18, db, rows=50, vectors=False)
+    with psycopg.connect(pg18.dsn(db), autocommit=True) as conn:
+        conn.execute(SLOW_INDEX_SQL.format(rows=rows).encode())
+        began = time.monotonic()
+        conn.execute("CREATE INDEX slow_items_key ON slow_items (slow_key(x))")
+        assert time.monotonic() - began >= rows  # the function really sleeps a second a row
+    env = _env(workdir, pg18, db)
+    env.backup()
+    with _service(env) as service:
+        job, _ = service.submit(JobKind.VERIFY, db)
+        _finish(job, timeout=300)
+        assert _stalled_count(service, db, "verify") == 0
+    drill = job.result
+    assert isinstance(drill, VerifyOutcome)
+    assert job.state == JobState.SUCCEEDED and drill.passed, drill.as_dict()
+    restore = next(c for c in drill.checks if c.name == "restore")
+    assert restore.duration_s >= rows  # the index build ran its whole length

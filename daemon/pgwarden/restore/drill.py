@@ -280,7 +280,14 @@ def _restore_and_check(
     request.report(phase="restoring", database=db.name, jobs=plan.jobs)
     db_spec = db.spec.with_dbname(db.name)
     draft.checks.append(
-        pgrestore.run_restore(plan, staged, db_spec, server_major=major, cancel=cancel)
+        pgrestore.run_restore(
+            plan,
+            staged,
+            db_spec,
+            server_major=major,
+            cancel=cancel,
+            stall_timeout=target.verify.stall_timeout,
+        )
     )
     staged.remove_spool()  # the disk space is not needed for the checks
     request.report(phase="checking", database=db.name)

@@ -16,10 +16,13 @@ Drills restore with ``--no-owner --no-privileges --no-tablespaces --no-subscript
 --no-publications`` (the verification server need not have the roles or tablespaces, and an
 unlogged table cannot be published); ``pgwarden restore`` keeps owners
 and privileges.  Every line the tool writes on stderr is kept; errors are counted and
-reported.  Two kinds are not failures, each written down in the result: PostgreSQL 17+
-``pg_restore``/``pg_dump`` start every session with ``SET transaction_timeout = 0``, which
-servers before 17 reject; and, in a drill of a plain dump, ``role ... does not exist`` (a plain
-dump cannot be restored without its owners, a drill does not need them).
+reported, the known harmless ones apart (:mod:`pgwarden.restore.toolerrors`).
+
+Each tool run is watched for stalls (``[targets.verify] stall_timeout``, for drills and
+``pgwarden restore`` alike): progress is the bytes fed to the tool's stdin (a streamed
+restore) or the tool's sessions -- tagged with an ``application_name`` of their own --
+working on the server (an index build or a foreign-key check reads nothing for minutes);
+a session waiting on another's lock is not working (:mod:`pgwarden.pg.stallwatch`).
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from typing import Any
 
 from pgwarden.archive.manifest import Manifest
 from pgwarden.logsetup import get_logger
-from pgwarden.pg import process
+from pgwarden.pg import process, stallwatch
 from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.environment import local_tool_environment
+from pgwarden.pg.stallwatch import StallWatch, session_tag
 from pgwarden.restore import scratch, staging
-from pgwarden.restore.outcome import CheckResult, StepError
+from pgwarden.restore.outcome import STALLED, CheckResult, StepError
+from pgwarden.restore.toolerrors import MAX_ERROR_LINES, StderrLines, classify
 
 log = get_logger("pgwarden.restore")
 
@@ -52,10 +57,6 @@ DRILL_FLAGS = (
     "--no-subscriptions",
     "--no-publications",
 )
-MAX_ERROR_LINES = 200
-_TRANSACTION_TIMEOUT = 'unrecognized configuration parameter "transaction_timeout"'
-_MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
-_PSQL_ERROR = re.compile(r"\b(ERROR|FATAL|PANIC):")
 
 
 def dump_major(manifest: Manifest) -> int:
@@ -154,69 +155,15 @@ def describe(
     return lines
 
 
-class StderrLines:
-    """A tool logger that keeps every stderr line (up to a limit) and forwards it."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.dropped = 0
-        self._lock = threading.Lock()
-
-    def _keep(self, kw: dict[str, Any]) -> None:
-        line = kw.get("line")
-        if isinstance(line, str):
-            with self._lock:
-                if len(self.lines) < MAX_ERROR_LINES * 4:
-                    self.lines.append(line)
-                else:
-                    self.dropped += 1
-
-    def info(self, event: str, /, *args: Any, **kw: Any) -> Any:
-        self._keep(kw)
-        return log.info(event, *args, **kw)
-
-    def warning(self, event: str, /, *args: Any, **kw: Any) -> Any:
-        self._keep(kw)
-        return log.warning(event, *args, **kw)
-
-
-@dataclass(frozen=True)
-class Errors:
-    errors: list[str]
-    ignored: list[str]
-    notes: list[str]
-
-
-def classify(lines: list[str], *, plain: bool, server_major: int, drill: bool) -> Errors:
-    """Split the error lines of a restore into real errors and the known harmless ones."""
-    errors: list[str] = []
-    ignored: list[str] = []
-    notes: set[str] = set()
-    for line in lines:
-        is_error = (
-            bool(_PSQL_ERROR.search(line)) if plain else line.startswith("pg_restore: error:")
-        )
-        if not is_error:
-            continue
-        if server_major < 17 and _TRANSACTION_TIMEOUT in line:
-            ignored.append(line)
-            notes.add(
-                f"SET transaction_timeout (PostgreSQL 17+ tools) is unknown to PostgreSQL "
-                f"{server_major}: ignored"
-            )
-        elif plain and drill and _MISSING_ROLE.search(line):
-            ignored.append(line)
-            notes.add("owners missing on the verification server: ignored in a drill")
-        else:
-            errors.append(line)
-    return Errors(errors, ignored, sorted(notes))
-
-
-def _feed(tool: process.RunningTool, chunks: Iterator[bytes]) -> None:
+def _feed(
+    tool: process.RunningTool, chunks: Iterator[bytes], watch: StallWatch | None = None
+) -> None:
     assert tool.stdin is not None
     try:
         for chunk in chunks:
             tool.stdin.write(chunk)
+            if watch is not None:
+                watch.moved(len(chunk))
     except BrokenPipeError:
         pass  # the tool stopped reading: its exit status says why
     finally:
@@ -279,28 +226,55 @@ def _drain_counting(stream: Any, sink: Any) -> None:
             sink(chunk)
 
 
-def _run_tool(
-    plan: RestorePlan,
-    argv: list[str],
-    env: dict[str, str],
-    source: Path | None,
-    lines: StderrLines,
-    cancel: threading.Event | None,
-) -> process.ToolResult:
-    name = plan.tool.name
-    if source is not None:
-        return process.run_tool(argv, env=env, cancel=cancel, log=lines, name=name)
-    with process.start_tool(
-        argv,
-        env=env,
-        name=name,
-        log=lines,
-        cancel=cancel,
-        stdin=process.PIPE,
-        stdout=process.DEVNULL,
-    ) as tool:
-        _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
-        return tool.wait()
+@dataclass(frozen=True)
+class _Run:
+    """What every tool run of one restore shares."""
+
+    plan: RestorePlan
+    spec: ConnSpec
+    env: dict[str, str]
+    source: Path | None
+    lines: StderrLines
+    cancel: threading.Event | None
+    stall_timeout: float | None
+
+    def tool(self, sections: tuple[str, ...] = ()) -> process.ToolResult:
+        """Run the restore tool once, under a stall watch (:mod:`pgwarden.pg.stallwatch`):
+        progress is the bytes fed to its stdin, or its sessions working on the server."""
+        tag = session_tag("restore")
+        conninfo = self.spec.with_params(application_name=tag).tool_conninfo()
+        argv = self.plan.argv(conninfo, self.source, sections)
+        what = f"restoring ({', '.join(sections)})" if sections else "restoring"
+        with stallwatch.watching(
+            self.stall_timeout, doing=what, upstream=self.cancel, spec=self.spec, tag=tag
+        ) as watch:
+            result = self._run(argv, watch)
+        if watch.stalled:
+            raise StepError(STALLED, watch.stalled)
+        return result
+
+    def _run(self, argv: list[str], watch: StallWatch) -> process.ToolResult:
+        name, env, lines = self.plan.tool.name, self.env, self.lines
+        if self.source is not None:
+            return process.run_tool(argv, env=env, cancel=watch.cancel, log=lines, name=name)
+        with process.start_tool(
+            argv,
+            env=env,
+            name=name,
+            log=lines,
+            cancel=watch.cancel,
+            stdin=process.PIPE,
+            stdout=process.DEVNULL,
+        ) as tool:
+            chunks = staging.decompressed(self.plan.manifest, self.plan.artifact, watch.cancel)
+            try:
+                _feed(tool, chunks, watch)
+            except StepError:
+                if watch.stalled:  # the stall cancelled the decompression: it is the cause
+                    tool.terminate_group()
+                    return tool.wait()
+                raise
+            return tool.wait()
 
 
 def run_restore(
@@ -310,8 +284,11 @@ def run_restore(
     *,
     server_major: int,
     cancel: threading.Event | None = None,
+    stall_timeout: float | None = None,
 ) -> CheckResult:
     """Restore into the database ``spec`` names; a ``restore`` result listing the errors.
+    A tool run that makes no progress for ``stall_timeout`` seconds is cancelled:
+    :class:`StepError` ``stalled``.
 
     A drill of an archive restores in two runs: the schema (``--section=pre-data``), then,
     once the still empty tables are made unlogged (:func:`scratch.unlog_tables`: no WAL for a
@@ -327,26 +304,17 @@ def run_restore(
         if plan.drill:
             # a scratch database need not survive a crash: no WAL flush at every commit
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
-        conninfo = spec.tool_conninfo()
+        run = _Run(plan, spec, env, source, lines, cancel, stall_timeout)
         if plan.drill and not plain:
-            outcome = _run_tool(
-                plan, plan.argv(conninfo, source, ("pre-data",)), env, source, lines, cancel
-            )
+            outcome = run.tool(("pre-data",))
             early = classify(lines.lines, plain=False, server_major=server_major, drill=True)
             if outcome.ok or (
                 outcome.returncode == 1 and not outcome.cancelled and not early.errors
             ):
-                notes.append(scratch.unlog_tables(spec))
-                outcome = _run_tool(
-                    plan,
-                    plan.argv(conninfo, source, ("data", "post-data")),
-                    env,
-                    source,
-                    lines,
-                    cancel,
-                )
+                notes.append(scratch.unlog_tables(spec, stall_timeout))
+                outcome = run.tool(("data", "post-data"))
         else:
-            outcome = _run_tool(plan, plan.argv(conninfo, source), env, source, lines, cancel)
+            outcome = run.tool()
     if outcome.cancelled:
         raise StepError("cancelled", "the drill was cancelled")
     name = plan.tool.name

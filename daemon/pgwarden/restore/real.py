@@ -235,7 +235,14 @@ def _run(
                 )
             )
         request.report(phase="restoring", database=request.into, jobs=plan.jobs)
-        result = pgrestore.run_restore(plan, staged, into, server_major=major, cancel=cancel)
+        result = pgrestore.run_restore(
+            plan,
+            staged,
+            into,
+            server_major=major,
+            cancel=cancel,
+            stall_timeout=request.target.verify.stall_timeout,
+        )
         outcome.checks.append(result)
         staged.remove_spool()
         if not result.passed:

@@ -265,15 +265,18 @@ WHERE c.relkind = 'r' AND c.relpersistence = 'p'
 """
 
 
-def unlog_tables(spec: ConnSpec) -> str:
+def unlog_tables(spec: ConnSpec, lock_timeout: float | None = None) -> str:
     """Make the scratch database's (still empty) tables unlogged, without autovacuum (the
     database is dropped minutes later); say what was done.
 
     Skipped when the schema has partitioned tables: those stay permanent, and a permanent
     table's foreign key cannot reference an unlogged one.  Any other refusal turns the tables
-    already changed back (they are empty: both ways are instant).
+    already changed back (they are empty: both ways are instant).  A table locked by another
+    session for ``lock_timeout`` seconds is such a refusal (no stall watch runs here).
     """
     with connect(spec, "the scratch database") as conn:
+        if lock_timeout:
+            conn.execute(sql.SQL("SET lock_timeout = {}").format(int(lock_timeout * 1000)))
         if conn.execute("SELECT 1 FROM pg_class WHERE relkind = 'p' LIMIT 1").fetchone():
             return "tables kept logged (partitioned tables)"
         tables = [str(r[0]) for r in conn.execute(UNLOGGABLE_SQL)]

@@ -75,16 +75,23 @@ def check_targets(
         chosen = known if target.offsite is None else list(target.offsite)
         for name in chosen:
             if name not in known:
-                root.error(
+                _error_at(
+                    root,
                     f"targets[{index}].offsite",
                     f"unknown off-site destination {name!r} "
                     f"(configured: {', '.join(known) or 'none'})",
                 )
         if chosen and target.backup.format == "directory":
-            root.error(
+            _error_at(
+                root,
                 f"targets[{index}].backup.format",
                 f"{DIRECTORY_REFUSED} (or offsite = [] for this target)",
             )
+
+
+def _error_at(r: Reader, path: str, message: str) -> None:
+    """A problem at a full key path that holds an index (``targets[0].offsite``)."""
+    r.errors.append(f"{path}: {message}")
 
 
 def any_inline_secret(offsite: tuple[OffsiteConfig, ...]) -> bool:
@@ -280,9 +287,9 @@ def _encryption(r: Reader) -> OffsiteEncryption | None:
         for index, recipient in enumerate(raw):
             problem = recipient_problem(recipient)
             if problem is not None:
-                e.error(f"recipients[{index}]", problem)
+                _error_at(e, f"{e.key_path('recipients')}[{index}]", problem)
             elif recipient in recipients:
-                e.error(f"recipients[{index}]", "is listed more than once")
+                _error_at(e, f"{e.key_path('recipients')}[{index}]", "is listed more than once")
             else:
                 recipients.append(recipient)
     e.mark("recipients")

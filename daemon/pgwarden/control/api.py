@@ -79,6 +79,7 @@ class JobRequest:
     tags: tuple[str, ...] = ()  # backup: tags besides "manual"
     backup: str | None = None  # verify: a backup id or unique prefix (default: the newest)
     dry_run: bool = False  # prune: plan only
+    destination: str | None = None  # offsite: one [[offsite]] name (default: every one)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ answer.
 
 Decisions written down here:
 
-- ``backup``/``verify``/``prune`` queue a job and answer at once with it; with ``wait`` they
-  send ``progress`` events (at most 4 a second, and a heartbeat every 5 s) until the job ends,
-  then answer with the finished job.  A failed job is still an ``ok`` answer: the request was
-  served; its ``state`` says what happened (the CLI exits 1 for it).
+- ``backup``/``verify``/``prune``/``offsite`` queue a job and answer at once with it; with
+  ``wait`` they send ``progress`` events (at most 4 a second, and a heartbeat every 5 s) until
+  the job ends, then answer with the finished job.  A failed job is still an ``ok`` answer:
+  the request was served; its ``state`` says what happened (the CLI exits 1 for it).
 - A manual ``backup``/``verify``/``prune`` runs even while its target is paused: ``pause``
   stops schedules only (maintenance windows), it does not overrule an operator.  Pauses live
   in memory and end with the process.
@@ -207,6 +207,14 @@ def verify(call: Call) -> dict[str, Any]:
     assert target is not None
     ref = call.args.opt_text("backup")
     return _job_answer(call, JobRequest(JobKind.VERIFY, target, backup=ref))
+
+
+@command("offsite")
+def offsite(call: Call) -> dict[str, Any]:
+    target = _target(call, required=True)
+    assert target is not None
+    destination = call.args.opt_text("destination")
+    return _job_answer(call, JobRequest(JobKind.OFFSITE, target, destination=destination))
 
 
 @command("prune")

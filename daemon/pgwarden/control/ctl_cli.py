@@ -93,6 +93,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
             q.add_argument("--tag", action="append", default=[], help="extra tag")
         q.add_argument("--wait", action="store_true", help="follow the job until it ends")
         q.set_defaults(kind=kind)
+    q = add("offsite", _run_job, "upload what the off-site destinations miss, prune them now")
+    q.add_argument("target")
+    q.add_argument("--destination", metavar="NAME", help="only this [[offsite]] destination")
+    q.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    q.set_defaults(kind="offsite")
     q = add("prune", _prune, "apply retention now (--dry-run: show the plan only)")
     q.add_argument("target", nargs="?")
     q.add_argument("--dry-run", action="store_true")
@@ -202,6 +207,8 @@ def _run_job(args: argparse.Namespace) -> int:
         request["tags"] = args.tag
     if args.kind == "verify" and args.backup:
         request["backup"] = args.backup
+    if args.kind == "offsite" and args.destination:
+        request["destination"] = args.destination
     client = _client(args)
     if args.wait:
         result = _follow(args, client.stream(args.kind, request))

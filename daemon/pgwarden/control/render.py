@@ -248,11 +248,31 @@ def job_result(job: Mapping[str, Any]) -> str:
             for c in result["checks"]
         ]
         parts.append(table(("CHECK", "RESULT", "DETAIL"), rows))
+    if job.get("kind") == "offsite" and isinstance(result.get("copies"), list):
+        parts.append(_offsite_copies(result))
     notes = [*(result.get("errors") or []), *(result.get("warnings") or [])]
     if notes and isinstance(notes, list):
         parts.append("\n".join(f"note: {n}" for n in notes))
     parts.append(job_summary(job))
     return "\n\n".join(parts)
+
+
+def _offsite_copies(result: Mapping[str, Any]) -> str:
+    """An off-site job's uploads, then each problem (a destination unreachable, a prune)."""
+    rows = [
+        [
+            c.get("destination"),
+            str(c.get("backup_id", ""))[:8],
+            c.get("key"),
+            size(c.get("size_bytes")),
+            "ok" if c.get("ok") else f"FAILED: {c.get('error')}",
+        ]
+        for c in result["copies"]
+    ]
+    headers = ("DESTINATION", "BACKUP", "KEY", "SIZE", "RESULT")
+    lines = [table(headers, rows) if rows else "nothing to upload"]
+    lines += [f"problem: {p}" for p in result.get("problems") or []]
+    return "\n".join(lines)
 
 
 def backups(result: Mapping[str, Any]) -> str:

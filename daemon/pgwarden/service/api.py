@@ -40,6 +40,9 @@ def job_args(request: JobRequest, service: Service) -> dict[str, Any]:
         return {"backup": service.state.catalog.get_backup(request.backup, request.target).id}
     if request.kind is JobKind.PRUNE and request.dry_run:
         return {"dry_run": True}
+    if request.kind is JobKind.OFFSITE and request.destination is not None:
+        service.state.config.destination(request.destination)  # NotFoundError: the known ones
+        return {"destination": request.destination}
     return {}
 
 

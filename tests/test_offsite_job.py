@@ -1,0 +1,185 @@
+"""The off-site job in the daemon and from the CLI, against a real S3 endpoint (moto_server):
+a backup is followed by its off-site run (before the local prune); a destination that cannot
+be reached fails the job (naming it) but not the backup, and leaves the other destination's
+copy confirmed; ``ctl offsite`` and the one-shot ``pgwarden offsite sync|list``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pgwarden.catalog import open_catalog
+from pgwarden.catalog.offsite import CopyState, copies
+from pgwarden.cli import main
+from pgwarden.config.kinds import JobKind
+from pgwarden.service.daemon import Daemon
+from pgwarden.service.jobs import Job
+from tests.pgservers import PgServer, free_port
+from tests.s3server import KEY_ID_ENV, REGION, SECRET_ENV, S3Server
+from tests.sampledata import make_sample_db
+
+
+def _destination(name: str, endpoint: str, bucket: str, **extra: object) -> str:
+    lines = [
+        "[[offsite]]",
+        f'name = "{name}"',
+        f'bucket = "{bucket}"',
+        'prefix = "vps1/"',
+        f'endpoint_url = "{endpoint}"',
+        f'region = "{REGION}"',
+        'addressing_style = "path"',
+        f'access_key_id_env = "{KEY_ID_ENV}"',
+        f'secret_access_key_env = "{SECRET_ENV}"',
+        *(f"{k} = {json.dumps(v)}" for k, v in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write(workdir: Path, server: PgServer, db: str, destinations: str) -> Path:
+    path = workdir / "pgwarden.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{workdir}/state"\nsocket = "{workdir}/ctl.sock"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n[monitor]\nenabled = false\n'
+        f'[storage]\npath = "{workdir}/backups"\n'
+        f'[[targets]]\nname = "{db}"\ndsn = "{server.uri(db)}"\n'
+        f'bin_dir = "{server.bin_dir}"\n'
+        '  [targets.backup]\n  schedule = "0 3 * * *"\n  retries = 0\n'
+        "  [targets.verify]\n  enabled = false\n"
+        '  [targets.retention]\n  schedule = "off"\n' + destinations
+    )
+    path.chmod(0o600)
+    return path
+
+
+def _finished(daemon: Daemon, kind: JobKind, timeout: float = 120) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert daemon.service is not None
+        done = [j for j in daemon.service.runner.jobs() if j.kind == kind and j.finished]
+        if done:
+            return done[0]
+        assert time.monotonic() < deadline, f"no {kind} job finished"
+        time.sleep(0.1)
+
+
+def _keys(s3: S3Server, bucket: str) -> list[str]:
+    listed = s3.client().list_objects_v2(Bucket=bucket)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def test_a_daemon_backup_is_followed_by_its_offsite_run(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    db = "offsite_daemon"
+    make_sample_db(pg18, db, rows=30, vectors=False)
+    closed = f"http://127.0.0.1:{free_port()}"
+    config = _write(
+        workdir,
+        pg18,
+        db,
+        _destination("moto", s3_server.endpoint, s3_bucket)
+        + _destination("down", closed, s3_bucket, retries=0, timeout=5),
+    )
+    daemon = Daemon(config, install_signals=False)
+    box: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: box.update(code=daemon.run()))
+    thread.start()
+    try:
+        assert daemon.started.wait(60)
+        assert daemon.service is not None
+        daemon.service.submit(JobKind.BACKUP, db)
+        backup = _finished(daemon, JobKind.BACKUP)
+        assert backup.state == "succeeded", backup.error
+        offsite = _finished(daemon, JobKind.OFFSITE)
+        # one destination is down: the job fails and says which, with the cause
+        assert offsite.state == "failed"
+        assert offsite.error is not None and "down: " in offsite.error
+        assert offsite.error_code == "offsite_failed"
+        prune = _finished(daemon, JobKind.PRUNE)
+        assert offsite.started_at is not None and prune.started_at is not None
+        assert offsite.finished_at is not None and offsite.finished_at <= prune.started_at
+        # ctl offsite through the socket, one destination: nothing left to send there
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pgwarden.cli",
+                "ctl",
+                "--socket",
+                str(workdir / "ctl.sock"),
+                "offsite",
+                db,
+                "--destination",
+                "moto",
+                "--wait",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        answer = json.loads(out.stdout)
+        assert answer["job"]["state"] == "succeeded"
+        assert answer["job"]["result"]["copies"] == []
+    finally:
+        daemon.request_stop()
+        thread.join(60)
+    assert box.get("code") == 0
+    with open_catalog(f"sqlite:///{workdir}/state/catalog.db") as catalog:
+        [record] = catalog.list_backups(db)
+        assert record.status == "complete"  # the local backup never depends on the upload
+        found = {c.destination: c for c in copies(catalog, target=db)}
+    assert found["moto"].state == CopyState.CONFIRMED
+    assert found["down"].state == CopyState.FAILED
+    assert found["down"].error is not None and found["down"].error.startswith("unreachable")
+    assert _keys(s3_server, s3_bucket) == [
+        f"vps1/{db}/{record.path}",
+        f"vps1/{db}/{record.path}.manifest.json",
+    ]
+
+
+def test_one_shot_sync_and_list(
+    pg18: PgServer,
+    workdir: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = "offsite_oneshot"
+    make_sample_db(pg18, db, rows=30, vectors=False)
+    closed = f"http://127.0.0.1:{free_port()}"
+    good = _destination("moto", s3_server.endpoint, s3_bucket)
+    config = _write(
+        workdir, pg18, db, good + _destination("down", closed, s3_bucket, retries=0, timeout=5)
+    )
+    assert main(["backup", "-c", str(config), db]) == 0
+    capsys.readouterr()
+    # one destination down: exit 1, the other one confirmed
+    assert main(["offsite", "sync", "-c", str(config), "--json"]) == 1
+    [outcome] = json.loads(capsys.readouterr().out)
+    assert outcome["target"] == db
+    assert not outcome["ok"]
+    assert outcome["unreachable"] == ["down"]
+    assert [c["destination"] for c in outcome["copies"]] == ["moto"]
+    assert outcome["copies"][0]["ok"]
+    assert [p["destination"] for p in outcome["prunes"]] == ["moto"]
+    # only the good one: nothing left to send, exit 0
+    assert main(["offsite", "sync", "-c", str(config), db, "--destination", "moto"]) == 0
+    assert "0 copies uploaded" in capsys.readouterr().out
+    assert main(["offsite", "sync", "-c", str(config), db, "--destination", "nope"]) == 2
+    capsys.readouterr()
+    assert main(["offsite", "list", "-c", str(config), "--json"]) == 0
+    listed = {c["destination"]: c for c in json.loads(capsys.readouterr().out)}
+    assert listed["moto"]["state"] == "confirmed"
+    assert listed["down"]["state"] == "failed"
+    assert main(["offsite", "list", "-c", str(config)]) == 0
+    text = capsys.readouterr().out
+    assert "DESTINATION" in text and "confirmed" in text

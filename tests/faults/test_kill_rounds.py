@@ -14,11 +14,15 @@ retention never deletes, so a missing one was lost).
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 from pathlib import Path
 
+from pgwarden.catalog import BackupStatus
 from tests.faults.conftest import (
+    MANIFEST,
     DaemonProcess,
+    catalog_rows,
     check_agreement,
     config_text,
     wait_gone,
@@ -84,5 +88,38 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
         assert _timed(daemon, "backup") > 0
         check_agreement(workdir, storage, f"seed {fault_seed}, after the rounds")
         print(f"seed {fault_seed}: {ROUNDS} rounds survived: {kinds_run}")
+    finally:
+        daemon.stop()
+
+
+def test_restart_settles_runs_killed_between_publish_and_record(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """The two narrow windows a random kill rarely hits: killed after publishing the artifact
+    but before its manifest (an orphan, removed at restart: not a backup), and killed after
+    the manifest but before the catalog said so (a complete backup, recorded at restart)."""
+    make_sample_db(pg18, "fault_windows", rows=50, vectors=False)
+    write_config(workdir, config_text(workdir, pg18, "fault_windows"))
+    daemon = DaemonProcess(workdir, workdir / "pgwarden.toml")
+    daemon.start()
+    ids = []
+    for _ in range(2):
+        done = daemon.wait_job(daemon.submit("backup", "fault_windows"))
+        assert done["state"] == "succeeded", done
+        ids.append(done["result"]["backup_id"])
+    daemon.stop()
+    with sqlite3.connect(workdir / "state" / "catalog.db") as db:
+        db.executemany(
+            "UPDATE backups SET status = 'running', finished_at = NULL WHERE id = ?",
+            [(i,) for i in ids],
+        )
+        [(orphan,)] = db.execute("SELECT path FROM backups WHERE id = ?", (ids[1],)).fetchall()
+    (workdir / "backups" / "fault_windows" / f"{orphan}{MANIFEST}").unlink()
+    daemon.start()
+    try:
+        view = check_agreement(workdir, workdir / "backups", "after the restart")
+        rows = {r.id: r.status for r in catalog_rows(workdir)}
+        assert rows == {ids[0]: BackupStatus.COMPLETE, ids[1]: BackupStatus.INTERRUPTED}, rows
+        assert len(view.manifests) == 1, view
     finally:
         daemon.stop()

@@ -12,8 +12,12 @@ start-up and by one-shot commands that open the catalog and the storage -- remov
 - restore spools ``NAME.restore-<hex>.partial`` whose backup ``NAME`` no restore or drill
   holds (they hold its shared lock while the spool exists);
 
-and marks ``interrupted`` the ``running`` rows whose run lock is free.  Live runs' files and
-rows are never touched, whichever process owns them.
+and settles the ``running`` rows whose run lock is free by what the dead run left in storage
+(:func:`_settle`): a published artifact *with* its manifest is a complete backup (the run died
+after writing the manifest, before recording it) and its row is filled from the manifest; a
+published artifact *without* a manifest (the run died while reading it back) is not a backup
+and is removed, so no orphan outlives its run; the row is marked ``interrupted``.  Live runs'
+files and rows are never touched, whichever process owns them.
 """
 
 from __future__ import annotations
@@ -21,14 +25,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pgwarden.catalog import INTERRUPTED_MESSAGE, BackupStatus, Catalog
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.config import Config
+from pgwarden.errors import BackupError, CatalogError
 from pgwarden.logsetup import get_logger
 from pgwarden.storage import Storage
-from pgwarden.storage.base import PARTIAL_SUFFIX
+from pgwarden.storage.base import PARTIAL_SUFFIX, manifest_name
 from pgwarden.storage.locks import BackupLocks
 
 log = get_logger("pgwarden.state")
@@ -42,6 +47,8 @@ class Reaped:
 
     partials: list[Path] = field(default_factory=list)
     interrupted: list[str] = field(default_factory=list)  # backup ids
+    completed: list[str] = field(default_factory=list)  # backup ids whose manifest was written
+    orphans: list[Path] = field(default_factory=list)  # published artifacts without manifest
 
 
 def owner_name(partial: str) -> str:
@@ -76,10 +83,33 @@ def reap_dead_runs(config: Config, catalog: Catalog, storage: Storage) -> Reaped
         with locks.try_run(record.path) as run:
             if not run.held:
                 continue  # alive: a one-shot backup or another daemon thread
-            _interrupt(catalog, record)
+            _settle(catalog, storage, record, record.path, reaped)
             run.discard()
-        reaped.interrupted.append(record.id)
     return reaped
+
+
+def _settle(
+    catalog: Catalog, storage: Storage, record: BackupRecord, path: str, reaped: Reaped
+) -> None:
+    """A dead run's row, by what it left: complete from its manifest, else interrupted (and
+    its published artifact, not a backup without a manifest, removed)."""
+    name = PurePosixPath(path).name
+    folder = storage.target_dir(record.target)
+    manifest, artifact = folder / manifest_name(name), folder / name
+    if manifest.exists():
+        try:
+            data = storage.read_manifest(manifest)
+            if data.get("id") == record.id:
+                catalog.upsert_from_manifest(data, path=name, where=str(manifest))
+                reaped.completed.append(record.id)
+                return
+        except (BackupError, CatalogError) as exc:
+            log.warning("cannot read a dead run's manifest", path=str(manifest), error=str(exc))
+    elif artifact.exists() or artifact.is_symlink():
+        storage.delete(artifact)
+        reaped.orphans.append(artifact)
+    _interrupt(catalog, record)
+    reaped.interrupted.append(record.id)
 
 
 def _interrupt(catalog: Catalog, record: BackupRecord) -> None:
@@ -112,6 +142,13 @@ def log_reaped(reaped: Reaped) -> None:
     """Log what :func:`reap_dead_runs` did, one warning per partial and one for the rows."""
     for path in reaped.partials:
         log.warning("removed a partial file left by a dead run", path=str(path))
+    for path in reaped.orphans:
+        log.warning("removed an artifact a dead run published without a manifest", path=str(path))
+    if reaped.completed:
+        log.warning(
+            "recorded backups that dead runs completed",
+            backups=[i[:8] for i in reaped.completed],
+        )
     if reaped.interrupted:
         log.warning(
             "marked runs of dead processes interrupted",

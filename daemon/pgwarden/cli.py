@@ -76,6 +76,19 @@ _BACKUP_OR_NEWEST: _Arg = (
     ("backup",),
     {"nargs": "?", "help": "backup id or prefix (default: newest)"},
 )
+#: reading a backup's off-site copy (restore, verify)
+_FROM: _Arg = (
+    ("--from",),
+    {"dest": "source", "metavar": "DESTINATION", "help": "read the copy on this [[offsite]]"},
+)
+_IDENTITY: _Arg = (
+    ("--identity",),
+    {"type": Path, "metavar": "FILE", "help": "age identity file for an encrypted copy"},
+)
+_IDENTITY_CREDENTIAL: _Arg = (
+    ("--identity-credential",),
+    {"metavar": "NAME", "help": "the age identity is systemd credential NAME"},
+)
 
 
 def _pin_command(name: str, pin: bool) -> _Command:
@@ -204,7 +217,7 @@ _COMMANDS = (
     _Command(
         "verify",
         "restore drill of a backup into a scratch database",
-        (_CONFIG, _TARGET, _BACKUP_OR_NEWEST, _JSON),
+        (_CONFIG, _TARGET, _BACKUP_OR_NEWEST, _FROM, _IDENTITY, _IDENTITY_CREDENTIAL, _JSON),
         "restore_cmd:cmd_verify",
     ),
     _Command(
@@ -224,6 +237,9 @@ _COMMANDS = (
             (("--force",), {"action": "store_true", "help": "restore into a non-empty database"}),
             (("--dry-run",), {"action": "store_true", "help": "print the commands, run nothing"}),
             (("--verify",), {"action": "store_true", "help": "run the drill checks afterwards"}),
+            _FROM,
+            _IDENTITY,
+            _IDENTITY_CREDENTIAL,
             _JSON,
         ),
         "restore_cmd:cmd_restore",

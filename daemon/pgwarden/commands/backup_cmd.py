@@ -1,4 +1,10 @@
-"""``pgwarden backup TARGET`` (one-shot, no daemon needed) and ``pgwarden backups``."""
+"""``pgwarden backup TARGET`` (one-shot, no daemon needed) and ``pgwarden backups``.
+
+The listing says where each backup's copies are (``COPIES``): ``local`` when the local storage
+holds it, and each ``[[offsite]]`` destination where its copy is confirmed.  A backup only
+off-site (removed locally by retention, or listed by a ``catalog rebuild`` from the bucket on
+a new machine) shows as ``off-site``: ``pgwarden restore`` fetches it from there.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,10 @@ import json
 from dataclasses import asdict, is_dataclass
 
 from pgwarden.backup.take import BackupRequest, take_backup
+from pgwarden.catalog import BackupStatus, Catalog
+from pgwarden.catalog.offsite import copies
+from pgwarden.catalog.records import BackupRecord
+from pgwarden.catalog.states import CopyState
 from pgwarden.commands.context import command_env, human_bytes, table
 from pgwarden.errors import EXIT_OK
 
@@ -32,15 +42,18 @@ def cmd_backups(args: argparse.Namespace) -> int:
         if args.target:
             env.config.target(args.target)
         records = env.catalog.list_backups(args.target)
+        remote = _remote_copies(env.catalog, args.target)
     if args.json:
-        print(json.dumps([_record_dict(r) for r in records], indent=2, default=str))
+        listed = [{**_record_dict(r), "copies": _where(r, remote.get(r.id, []))} for r in records]
+        print(json.dumps(listed, indent=2, default=str))
         return EXIT_OK
     rows = [
         [
             r.id[:8],
             r.target,
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            r.status,
+            _status_text(r, remote.get(r.id, [])),
+            " ".join(_where(r, remote.get(r.id, []))) or "-",
             human_bytes(r.size_bytes),
             r.verify_status or "-",
             "yes" if r.pinned else "",
@@ -55,6 +68,7 @@ def cmd_backups(args: argparse.Namespace) -> int:
         "TARGET",
         "STARTED (UTC)",
         "STATUS",
+        "COPIES",
         "SIZE",
         "VERIFIED",
         "PINNED",
@@ -64,6 +78,27 @@ def cmd_backups(args: argparse.Namespace) -> int:
     ]
     print(table(rows, headers) if rows else "no backups")
     return EXIT_OK
+
+
+def _remote_copies(catalog: Catalog, target: str | None) -> dict[str, list[str]]:
+    """The destinations holding a confirmed off-site copy, by backup id."""
+    found: dict[str, list[str]] = {}
+    for copy in copies(catalog, target=target, states=(CopyState.CONFIRMED,)):
+        found.setdefault(copy.backup_id, []).append(copy.destination)
+    return found
+
+
+def _where(record: BackupRecord, destinations: list[str]) -> list[str]:
+    """Where the backup's copies are: ``local`` (the local storage) and destination names."""
+    local = ["local"] if record.status == BackupStatus.COMPLETE else []
+    return local + sorted(destinations)
+
+
+def _status_text(record: BackupRecord, destinations: list[str]) -> str:
+    """``off-site`` for a backup gone from the local storage whose copy is off-site."""
+    if record.status == BackupStatus.DELETED and destinations:
+        return "off-site"
+    return str(record.status)
 
 
 def _record_dict(record: object) -> dict[str, object]:

@@ -1,6 +1,10 @@
 """``pgwarden verify TARGET [BACKUP]`` (a restore drill now) and ``pgwarden restore``.
 
-Both run in this process, without the daemon.  SIGTERM or Ctrl-C cancels cleanly: the running
+Both run in this process, without the daemon.  Both read a backup's off-site copy when the
+local storage does not hold it, or with ``--from DESTINATION``
+(:mod:`pgwarden.restore.remote_locate`): downloaded, checksum first, decrypted with the
+identity of ``--identity FILE`` or ``--identity-credential NAME``, before any database is
+touched.  SIGTERM or Ctrl-C cancels cleanly: the running
 tool is stopped, the scratch database dropped, the drill recorded as interrupted; a second
 Ctrl-C interrupts at once.  Exit codes: 0 passed, 1 a check or the restore failed, 2 usage
 (a non-empty ``--into`` database without ``--force`` included).
@@ -14,6 +18,7 @@ import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from types import FrameType
 
 from pgwarden.commands.context import command_env
@@ -21,6 +26,7 @@ from pgwarden.errors import EXIT_FAILED, EXIT_OK
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import CheckResult, VerifyOutcome
 from pgwarden.restore.real import RestoreOutcome, RestoreRequest, restore_backup
+from pgwarden.restore.remote_locate import OffsiteChoice, Source, open_source
 
 
 @contextmanager
@@ -78,20 +84,46 @@ def _drill_text(outcome: VerifyOutcome) -> list[str]:
     return lines
 
 
+def _choice(args: argparse.Namespace) -> OffsiteChoice:
+    return OffsiteChoice(args.source, args.identity, args.identity_credential)
+
+
+def _fetched_note(source: Source) -> str | None:
+    """What the text says of an off-site copy read instead of the local file."""
+    if source.remote is None:
+        return None
+    how = ", decrypted with age" if source.remote.offsite.encrypted else ""
+    return (
+        f"read from the off-site copy on {source.remote.describe()}{how}; the object's and "
+        "the artifact's sha256 matched the manifest before anything was restored"
+    )
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     with _cancel_on_signals() as cancel, command_env(args) as env:
         target = env.config.target(args.target)
-        outcome = run_verification(
-            VerifyRequest(
-                target,
-                env.config,
-                env.catalog,
-                env.storage,
-                backup_ref=args.backup,
-                cancel=cancel,
-                raise_on_failure=False,
-            )
+        request = VerifyRequest(
+            target,
+            env.config,
+            env.catalog,
+            env.storage,
+            backup_ref=args.backup,
+            cancel=cancel,
+            raise_on_failure=False,
         )
+        if args.source is None and args.identity is None and args.identity_credential is None:
+            outcome = run_verification(request)  # the local backups, as the daemon's drills
+        else:
+            with open_source(
+                env.config, env.catalog, env.storage, target, args.backup, _choice(args),
+                cancel=cancel,
+            ) as source:  # fmt: skip
+                outcome = run_verification(replace(request, located=source.located))
+            note = _fetched_note(source)
+            if note is not None:
+                outcome = replace(
+                    outcome, artifact=source.located.manifest.path, notes=(*outcome.notes, note)
+                )
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2, default=str))
     else:
@@ -127,20 +159,36 @@ def _restore_text(outcome: RestoreOutcome) -> list[str]:
 def cmd_restore(args: argparse.Namespace) -> int:
     with _cancel_on_signals() as cancel, command_env(args) as env:
         target = env.config.target(args.target)
-        outcome = restore_backup(
-            RestoreRequest(
-                target,
-                env.config,
-                env.catalog,
-                env.storage,
-                into=args.into,
-                backup_ref=args.backup,
-                force=args.force,
-                dry_run=args.dry_run,
-                verify=args.verify,
-                cancel=cancel,
+        with open_source(
+            env.config, env.catalog, env.storage, target, args.backup, _choice(args),
+            fetch_copy=not args.dry_run, cancel=cancel,
+        ) as source:  # fmt: skip
+            outcome = restore_backup(
+                RestoreRequest(
+                    target,
+                    env.config,
+                    env.catalog,
+                    env.storage,
+                    into=args.into,
+                    backup_ref=args.backup,
+                    force=args.force,
+                    dry_run=args.dry_run,
+                    verify=args.verify,
+                    cancel=cancel,
+                    located=source.located,
+                )
             )
-        )
+    if source.remote is not None:
+        outcome.artifact = source.located.manifest.path
+        if args.dry_run:
+            how = " and decrypt it with the identity" if source.remote.offsite.encrypted else ""
+            outcome.commands.insert(
+                0,
+                f"# pgwarden first downloads {source.remote.describe()} (checksum first){how} "
+                f"into {source.located.artifact.parent}/ (a private spool, removed afterwards)",
+            )
+        else:
+            outcome.notes.append(_fetched_note(source) or "")
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2, default=str))
     else:

@@ -11,6 +11,7 @@ import json
 
 from pgwarden.commands.context import command_env, human_bytes, table
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, PgwardenError, UsageError
+from pgwarden.restore.remote_catalog import rebuild_from_offsite
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneOutcome
 from pgwarden.retention.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
@@ -140,12 +141,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown catalog action {args.action!r}")
     with command_env(args) as env:
         report = rebuild_catalog(env.catalog, env.storage)
+        remote = rebuild_from_offsite(env.config, env.catalog)  # the bucket's manifests too
         catalog_where = env.catalog.where
     if args.json:
-        print(json.dumps({**report.as_dict(), "catalog": catalog_where}, indent=2))
+        offsite = [r.as_dict() for r in remote]
+        print(
+            json.dumps({**report.as_dict(), "catalog": catalog_where, "offsite": offsite}, indent=2)
+        )
     else:
-        print(_render_rebuild(report, catalog_where))
-    return EXIT_OK if report.ok else EXIT_FAILED
+        print("\n".join([_render_rebuild(report, catalog_where), *(r.text() for r in remote)]))
+    return EXIT_OK if report.ok and all(r.ok for r in remote) else EXIT_FAILED
 
 
 def _render_rebuild(report: RebuildReport, catalog_where: str) -> str:

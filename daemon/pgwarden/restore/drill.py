@@ -69,6 +69,8 @@ class VerifyRequest:
     random_older: bool | None = None
     #: how a ``.dump.zst`` reaches pg_restore: spooled for ``--jobs``, or streamed serially
     restore_mode: str = "auto"
+    #: the backup, already located (an off-site copy fetched by the caller); None: locate it
+    located: Located | None = None
 
     def report(self, **fields: Any) -> None:
         if self.progress is not None:
@@ -83,6 +85,8 @@ def drop_leftover_scratch_databases(target: TargetConfig) -> list[str]:
 
 def _choose(request: VerifyRequest) -> list[Located]:
     target = request.target.name
+    if request.located is not None:
+        return [request.located]
     first = locate(request.catalog, request.storage, target, request.backup_ref)
     older = request.random_older
     if older is None:
@@ -338,8 +342,8 @@ def _record(
     try:
         locks = BackupLocks(request.config.daemon.state_dir)
         with locks.manifest_update(located.record.id, timeout=LOCK_TIMEOUT_S):
-            if not located.artifact.exists():
-                return notes  # deleted meanwhile: do not resurrect its manifest
+            if located.fetched_from is not None or not located.artifact.exists():
+                return notes  # an off-site copy, or deleted meanwhile: no local manifest
             data = request.storage.read_manifest(located.manifest_path)
             data.setdefault("verifications", []).append(entry)
             request.storage.write_manifest_atomic(

@@ -32,6 +32,8 @@ class Located:
     manifest_path: Path
     manifest: Manifest
     artifact: Path
+    #: the off-site copy ``artifact`` was fetched from (its fetcher holds the shared lock)
+    fetched_from: str | None = None
 
 
 def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> Located:
@@ -60,6 +62,9 @@ def locate(catalog: Catalog, storage: Storage, target: str, ref: str | None) -> 
 def backup_in_use(config: Config, catalog: Catalog, located: Located) -> Iterator[None]:
     """A shared lock on the backup: retention cannot delete it while it is read.  A prune
     may have deleted it just before the lock was taken: checked once it is held."""
+    if located.fetched_from is not None:  # a fetched copy: its fetcher holds the lock
+        yield
+        return
     with BackupLocks(config.daemon.state_dir).shared(located.record.id, timeout=LOCK_TIMEOUT_S):
         record = catalog.get_backup(located.record.id)
         if record.status != BackupStatus.COMPLETE or not located.artifact.exists():

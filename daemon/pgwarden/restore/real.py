@@ -61,6 +61,8 @@ class RestoreRequest:
     verify: bool = False
     cancel: threading.Event | None = None
     progress: Progress | None = None
+    #: the backup, already located (an off-site copy fetched by the caller); None: locate it
+    located: Located | None = None
 
     def report(self, **fields: Any) -> None:
         if self.progress is not None:
@@ -148,7 +150,9 @@ def restore_backup(request: RestoreRequest) -> RestoreOutcome:
     _check_name(request.into)
     began = time.monotonic()
     target = request.target
-    located = locate(request.catalog, request.storage, target.name, request.backup_ref)
+    located = request.located or locate(
+        request.catalog, request.storage, target.name, request.backup_ref
+    )
     manifest = located.manifest
     tool = pgrestore.find_restore_tool(manifest, target.bin_dir)
     spec = ConnSpec.from_target(target)

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pgwarden.catalog.offsite_summary import DestinationSummary
 from pgwarden.catalog.records import BackupRecord, TargetSummary
 from pgwarden.config import Config
 from pgwarden.config.kinds import JobKind
@@ -123,6 +124,8 @@ class DaemonStatus:
     running: Mapping[JobKind, int]
     targets: Sequence[TargetStatus]
     catalog_error: str | None  # the catalog could not be read: summaries are missing
+    #: each target's copies on each of its [[offsite]] destinations, in config order
+    offsite: Sequence[DestinationSummary] = ()
 
 
 class ReloadStatus(enum.StrEnum):

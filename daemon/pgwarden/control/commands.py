@@ -147,6 +147,7 @@ def _status_answer(status: DaemonStatus) -> dict[str, Any]:
         },
         "targets": [_target_answer(t, jobs) for t in status.targets],
         "catalog_error": status.catalog_error,
+        "offsite": [asdict(d) for d in status.offsite],
     }
 
 

@@ -129,6 +129,8 @@ def status(result: Mapping[str, Any]) -> str:
     out = "\n".join(head) + "\n\n"
     headers = ("TARGET", "STATE", "NEXT BACKUP", "NEXT VERIFY", "LAST BACKUP", "LAST VERIFY")
     out += table(headers, rows) if rows else "no targets configured"
+    if result.get("offsite"):
+        out += "\n\n" + offsite(result["offsite"])
     jobs_now = [
         *(result.get("jobs") or {}).get("running", []),
         *(result.get("jobs") or {}).get("queued", []),
@@ -136,6 +138,32 @@ def status(result: Mapping[str, Any]) -> str:
     if jobs_now:
         out += "\n\n" + jobs(jobs_now)
     return out
+
+
+def _offsite_error(d: Mapping[str, Any]) -> str:
+    if not d.get("failing"):
+        return "-"
+    error = str(d.get("last_error") or "?")
+    error = error if len(error) <= 100 else error[:99] + "…"
+    return f"{when(d.get('last_error_at'))}: {error}"
+
+
+def offsite(destinations: Iterable[Mapping[str, Any]]) -> str:
+    """Each target's copies on each off-site destination (the catalog's view)."""
+    rows = [
+        [
+            d.get("target"),
+            d.get("destination"),
+            when(d.get("last_upload")),
+            d.get("copies"),
+            size(d.get("stored_bytes")),
+            when(d.get("newest_copy")),
+            _offsite_error(d),
+        ]
+        for d in destinations
+    ]
+    headers = ("TARGET", "OFF-SITE", "LAST UPLOAD", "COPIES", "STORED", "NEWEST COPY", "ERROR")
+    return table(headers, rows)
 
 
 def _job_detail(job: Mapping[str, Any]) -> str:

@@ -99,6 +99,15 @@ class OffsiteMetrics:
         for counter in (self.upload_bytes, self.upload_failures, self.prune_failures):
             counter.labels(target, destination)
 
+    @staticmethod
+    def has(family: Gauge | Counter, target: str, destination: str) -> bool:
+        """Whether ``family`` has a series for the pair (without creating one)."""
+        return any(
+            s.labels.get("target") == target and s.labels.get("destination") == destination
+            for metric in family.collect()
+            for s in metric.samples
+        )
+
     def pairs(self) -> set[tuple[str, str]]:
         """Every (target, destination) some family has a series for."""
         found: set[tuple[str, str]] = set()

@@ -29,6 +29,11 @@ TITLES = {
     "targets": "Targets configured",
     "storage": "Catalog and storage agree",
     "retention.last_prune": "Last prune",
+    "offsite.credentials": "Off-site credentials present",
+    "offsite.reachable": "Off-site destination reachable and writable",
+    "offsite.versioning": "Off-site bucket versioning",
+    "offsite.newest_copy": "Newest off-site copy",
+    "offsite.last_upload": "Last off-site upload",
 }
 
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pgwarden.catalog import LIVE_STATUSES, BackupRecord, TargetSummary
+from pgwarden.catalog.offsite_summary import DestinationSummary, destination_summaries
+from pgwarden.config import Config
 from pgwarden.config.kinds import JobKind
 from pgwarden.control.api import (
     ConfigSnapshot,
@@ -106,6 +108,7 @@ class ServiceApi:
             running=service.runner.running_count(),
             targets=targets,
             catalog_error=catalog_error,
+            offsite=self._offsite(snapshot.config) if catalog_error is None else (),
         )
 
     def _summaries(self) -> tuple[dict[str, TargetSummary], str | None]:
@@ -113,6 +116,13 @@ class ServiceApi:
             return self.service.state.catalog.summaries(), None
         except CatalogError as exc:
             return {}, str(exc)
+
+    def _offsite(self, config: Config) -> list[DestinationSummary]:
+        pairs = [(t.name, d.name) for t in config.targets for d in config.offsite_for(t)]
+        try:
+            return destination_summaries(self.service.state.catalog, pairs)
+        except CatalogError:
+            return []
 
     def reload(self, timeout: float) -> ReloadResult:
         service = self.service

@@ -7,6 +7,7 @@ updates the "last run" gauges of its kind, then refreshes the target's storage g
 (backups by state, oldest kept backup, bytes stored, free space).
 :func:`restore_gauges` runs once at start-up and sets the history gauges from the catalog, so
 that a restart looks like nothing happened and fires no alert (DESIGN.md, "Metrics").
+The off-site job's metrics and their restoration are :mod:`.offsite_metrics`.
 
 Neither ever queries PostgreSQL (only the catalog and the storage), and neither raises: a
 catalog or storage error is logged and leaves the gauges as they were, because a metrics
@@ -34,6 +35,7 @@ from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
 from pgwarden.service.jobs import Job, JobState
+from pgwarden.service.offsite_metrics import record_offsite, restore_offsite
 from pgwarden.service.state import ServiceState
 
 log = logsetup.get_logger("pgwarden.outcomes")
@@ -67,6 +69,8 @@ def record_job(state: ServiceState, job: Job) -> None:
         _record_verify(m, job, drill, result, finished)
     elif job.kind == JobKind.PRUNE:
         _record_prune(m, job, outcome if isinstance(outcome, PruneOutcome) else None, result)
+    elif job.kind == JobKind.OFFSITE:
+        record_offsite(state, job, result)
     if job.error_code == StallError.code or (
         isinstance(outcome, VerifyOutcome) and outcome.stalled
     ):
@@ -186,6 +190,7 @@ def restore_gauges(state: ServiceState) -> None:
                 error=describe(exc),
             )
         refresh_target(state, name)
+        restore_offsite(state, name)
 
 
 def _restore_target(state: ServiceState, target: str, summary: TargetSummary | None) -> None:

@@ -13,6 +13,9 @@ import pytest
 
 from pgwarden.archive import encrypt
 from pgwarden.errors import CredentialError, OffsiteError
+from tests.helpers import target_env
+from tests.pgservers import PgServer
+from tests.sampledata import make_sample_db, table_fingerprints
 
 AGE = "/usr/bin/age"
 AGE_KEYGEN = "/usr/bin/age-keygen"
@@ -81,6 +84,44 @@ def test_stock_age_decrypts_what_pgwarden_encrypts(
         [AGE, "-d", "-i", str(path), str(sealed)], capture_output=True, check=True, timeout=60
     )
     assert out.stdout == data
+
+
+def test_an_encrypted_backup_restores_with_stock_tools_only(
+    pg18: PgServer, workdir: Path, key: tuple[Path, str, str]
+) -> None:
+    """The README's pipeline, on a real backup: age -d | zstd -d | pg_restore, every table
+    the same as in the source."""
+    path, public, _ = key
+    make_sample_db(pg18, "enc_src", rows=300)
+    pg18.drop_database("enc_restored")
+    backup = target_env(workdir, pg18, "enc_src").backup()
+    assert backup.path.name.endswith(".dump.zst")
+    sealed = workdir / (backup.path.name + encrypt.AGE_SUFFIX)
+    with open(backup.path, "rb") as source, open(sealed, "wb") as sink:
+        encrypt.encrypt_stream(source, sink, (public,))
+    pg18.create_database("enc_restored")
+    try:
+        done = subprocess.run(
+            [
+                "bash",
+                "-e",
+                "-o",
+                "pipefail",
+                "-c",
+                f'age -d -i "{path}" "{sealed}" | zstd -d | '
+                f'"{pg18.bin_dir}/pg_restore" --no-owner -d "{pg18.uri("enc_restored")}"',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        source_tables = table_fingerprints(pg18, "enc_src")
+        assert len(source_tables) >= 2
+        assert table_fingerprints(pg18, "enc_restored") == source_tables
+    finally:
+        pg18.drop_database("enc_restored")
 
 
 def test_pgwarden_decrypts_what_stock_age_encrypts(

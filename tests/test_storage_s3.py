@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pgwarden.config.offsite import SecretSource
-from pgwarden.errors import OffsiteError
+from pgwarden.errors import CredentialError, OffsiteError
 from pgwarden.redaction import Secret
 from pgwarden.storage import open_object_store
 from pgwarden.storage.objects import ChecksumMode, Upload
@@ -368,5 +368,6 @@ def test_a_missing_key_variable_is_a_clear_error(
     s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PGWARDEN_TEST_S3_SECRET")
-    with pytest.raises(Exception, match="PGWARDEN_TEST_S3_SECRET"):
+    match = r"offsite\[moto\]\.secret_access_key_env: environment variable PGWARDEN_TEST_S3_SECRET"
+    with pytest.raises(CredentialError, match=match):
         S3ObjectStore(s3_server.offsite_config("bkt"))

@@ -31,7 +31,8 @@ def open_storage(config: StorageConfig) -> Storage:
 
 
 def open_object_store(offsite: OffsiteConfig) -> ObjectStore:
-    """The object store for ``offsite``, its keys read now; :class:`OffsiteError` if unusable."""
+    """The object store for ``offsite``, its keys read now (:class:`~pgwarden.errors.CredentialError`
+    if a configured key cannot be read, :class:`OffsiteError` if the destination is unusable)."""
     if offsite.kind != "s3":
         raise OffsiteError(f"offsite[{offsite.name}]: unknown kind {offsite.kind!r}")
     # lazy import: boto3 + botocore add 0.17-0.24 s (measured) to every CLI start; only

@@ -16,13 +16,11 @@ URL user info redacted (botocore's texts hold the endpoint URL, never the signin
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -30,7 +28,8 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pgwarden.config.offsite import OffsiteConfig, SecretSource
+from pgwarden.config.offsite import OffsiteConfig
+from pgwarden.config.secretfiles import resolve_secret
 from pgwarden.errors import OffsiteError
 from pgwarden.redaction import Secret, redact, scrubber_for
 
@@ -53,32 +52,15 @@ class Keys:
 
 
 def resolve_keys(offsite: OffsiteConfig) -> Keys:
-    """The destination's keys, read now from their sources (a rotated file is picked up)."""
+    """The destination's keys, read now from their sources (a rotated file is picked up);
+    :class:`~pgwarden.errors.CredentialError` names a missing variable or unreadable file."""
     what = f"offsite[{offsite.name}]"
-    key_id = resolve_secret(offsite.access_key_id, f"{what}: access_key_id")
-    secret = resolve_secret(offsite.secret_access_key, f"{what}: secret_access_key")
+    key_id = resolve_secret(offsite.access_key_id, f"{what}.access_key_id")
+    secret = resolve_secret(offsite.secret_access_key, f"{what}.secret_access_key")
     if (key_id is None) != (secret is None):
         missing = "secret_access_key" if secret is None else "access_key_id"
         raise OffsiteError(f"{what}: {missing} is not configured (set both keys, or neither)")
     return Keys(key_id, secret)
-
-
-def resolve_secret(source: SecretSource, what: str) -> Secret | None:
-    """TEMPORARY until ``pgwarden.config.secretfiles`` lands: env, file, credential, value."""
-    if source.env is not None:
-        value = os.environ.get(source.env)
-        if not value:
-            raise OffsiteError(f"{what}: environment variable {source.env} is not set or empty")
-        return Secret(value)
-    path = source.file
-    if source.credential is not None:
-        path = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / source.credential
-    if path is not None:
-        try:
-            return Secret(path.read_text().rstrip("\n"))
-        except OSError as exc:
-            raise OffsiteError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    return source.value
 
 
 def build_client(offsite: OffsiteConfig, keys: Keys) -> S3Client:

@@ -19,6 +19,7 @@ from pgwarden.storage import open_object_store
 from pgwarden.storage.objects import ChecksumMode, Upload
 from pgwarden.storage.s3 import S3ObjectStore
 from pgwarden.storage.s3upload import MIB, choose_part_size
+from tests.pgservers import free_port
 from tests.s3server import KEY_ID, SECRET, S3Server
 
 PART = 5 * MIB
@@ -371,3 +372,18 @@ def test_a_missing_key_variable_is_a_clear_error(
     match = r"offsite\[moto\]\.secret_access_key_env: environment variable PGWARDEN_TEST_S3_SECRET"
     with pytest.raises(CredentialError, match=match):
         S3ObjectStore(s3_server.offsite_config("bkt"))
+
+
+def test_an_unreachable_endpoint_is_a_clear_secret_free_error(s3_server: S3Server) -> None:
+    port = free_port()  # nothing listens there
+    config = s3_server.offsite_config(
+        "bkt", endpoint_url=f"http://user:pw-in-url@127.0.0.1:{port}", retries=0, timeout=2.0
+    )
+    store = S3ObjectStore(config)
+    with pytest.raises(OffsiteError) as caught:
+        store.head("t/a")
+    message = str(caught.value)
+    assert message.startswith("head s3://bkt/t/a: Could not connect to the endpoint URL")
+    assert "pw-in-url" not in message and SECRET not in message and KEY_ID not in message
+    result = store.probe()
+    assert not result.writable and result.error and "pw-in-url" not in result.error

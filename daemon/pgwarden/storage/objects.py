@@ -105,7 +105,7 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def get_small(self, key: str, *, max_bytes: int = 16 * 1024 * 1024) -> bytes:
-        """A small object's bytes; :class:`~pgwarden.errors.BackupError` if missing or larger."""
+        """A small object's bytes; :class:`~pgwarden.errors.OffsiteError` if missing or larger."""
 
     @abstractmethod
     def download(

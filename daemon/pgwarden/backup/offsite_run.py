@@ -23,7 +23,7 @@ from pgwarden.backup.offsite import (
     object_key,
     upload_backup,
 )
-from pgwarden.catalog import Catalog
+from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.offsite import CopyState, pending_backups, record_copy
 from pgwarden.config import Config, TargetConfig
 from pgwarden.config.offsite import OffsiteConfig
@@ -78,6 +78,8 @@ def upload_pending(
             if record.id not in (skip or {}).get(destination.name, ())
         ]
         for record in pending:
+            if catalog.get_backup(record.id).status != BackupStatus.COMPLETE:
+                continue  # pruned locally since the listing: nothing left to send
             request = CopyRequest(
                 record, destination, store, catalog, storage, locks, cancel, progress
             )

@@ -10,16 +10,21 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from pgwarden.catalog import open_catalog
 from pgwarden.catalog.offsite import CopyState, copies
 from pgwarden.cli import main
+from pgwarden.config import load
 from pgwarden.config.kinds import JobKind
 from pgwarden.service.daemon import Daemon
 from pgwarden.service.jobs import Job
+from pgwarden.service.offsite_job import OffsiteRun, run_offsite
+from pgwarden.storage import LocalStorage
 from tests.pgservers import PgServer, free_port
 from tests.s3server import KEY_ID_ENV, REGION, SECRET_ENV, S3Server
 from tests.sampledata import make_sample_db
@@ -183,3 +188,46 @@ def test_one_shot_sync_and_list(
     assert main(["offsite", "list", "-c", str(config)]) == 0
     text = capsys.readouterr().out
     assert "DESTINATION" in text and "confirmed" in text
+
+
+def test_backups_the_remote_policy_would_delete_at_once_are_not_uploaded(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    db = "offsite_doomed"
+    make_sample_db(pg18, db, rows=10, vectors=False)
+    config = _write(
+        workdir,
+        pg18,
+        db,
+        _destination("moto", s3_server.endpoint, s3_bucket)
+        + "  [offsite.retention]\n  keep_days = 1\n  min_keep = 1\n",
+    )
+    for _ in range(3):
+        assert main(["backup", "-c", str(config), db]) == 0
+    url = f"sqlite:///{workdir}/state/catalog.db"
+    with open_catalog(url) as catalog:
+        newest, *older = catalog.list_backups(db)
+    # the two older ones are 10 days old as far as the catalog knows
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for record in older:
+                connection.execute(
+                    text("UPDATE backups SET started_at = :at WHERE id = :id"),
+                    {
+                        "at": (record.started_at - timedelta(days=10)).replace(tzinfo=None),
+                        "id": record.id,
+                    },
+                )
+    finally:
+        engine.dispose()
+    loaded = load(config)
+    with open_catalog(url) as catalog:
+        outcome = run_offsite(
+            OffsiteRun(loaded.target(db), loaded, catalog, LocalStorage(loaded.storage.path))
+        )
+        assert outcome.ok, outcome.problems()
+        assert [c.backup_id for c in outcome.uploads.copies] == [newest.id]
+        assert [c.backup_id for c in copies(catalog, target=db)] == [newest.id]
+    [prune] = outcome.prunes
+    assert prune.inventory is not None and prune.inventory.copies == 1

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,17 @@ def test_copy_age_and_versioning_items(workdir: Path) -> None:
     assert fresh.status == "pass" and "25 h ago" in fresh.detail, fresh
     (stale,) = copy_checks(summary, T0 + timedelta(hours=27))
     assert stale.status == "warn" and "27 h ago" in stale.detail, stale
+    failing = replace(
+        summary,
+        failing=True,
+        last_error="unreachable: b2: connect timeout",
+        last_error_at=T0 + timedelta(hours=24),
+        failed_backup="0123456789abcdef",
+    )
+    newest, failed = copy_checks(failing, T0 + timedelta(hours=25))
+    assert newest.status == "pass" and failed.status == "fail", failed
+    assert failed.title == "Last off-site upload to" and failed.subject == "b2"
+    assert "(01234567, 2026-11-21T03:00+00:00) failed: unreachable: b2" in failed.detail
     enabled = versioning_check("b2", "Enabled")
     assert enabled.status == "warn"
     assert "deletes every version of the objects it created" in enabled.detail
@@ -346,7 +358,7 @@ def test_check_shows_a_good_bucket_a_missing_one_and_missing_keys(
     status, detail = item("newest_copy", "good")
     assert status == "warn" and "no copy confirmed on good yet" in detail, detail
     # the human report has the same lines, and never a key
-    assert "Off-site destination reachable and writable good:" in human, human
+    assert "Off-site write test on good: s3://" in human, human
     assert f"environment variable {UNSET_ENV} is not set" in human, human
     for secret in (KEY_ID, SECRET):
         assert secret not in human and secret not in json.dumps(doc)

@@ -29,11 +29,12 @@ TITLES = {
     "targets": "Targets configured",
     "storage": "Catalog and storage agree",
     "retention.last_prune": "Last prune",
-    "offsite.credentials": "Off-site credentials present",
-    "offsite.reachable": "Off-site destination reachable and writable",
-    "offsite.versioning": "Off-site bucket versioning",
-    "offsite.newest_copy": "Newest off-site copy",
-    "offsite.last_upload": "Last off-site upload",
+    # off-site items name their destination as subject: "Newest off-site copy on b2: ..."
+    "offsite.credentials": "Off-site credentials for",
+    "offsite.reachable": "Off-site write test on",
+    "offsite.versioning": "Bucket versioning of",
+    "offsite.newest_copy": "Newest off-site copy on",
+    "offsite.last_upload": "Last off-site upload to",
 }
 
 

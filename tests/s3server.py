@@ -13,7 +13,8 @@ Fixtures (a pytest plugin: ``pytest_plugins = ["tests.s3server"]`` in the root c
   fault ``.kill()`` (SIGKILL) / ``.restart()``.  **A restarted server is empty**: moto keeps its
   data in memory, so every bucket, object and open multipart upload is gone after ``kill()``;
   tests that kill it must create their buckets afterwards (and ``restart()`` when done:
-  ``s3_bucket`` restarts a dead server before handing out a bucket).
+  ``s3_bucket`` restarts a dead server before handing out a bucket).  So a bucket never
+  outlives the test that made it: no module- or session-scoped buckets.
 * ``s3_bucket`` (function) -- a fresh, uniquely named, unversioned bucket on that server.
 
 The fixture exports :data:`KEY_ID_ENV` / :data:`SECRET_ENV` (dummy keys) so an

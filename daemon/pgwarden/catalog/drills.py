@@ -18,10 +18,18 @@ from pgwarden.catalog.states import VERIFY_STATUSES, DrillStatus
 from pgwarden.errors import NotFoundError
 
 
-def start_drill(session: Session, backup: Backup, started_at: datetime) -> Verification:
-    """A new ``running`` drill of ``backup``."""
+def start_drill(
+    session: Session,
+    backup: Backup,
+    started_at: datetime,
+    details: Mapping[str, Any] | None = None,
+) -> Verification:
+    """A new ``running`` drill of ``backup`` (``details``: its run lock's name, say)."""
     drill = Verification(
-        backup_id=backup.id, started_at=started_at, status=DrillStatus.RUNNING, details={}
+        backup_id=backup.id,
+        started_at=started_at,
+        status=DrillStatus.RUNNING,
+        details=dict(details or {}),
     )
     session.add(drill)
     session.flush()

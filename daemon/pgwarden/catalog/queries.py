@@ -284,12 +284,24 @@ class Catalog:
 
     # -- verifications ----------------------------------------------------------------------
 
-    def start_verification(self, backup_id: str, started_at: datetime) -> VerificationRecord:
+    def start_verification(
+        self, backup_id: str, started_at: datetime, details: Mapping[str, Any] | None = None
+    ) -> VerificationRecord:
         """Record a drill as ``running`` (finished later by :meth:`finish_verification`)."""
         _check_aware(started_at, "started_at")
         with self._session(write=True) as session:
-            drill = start_drill(session, backup_row(session, backup_id), started_at)
+            drill = start_drill(session, backup_row(session, backup_id), started_at, details)
             return VerificationRecord.of(drill)
+
+    def running_verifications(self) -> list[VerificationRecord]:
+        """The drills recorded ``running`` (alive, or left by a dead process), oldest first."""
+        query = (
+            select(Verification)
+            .where(Verification.status == DrillStatus.RUNNING)
+            .order_by(Verification.id)
+        )
+        with self._session(write=False) as session:
+            return [VerificationRecord.of(drill) for drill in session.scalars(query)]
 
     def finish_verification(
         self,

@@ -1,7 +1,8 @@
 """What one-shot commands share: the config, logging to stderr, the catalog and the storage.
 
-Opening them reaps what dead runs left behind (:mod:`pgwarden.backup.reap`), so a one-shot
-backup killed from the shell leaves no ``running`` row nor ``.partial`` past the next command.
+Opening them reaps what dead runs left behind (:mod:`pgwarden.backup.reap`,
+:mod:`pgwarden.restore.drillreap`), so a one-shot backup or drill killed from the shell leaves
+no ``running`` row nor ``.partial`` past the next command.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pgwarden.backup.reap import log_reaped, reap_dead_runs
 from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.config import Config
 from pgwarden.errors import describe
+from pgwarden.restore.drillreap import log_reaped_drills, reap_dead_drills
 from pgwarden.storage import Storage, open_storage
 
 log = logsetup.get_logger("pgwarden.state")
@@ -54,6 +56,7 @@ def reap(config: Config, catalog: Catalog, storage: Storage) -> None:
     """Reap what dead runs left (their partials, their ``running`` rows); never fatal."""
     try:
         log_reaped(reap_dead_runs(config, catalog, storage))
+        log_reaped_drills(reap_dead_drills(config, catalog))
     except Exception as exc:  # noqa: BLE001 - the command itself may still work
         log.warning("cannot reap what dead runs left", error=describe(exc))
 

@@ -18,8 +18,11 @@ One drill (:func:`run_verification`), in order; a failing step stops it:
    pgvector probes.  All run even when one fails: the report lists every mismatch.
 
 The scratch database is dropped in every outcome (success, failure, cancellation; after a
-crash, by :func:`drop_leftover_scratch_databases` at the next start-up, which leaves alone
-the databases whose drill still holds its lock: :mod:`.scratchlock`).  The result is
+crash, by :func:`drop_leftover_scratch_databases` at the next start-up and before the next
+drill, which leave alone the databases whose drill still holds its lock: :mod:`.scratchlock`).
+A drill holds a run lock while its catalog row is ``running`` (:mod:`.drillreap`), so that
+only dead drills' rows are marked interrupted; a restore that stops making progress for
+``[targets.verify] stall_timeout`` fails as ``stalled`` (:mod:`.pgrestore`).  The result is
 appended to the backup's manifest (rewritten atomically) and recorded in the catalog.
 """
 
@@ -43,6 +46,7 @@ from pgwarden.logsetup import get_logger
 from pgwarden.pg.server import server_major
 from pgwarden.redaction import redact
 from pgwarden.restore import checks, pgrestore, scratch, staging
+from pgwarden.restore.drillreap import drill_run_lock
 from pgwarden.restore.locate import LOCK_TIMEOUT_S, Located, backup_in_use, locate
 from pgwarden.restore.outcome import CheckResult, DrillFailed, StepError, VerifyOutcome
 from pgwarden.storage import Storage
@@ -116,6 +120,7 @@ def run_verification(request: VerifyRequest) -> VerifyOutcome:
     if request.restore_mode not in RESTORE_MODES:
         raise UsageError(f"restore_mode must be one of {RESTORE_MODES}")
     chosen = _choose(request)
+    _sweep_dead_drills(request.target)
     outcome = _drill(request, chosen[0])
     older: list[VerifyOutcome] = []
     for located in chosen[1:]:
@@ -127,6 +132,16 @@ def run_verification(request: VerifyRequest) -> VerifyOutcome:
     if request.raise_on_failure and not outcome.passed:
         raise DrillFailed(outcome)
     return outcome
+
+
+def _sweep_dead_drills(target: TargetConfig) -> None:
+    """Drop the scratch databases of dead drills (a killed one-shot ``pgwarden verify``)
+    before drilling: this drill connects to that server anyway.  Never fatal."""
+    try:
+        for name in scratch.drop_leftovers(target):
+            log.warning("dropped a scratch database left by a dead drill", database=name)
+    except (PgwardenError, psycopg.Error) as exc:
+        log.warning("cannot drop the scratch databases of dead drills", error=describe(exc))
 
 
 @dataclass
@@ -144,11 +159,19 @@ class _Draft:
 
 
 def _drill(request: VerifyRequest, located: Located) -> VerifyOutcome:
+    """One drill, owning its catalog row through its run lock (:mod:`.drillreap`)."""
+    with drill_run_lock(request.config) as run_lock:
+        return _locked_drill(request, located, run_lock)
+
+
+def _locked_drill(
+    request: VerifyRequest, located: Located, run_lock: dict[str, str]
+) -> VerifyOutcome:
     started_at = datetime.now(UTC)
     began = time.monotonic()
     record = located.record
     draft = _Draft()
-    drill_id = request.catalog.start_verification(record.id, started_at).id
+    drill_id = request.catalog.start_verification(record.id, started_at, run_lock).id
     log.info("restore drill started", backup=record.short_id, artifact=located.artifact.name)
     interrupted: BaseException | None = None
     try:

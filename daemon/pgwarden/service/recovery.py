@@ -1,10 +1,11 @@
 """Start-up recovery: what a crash or a stop left behind is cleaned before the daemon is ready.
 
 ``.partial`` files and ``running`` backups of dead runs are reaped (:mod:`pgwarden.backup.reap`:
-a live one-shot run's are left alone), drills still called running are marked interrupted, the history gauges are restored from the catalog (:mod:`.outcomes`), and, in a
-background thread so that a server down at start-up never delays ``READY=1``, every target's
-server is checked: scratch databases of a crashed drill are dropped and a usable ``pg_dump``
-is looked for.
+a live one-shot run's are left alone), so are the ``running`` rows of dead drills
+(:mod:`pgwarden.restore.drillreap`), the history gauges are restored from the catalog
+(:mod:`.outcomes`), and, in a background thread so that a server down at start-up never
+delays ``READY=1``, every target's server is checked: scratch databases of a crashed drill
+are dropped and a usable ``pg_dump`` is looked for.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pgwarden.pg.binaries import find_tool
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.server import server_major, server_version
 from pgwarden.restore.drill import drop_leftover_scratch_databases
+from pgwarden.restore.drillreap import log_reaped_drills, reap_dead_drills
 from pgwarden.service import outcomes
 from pgwarden.service.state import ServiceState
 
@@ -29,7 +31,8 @@ def recover(state: ServiceState) -> None:
     """Clean up after the previous run; start the server checks in the background."""
     # only dead runs' partials and rows: a one-shot backup or restore may be running
     log_reaped(reap_dead_runs(state.config, state.catalog, state.storage))
-    state.catalog.mark_running_interrupted(backups=False)  # drills of the previous daemon
+    # only dead drills' rows: a one-shot drill may be running
+    log_reaped_drills(reap_dead_drills(state.config, state.catalog))
     outcomes.restore_gauges(state)
     # server checks may wait on a connect timeout: they must not delay READY=1
     threading.Thread(

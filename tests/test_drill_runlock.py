@@ -1,0 +1,162 @@
+"""Drills own their catalog row through a run lock, like backups (issue 16, item 1, drills).
+
+A one-shot ``pgwarden verify`` running beside a daemon's start-up keeps its ``running`` row
+and its scratch database; SIGKILLed, the next run reaps both: the next one-shot command marks
+its row interrupted, the next drill drops its scratch database.  Real processes, real
+signals, a real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import tomli_w
+
+from pgwarden import config as config_mod
+from pgwarden.catalog import DrillStatus
+from pgwarden.metrics import Metrics
+from pgwarden.restore import scratchlock
+from pgwarden.restore.drillreap import RUN_LOCK_KEY, reap_dead_drills
+from pgwarden.service import recovery
+from pgwarden.service.state import ServiceState
+from tests.helpers import Env, open_env, target_doc, write_config
+from tests.pgservers import PgServer
+from tests.sampledata import make_sample_db
+
+CLI = [sys.executable, "-m", "pgwarden.cli"]
+SLEEP_GUC = "pgwarden_test.row_sleep"
+
+#: restoring the data of ``slow`` sleeps per row in a scratch database while the role's
+#: setting says so (set for the killed drill, reset for the next one)
+SLOW_TABLE = rf"""
+CREATE FUNCTION slow_ok(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_database() LIKE 'pgwarden\_verify\_%' THEN
+        PERFORM pg_sleep(coalesce(nullif(current_setting('{SLEEP_GUC}', true), ''), '0')::float);
+    END IF;
+    RETURN true;
+END $$;
+CREATE TABLE slow (id int PRIMARY KEY, v int CHECK (slow_ok(v)));
+INSERT INTO slow SELECT g, g FROM generate_series(1, 600) g;
+"""
+
+
+def _config(workdir: Path, server: PgServer, db: str) -> Path:
+    doc = {
+        "daemon": {
+            "state_dir": str(workdir / "state"),
+            "socket": str(workdir / "ctl.sock"),
+            "log_level": "warning",
+        },
+        "storage": {"path": str(workdir / "backups")},
+        "metrics": {"listen": "127.0.0.1:0"},
+        "targets": [target_doc(server, db, backup={"retries": 0}, verify={"jobs": 1})],
+    }
+    return write_config(workdir, tomli_w.dumps(doc))
+
+
+def _scratch_left(server: PgServer) -> list[str]:
+    rows = server.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pgwarden_verify_%'")
+    return sorted(str(r[0]) for r in rows)
+
+
+def _drill_rows(env: Env) -> list[tuple[DrillStatus, dict[str, Any]]]:
+    return [(d.status, d.details) for d in reversed(env.catalog.list_verifications())]
+
+
+def _start_drill(config: Path, db: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A one-shot ``pgwarden verify`` restoring the slow table's data; its pg_restore's pid."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*CLI, "verify", "-c", str(config), db], stdout=out, stderr=out)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if child.name() == "pg_restore" and "--section=data" in child.cmdline():
+                    return proc, child.pid
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the drill never started restoring data")
+
+
+def _wait_released(server: PgServer, name: str) -> None:
+    """Until the server ended the killed drill's session (which held the scratch lock)."""
+    deadline = time.monotonic() + 30
+    with server.connect() as conn:
+        while scratchlock.held_elsewhere(conn, name):
+            assert time.monotonic() < deadline, "the killed drill's session never ended"
+            time.sleep(0.05)
+
+
+def _oneshot(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args, "-c", str(config)], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_a_live_oneshot_drill_survives_start_up_and_a_killed_one_is_reaped(
+    pg18: PgServer, workdir: Path
+) -> None:
+    db = "drill_runlock"
+    make_sample_db(pg18, db, rows=100, vectors=False)
+    pg18.execute(SLOW_TABLE, db)
+    config = _config(workdir, pg18, db)
+    env = open_env(config_mod.load(config))
+    env.backup()
+    pg18.execute(f"ALTER ROLE postgres SET {SLEEP_GUC} = '0.1'")
+    try:
+        proc, restore_pid = _start_drill(config, db, workdir / "drill.log")
+        try:
+            [scratch] = _scratch_left(pg18)
+            [(status, details)] = _drill_rows(env)
+            assert status == DrillStatus.RUNNING and details[RUN_LOCK_KEY].startswith("drill-")
+            # another one-shot command, and a daemon starting up beside the live drill
+            assert _oneshot(config, "backups").returncode == 0
+            state = ServiceState.open(env.config, Metrics())
+            try:
+                recovery.recover(state)
+                recovery.check_servers(state)  # what start-up runs on its thread
+            finally:
+                state.close()
+            assert [s for s, _ in _drill_rows(env)] == [DrillStatus.RUNNING]
+            assert _scratch_left(pg18) == [scratch]
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGKILL)  # the one-shot dies at once, no cleanup at all
+            proc.wait(30)
+    finally:
+        pg18.execute(f"ALTER ROLE postgres RESET {SLEEP_GUC}")
+    _wait_released(pg18, scratch)
+    assert [s for s, _ in _drill_rows(env)] == [DrillStatus.RUNNING]  # nobody looked yet
+    done = _oneshot(config, "verify", db, "--json")  # the next run reaps, then drills
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "passed"
+    assert [s for s, _ in _drill_rows(env)] == [DrillStatus.INTERRUPTED, DrillStatus.PASSED]
+    assert _scratch_left(pg18) == []
+    with contextlib.suppress(psutil.NoSuchProcess):  # its connection was terminated: it ends
+        psutil.Process(restore_pid).wait(30)
+    assert list((workdir / "state" / "locks").glob("drill-*.run.lock")) == []
+
+
+def test_a_running_drill_row_without_a_run_lock_is_reaped(pg18: PgServer, workdir: Path) -> None:
+    """Rows recorded before drills held run locks name none: nothing alive can own them."""
+    db = "drill_oldrow"
+    make_sample_db(pg18, db, rows=20, vectors=False)
+    env = open_env(config_mod.load(_config(workdir, pg18, db)))
+    backup = env.backup()
+    old = env.catalog.start_verification(backup.backup_id, datetime.now(UTC))
+    assert reap_dead_drills(env.config, env.catalog) == [old.id]
+    assert [s for s, _ in _drill_rows(env)] == [DrillStatus.INTERRUPTED]
+    assert reap_dead_drills(env.config, env.catalog) == []

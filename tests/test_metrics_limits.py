@@ -173,7 +173,7 @@ def test_config_check_refuses_sha_crypt_with_the_way_to_a_bcrypt_hash(tmp_path: 
     result = run_cli("config", "check", "-c", str(path))
     assert result.returncode == 2
     assert "metrics.basic_auth_users.other: SHA-crypt" in result.stderr
-    assert "metrics.basic_auth_users.a:b: a user name cannot hold ':'" in result.stderr
+    assert "metrics.basic_auth_users.'a:b': a user name cannot hold ':'" in result.stderr
     path.write_text(base + f'[metrics.basic_auth_users]\nprom = "{good}"\n')
     assert run_cli("config", "check", "-c", str(path)).returncode == 0
     shown = run_cli("config", "show", "-c", str(path))

@@ -160,6 +160,9 @@ class _Handler(WSGIRequestHandler):
     """One request per connection, under one deadline from accept to the answer's last byte."""
 
     server: _ThreadingWSGIServer
+    # a request line without a (valid) version is answered as HTTP/1.0: with a status line,
+    # never a bare HTTP/0.9 body (an error included)
+    default_request_version = "HTTP/1.0"
 
     def setup(self) -> None:
         self.deadline = time.monotonic() + self.server.deadline_s

@@ -1,8 +1,10 @@
 """The catalog file deleted: between runs, and behind the running daemon's back.
 
-The storage holds the truth: ``pgwarden catalog rebuild`` recreates the catalog from the
-manifests, and ``pgwarden backups`` then lists the same backups (ids, status, tags, pins,
-drill verdicts) as before the loss.
+The storage holds the truth: the daemon rebuilds an empty catalog from the manifests at
+start-up, and notices within a second a catalog file deleted while it runs (it reopens and
+rebuilds it, so its later records do not go to the unlinked file); ``pgwarden catalog
+rebuild`` does it on demand.  ``pgwarden backups`` then lists the same backups (ids, status,
+tags, pins, drill verdicts, checksums, sizes) as before the loss, and so does ``ctl backups``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +74,28 @@ def test_catalog_deleted_between_runs(pg18: PgServer, workdir: Path) -> None:
         before = _listed(config)
         daemon.stop()
         _lose_catalog(workdir)
-        daemon.start()
-        _rebuild(config)
+        daemon.start()  # finds an empty catalog beside manifests: rebuilds it at start-up
+        assert "rebuilt it from the manifests" in daemon.log_tail(200)
         assert _listed(config) == before
-        check_agreement(workdir, workdir / "backups", "after the rebuild")
+        check_agreement(workdir, workdir / "backups", "after the start-up rebuild")
+        daemon.stop()
+        _lose_catalog(workdir)
+        _rebuild(config)  # the command does the same
+        assert _listed(config) == before
+        daemon.start()
         done = daemon.wait_job(daemon.submit("backup", DB))
         assert done["state"] == "succeeded", done
         assert len(_listed(config)) == len(before) + 1
+        check_agreement(workdir, workdir / "backups", "after the command's rebuild")
     finally:
         daemon.stop()
+
+
+def _wait_reopened(daemon: DaemonProcess, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while "rebuilt it from the manifests" not in daemon.log_tail(50):
+        assert time.monotonic() < deadline, f"the daemon never noticed: {daemon.log_tail()}"
+        time.sleep(0.1)
 
 
 def test_catalog_deleted_behind_the_running_daemon(pg18: PgServer, workdir: Path) -> None:
@@ -91,13 +107,13 @@ def test_catalog_deleted_behind_the_running_daemon(pg18: PgServer, workdir: Path
         _history(daemon)
         before = _listed(config)
         _lose_catalog(workdir)
-        # the daemon goes on working: a backup taken now is in storage, whatever the catalog
+        _wait_reopened(daemon)  # the main loop notices within a tick, reopens and rebuilds
+        assert _listed(config) == before
+        # what the daemon records from now on is in the catalog every command reads
         done = daemon.wait_job(daemon.submit("backup", DB))
         assert done["state"] == "succeeded", done
-        _rebuild(config)
         after = _listed(config)
-        assert len(after) == len(before) + 1
-        assert set(before) <= set(after), (before, after)
+        assert len(after) == len(before) + 1 and set(before) <= set(after), (before, after)
         answer = daemon.client.call("backups", {"target": DB})
         assert sorted(b["id"] for b in answer["backups"]) == sorted(r[0] for r in after)
         daemon.stop()

@@ -1,7 +1,9 @@
 """``pgwarden run``: the daemon's main thread — start-up, the main loop, reload and shutdown.
 
 Start-up: validate the config, claim the control socket, open the catalog (Alembic upgrade),
-recover from a crash (:mod:`.recovery`), start the threads (job pool, monitor, metrics HTTP,
+rebuild it from the manifests if it was lost (:mod:`.lostcatalog`, which also watches for a
+catalog file deleted while running), recover from a crash
+(:mod:`.recovery`), start the threads (job pool, monitor, metrics HTTP,
 control socket), then ``READY=1``.
 
 Main loop: fire due schedules into the job pool, ping the watchdog only while every thread is
@@ -36,6 +38,7 @@ from pgwarden.service import jobkinds, recovery
 from pgwarden.service.api import ServiceApi
 from pgwarden.service.clock import Clock, SystemClock
 from pgwarden.service.core import Service
+from pgwarden.service.lostcatalog import CatalogWatch, rebuild_lost_catalog
 from pgwarden.service.sdnotify import Notifier
 from pgwarden.service.state import ServiceState
 
@@ -76,6 +79,7 @@ class Daemon:
         self._next_listener: ListenerSettings | None = None  # built by a reload's _prepare
         self._control: ControlServer | None = None
         self._monitor: MonitorThread | None = None
+        self._catalog_watch: CatalogWatch | None = None
         self.started = threading.Event()
 
     # -- signals ---------------------------------------------------------------------------
@@ -104,6 +108,8 @@ class Daemon:
         self._control = ControlServer(self.api, config.daemon)
         self._control.claim()
         self._state = state = ServiceState.open(config, self.metrics)
+        rebuild_lost_catalog(state)  # before recovery restores the gauges from it
+        self._catalog_watch = CatalogWatch(state, config.daemon.effective_catalog_url)
         recovery.recover(state)
         service = Service(
             self.config_path,
@@ -216,6 +222,8 @@ class Daemon:
             if self.flags.reload or service.reloads.pending():
                 self.flags.reload = False
                 self.reload()
+            if self._catalog_watch is not None:
+                self._catalog_watch.check(service.state)
             service.fire_due()
             now_mono = self.clock.monotonic()
             if interval is not None and now_mono >= next_ping:

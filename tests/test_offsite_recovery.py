@@ -7,11 +7,13 @@ config put back.  ``pgwarden catalog rebuild`` lists the backup again from its r
 (checksum first), decrypts it and restores it: every table of the new database equals the
 source's (row count and md5 of its ordered content).  A wrong or missing identity, and a
 damaged object, fail before any database is created; ``pgwarden verify --from`` drills the
-remote copy.
+remote copy.  The rebuild itself, in-process: only copies whose object is there count, damaged
+manifests are reported, copies gone from the bucket become deleted, an empty listing keeps rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,6 +25,11 @@ from typing import Any
 
 import tomli_w
 
+from pgwarden.catalog import BackupStatus, open_catalog
+from pgwarden.catalog.offsite import copies
+from pgwarden.catalog.states import CopyState
+from pgwarden.restore.remote_catalog import rebuild_destination
+from pgwarden.storage import open_object_store
 from tests.pgservers import PgServer
 from tests.s3server import KEY_ID_ENV, REGION, SECRET_ENV, S3Server
 from tests.sampledata import make_sample_db, table_fingerprints
@@ -299,3 +306,75 @@ def _remote_manifest(s3: S3Server, site: Site) -> dict[str, Any]:
         client.get_object(Bucket=site.bucket, Key=key)["Body"].read()
     )
     return document
+
+
+def _put_copy(
+    s3: S3Server, bucket: str, target: str, backup_id: str, *, with_object: bool = True
+) -> str:
+    """A copy as the upload leaves it (object, then manifest) for a made-up backup."""
+    name = f"20261101T0{len(backup_id) % 10}0000Z-{backup_id[:8]}.dump.zst"
+    body = backup_id.encode() * 4
+    client = s3.client()
+    if with_object:
+        client.put_object(Bucket=bucket, Key=f"{PREFIX}{target}/{name}", Body=body)
+    manifest = {
+        "id": backup_id,
+        "target": target,
+        "database": target,
+        "started_at": f"2026-11-0{int(backup_id[0], 16) % 9 + 1}T03:00:00+00:00",
+        "finished_at": None,
+        "format": "custom",
+        "path": name,
+        "size_bytes": 1,
+        "sha256": "0" * 64,
+        "offsite": {
+            "destination": "moto",
+            "object": f"{target}/{name}",
+            "object_size": len(body),
+            "object_sha256": hashlib.sha256(body).hexdigest(),
+            "checksum": "sha256-composite",
+            "encryption": None,
+        },
+    }
+    key = f"{PREFIX}{target}/{name}.manifest.json"
+    client.put_object(Bucket=bucket, Key=key, Body=json.dumps(manifest).encode())
+    return key
+
+
+def test_rebuild_from_a_destination_indexes_confirmed_copies_only_and_notices_gone_ones(
+    workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    catalog = open_catalog(f"sqlite:///{workdir / 'catalog.db'}")
+    store = open_object_store(s3_server.offsite_config(s3_bucket, prefix=PREFIX))
+    good, lone, other = "a" * 32, "b" * 32, "c" * 32
+    good_key = _put_copy(s3_server, s3_bucket, "app", good)
+    _put_copy(s3_server, s3_bucket, "app", lone, with_object=False)
+    _put_copy(s3_server, s3_bucket, "app", other)
+    s3_server.client().put_object(
+        Bucket=s3_bucket, Key=f"{PREFIX}app/broken.dump.zst.manifest.json", Body=b"{not json"
+    )
+    try:
+        first = rebuild_destination(catalog, store, "moto", ["app"])
+        assert sorted(first.added) == [good, other] and sorted(first.confirmed) == [good, other]
+        assert first.manifests == 4 and not first.ok
+        assert any("object" in p and "missing" in p for p in first.problems)
+        assert any("broken" in p and "not valid JSON" in p for p in first.problems)
+        record = catalog.get_backup(good)
+        assert record.status == BackupStatus.DELETED and record.target == "app"
+
+        again = rebuild_destination(catalog, store, "moto", ["app"])
+        assert again.added == [] and sorted(again.confirmed) == [good, other]
+
+        s3_server.client().delete_object(Bucket=s3_bucket, Key=good_key)
+        third = rebuild_destination(catalog, store, "moto", ["app"])
+        assert third.gone == [good]
+        states = {c.backup_id: c.state for c in copies(catalog, target="app")}
+        assert states == {good: CopyState.DELETED, other: CopyState.CONFIRMED}
+
+        # a bucket holding nothing for the target (a wrong prefix looks like that) keeps rows
+        empty = open_object_store(s3_server.offsite_config(s3_bucket, prefix="elsewhere/"))
+        fourth = rebuild_destination(catalog, empty, "moto", ["app"])
+        assert fourth.gone == [] and "holds nothing for target app" in fourth.problems[0]
+        assert copies(catalog, target="app", states=(CopyState.CONFIRMED,))[0].backup_id == other
+    finally:
+        catalog.close()

@@ -181,11 +181,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if source.remote is not None:
         outcome.artifact = source.located.manifest.path
         if args.dry_run:
-            how = " and decrypt it with the identity" if source.remote.offsite.encrypted else ""
+            how = ", decrypts it with the identity," if source.remote.offsite.encrypted else ""
             outcome.commands.insert(
                 0,
-                f"# pgwarden first downloads {source.remote.describe()} (checksum first){how} "
-                f"into {source.located.artifact.parent}/ (a private spool, removed afterwards)",
+                f"# pgwarden first downloads the copy on {source.remote.describe()}{how} into "
+                f"a private spool in {source.located.artifact.parent}/ (checksum first; "
+                "removed afterwards); the commands below read that file",
             )
         else:
             outcome.notes.append(_fetched_note(source) or "")

@@ -93,7 +93,7 @@ class RemoteCopy:
         return manifest_key(self.record.target, self.manifest.path)
 
     def describe(self) -> str:
-        return f"{self.offsite.destination} ({self.location}/{self.offsite.key})"
+        return f"{self.offsite.destination} (object {self.offsite.key} in {self.location})"
 
 
 def manifest_key(target: str, artifact: str) -> str:
@@ -289,7 +289,7 @@ def fetched(
 ) -> Iterator[Path]:
     """The copy's artifact as a private file in ``spool_dir``, both digests checked; removed
     when the block ends, whatever happens.  The caller holds the backup's shared lock."""
-    _check_space(spool_dir, copy.manifest.size_bytes + copy.offsite.size)
+    _check_space(spool_dir, copy.manifest.size_bytes)  # the object itself is not stored
     path = spool_dir / f"{copy.manifest.path}.restore-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(path, flags, 0o600)

@@ -211,11 +211,13 @@ def test_a_server_killed_midway_leaves_no_complete_copy(
     assert (row.state, row.attempts) == (CopyState.CONFIRMED, 2)
 
 
+@pytest.mark.parametrize("encrypted", [False, True])
 def test_a_cancel_aborts_the_multipart_upload(
-    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str, encrypted: bool
 ) -> None:
     env = big_env(workdir, pg18, "offsite_cancel")
-    destination = s3_server.offsite_config(s3_bucket, part_size=5 * MIB)
+    encryption = OffsiteEncryption((age_key(workdir)[0],)) if encrypted else None
+    destination = s3_server.offsite_config(s3_bucket, part_size=5 * MIB, encryption=encryption)
     env = with_destination(env, destination)
     [record] = env.catalog.list_backups("offsite_cancel")
     cancel = threading.Event()

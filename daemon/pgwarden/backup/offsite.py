@@ -34,7 +34,7 @@ from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.offsite import CopyState, record_copy
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.config.offsite import OffsiteConfig
-from pgwarden.errors import OffsiteError, PgwardenError, describe
+from pgwarden.errors import OffsiteError, PgwardenError, describe, describe_unexpected
 from pgwarden.storage import Storage, manifest_name
 from pgwarden.storage.locks import BackupLocks
 from pgwarden.storage.objects import ObjectStore, PutResult
@@ -119,7 +119,7 @@ def upload_backup(request: CopyRequest) -> CopyResult:
     """Send one backup to one destination; a failure is recorded and returned, not raised.
 
     A cancel raises :class:`OffsiteError` once the copy is recorded ``failed`` and its
-    multipart upload aborted; so does anything no code path expected (after recording it).
+    multipart upload aborted; anything no code path expected is recorded, then raised as is.
     """
     record, started = request.record, time.monotonic()
     if not record.path:
@@ -136,10 +136,20 @@ def upload_backup(request: CopyRequest) -> CopyResult:
     try:
         put = _send(request)
     except BaseException as exc:
-        error = CANCELLED_MESSAGE if request.cancelled() else describe(exc)
+        cancelled = request.cancelled()
+        expected = isinstance(exc, PgwardenError | OSError)
+        error = (
+            CANCELLED_MESSAGE
+            if cancelled
+            else describe(exc)
+            if expected
+            else describe_unexpected(exc)
+        )
         _record_failure(request, key, error)
-        if request.cancelled() or not isinstance(exc, PgwardenError | OSError):
+        if cancelled:
             raise OffsiteError(f"{request.destination.name}: {error}") from exc
+        if not expected:
+            raise  # a bug or an unwrapped library error: the job boundary reports it
         log.warning(
             "off-site upload failed",
             target=record.target,

@@ -29,6 +29,7 @@ from pgwarden.commands.check_offsite import (
     OffsiteChecks,
     copy_checks,
     merge_offsite,
+    run_offsite_checks,
     versioning_check,
 )
 from pgwarden.config import Config
@@ -464,3 +465,33 @@ def test_status_render_shows_a_failing_destination() -> None:
 @pytest.fixture(autouse=True)
 def _no_unset_key() -> None:
     assert UNSET_ENV not in os.environ
+
+
+def test_check_of_one_target_probes_only_its_destinations(
+    workdir: Path, s3_server: S3Server
+) -> None:
+    if not s3_server.is_running():
+        s3_server.restart()
+    bucket = s3_server.unique_bucket("mine")
+    targets = [
+        {"name": "shop", "dsn": "postgresql://postgres@127.0.0.1:1/shop", "offsite": ["mine"]},
+        {"name": "blog", "dsn": "postgresql://postgres@127.0.0.1:1/blog", "offsite": ["theirs"]},
+    ]
+    docs = [
+        offsite_doc("mine", bucket, s3_server.endpoint),
+        offsite_doc("theirs", "never-probed", NOWHERE_S3),
+    ]
+    config = make_config(workdir, targets, offsite=docs)
+    one = run_offsite_checks(config, "shop")
+    assert {(r.check, r.subject, r.status) for r in one.destinations} == {
+        ("offsite.credentials", "mine", "pass"),
+        ("offsite.reachable", "mine", "pass"),
+        ("offsite.versioning", "mine", "pass"),
+    }
+    assert set(one.targets) == {"shop"}
+    (newest,) = one.targets["shop"]
+    assert newest.status == "warn" and newest.subject == "mine"
+    everything = run_offsite_checks(config, None)
+    subjects = {r.subject for r in everything.destinations}
+    assert subjects == {"mine", "theirs"}
+    assert set(everything.targets) == {"shop", "blog"}

@@ -78,13 +78,13 @@ def offsite_checks(
     now: datetime | None = None,
     opener: StoreOpener = open_object_store,
 ) -> OffsiteChecks:
-    """Every off-site item for every target (or the one named) and the destinations they use;
-    ``catalog`` None: no catalog yet (no copy was ever recorded)."""
+    """Every destination's items (only those the named target uses, when one is named) and
+    every target's; ``catalog`` None: no catalog yet (no copy was ever recorded)."""
     now = now or datetime.now(UTC)
     names = [target] if target else [t.name for t in config.targets]
     used = {name: [d.name for d in config.offsite_for(name)] for name in names}
-    wanted = {d for ds in used.values() for d in ds}
-    destinations = [d for d in config.offsite if d.name in wanted]
+    wanted = {d for ds in used.values() for d in ds}  # a target named: its destinations only
+    destinations = [d for d in config.offsite if target is None or d.name in wanted]
     items: list[CheckResult] = []
     for destination in destinations:
         items += destination_checks(destination, opener)

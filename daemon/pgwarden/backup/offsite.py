@@ -124,97 +124,79 @@ def upload_backup(request: CopyRequest) -> CopyResult:
     record, started = request.record, time.monotonic()
     if not record.path:
         raise OffsiteError(f"backup {record.short_id} has no artifact name")
-    key = request.key
-    record_copy(
-        request.catalog,
-        backup_id=record.id,
-        destination=request.destination.name,
-        key=key,
-        state=CopyState.UPLOADING,
-        encrypted=request.encrypted,
-    )
+    _record(request, CopyState.UPLOADING)
     try:
         put = _send(request)
     except BaseException as exc:
         cancelled = request.cancelled()
         expected = isinstance(exc, PgwardenError | OSError)
-        error = (
-            CANCELLED_MESSAGE
-            if cancelled
-            else describe(exc)
-            if expected
-            else describe_unexpected(exc)
-        )
-        _record_failure(request, key, error)
+        error = describe(exc) if expected else describe_unexpected(exc)
+        error = CANCELLED_MESSAGE if cancelled else error
+        _record_failure(request, error)
         if cancelled:
             raise OffsiteError(f"{request.destination.name}: {error}") from exc
         if not expected:
             raise  # a bug or an unwrapped library error: the job boundary reports it
-        log.warning(
-            "off-site upload failed",
-            target=record.target,
-            destination=request.destination.name,
-            backup=record.short_id,
-            error=error,
-        )
-        return CopyResult(
-            record.id,
-            record.target,
-            request.destination.name,
-            key,
-            ok=False,
-            size_bytes=0,
-            object_sha256=None,
-            encrypted=request.encrypted,
-            duration_s=time.monotonic() - started,
-            error=error,
-        )
-    record_copy(
-        request.catalog,
-        backup_id=record.id,
-        destination=request.destination.name,
-        key=key,
-        state=CopyState.CONFIRMED,
+        log.warning("off-site upload failed", **_log_fields(request), error=error)
+        return _result(request, started, None, error)
+    _record(
+        request,
+        CopyState.CONFIRMED,
         size_bytes=put.size,
         object_sha256=put.sha256,
-        encrypted=request.encrypted,
         uploaded_at=datetime.now(UTC),
     )
-    duration = time.monotonic() - started
+    result = _result(request, started, put, None)
     log.info(
         "off-site copy confirmed",
-        target=record.target,
-        destination=request.destination.name,
-        backup=record.short_id,
-        key=key,
+        **_log_fields(request),
         size_bytes=put.size,
-        duration_s=round(duration, 3),
+        duration_s=round(result.duration_s, 3),
     )
+    return result
+
+
+def _log_fields(request: CopyRequest) -> dict[str, str]:
+    return {
+        "target": request.record.target,
+        "destination": request.destination.name,
+        "backup": request.record.short_id,
+        "key": request.key,
+    }
+
+
+def _result(
+    request: CopyRequest, started: float, put: PutResult | None, error: str | None
+) -> CopyResult:
     return CopyResult(
-        record.id,
-        record.target,
+        request.record.id,
+        request.record.target,
         request.destination.name,
-        key,
-        ok=True,
-        size_bytes=put.size,
-        object_sha256=put.sha256,
+        request.key,
+        ok=put is not None,
+        size_bytes=0 if put is None else put.size,
+        object_sha256=None if put is None else put.sha256,
         encrypted=request.encrypted,
-        duration_s=duration,
-        error=None,
+        duration_s=time.monotonic() - started,
+        error=error,
     )
 
 
-def _record_failure(request: CopyRequest, key: str, error: str) -> None:
+def _record(request: CopyRequest, state: CopyState, **facts: Any) -> None:
+    record_copy(
+        request.catalog,
+        backup_id=request.record.id,
+        destination=request.destination.name,
+        key=request.key,
+        state=state,
+        encrypted=request.encrypted,
+        **facts,
+    )
+
+
+def _record_failure(request: CopyRequest, error: str) -> None:
     try:
-        record_copy(
-            request.catalog,
-            backup_id=request.record.id,
-            destination=request.destination.name,
-            key=key,
-            state=CopyState.FAILED,
-            encrypted=request.encrypted,
-            error=error,
-        )
+        _record(request, CopyState.FAILED, error=error)
     except PgwardenError as inner:
         log.error("cannot record the failed off-site copy", error=describe(inner))
 

@@ -198,6 +198,19 @@ def test_a_failed_job_without_outcome_counts_every_destination(workdir: Path) ->
             m = state.metrics
             assert value(m, "pgwarden_offsite_upload_failures_total", **labels) == 1
             assert value(m, "pgwarden_offsite_upload_last_run_success", **labels) == 0
+        # a cancelled run: what it confirmed counts, what it left unfinished is no failure
+        backup = add_backup(state, "shop", T0)
+        cancelled = OffsiteJobOutcome(
+            "shop",
+            UploadOutcome("shop", (copy(backup, "b2", True, 300), copy(backup, "r2", False))),
+        )
+        outcomes.record_job(state, finished_job(state, "offsite", "shop", "cancelled", cancelled))
+        m = state.metrics
+        b2 = {"target": "shop", "destination": "b2"}
+        r2 = {"target": "shop", "destination": "r2"}
+        assert value(m, "pgwarden_offsite_upload_bytes_total", **b2) == 300
+        assert value(m, "pgwarden_offsite_upload_failures_total", **r2) == 1  # as before
+        assert value(m, "pgwarden_offsite_upload_last_run_success", **b2) == 0  # as before
         # a target removed by a reload loses its off-site series
         state.metrics.forget_target("shop")
         assert state.metrics.offsite.pairs() == set()

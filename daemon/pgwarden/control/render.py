@@ -223,6 +223,8 @@ def outcome(job: Mapping[str, Any]) -> str:
         if result.get("dry_run"):
             return f"dry run: would delete {result.get('would_delete', 0)}, keep {kept}"
         return f"deleted {result['deleted']} ({size(result.get('freed_bytes'))}), kept {kept}"
+    if kind == "offsite" and "uploaded" in result:
+        return f"{result['uploaded']} copies uploaded ({size(result.get('uploaded_bytes'))})"
     return ""
 
 

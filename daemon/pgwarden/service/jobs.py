@@ -147,6 +147,9 @@ def _log_summary(result: JobResult) -> dict[str, Any]:
         return {"size_bytes": result.size_bytes, "backup_id": result.backup_id}
     if isinstance(result, VerifyOutcome):
         return {"backup_id": result.backup_id}
+    if isinstance(result, OffsiteJobOutcome):
+        uploads = result.uploads
+        return {"uploaded": sum(c.ok for c in uploads.copies), "size_bytes": uploads.uploaded_bytes}
     return {}
 
 

@@ -61,18 +61,17 @@ def record_offsite(state: ServiceState, job: Job, result: str) -> None:
 
 
 def _count_uploads(m: OffsiteMetrics, outcome: OffsiteJobOutcome, result: str) -> None:
+    """Bytes of the confirmed copies; failures and the last run's verdict unless the run was
+    cancelled (stopped by an operator or a shutdown: its unfinished copies are no failure)."""
     target, uploads = outcome.target, outcome.uploads
-    failed: set[str] = set(uploads.unreachable)
     for copy in uploads.copies:
         if copy.ok:
             m.upload_bytes.labels(target, copy.destination).inc(copy.size_bytes)
-        else:
-            m.upload_failures.labels(target, copy.destination).inc()
-            failed.add(copy.destination)
-    for name in uploads.unreachable:
-        m.upload_failures.labels(target, name).inc()
-    if result == "cancelled":  # stopped by an operator or a shutdown: not a verdict
+    if result == "cancelled":
         return
+    failed = [c.destination for c in uploads.copies if not c.ok] + list(uploads.unreachable)
+    for name in failed:  # each failed copy, and once per unreachable destination
+        m.upload_failures.labels(target, name).inc()
     for name in outcome.destinations:  # each one met: uploaded to, unreachable or pruned
         m.upload_last_ok.labels(target, name).set(0 if name in failed else 1)
 

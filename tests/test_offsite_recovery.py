@@ -14,8 +14,10 @@ manifests are reported, copies gone from the bucket become deleted, an empty lis
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,8 @@ from typing import Any
 
 import tomli_w
 
+from pgwarden.archive.encrypt import encrypt_stream
+from pgwarden.archive.manifest import MANIFEST_VERSION
 from pgwarden.catalog import BackupStatus, open_catalog
 from pgwarden.catalog.offsite import copies
 from pgwarden.catalog.states import CopyState
@@ -378,3 +382,123 @@ def test_rebuild_from_a_destination_indexes_confirmed_copies_only_and_notices_go
         assert copies(catalog, target="app", states=(CopyState.CONFIRMED,))[0].backup_id == other
     finally:
         catalog.close()
+
+
+FETCH_PROBE = """
+import json, resource, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from pgwarden.archive.encrypt import load_identities
+from pgwarden.catalog.records import BackupRecord
+from pgwarden.catalog.states import BackupStatus
+from pgwarden.config.offsite import OffsiteConfig, SecretSource
+from pgwarden.restore.fetch import fetched
+from pgwarden.restore.remote_locate import read_copy
+from pgwarden.storage import open_object_store
+
+args = json.loads(sys.argv[1])
+offsite = OffsiteConfig(
+    name="moto", bucket=args["bucket"], prefix=args["prefix"], endpoint_url=args["endpoint"],
+    region="us-east-1", addressing_style="path",
+    access_key_id=SecretSource(env=args["key_env"]),
+    secret_access_key=SecretSource(env=args["secret_env"]),
+)
+now = datetime.now(UTC)
+record = BackupRecord(
+    args["id"], "app", "app", now, now, BackupStatus.DELETED, (), "custom", "zstd",
+    args["name"], None, None, False, None, None, None, 1, None, None,
+)
+store = open_object_store(offsite)
+copy = read_copy(store, "moto", record)
+identities = load_identities(Path(args["key"]))
+spool = Path(args["spool"])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with fetched(copy, store, spool, identities) as path:
+    size = path.stat().st_size
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"before_kib": before, "after_kib": after, "size": size,
+                  "left": sorted(p.name for p in spool.iterdir())}))
+"""
+
+
+class _Pattern(io.RawIOBase):
+    """``size`` pseudo-random bytes, generated as they are read, hashed on the way."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.digest = hashlib.sha256()
+        self._block = random.Random(7).randbytes(1 << 20)
+        self._turn = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left, len(self._block))
+        self._turn += 1
+        start = (self._turn * 4099) % (len(self._block) - count + 1)
+        data = self._block[start : start + count]
+        memoryview(buffer)[:count] = data
+        self.digest.update(data)
+        self.left -= count
+        return count
+
+
+def test_a_fetch_streams_a_large_copy_in_bounded_memory(
+    workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    size = 160 << 20
+    key_file = workdir / "key.txt"
+    recipient = keygen(key_file)
+    offsite = s3_server.offsite_config(s3_bucket, prefix=PREFIX)
+    store = open_object_store(offsite)
+    backup_id, name = "d" * 32, "20261101T030000Z-dddddddd.dump.zst"
+    source = _Pattern(size)
+    with store.upload(f"app/{name}.age", expected_size=size) as sink:
+        encrypt_stream(io.BufferedReader(source), sink, (recipient,))  # type: ignore[arg-type]
+        put = sink.complete()
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "id": backup_id,
+        "target": "app",
+        "database": "app",
+        "started_at": "2026-11-01T03:00:00+00:00",
+        "format": "custom",
+        "compression": "zstd",
+        "path": name,
+        "size_bytes": size,
+        "sha256": source.digest.hexdigest(),
+        "offsite": {
+            "destination": "moto",
+            "object": put.key,
+            "object_size": put.size,
+            "object_sha256": put.sha256,
+            "checksum": str(put.checksum),
+            "encryption": {"scheme": "age-v1", "recipients": [{"fingerprint": "sha256:x"}]},
+        },
+    }
+    store.put_small(f"app/{name}.manifest.json", json.dumps(manifest).encode())
+    spool = workdir / "spool"
+    spool.mkdir()
+    probe = {
+        "bucket": s3_bucket,
+        "prefix": PREFIX,
+        "endpoint": s3_server.endpoint,
+        "key_env": KEY_ID_ENV,
+        "secret_env": SECRET_ENV,
+        "id": backup_id,
+        "name": name,
+        "key": str(key_file),
+        "spool": str(spool),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", FETCH_PROBE, json.dumps(probe)],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["size"] == size and report["left"] == []  # checked, then removed
+    assert report["after_kib"] - report["before_kib"] < 64 * 1024, report  # a 160 MiB copy

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.archive.manifest import Manifest
-from pgwarden.catalog import Catalog
+from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.offsite import copies
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.catalog.states import CopyState
@@ -37,6 +37,8 @@ from pgwarden.storage.locks import BackupLocks
 from pgwarden.storage.objects import ObjectStore
 
 StoreOpener = Callable[[OffsiteConfig], ObjectStore]
+#: a backup with one of these statuses was published, so it may have off-site copies
+OFFSITE_READABLE = (BackupStatus.COMPLETE, BackupStatus.DELETED)
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,12 @@ def choose(
     opener: StoreOpener = open_object_store,
 ) -> Located | tuple[fetch.RemoteCopy, ObjectStore]:
     """The local backup when it is there and no ``--from`` was given, else a remote copy."""
+    local_error: PgwardenError | None = None
     if choice.destination is None:
         try:
             return locate(catalog, storage, target.name, ref)
         except (NotFoundError, UsageError) as exc:
-            local_error: PgwardenError = exc
+            local_error = exc
         wanted = config.offsite_for(target)
         if not wanted:
             raise local_error
@@ -150,7 +153,16 @@ def choose(
         if ref is not None
         else _newest_remote(catalog, target.name, names)
     )
-    return find_copy(config, catalog, target, record, wanted, opener)
+    if record.status not in OFFSITE_READABLE:  # failed, interrupted, running: never published
+        raise local_error or UsageError(
+            f"backup {record.short_id} is {record.status}; only complete backups can be restored"
+        )
+    try:
+        return find_copy(config, catalog, target, record, wanted, opener)
+    except NotFoundError as exc:
+        if local_error is None:
+            raise
+        raise NotFoundError(f"{local_error}; and {exc}") from exc
 
 
 @contextmanager

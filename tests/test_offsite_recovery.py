@@ -190,7 +190,12 @@ def test_new_machine_rebuilds_the_catalog_and_restores_from_the_bucket(
     again = json.loads(site.ok("catalog", "rebuild", "--json"))  # idempotent
     assert again["offsite"][0]["added"] == []
     assert again["offsite"][0]["confirmed"] == [backup["backup_id"]]
+    # a fetch spool a killed restore left behind is removed by the next command
+    name = Path(backup["path"]).name
+    debris = workdir / "backups" / site.target / f"{name}.restore-0123abcd.partial"
+    debris.write_bytes(b"half a download")
     assert json.loads(site.ok("backups", "--json")) == [row]
+    assert not debris.exists()
 
 
 def test_wrong_or_missing_identity_fails_before_touching_the_database(

@@ -28,6 +28,7 @@ from pgwarden.catalog.offsite_summary import destination_summaries
 from pgwarden.commands.check_offsite import (
     OffsiteChecks,
     copy_checks,
+    credentials_check,
     merge_offsite,
     run_offsite_checks,
     versioning_check,
@@ -508,3 +509,17 @@ def test_check_of_one_target_probes_only_its_destinations(
     subjects = {r.subject for r in everything.destinations}
     assert subjects == {"mine", "theirs"}
     assert set(everything.targets) == {"shop", "blog"}
+
+
+def test_inline_keys_are_a_warning_and_never_shown(workdir: Path) -> None:
+    targets = [{"name": "shop", "dsn": "postgresql://postgres@127.0.0.1:1/shop"}]
+    doc = offsite_doc("inline", "bucket-inline", NOWHERE_S3)
+    del doc["access_key_id_env"], doc["secret_access_key_env"]
+    doc |= {"access_key_id": "AKIAINLINEKEY0000001", "secret_access_key": "inline-secret-0123"}
+    config = make_config(
+        workdir, targets, offsite=[doc], daemon={"allow_plaintext_passwords": True}
+    )
+    item = credentials_check(config.offsite[0])
+    assert item.status == "warn", item
+    assert "move it to *_env, *_file or *_credential" in item.detail
+    assert "inline-secret-0123" not in item.detail and "AKIAINLINEKEY" not in item.detail

@@ -153,7 +153,14 @@ def credentials_check(destination: OffsiteConfig) -> CheckResult:
         found.append(f"{key} from {_origin(source.env, source.file, source.credential)}")
     if problems:
         return CheckResult("offsite.credentials", "fail", "; ".join(problems), None, name)
-    return CheckResult("offsite.credentials", "pass", "; ".join(found), None, name)
+    detail = "; ".join(found)
+    if any(source.value is not None for _, source in sources):
+        detail += (
+            f"; a key is written in {destination.name}'s [[offsite]] table: move it to "
+            "*_env, *_file or *_credential (systemd)"
+        )
+        return CheckResult("offsite.credentials", "warn", detail, None, name)
+    return CheckResult("offsite.credentials", "pass", detail, None, name)
 
 
 def _origin(env: str | None, file: object | None, credential: str | None) -> str:

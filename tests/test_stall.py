@@ -22,7 +22,9 @@ import pytest
 
 from pgwarden.catalog import DrillStatus
 from pgwarden.config.kinds import JobKind
+from pgwarden.errors import ConfigError
 from pgwarden.metrics import Metrics
+from pgwarden.pg.stallwatch import StallWatch
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.service.clock import SystemClock
 from pgwarden.service.core import Service
@@ -37,12 +39,12 @@ from tests.test_backup_faults import table_locked
 STALL_S = 2
 
 
-def _env(workdir: Path, server: PgServer, db: str, fmt: str = "custom") -> Env:
+def _env(workdir: Path, server: PgServer, db: str, fmt: str = "custom", jobs: int = 1) -> Env:
     doc = target_doc(
         server,
         db,
         backup={"retries": 0, "format": fmt, "stall_timeout": STALL_S},
-        verify={"stall_timeout": STALL_S, "jobs": 1},
+        verify={"stall_timeout": STALL_S, "jobs": jobs},
     )
     return open_env(make_config(workdir, [doc]))
 
@@ -153,10 +155,15 @@ def _lock_once_created(server: PgServer, table: str, stop: threading.Event) -> N
             time.sleep(0.005)
 
 
-def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(pg18: PgServer, workdir: Path) -> None:
-    db = "stall_restore"
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(
+    pg18: PgServer, workdir: Path, jobs: int
+) -> None:
+    """Streamed into a serial pg_restore (1 job), or pg_restore --jobs=2 reading a spool file
+    (no bytes to count at all: only the server says whether it works)."""
+    db = f"stall_restore_{jobs}"
     make_sample_db(pg18, db, rows=200, vectors=False)
-    env = _env(workdir, pg18, db)
+    env = _env(workdir, pg18, db, jobs=jobs)
     env.backup()
     stop = threading.Event()
     blocker = threading.Thread(target=_lock_once_created, args=(pg18, "documents", stop))
@@ -182,6 +189,7 @@ def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(pg18: PgServer, workdir:
     with psycopg.connect(pg18.dsn("postgres"), autocommit=True) as admin:
         assert _scratch_database(admin) is None  # dropped whatever happened
     assert [v.status for v in env.catalog.list_verifications(target=db)] == ["failed"]
+    assert drill.restore_mode.startswith("spooled" if jobs > 1 else "streamed"), drill.restore_mode
     left = list(env.config.storage.path.rglob("*.partial"))
     assert left == []
 
@@ -217,3 +225,24 @@ def test_an_index_build_longer_than_stall_timeout_is_not_a_stall(
     assert job.state == JobState.SUCCEEDED and drill.passed, drill.as_dict()
     restore = next(c for c in drill.checks if c.name == "restore")
     assert restore.duration_s >= rows  # the index build ran its whole length
+
+
+def test_stall_timeout_is_checked_and_zero_turns_the_watch_off(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.backup\.stall_timeout"):
+        make_config(
+            workdir, [{"name": "a", "dsn": "postgresql://x@h/a", "backup": {"stall_timeout": -1}}]
+        )
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.verify\.stall_timeout"):
+        make_config(
+            workdir, [{"name": "a", "dsn": "postgresql://x@h/a", "verify": {"stall_timeout": "5m"}}]
+        )
+    config = make_config(workdir, [{"name": "a", "dsn": "postgresql://x@h/a"}])
+    assert config.targets[0].backup.stall_timeout == 300
+    assert config.targets[0].verify.stall_timeout == 300
+    upstream = threading.Event()
+    with StallWatch(0, doing="dumping", upstream=upstream) as watch:
+        assert watch.cancel is upstream  # the tools obey the caller's cancel only
+    with StallWatch(0.2, doing="testing", upstream=upstream) as watch:
+        assert watch.cancel is not None and watch.cancel is not upstream
+        assert watch.cancel.wait(30)  # nothing moves: it fires
+    assert watch.stalled == "stalled: no progress for 0.2 s while testing"

@@ -96,11 +96,10 @@ class SessionProbe:
 
     def _rows(self) -> list[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed:
-            self._conn = self.spec.connect(
-                application_name="pgwarden-stallwatch",
-                autocommit=True,
-                options=f"-c statement_timeout={PROBE_STATEMENT_TIMEOUT_MS}",
-            )
+            conn = self.spec.connect(application_name="pgwarden-stallwatch", autocommit=True)
+            # a SET, not a startup option: PgBouncer refuses ``options``
+            conn.execute(f"SET statement_timeout = {PROBE_STATEMENT_TIMEOUT_MS}")
+            self._conn = conn
         return list(self._conn.execute(ACTIVITY_SQL, (self.tag,)).fetchall())
 
     def close(self) -> None:

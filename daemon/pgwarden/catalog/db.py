@@ -15,6 +15,7 @@ instead of one failing when it upgrades a read lock.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def _sqlite_engine(url: URL) -> Engine:
             raise CatalogError(
                 f"cannot create the catalog directory {database.parent}: {exc}"
             ) from exc
+    _create_private(database)
     engine = create_engine(
         url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
     )
@@ -150,3 +152,19 @@ def open_catalog(url: str, *, pool: PoolSettings | None = None) -> Catalog:
         engine.dispose()
         raise CatalogError(f"cannot open the catalog at {where}: {describe(exc)}") from exc
     return Catalog(engine, where)
+
+
+def _create_private(database: Path) -> None:
+    """Create a missing catalog file 0600 whatever the umask (SQLite would make it 0644, and
+    its ``-wal`` and ``-shm`` files take the database file's mode); an existing one is left."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(database, flags, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise CatalogError(f"cannot create the catalog {database}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,9 +21,10 @@ from pgwarden.catalog.offsite import CopyState, copies
 from pgwarden.cli import main
 from pgwarden.config import load
 from pgwarden.config.kinds import JobKind
+from pgwarden.service.clock import FakeClock
 from pgwarden.service.daemon import Daemon
 from pgwarden.service.jobs import Job
-from pgwarden.service.offsite_job import OffsiteRun, run_offsite
+from pgwarden.service.offsite_job import OffsiteJobOutcome, OffsiteRun, run_offsite
 from pgwarden.storage import LocalStorage
 from tests.pgservers import PgServer, free_port
 from tests.s3server import KEY_ID_ENV, REGION, SECRET_ENV, S3Server
@@ -231,3 +232,62 @@ def test_backups_the_remote_policy_would_delete_at_once_are_not_uploaded(
         assert [c.backup_id for c in copies(catalog, target=db)] == [newest.id]
     [prune] = outcome.prunes
     assert prune.inventory is not None and prune.inventory.copies == 1
+
+
+class SteppingClock(FakeClock):
+    """A fake clock whose sleep also yields a little real time to the other threads."""
+
+    def sleep(self, seconds: float, wake: threading.Event | None = None) -> None:
+        time.sleep(0.005)
+        super().sleep(seconds, wake)
+
+
+def _scheduled_offsite_jobs(daemon: Daemon, count: int, timeout: float = 120) -> list[Job]:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert daemon.service is not None
+        done = [
+            j
+            for j in daemon.service.runner.jobs()
+            if j.kind == JobKind.OFFSITE and j.finished and j.trigger == "scheduled"
+        ]
+        if len(done) >= count:
+            return sorted(done, key=lambda j: j.created_at)
+        assert time.monotonic() < deadline, f"{count} scheduled offsite runs never finished"
+        time.sleep(0.05)
+
+
+def test_the_hourly_run_retries_only_what_is_pending(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    db = "offsite_hourly"
+    make_sample_db(pg18, db, rows=10, vectors=False)
+    config = _write(workdir, pg18, db, _destination("moto", s3_server.endpoint, s3_bucket))
+    assert main(["backup", "-c", str(config), db]) == 0  # a one-shot backup: not uploaded yet
+    clock = SteppingClock(datetime(2026, 12, 3, 5, 40, 50, tzinfo=UTC))
+    daemon = Daemon(config, clock=clock, install_signals=False)
+    box: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: box.update(code=daemon.run()))
+    thread.start()
+    try:
+        assert daemon.started.wait(60)
+        [first] = _scheduled_offsite_jobs(daemon, 1)
+        assert first.state == "succeeded", first.error
+        assert isinstance(first.result, OffsiteJobOutcome)
+        assert [c.ok for c in first.result.uploads.copies] == [True]
+        # nothing is pending any more: the next hourly run sends no request at all (the
+        # endpoint is gone and it still succeeds)
+        s3_server.kill()
+        second = _scheduled_offsite_jobs(daemon, 2)[1]
+        assert second.state == "succeeded", second.error
+        assert isinstance(second.result, OffsiteJobOutcome)
+        assert second.result.uploads.copies == ()
+        assert second.result.prunes == ()
+    finally:
+        daemon.request_stop()
+        thread.join(60)
+        s3_server.restart()
+    assert box.get("code") == 0
+    with open_catalog(f"sqlite:///{workdir}/state/catalog.db") as catalog:
+        [copy] = copies(catalog, target=db)
+    assert copy.state == CopyState.CONFIRMED

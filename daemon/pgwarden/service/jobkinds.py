@@ -9,7 +9,9 @@ stays on the job, so every check's result is visible (``ctl``, metrics).
 
 :func:`follow_ups`: a successful backup is followed by a prune of its target, and by a drill of
 that very backup first when ``[targets.verify] after_backup`` is set, and by its off-site run
-(:mod:`.offsite_job`) before the prune when the target has ``[[offsite]]`` destinations.
+(:mod:`.offsite_job`) before the prune when the target has ``[[offsite]]`` destinations.  The
+hourly scheduled ``offsite`` run (:data:`.offsite_job.OFFSITE_RETRY_SCHEDULE`) retries copies a
+failed run left pending, and does nothing (not even an S3 request) when there are none.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgwarden.backup.offsite import UploadOutcome
 from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.config import Config
 from pgwarden.config.kinds import JobKind
@@ -27,7 +30,13 @@ from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneFailed, PruneOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
-from pgwarden.service.offsite_job import OffsiteFailed, OffsiteJobOutcome, OffsiteRun, run_offsite
+from pgwarden.service.offsite_job import (
+    OffsiteFailed,
+    OffsiteJobOutcome,
+    OffsiteRun,
+    has_pending,
+    run_offsite,
+)
 from pgwarden.service.state import ServiceState
 from pgwarden.storage.locks import BackupLocks
 
@@ -121,17 +130,18 @@ def offsite_job(job: Job, state: ServiceState) -> OffsiteJobOutcome:
         sent += count
         job.report(phase="uploading", bytes=sent)
 
-    outcome = run_offsite(
-        OffsiteRun(
-            target,
-            job.config,
-            state.catalog,
-            state.storage,
-            cancel=job.cancel,
-            destinations=None if destination is None else (str(destination),),
-            progress=progress,
-        )
+    run = OffsiteRun(
+        target,
+        job.config,
+        state.catalog,
+        state.storage,
+        cancel=job.cancel,
+        destinations=None if destination is None else (str(destination),),
+        progress=progress,
     )
+    if job.trigger in (Trigger.SCHEDULED, Trigger.CATCH_UP) and not has_pending(run):
+        return OffsiteJobOutcome(target.name, UploadOutcome(target.name, ()))  # the hourly retry
+    outcome = run_offsite(run)
     if not outcome.ok:
         job.result = outcome  # what happened per destination stays visible (ctl, metrics)
         raise OffsiteFailed(outcome)

@@ -23,7 +23,7 @@ from pgwarden import logsetup
 from pgwarden.backup.offsite import UploadOutcome, object_key
 from pgwarden.backup.offsite_run import upload_pending
 from pgwarden.catalog import BackupStatus, Catalog, DrillStatus
-from pgwarden.catalog.offsite import CopyState, record_copy
+from pgwarden.catalog.offsite import CopyState, pending_backups, record_copy
 from pgwarden.config import Config, RetentionSettings, TargetConfig
 from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import OffsiteError, PgwardenError, describe
@@ -37,6 +37,9 @@ log = logsetup.get_logger("pgwarden.offsite")
 
 #: how long a run waits for another process's run of the same target
 RUN_LOCK_TIMEOUT_S = 5.0
+#: the daemon's retry of copies a failed run left pending (a run with nothing pending is a
+#: no-op without any S3 request); every backup is followed by a run of its own anyway
+OFFSITE_RETRY_SCHEDULE = "41 * * * *"
 
 StoreOpener = Callable[[OffsiteConfig], ObjectStore]
 
@@ -189,6 +192,15 @@ def _run_locked(run: OffsiteRun) -> OffsiteJobOutcome:
         problems=list(outcome.problems()),
     )
     return outcome
+
+
+def has_pending(run: OffsiteRun) -> bool:
+    """Whether any destination of the run misses a complete local backup (catalog only)."""
+    return any(
+        pending_backups(run.catalog, target=run.target.name, destination=d.name)
+        for d in run.config.offsite_for(run.target)
+        if run.destinations is None or d.name in run.destinations
+    )
 
 
 def _prune(run: OffsiteRun, destination: OffsiteConfig, store: ObjectStore) -> RemotePruneOutcome:

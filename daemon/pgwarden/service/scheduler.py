@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from pgwarden.config import Config
 from pgwarden.config import cron as cronexpr
 from pgwarden.config.kinds import JobKind
+from pgwarden.service.offsite_job import OFFSITE_RETRY_SCHEDULE
 
 #: schedules due at the same moment start in the order the kinds are declared
 _KIND_ORDER = {kind: index for index, kind in enumerate(JobKind)}
@@ -47,6 +48,8 @@ def schedules_of(config: Config) -> dict[ScheduleKey, str]:
             out[ScheduleKey(t.name, JobKind.VERIFY)] = t.verify.schedule
         if t.retention.schedule:
             out[ScheduleKey(t.name, JobKind.PRUNE)] = t.retention.schedule
+        if t.backup.enabled and config.offsite_for(t):  # copies a failed run left pending
+            out[ScheduleKey(t.name, JobKind.OFFSITE)] = OFFSITE_RETRY_SCHEDULE
     return out
 
 

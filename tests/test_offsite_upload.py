@@ -26,7 +26,7 @@ from pgwarden.storage.locks import BackupLocks
 from pgwarden.storage.objects import ObjectStore
 from tests.helpers import Env, target_env
 from tests.pgservers import PgServer, free_port
-from tests.s3server import S3Server
+from tests.s3server import KEY_ID, SECRET, S3Server
 from tests.sampledata import make_sample_db
 
 MIB = 1024 * 1024
@@ -146,6 +146,8 @@ def test_an_unreachable_endpoint_fails_the_copy_and_the_next_run_sends_it(
     [row] = copies(env.catalog, target="offsite_down")
     assert row.state == CopyState.FAILED
     assert row.error is not None and row.error.startswith("unreachable")
+    for text in (row.error, *outcome.reasons):
+        assert SECRET not in text and KEY_ID not in text
     env = with_destination(env, good)
     outcome = run(env, good)
     assert outcome.ok, outcome

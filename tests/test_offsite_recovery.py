@@ -250,6 +250,25 @@ def test_a_damaged_object_fails_the_checksum_before_any_restore(
     assert site.spool_debris() == []
 
 
+def test_a_fetch_that_would_fill_the_disk_is_refused_before_it_starts(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str, small_disk: Path
+) -> None:
+    make_sample_db(pg18, "ofr_full_src", rows=50)
+    pg18.drop_database("ofr_full_new")
+    site = make_site(workdir, pg18, s3_server, s3_bucket, "ofr_full_src")
+    backup_offsite(site)
+    site.lose_the_machine()
+    # the new machine's backup disk is small: the spool must leave 5% (at least 1 GiB) free
+    text = site.config.read_text().replace(str(workdir / "backups"), str(small_disk))
+    site.config.write_text(text)
+    site.ok("catalog", "rebuild")
+    done = site.cli("restore", site.target, "--into", "ofr_full_new", "--identity", str(site.key))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "not enough free space" in done.stderr and str(small_disk) in done.stderr
+    assert not _exists(pg18, "ofr_full_new")
+    assert [p for p in small_disk.rglob("*") if p.is_file()] == []
+
+
 def test_verify_drills_the_remote_copy_and_restore_reads_it_with_from(
     pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
 ) -> None:

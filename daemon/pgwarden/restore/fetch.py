@@ -196,10 +196,12 @@ class _ObjectReader(io.RawIOBase):
 class _ArtifactWriter(io.RawIOBase):
     """The decrypted artifact, written to the spool file and hashed."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: Path) -> None:
         self._fd = fd
+        self._path = path
         self.digest = hashlib.sha256()
         self.count = 0
+        self.failed = False  # a write failed (the disk, not the object)
 
     def writable(self) -> bool:
         return True
@@ -208,8 +210,12 @@ class _ArtifactWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         self.digest.update(view)
         done = 0
-        while done < len(view):
-            done += os.write(self._fd, view[done:])
+        try:
+            while done < len(view):
+                done += os.write(self._fd, view[done:])
+        except OSError as exc:
+            self.failed = True
+            raise BackupError(f"cannot write the spool file {self._path}: {exc.strerror}") from exc
         self.count += done
         return done
 
@@ -246,11 +252,11 @@ def _verify(copy: RemoteCopy, reader: _ObjectReader, writer: _ArtifactWriter) ->
 def _download(
     copy: RemoteCopy,
     store: ObjectStore,
-    fd: int,
+    spool: tuple[int, Path],
     identities: tuple[object, ...],
     cancel: threading.Event | None,
 ) -> None:
-    writer = _ArtifactWriter(fd)
+    writer = _ArtifactWriter(*spool)
     stream = store.open_read(copy.offsite.key)
     try:
         reader = _ObjectReader(stream, cancel)
@@ -269,7 +275,7 @@ def _download(
         except CredentialError:
             raise  # the header named other recipients: the object's bytes are not in question
         except (PgwardenError, ValueError, OSError) as exc:
-            if isinstance(exc, StepError) and exc.step == "cancelled":
+            if writer.failed or (isinstance(exc, StepError) and exc.step == "cancelled"):
                 raise
             reader.drain()  # a damaged object is reported as the checksum it fails
             _verify(copy, reader, writer)
@@ -292,11 +298,13 @@ def fetched(
     _check_space(spool_dir, copy.manifest.size_bytes)  # the object itself is not stored
     path = spool_dir / f"{copy.manifest.path}.restore-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o600)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise BackupError(f"cannot create the spool file {path}: {exc.strerror}") from exc
     try:
         try:
-            _download(copy, store, fd, identities, cancel)
-            os.fsync(fd)
+            _download(copy, store, (fd, path), identities, cancel)
         finally:
             os.close(fd)
         yield path

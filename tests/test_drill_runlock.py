@@ -1,6 +1,6 @@
 """Drills own their catalog row through a run lock, like backups (issue 16, item 1, drills).
 
-A one-shot ``pgwarden verify`` running beside a daemon's start-up keeps its ``running`` row
+A one-shot ``pgwarden verify`` running beside a real daemon's start-up keeps its ``running`` row
 and its scratch database; SIGKILLed, the next run reaps both: the next one-shot command marks
 its row interrupted, the next drill drops its scratch database.  Real processes, real
 signals, a real server.
@@ -14,23 +14,21 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
-import tomli_w
 
 from pgwarden import config as config_mod
 from pgwarden.catalog import DrillStatus
-from pgwarden.metrics import Metrics
 from pgwarden.restore import scratchlock
 from pgwarden.restore.drillreap import RUN_LOCK_KEY, reap_dead_drills
-from pgwarden.service import recovery
-from pgwarden.service.state import ServiceState
-from tests.helpers import Env, open_env, target_doc, write_config
-from tests.pgservers import PgServer
+from tests.helpers import Env, daemon_config_text, open_env, write_config
+from tests.pgservers import PgServer, free_port
 from tests.sampledata import make_sample_db
+from tests.test_daemon_lifecycle import running_daemon
 
 CLI = [sys.executable, "-m", "pgwarden.cli"]
 SLEEP_GUC = "pgwarden_test.row_sleep"
@@ -50,18 +48,9 @@ INSERT INTO slow SELECT g, g FROM generate_series(1, 600) g;
 """
 
 
-def _config(workdir: Path, server: PgServer, db: str) -> Path:
-    doc = {
-        "daemon": {
-            "state_dir": str(workdir / "state"),
-            "socket": str(workdir / "ctl.sock"),
-            "log_level": "warning",
-        },
-        "storage": {"path": str(workdir / "backups")},
-        "metrics": {"listen": "127.0.0.1:0"},
-        "targets": [target_doc(server, db, backup={"retries": 0}, verify={"jobs": 1})],
-    }
-    return write_config(workdir, tomli_w.dumps(doc))
+def _config(workdir: Path, server: PgServer, db: str, port: int = 0) -> Path:
+    """The daemon's config file, which the one-shot commands share."""
+    return write_config(workdir, daemon_config_text(workdir, server, db, port))
 
 
 def _scratch_left(server: PgServer) -> list[str]:
@@ -100,6 +89,25 @@ def _wait_released(server: PgServer, name: str) -> None:
             time.sleep(0.05)
 
 
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def _start_daemon_beside(workdir: Path, config: Path, db: str, port: int) -> None:
+    """``pgwarden run`` until its start-up is complete: READY=1 (recovery done), then its
+    start-up server checks (the scratch database sweep) done for ``db``; then stopped."""
+    with running_daemon(workdir, config.read_text()) as (daemon, systemd, _path):
+        systemd.wait_for("READY=1")
+        checked = f'pgwarden_pg_dump_compatible{{target="{db}"}} 1.0'
+        deadline = time.monotonic() + 60
+        while checked not in _scrape(port):
+            assert time.monotonic() < deadline, "the start-up checks never ran"
+            time.sleep(0.1)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+
+
 def _oneshot(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*CLI, *args, "-c", str(config)], capture_output=True, text=True, timeout=300, check=False
@@ -112,7 +120,8 @@ def test_a_live_oneshot_drill_survives_start_up_and_a_killed_one_is_reaped(
     db = "drill_runlock"
     make_sample_db(pg18, db, rows=100, vectors=False)
     pg18.execute(SLOW_TABLE, db)
-    config = _config(workdir, pg18, db)
+    port = free_port()
+    config = _config(workdir, pg18, db, port)
     env = open_env(config_mod.load(config))
     env.backup()
     pg18.execute(f"ALTER ROLE postgres SET {SLEEP_GUC} = '0.1'")
@@ -122,14 +131,9 @@ def test_a_live_oneshot_drill_survives_start_up_and_a_killed_one_is_reaped(
             [scratch] = _scratch_left(pg18)
             [(status, details)] = _drill_rows(env)
             assert status == DrillStatus.RUNNING and details[RUN_LOCK_KEY].startswith("drill-")
-            # another one-shot command, and a daemon starting up beside the live drill
+            # another one-shot command, and a real daemon starting up beside the live drill
             assert _oneshot(config, "backups").returncode == 0
-            state = ServiceState.open(env.config, Metrics())
-            try:
-                recovery.recover(state)
-                recovery.check_servers(state)  # what start-up runs on its thread
-            finally:
-                state.close()
+            _start_daemon_beside(workdir, config, db, port)
             assert [s for s, _ in _drill_rows(env)] == [DrillStatus.RUNNING]
             assert _scratch_left(pg18) == [scratch]
             assert proc.poll() is None

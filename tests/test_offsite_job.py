@@ -168,6 +168,13 @@ def test_one_shot_sync_and_list(
     )
     assert main(["backup", "-c", str(config), db]) == 0
     capsys.readouterr()
+    # nothing tried yet: the backup is pending on both destinations
+    assert main(["offsite", "list", "-c", str(config), db, "--json"]) == 0
+    pending = json.loads(capsys.readouterr().out)
+    assert sorted((c["destination"], c["state"]) for c in pending) == [
+        ("down", "pending"),
+        ("moto", "pending"),
+    ]
     # one destination down: exit 1, the other one confirmed
     assert main(["offsite", "sync", "-c", str(config), "--json"]) == 1
     [outcome] = json.loads(capsys.readouterr().out)

@@ -4,7 +4,8 @@
 every complete local backup not yet confirmed on a destination is uploaded (newest first),
 then each destination's own retention runs.  It exits 1 when any copy or prune failed or a
 destination was unreachable, 2 for an unknown target or destination.  ``list`` shows the
-catalog's record of every copy: where, in which state, and the last error of a failed one.
+catalog's record of every copy: where, in which state, and the last error of a failed one;
+a complete local backup no run has tried to send to a destination yet shows as ``pending``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import argparse
 import json
 from dataclasses import asdict
 
-from pgwarden.catalog.offsite import OffsiteCopyRecord, copies
+from pgwarden.backup.offsite import object_key
+from pgwarden.catalog.offsite import OffsiteCopyRecord, copies, pending_backups
+from pgwarden.catalog.records import BackupRecord
 from pgwarden.commands.context import command_env, human_bytes, table
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, UsageError
 from pgwarden.service.offsite_job import OffsiteJobOutcome, OffsiteRun, run_offsite
@@ -84,25 +87,35 @@ def _print_outcome(outcome: OffsiteJobOutcome) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     with command_env(args) as env:
-        if args.target is not None:
-            env.config.target(args.target)
-        found = copies(env.catalog, target=args.target)
-    found.reverse()  # newest backup first, like ``pgwarden backups``
+        config = env.config
+        targets = [config.target(args.target)] if args.target is not None else config.targets
+        found = [_copy_dict(c) for c in copies(env.catalog, target=args.target)]
+        recorded = {(c["backup_id"], c["destination"]) for c in found}
+        for target in targets:
+            for destination in config.offsite_for(target):
+                encrypted = destination.encryption is not None
+                for record in pending_backups(
+                    env.catalog, target=target.name, destination=destination.name
+                ):
+                    if (record.id, destination.name) not in recorded and record.path:
+                        found.append(_pending_dict(record, destination.name, encrypted))
+    # newest backup first, like ``pgwarden backups``
+    found.sort(key=lambda c: (str(c["backup_started_at"]), str(c["destination"])), reverse=True)
     if args.json:
-        print(json.dumps([_copy_dict(c) for c in found], indent=2))
+        print(json.dumps(found, indent=2))
         return EXIT_OK
     rows = [
         [
-            c.backup_id[:8],
-            c.target,
-            c.destination,
-            str(c.state),
-            human_bytes(c.size_bytes),
-            "yes" if c.encrypted else "no",
-            c.uploaded_at.strftime("%Y-%m-%d %H:%M:%S") if c.uploaded_at else "-",
-            str(c.attempts),
-            c.key,
-            (c.error or "")[:60],
+            str(c["backup_id"])[:8],
+            str(c["target"]),
+            str(c["destination"]),
+            str(c["state"]),
+            human_bytes(size if isinstance(size := c["size_bytes"], int) else None),
+            "yes" if c["encrypted"] else "no",
+            str(c["uploaded_at"] or "-")[:19].replace("T", " "),
+            str(c["attempts"]),
+            str(c["key"]),
+            str(c["error"] or "")[:60],
         ]
         for c in found
     ]
@@ -120,6 +133,25 @@ def _list(args: argparse.Namespace) -> int:
     ]
     print(table(rows, headers) if rows else "no off-site copies")
     return EXIT_OK
+
+
+def _pending_dict(record: BackupRecord, destination: str, encrypted: bool) -> dict[str, object]:
+    """A complete local backup no run has tried to send to ``destination`` yet."""
+    return {
+        "backup_id": record.id,
+        "target": record.target,
+        "destination": destination,
+        "key": object_key(record.target, record.path or "", encrypted=encrypted),
+        "state": "pending",
+        "size_bytes": None,
+        "object_sha256": None,
+        "encrypted": encrypted,
+        "uploaded_at": None,
+        "attempts": 0,
+        "error": None,
+        "updated_at": None,
+        "backup_started_at": record.started_at.isoformat(),
+    }
 
 
 def _copy_dict(copy: OffsiteCopyRecord) -> dict[str, object]:

@@ -186,6 +186,10 @@ def test_new_machine_rebuilds_the_catalog_and_restores_from_the_bucket(
     assert table_fingerprints(pg18, "ofr_new") == table_fingerprints(pg18, "ofr_src")
     assert table_fingerprints(pg18, "ofr_src")  # the comparison compared something
     assert site.spool_debris() == []
+    # a drill of a backup that is only off-site reads it from there without --from
+    drill = json.loads(site.ok("verify", site.target, "--identity", str(site.key), "--json"))
+    assert drill["status"] == "passed" and drill["backup_id"] == backup["backup_id"]
+    row["verify_status"], row["verified_at"] = "passed", drill["finished_at"]
 
     again = json.loads(site.ok("catalog", "rebuild", "--json"))  # idempotent
     assert again["offsite"][0]["added"] == []

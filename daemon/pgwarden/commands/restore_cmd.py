@@ -111,19 +111,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
             cancel=cancel,
             raise_on_failure=False,
         )
-        if args.source is None and args.identity is None and args.identity_credential is None:
-            outcome = run_verification(request)  # the local backups, as the daemon's drills
-        else:
-            with open_source(
-                env.config, env.catalog, env.storage, target, args.backup, _choice(args),
-                cancel=cancel,
-            ) as source:  # fmt: skip
+        with open_source(
+            env.config, env.catalog, env.storage, target, args.backup, _choice(args),
+            cancel=cancel,
+        ) as source:  # fmt: skip
+            if source.remote is None:  # a local backup: as the daemon's drills (random older)
+                outcome = run_verification(request)
+            else:
                 outcome = run_verification(replace(request, located=source.located))
-            note = _fetched_note(source)
-            if note is not None:
-                outcome = replace(
-                    outcome, artifact=source.located.manifest.path, notes=(*outcome.notes, note)
-                )
+        note = _fetched_note(source)
+        if note is not None:
+            outcome = replace(
+                outcome, artifact=source.located.manifest.path, notes=(*outcome.notes, note)
+            )
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2, default=str))
     else:

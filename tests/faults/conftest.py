@@ -7,12 +7,14 @@ the suite carries it, so that a failing run can be replayed exactly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -83,6 +85,13 @@ bin_dir = "{server.bin_dir}"
 """
 
 
+def _drain(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while sock.fileno() != -1:
+            with contextlib.suppress(TimeoutError):
+                sock.recv(4096)
+
+
 class DaemonProcess:
     """``pgwarden run -c CONFIG`` as a child process, ready once it sent ``READY=1``."""
 
@@ -105,7 +114,8 @@ class DaemonProcess:
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(self._notify_path))
         self._notify.settimeout(0.5)
-        env = {**os.environ, "NOTIFY_SOCKET": str(self._notify_path)}
+        # faulthandler: a daemon that does not stop is sent SIGABRT and dumps its threads
+        env = {**os.environ, "NOTIFY_SOCKET": str(self._notify_path), "PYTHONFAULTHANDLER": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pgwarden.cli", "run", "-c", str(self.config)],
@@ -121,6 +131,8 @@ class DaemonProcess:
             except TimeoutError:
                 continue
             if "READY=1" in message.split("\n"):
+                # keep reading, as systemd does: a full socket would block the daemon's sends
+                threading.Thread(target=_drain, args=(self._notify,), daemon=True).start()
                 return
         raise AssertionError(f"no READY=1 within {timeout} s: {self.log_tail()}")
 
@@ -142,7 +154,13 @@ class DaemonProcess:
             self._close_notify()
             return
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(60)
+        try:
+            code = self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # its threads' stacks go to the log
+            self.proc.wait(30)
+            self._close_notify()
+            raise AssertionError(f"SIGTERM did not stop the daemon: {self.log_tail(80)}") from None
         self._close_notify()
         assert code == 0, f"the daemon exited {code}: {self.log_tail()}"
 

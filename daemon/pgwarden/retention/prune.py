@@ -4,8 +4,11 @@ This module owns the *applying*: which facts the planner sees, the locks, the or
 deletion, and the report (:class:`PruneOutcome`).
 
 What the planner sees.  The storage holds the truth, so the catalog's rows are checked
-against it first (one directory listing, no writes):
+against it first (one directory listing and a read of each manifest, no writes):
 
+- a row whose manifest cannot be read (truncated, damaged, another backup's) is not a backup:
+  left out of the plan (it must neither count toward ``min_keep`` nor stand in for the
+  newest verified backup), kept, and reported;
 - a row marked complete whose manifest or artifact is missing is not a backup: it is left out
   of the plan (it must not count toward ``min_keep``), kept, and reported;
 - a row marked failed or interrupted whose manifest and artifact both exist *is* a complete
@@ -36,7 +39,7 @@ from pgwarden.config import TargetConfig
 from pgwarden.errors import BackupError, CatalogError, NotFoundError, PgwardenError
 from pgwarden.logsetup import get_logger
 from pgwarden.retention import plan as retention
-from pgwarden.retention.reconcile import REBUILD_HINT, artifact_name, scan
+from pgwarden.retention.reconcile import REBUILD_HINT, artifact_name, manifest_damage, scan
 from pgwarden.storage import PARTIAL_SUFFIX, Storage, manifest_name
 from pgwarden.storage.locks import BackupLocks
 
@@ -44,6 +47,7 @@ log = get_logger("pgwarden.prune")
 
 IN_USE = "in_use"
 NOT_IN_STORAGE = "not_in_storage"
+UNREADABLE = "unreadable_manifest"
 
 
 class Result(enum.StrEnum):
@@ -120,7 +124,7 @@ class PruneOutcome:
             for e in self.entries
             if e.record.status == BackupStatus.COMPLETE
             and e.result != Result.DELETED
-            and NOT_IN_STORAGE not in e.rules
+            and not {NOT_IN_STORAGE, UNREADABLE} & set(e.rules)
         ]
 
     def as_dict(self) -> dict[str, Any]:
@@ -226,7 +230,12 @@ def _against_storage(
             continue
         found = stored.get(artifact_name(row.path) or "")
         whole = found is not None and found.has_artifact
-        if row.status == BackupStatus.COMPLETE and not whole:
+        damage = manifest_damage(storage, found, row.id) if found and whole else None
+        if damage is not None:
+            reason = f"its manifest cannot be read: not counted, not touched; {REBUILD_HINT}"
+            unplanned.append(Entry(row, retention.KEEP, reason, (UNREADABLE,)))
+            warnings.append(f"backup {row.short_id}: {damage}; {REBUILD_HINT}")
+        elif row.status == BackupStatus.COMPLETE and not whole:
             what = "its manifest" if found is None else "its file"
             reason = f"not in storage ({what} is missing): not counted, not touched; {REBUILD_HINT}"
             unplanned.append(Entry(row, retention.KEEP, reason, (NOT_IN_STORAGE,)))

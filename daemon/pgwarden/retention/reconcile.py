@@ -101,6 +101,16 @@ def _read(storage: Storage, stored: StoredBackup) -> tuple[dict[str, Any], str]:
     return data, facts.id
 
 
+def manifest_damage(storage: Storage, stored: StoredBackup, backup_id: str) -> str | None:
+    """Why ``stored``'s manifest does not describe backup ``backup_id`` (unreadable, another
+    backup's), or ``None`` when it does: retention counts only backups it can read."""
+    try:
+        _, found = _read(storage, stored)
+    except BackupError as exc:
+        return str(exc)
+    return None if found == backup_id else f"{stored.manifest} describes backup {found[:8]}"
+
+
 def _orphan_problem(path: Path, row: BackupRecord | None = None) -> Problem:
     listed = f" (the catalog lists backup {row.id[:8]} as complete)" if row else ""
     return Problem(

@@ -228,6 +228,20 @@ def test_wrong_or_missing_identity_fails_before_touching_the_database(
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert needed["fingerprint"] in done.stderr and "--identity" in done.stderr
     assert not _exists(pg18, "ofr_id_new")
+
+    outside = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    argv = ["restore", site.target, "--into", "ofr_id_new", "--identity-credential", "age"]
+    done = subprocess.run(
+        [str(PGWARDEN), *argv, "-c", str(site.config)],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        env=outside,
+        check=False,
+    )
+    assert done.returncode == 1 and "CREDENTIALS_DIRECTORY" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not _exists(pg18, "ofr_id_new")
     assert site.spool_debris() == []
 
 

@@ -20,9 +20,10 @@ import psutil
 import psycopg
 import pytest
 
+from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.catalog import DrillStatus
 from pgwarden.config.kinds import JobKind
-from pgwarden.errors import ConfigError
+from pgwarden.errors import ConfigError, StallError
 from pgwarden.metrics import Metrics
 from pgwarden.pg.stallwatch import StallWatch
 from pgwarden.restore.outcome import VerifyOutcome
@@ -120,6 +121,31 @@ def test_a_dump_blocked_on_a_lock_is_cancelled_as_stalled(
     left = list(env.config.storage.path.rglob("*"))
     assert not [p for p in left if p.name.endswith(".partial")], left
     assert [p for p in left if p.is_file()] == []
+
+
+def test_snapshot_facts_blocked_on_a_lock_stall_the_dump(pg18: PgServer, workdir: Path) -> None:
+    """pg_dump finished (the locked table is excluded from the dump), but counting that
+    table's rows in the snapshot waits on the lock: the dump makes no progress, it stalls."""
+    db = "stall_facts"
+    make_sample_db(pg18, db, rows=200, vectors=False)
+    doc = target_doc(
+        pg18,
+        db,
+        backup={
+            "retries": 0,
+            "stall_timeout": STALL_S,
+            "extra_args": ["--exclude-table=public.documents"],
+        },
+    )
+    env = open_env(make_config(workdir, [doc]))
+    request = BackupRequest(env.config.targets[0], env.config, env.catalog, env.storage)
+    with table_locked(pg18, db, "documents"), pytest.raises(StallError) as raised:
+        take_backup(request)
+    assert str(raised.value).startswith(f"stalled: no progress for {STALL_S} s while dumping")
+    assert "Lock:relation" in str(raised.value)
+    assert [r.status for r in env.catalog.list_backups(db)] == ["failed"]
+    assert not [p for p in env.config.storage.path.rglob("*") if p.is_file()]
+    assert _tools_left() == []
 
 
 def _scratch_database(admin: psycopg.Connection[Any]) -> str | None:

@@ -74,15 +74,19 @@ def run_dump(
 
 
 @contextmanager
-def dump_watch(request: BackupRequest, partial: Partial, tag: str) -> Iterator[StallWatch]:
+def dump_watch(
+    request: BackupRequest, session: SnapshotSession, partial: Partial, tag: str
+) -> Iterator[StallWatch]:
     """The stall watch of one dump: bytes from pg_dump's stdout (fed by the stream), the
-    partial growing when pg_dump writes it itself, pg_dump's sessions (``tag``) working."""
+    partial growing when pg_dump writes it itself, pg_dump's sessions (``tag``) or the
+    snapshot session (its facts queries) working."""
     with stallwatch.watching(
         request.target.backup.stall_timeout,
         doing="dumping",
         upstream=request.cancel,
         spec=ConnSpec.from_target(request.target),
         tag=tag,
+        pids=(session.conn.info.backend_pid,),
         probes=(stallwatch.growing(lambda: stallwatch.path_size(partial.path)),),
     ) as watch:
         yield watch
@@ -118,7 +122,7 @@ def _run(
                     raw = _counting(checker.chunks(tool.stdout), request, watch)
                     chunks = _compressed(raw, plan)
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
-                facts = _collect_facts(request, session, tool)
+                facts = _collect_facts(request, session, tool, watch.cancel)
                 written = writer.result() if writer is not None else None
                 result = tool.wait()
                 if checker is not None and result.ok:
@@ -139,7 +143,10 @@ def _check_dump(result: process.ToolResult) -> None:
 
 
 def _collect_facts(
-    request: BackupRequest, session: SnapshotSession, tool: process.RunningTool
+    request: BackupRequest,
+    session: SnapshotSession,
+    tool: process.RunningTool,
+    cancel: threading.Event | None,
 ) -> Facts | None:
     """The snapshot facts while pg_dump runs; a failed query stops pg_dump.  ``None`` when
     pg_dump failed first: its error, not the cancelled query's, says why."""
@@ -147,7 +154,7 @@ def _collect_facts(
     done = threading.Event()
     watcher = threading.Thread(
         target=_cancel_facts_when_needed,
-        args=(request, tool, session, done),
+        args=(cancel, tool, session, done),
         name="facts-watch",
         daemon=True,
     )
@@ -173,7 +180,7 @@ def _collect_facts(
 
 
 def _cancel_facts_when_needed(
-    request: BackupRequest,
+    cancel: threading.Event | None,
     tool: process.RunningTool,
     session: SnapshotSession,
     done: threading.Event,
@@ -181,7 +188,8 @@ def _cancel_facts_when_needed(
     """Interrupt the facts queries when the backup is cancelled or pg_dump has failed, so that
     a query waiting on a lock cannot hold a stopping daemon."""
     while not done.wait(0.1):
-        if request.cancelled or tool.returncode not in (None, 0):
+        stopped = cancel is not None and cancel.is_set()  # the caller's cancel, or a stall
+        if stopped or tool.returncode not in (None, 0):
             session.conn.cancel_safe()
             return
 

@@ -302,7 +302,7 @@ def _dump_and_publish(
         request.report(phase="dumping", bytes=0, snapshot=session.snapshot)
         # pg_dump's sessions carry a tag of their own: the stall watch sees them work
         tag = session_tag("dump")
-        with tool_environment(b.spec) as env, dump_watch(request, partial, tag) as watch:
+        with tool_environment(b.spec) as env, dump_watch(request, session, partial, tag) as watch:
             argv = pgdump.dump_argv(
                 b.dump_tool,
                 plan,

@@ -13,8 +13,9 @@ What counts as progress, per pipeline:
 
 * **dump** (``pg_dump``): bytes read from pg_dump's stdout, or, when pg_dump writes the
   artifact itself, the artifact growing on disk (:func:`path_size`); or one of pg_dump's
-  sessions working on the server (below).  Reading the catalog of a database with many
-  objects writes nothing for a while: the server-side probe sees those queries.
+  sessions, or the snapshot session counting rows beside it, working on the server (below).
+  Reading the catalog of a database with many objects writes nothing for a while: the
+  server-side probe sees those queries.
 * **restore** (``pg_restore``/``psql``): bytes fed into the tool's stdin (a streamed
   restore); or the tool's sessions working on the server.  Building an index or validating
   a foreign key reads nothing from the archive for minutes: that is work, not a stall.
@@ -56,7 +57,7 @@ ACTIVITY_SQL = """
 SELECT pid, state, coalesce(wait_event_type, ''), coalesce(wait_event, ''),
        query_start::text
 FROM pg_stat_activity
-WHERE application_name = %s AND pid <> pg_backend_pid()
+WHERE (application_name = %s OR pid = ANY(%s)) AND pid <> pg_backend_pid()
 ORDER BY pid
 """
 
@@ -65,13 +66,15 @@ Probe = Callable[[], bool]
 
 
 class SessionProbe:
-    """Whether a tool's server sessions (``application_name = tag``) are working; the last
-    look's waits are kept for the stall's message.  Its connection is opened at the first
+    """Whether a tool's server sessions (``application_name = tag``, and the backends
+    ``pids`` of pgwarden's own that belong to the run) are working; the last look's waits
+    are kept for the stall's message.  Its connection is opened at the first
     call and closed by :meth:`close`."""
 
-    def __init__(self, spec: ConnSpec, tag: str) -> None:
+    def __init__(self, spec: ConnSpec, tag: str, pids: tuple[int, ...] = ()) -> None:
         self.spec = spec
         self.tag = tag
+        self.pids = list(pids)
         self.waiting = ""
         self._conn: psycopg.Connection[Any] | None = None
         self._seen: set[tuple[int, str]] = set()
@@ -100,7 +103,7 @@ class SessionProbe:
             # a SET, not a startup option: PgBouncer refuses ``options``
             conn.execute(f"SET statement_timeout = {PROBE_STATEMENT_TIMEOUT_MS}")
             self._conn = conn
-        return list(self._conn.execute(ACTIVITY_SQL, (self.tag,)).fetchall())
+        return list(self._conn.execute(ACTIVITY_SQL, (self.tag, self.pids)).fetchall())
 
     def close(self) -> None:
         if self._conn is not None:
@@ -229,11 +232,12 @@ def watching(
     upstream: threading.Event | None,
     spec: ConnSpec | None = None,
     tag: str | None = None,
+    pids: tuple[int, ...] = (),
     probes: tuple[Probe, ...] = (),
 ) -> Iterator[StallWatch]:
-    """A :class:`StallWatch` for the block, probing the sessions named ``tag`` on ``spec``'s
-    server when both are given."""
-    session = SessionProbe(spec, tag) if spec is not None and tag is not None else None
+    """A :class:`StallWatch` for the block, probing the sessions named ``tag`` (and the
+    backends ``pids``) on ``spec``'s server when ``spec`` and ``tag`` are given."""
+    session = SessionProbe(spec, tag, pids) if spec is not None and tag is not None else None
     with StallWatch(
         timeout, doing=doing, upstream=upstream, probes=probes, session=session
     ) as watch:

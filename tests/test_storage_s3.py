@@ -387,3 +387,21 @@ def test_an_unreachable_endpoint_is_a_clear_secret_free_error(s3_server: S3Serve
     assert "pw-in-url" not in message and SECRET not in message and KEY_ID not in message
     result = store.probe()
     assert not result.writable and result.error and "pw-in-url" not in result.error
+
+
+def test_download_streams_and_stops_on_cancel(store: S3ObjectStore) -> None:
+    data = payload(6 * MIB)
+    store.put_small("t/d.dump", data)
+    cancel = threading.Event()
+    chunks: list[int] = []
+
+    def progress(n: int) -> None:
+        chunks.append(n)
+        cancel.set()
+
+    sink = io.BytesIO()
+    with pytest.raises(OffsiteError, match="cancelled"):
+        store.download("t/d.dump", sink, cancel=cancel, progress=progress)
+    assert chunks == [MIB]  # streamed in 1 MiB chunks, stopped after the first
+    with pytest.raises(OffsiteError, match="NoSuchKey"):
+        store.download("t/missing", io.BytesIO())

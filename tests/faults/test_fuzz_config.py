@@ -6,7 +6,8 @@ unknown keys added anywhere, and raw bytes.  Every file must give exit 0 (valid)
 with one line per problem, each naming the file and then a key path (or "not valid TOML"),
 and never a traceback.  Most examples run in-process through :func:`pgwarden.cli.main` (the
 CLI's own entry point, every exception it does not turn into exit 2 failing the test); a
-handful of the nastiest files run as real ``pgwarden`` subprocesses.
+handful of the nastiest files run as real ``pgwarden`` subprocesses, and through ``ctl reload``
+of a running service (refused, the old config staying in force).
 
 Derandomized (``derandomize=True``): the same examples on every run.
 """
@@ -17,6 +18,7 @@ import contextlib
 import copy
 import io
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC
@@ -29,7 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgwarden.cli import main
+from pgwarden.control.client import ControlClient
+from pgwarden.errors import ControlError
 from tests.test_config import run_cli
+from tests.test_control_support import Harness, short_dir
 
 EXAMPLES_STRUCTURED = 400
 EXAMPLES_RAW = 200
@@ -274,3 +279,26 @@ def test_the_base_document_is_valid(folder: Path) -> None:
     code, out, err = check_in_process(path)
     assert code == 0, err
     assert "1 targets: app" in out
+
+
+def test_nasty_files_are_refused_by_a_reload_and_the_old_config_stays() -> None:
+    """The same files through ``ctl reload`` of a running service: each refused with a
+    ``config`` error (exit 2), the service still answering with its old targets."""
+    root = short_dir()
+    h = Harness(root)
+    try:
+        good = h.config_path.read_text()
+        client = ControlClient(h.socket)
+        for name, text in sorted(SUBPROCESS_CASES.items()):
+            h.config_path.write_text(text, encoding="utf-8")
+            with pytest.raises(ControlError) as info:
+                client.call("reload")
+            assert info.value.code == "config", (name, info.value)
+            assert info.value.exit_code == 2
+            targets = [t["name"] for t in client.call("status")["targets"]]
+            assert targets == ["app", "shop", "broken"], name
+        h.config_path.write_text(good)
+        assert client.call("reload")["reloaded"] is True
+    finally:
+        h.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -5,7 +5,10 @@ copy confirmed; ``ctl offsite`` and the one-shot ``pgwarden offsite sync|list``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -298,3 +301,109 @@ def test_the_hourly_run_retries_only_what_is_pending(
     with open_catalog(f"sqlite:///{workdir}/state/catalog.db") as catalog:
         [copy] = copies(catalog, target=db)
     assert copy.state == CopyState.CONFIRMED
+
+
+class SlowProxy:
+    """A TCP proxy on loopback in front of the S3 server, passing the client's bytes at about
+    ``rate`` bytes a second: an upload long enough to be interrupted."""
+
+    def __init__(self, upstream_port: int, rate: int) -> None:
+        self.rate = rate
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.sockets += [client, upstream]
+            for args in ((client, upstream, True), (upstream, client, False)):
+                thread = threading.Thread(target=self._pump, args=args, daemon=True)
+                self.threads.append(thread)
+                thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, slow: bool) -> None:
+        try:
+            while data := source.recv(16 * 1024):
+                sink.sendall(data)
+                if slow:
+                    time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for end in self.sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(10)
+        for end in self.sockets:
+            end.close()
+
+
+def test_a_daemon_stopping_mid_upload_aborts_it(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    db = "offsite_stop"
+    pg18.create_database(db)
+    with pg18.connect(db) as conn:
+        conn.execute("CREATE TABLE blobs (id int PRIMARY KEY, data bytea)")
+        conn.execute("ALTER TABLE blobs ALTER data SET STORAGE EXTERNAL")
+        with conn.cursor().copy("COPY blobs (id, data) FROM STDIN") as copy:
+            for i in range(12):
+                copy.write_row((i, os.urandom(1024 * 1024)))
+    proxy = SlowProxy(s3_server.port, rate=1024 * 1024)
+    try:
+        config = _write(
+            workdir,
+            pg18,
+            db,
+            _destination(
+                "moto", f"http://127.0.0.1:{proxy.port}", s3_bucket, part_size=5 * 1024 * 1024
+            ),
+        )
+        text_ = config.read_text().replace("[daemon]\n", "[daemon]\nshutdown_timeout = 1\n", 1)
+        config.write_text(text_)
+        assert main(["backup", "-c", str(config), db]) == 0
+        daemon = Daemon(config, install_signals=False)
+        box: dict[str, int] = {}
+        thread = threading.Thread(target=lambda: box.update(code=daemon.run()))
+        thread.start()
+        try:
+            assert daemon.started.wait(60)
+            assert daemon.service is not None
+            job, _ = daemon.service.submit(JobKind.OFFSITE, db)
+            deadline = time.monotonic() + 120
+            while not job.progress.get("bytes"):  # the first part is stored
+                assert not job.finished, job.error
+                assert time.monotonic() < deadline, "the upload never made progress"
+                time.sleep(0.05)
+        finally:
+            daemon.request_stop()
+            thread.join(60)
+        assert box.get("code") == 0
+        assert job.state == "cancelled", job.error
+    finally:
+        proxy.close()
+    client = s3_server.client()
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
+    with open_catalog(f"sqlite:///{workdir}/state/catalog.db") as catalog:
+        [copy] = copies(catalog, target=db)
+        [record] = catalog.list_backups(db)
+    assert copy.state == CopyState.FAILED
+    assert copy.error is not None and "cancelled" in copy.error
+    assert record.status == "complete"

@@ -210,8 +210,10 @@ def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(
     assert drill.status == DrillStatus.FAILED
     stalled = [c for c in drill.checks if c.name == "stalled"]
     assert len(stalled) == 1, drill.checks
-    assert stalled[0].detail.startswith(f"stalled: no progress for {STALL_S} s while restoring")
-    assert "Lock:relation" in stalled[0].detail
+    assert drill.error is not None
+    assert drill.error.startswith(f"stalled: no progress for {STALL_S} s while restoring")
+    assert "Lock:relation" in drill.error
+    assert job.error is not None and "stalled: no progress" in job.error
     with psycopg.connect(pg18.dsn("postgres"), autocommit=True) as admin:
         assert _scratch_database(admin) is None  # dropped whatever happened
     assert [v.status for v in env.catalog.list_verifications(target=db)] == ["failed"]

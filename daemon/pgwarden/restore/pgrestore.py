@@ -250,7 +250,8 @@ class _Run:
         ) as watch:
             result = self._run(argv, watch)
         if watch.stalled:
-            raise StepError(STALLED, watch.stalled)
+            # the step's name says "stalled" already: "stalled: no progress for 300 s while ..."
+            raise StepError(STALLED, watch.stalled.removeprefix(f"{STALLED}: "))
         return result
 
     def _run(self, argv: list[str], watch: StallWatch) -> process.ToolResult:

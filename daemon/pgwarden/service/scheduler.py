@@ -3,8 +3,10 @@
 Fire times are computed in wall-clock time of the configured timezone (:mod:`pgwarden.config.cron`);
 the daemon sleeps on monotonic time until the earliest one.  After downtime, at most one
 catch-up run per schedule: when the first fire time after the last recorded run is already
-past at start-up.  Missed fires while running (a long job, a suspended VM) also collapse into
-one run.  Optional jitter delays each fire by up to ``[daemon] jitter`` seconds.
+past at start-up.  Missed fires while running (a long job, a suspended VM, the wall clock
+stepped forwards) also collapse into one run.  A wall clock stepped backwards never repeats a
+slot: a running scheduler keeps its next fire time, and one starting after the step fires
+first after the last recorded run when that is later than now.  Optional jitter delays each fire by up to ``[daemon] jitter`` seconds.
 """
 
 from __future__ import annotations
@@ -90,10 +92,16 @@ class Scheduler:
             if old is not None and old.expression == expression:
                 entries[key] = old
                 continue
-            fire = cronexpr.next_fire(expression, now, self._tz)
+            previous = last_run(key) if (last_run and old is None) else None
+            # a run recorded later than now: the clock stepped back; its slots ran already
+            after = previous if previous is not None and previous > now else now
+            fire = cronexpr.next_fire(expression, after, self._tz)
             entry = Entry(key, expression, fire, self._jittered(fire))
-            previous = last_run(key) if (last_run and self._catch_up and old is None) else None
-            if previous is not None and cronexpr.next_fire(expression, previous, self._tz) <= now:
+            if (
+                self._catch_up
+                and previous is not None
+                and cronexpr.next_fire(expression, previous, self._tz) <= now
+            ):
                 entry.due_at = now
                 entry.catch_up = True
             entries[key] = entry

@@ -202,7 +202,11 @@ def test_one_shot_sync_and_list(
 
 
 def test_backups_the_remote_policy_would_delete_at_once_are_not_uploaded(
-    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+    pg18: PgServer,
+    workdir: Path,
+    s3_server: S3Server,
+    s3_bucket: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = "offsite_doomed"
     make_sample_db(pg18, db, rows=10, vectors=False)
@@ -241,6 +245,10 @@ def test_backups_the_remote_policy_would_delete_at_once_are_not_uploaded(
         assert [c.backup_id for c in outcome.uploads.copies] == [newest.id]
         assert [c.backup_id for c in copies(catalog, target=db)] == [newest.id]
     [prune] = outcome.prunes
+    capsys.readouterr()
+    assert main(["offsite", "list", "-c", str(config), "--json"]) == 0
+    listed = {c["backup_id"]: c["state"] for c in json.loads(capsys.readouterr().out)}
+    assert listed == {newest.id: "confirmed", **{r.id: "skipped" for r in older}}
     assert prune.inventory is not None and prune.inventory.copies == 1
 
 

@@ -5,7 +5,8 @@ every complete local backup not yet confirmed on a destination is uploaded (newe
 then each destination's own retention runs.  It exits 1 when any copy or prune failed or a
 destination was unreachable, 2 for an unknown target or destination.  ``list`` shows the
 catalog's record of every copy: where, in which state, and the last error of a failed one;
-a complete local backup no run has tried to send to a destination yet shows as ``pending``.
+a complete local backup no run has tried to send to a destination yet shows as ``pending``
+(``skipped`` when that destination's retention would delete it at once).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pgwarden.backup.offsite import object_key
 from pgwarden.catalog.offsite import OffsiteCopyRecord, copies, pending_backups
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.commands.context import command_env, human_bytes, table
+from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, UsageError
-from pgwarden.service.offsite_job import OffsiteJobOutcome, OffsiteRun, run_offsite
+from pgwarden.service.offsite_job import OffsiteJobOutcome, OffsiteRun, doomed, run_offsite
 
 
 def cmd_offsite(args: argparse.Namespace) -> int:
@@ -93,12 +95,12 @@ def _list(args: argparse.Namespace) -> int:
         recorded = {(c["backup_id"], c["destination"]) for c in found}
         for target in targets:
             for destination in config.offsite_for(target):
-                encrypted = destination.encryption is not None
+                skipped = doomed(env.catalog, target.name, destination)
                 for record in pending_backups(
                     env.catalog, target=target.name, destination=destination.name
                 ):
                     if (record.id, destination.name) not in recorded and record.path:
-                        found.append(_pending_dict(record, destination.name, encrypted))
+                        found.append(_pending_dict(record, destination, record.id in skipped))
     # newest backup first, like ``pgwarden backups``
     found.sort(key=lambda c: (str(c["backup_started_at"]), str(c["destination"])), reverse=True)
     if args.json:
@@ -135,20 +137,24 @@ def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _pending_dict(record: BackupRecord, destination: str, encrypted: bool) -> dict[str, object]:
-    """A complete local backup no run has tried to send to ``destination`` yet."""
+def _pending_dict(
+    record: BackupRecord, destination: OffsiteConfig, skipped: bool
+) -> dict[str, object]:
+    """A complete local backup no run has tried to send to ``destination`` yet: ``pending``,
+    or ``skipped`` when the destination's retention would delete it at once."""
+    encrypted = destination.encryption is not None
     return {
         "backup_id": record.id,
         "target": record.target,
-        "destination": destination,
+        "destination": destination.name,
         "key": object_key(record.target, record.path or "", encrypted=encrypted),
-        "state": "pending",
+        "state": "skipped" if skipped else "pending",
         "size_bytes": None,
         "object_sha256": None,
         "encrypted": encrypted,
         "uploaded_at": None,
         "attempts": 0,
-        "error": None,
+        "error": "[offsite.retention] would delete it at once" if skipped else None,
         "updated_at": None,
         "backup_started_at": record.started_at.isoformat(),
     }

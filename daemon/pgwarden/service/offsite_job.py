@@ -173,7 +173,7 @@ def _run_locked(run: OffsiteRun) -> OffsiteJobOutcome:
         run.cancel,
         destinations=[d.name for d in chosen],
         unavailable=unavailable,
-        skip={d.name: _doomed(run, d) for d in chosen},
+        skip={d.name: doomed(run.catalog, run.target.name, d) for d in chosen},
         progress=run.progress,
     )
     prunes = tuple(
@@ -195,12 +195,16 @@ def _run_locked(run: OffsiteRun) -> OffsiteJobOutcome:
 
 
 def has_pending(run: OffsiteRun) -> bool:
-    """Whether any destination of the run misses a complete local backup (catalog only)."""
-    return any(
-        pending_backups(run.catalog, target=run.target.name, destination=d.name)
-        for d in run.config.offsite_for(run.target)
-        if run.destinations is None or d.name in run.destinations
-    )
+    """Whether any destination of the run misses a complete local backup that its policy
+    would keep (the catalog only: no S3 request)."""
+    for destination in run.config.offsite_for(run.target):
+        if run.destinations is not None and destination.name not in run.destinations:
+            continue
+        skipped = doomed(run.catalog, run.target.name, destination)
+        pending = pending_backups(run.catalog, target=run.target.name, destination=destination.name)
+        if any(record.id not in skipped for record in pending):
+            return True
+    return False
 
 
 def _prune(run: OffsiteRun, destination: OffsiteConfig, store: ObjectStore) -> RemotePruneOutcome:
@@ -237,9 +241,10 @@ def _prune(run: OffsiteRun, destination: OffsiteConfig, store: ObjectStore) -> R
     return outcome
 
 
-def _doomed(run: OffsiteRun, destination: OffsiteConfig) -> frozenset[str]:
-    """Local backups the destination's own policy would delete as soon as they arrived."""
-    complete = run.catalog.list_backups(run.target.name, statuses=(BackupStatus.COMPLETE,))
+def doomed(catalog: Catalog, target: str, destination: OffsiteConfig) -> frozenset[str]:
+    """Local backups the destination's own policy would delete as soon as they arrived: never
+    uploaded there (``pgwarden offsite list`` shows them as ``skipped``)."""
+    complete = catalog.list_backups(target, statuses=(BackupStatus.COMPLETE,))
     policy = destination.retention
     settings = RetentionSettings(
         keep_days=policy.keep_days,

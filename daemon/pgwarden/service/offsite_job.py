@@ -1,7 +1,7 @@
 """The off-site job of one target: upload what is missing, prune each destination, take stock.
 
 ``backup`` and ``retention`` are independent siblings, so their composition lives here:
-:func:`run_offsite` calls :func:`pgwarden.backup.offsite.upload_pending` (every complete local
+:func:`run_offsite` calls :func:`pgwarden.backup.offsite_run.upload_pending` (every complete local
 backup not yet confirmed on a destination, newest first), then
 :func:`pgwarden.retention.remote.prune_remote` per reachable destination (its own policy, pins
 and verified backups from the catalog), and returns an :class:`OffsiteJobOutcome`.  The daemon

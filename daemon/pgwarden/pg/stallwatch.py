@@ -50,6 +50,8 @@ log = get_logger("pgwarden.stall")
 
 #: seconds between two looks at the probes (at most; a small timeout polls faster)
 MAX_POLL_S = 1.0
+#: how soon the caller's cancel reaches the watched tools, seconds
+CANCEL_POLL_S = 0.1
 #: the probe's statement timeout, milliseconds
 PROBE_STATEMENT_TIMEOUT_MS = 5000
 
@@ -196,10 +198,15 @@ class StallWatch:
     def _run(self) -> None:
         assert self.timeout is not None and self._event is not None
         poll = min(MAX_POLL_S, self.timeout / 4)
-        while not self._stop.wait(poll):
+        next_look = time.monotonic() + poll
+        # the caller's cancel is passed on within CANCEL_POLL_S; the probes run every ``poll``
+        while not self._stop.wait(min(CANCEL_POLL_S, poll)):
             if self._upstream is not None and self._upstream.is_set():
                 self._event.set()
                 return
+            if time.monotonic() < next_look:
+                continue
+            next_look = time.monotonic() + poll
             if self._progressed():
                 self._last = time.monotonic()
             elif time.monotonic() - self._last >= self.timeout:

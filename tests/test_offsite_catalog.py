@@ -9,7 +9,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from pgwarden.catalog import Catalog
-from pgwarden.catalog.offsite import CopyState, copies, pending_backups, record_copy
+from pgwarden.catalog.offsite import (
+    CopyState,
+    copies,
+    mark_interrupted,
+    pending_backups,
+    record_copy,
+)
 from pgwarden.errors import NotFoundError
 from tests.test_catalog import T0, catalog, catalog_url, complete, start
 
@@ -87,6 +93,20 @@ def test_pending_lists_complete_backups_not_confirmed_newest_first(catalog: Cata
     ]
     catalog.mark_deleted(new)
     assert pending_backups(catalog, target="app", destination="b2") == []
+
+
+def test_uploads_of_a_dead_run_are_marked_failed(catalog: Catalog) -> None:
+    mine, other = complete(catalog), complete(catalog, target="other")
+    for backup in (mine, other):
+        record_copy(catalog, backup_id=backup, destination="b2", key="k", state="uploading")
+    record_copy(catalog, backup_id=mine, destination="r2", key="k", state="confirmed")
+    assert mark_interrupted(catalog, target="app", error="interrupted") == 1
+    states = {(c.target, c.destination): (c.state, c.error) for c in copies(catalog)}
+    assert states == {
+        ("app", "b2"): (CopyState.FAILED, "interrupted"),
+        ("app", "r2"): (CopyState.CONFIRMED, None),
+        ("other", "b2"): (CopyState.UPLOADING, None),
+    }
 
 
 def test_unknown_backup_and_bad_state_are_refused(catalog: Catalog, catalog_url: str) -> None:

@@ -23,7 +23,14 @@ from pgwarden.catalog.queries import Catalog
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.catalog.states import BackupStatus, CopyState
 
-__all__ = ["CopyState", "OffsiteCopyRecord", "copies", "pending_backups", "record_copy"]
+__all__ = [
+    "CopyState",
+    "OffsiteCopyRecord",
+    "copies",
+    "mark_interrupted",
+    "pending_backups",
+    "record_copy",
+]
 
 
 def _opt_utc(value: datetime | None) -> datetime | None:
@@ -162,3 +169,21 @@ def pending_backups(catalog: Catalog, *, target: str, destination: str) -> list[
     )
     with catalog._session(write=False) as session:
         return [BackupRecord.of(row) for row in session.scalars(query)]
+
+
+def mark_interrupted(catalog: Catalog, *, target: str, error: str) -> int:
+    """Mark ``target``'s copies still ``uploading`` as ``failed`` with ``error``; how many.
+
+    Only for a caller that holds the target's off-site run lock: no upload of it is alive, so
+    such a row was left by a process that died."""
+    now = datetime.now(UTC)
+    query = (
+        select(OffsiteCopy)
+        .join(Backup, OffsiteCopy.backup_id == Backup.id)
+        .where(Backup.target == target, OffsiteCopy.state == str(CopyState.UPLOADING))
+    )
+    with catalog._session(write=True) as session:
+        rows = session.scalars(query).all()
+        for row in rows:
+            row.state, row.error, row.updated_at = CopyState.FAILED, error, now
+        return len(rows)

@@ -22,8 +22,8 @@ from typing import Any
 from pgwarden import logsetup
 from pgwarden.backup.offsite import UploadOutcome, object_key
 from pgwarden.backup.offsite_run import upload_pending
-from pgwarden.catalog import BackupStatus, Catalog, DrillStatus
-from pgwarden.catalog.offsite import CopyState, pending_backups, record_copy
+from pgwarden.catalog import INTERRUPTED_MESSAGE, BackupStatus, Catalog, DrillStatus
+from pgwarden.catalog.offsite import CopyState, mark_interrupted, pending_backups, record_copy
 from pgwarden.config import Config, RetentionSettings, TargetConfig
 from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import OffsiteError, PgwardenError, describe
@@ -148,6 +148,11 @@ def run_offsite(run: OffsiteRun) -> OffsiteJobOutcome:
     run (the daemon's job beside ``pgwarden offsite sync``): one run lock per target."""
     locks = BackupLocks(run.config.daemon.state_dir)
     with locks.run(f"offsite.{run.target.name}", timeout=RUN_LOCK_TIMEOUT_S):
+        stale = mark_interrupted(run.catalog, target=run.target.name, error=INTERRUPTED_MESSAGE)
+        if stale:
+            log.warning(
+                "off-site uploads of a dead run marked failed", target=run.target.name, count=stale
+            )
         return _run_locked(run)
 
 

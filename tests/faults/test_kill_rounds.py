@@ -34,6 +34,7 @@ from tests.sampledata import make_sample_db
 
 ROUNDS = 20
 KINDS = ("backup", "verify", "prune")
+WEIGHTS = (2, 2, 1)  # a prune lasts milliseconds: fewer of its rounds hit it running
 DB = "fault_kills"
 
 
@@ -70,8 +71,8 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
         kinds_run: list[str] = []
         in_flight = 0  # rounds whose job was still running when the daemon died
         for number in range(1, ROUNDS + 1):
-            kind = rng.choice(KINDS)
-            delay = rng.uniform(0, durations[kind] * 1.2)
+            kind = rng.choices(KINDS, WEIGHTS)[0]
+            delay = rng.uniform(0, durations[kind])
             context = f"seed {fault_seed}, round {number} ({kind}, kill after {delay:.2f} s)"
             before = check_agreement(workdir, storage, context + ", before").manifests
             job_id = daemon.submit(kind, DB)
@@ -92,8 +93,10 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
         print(
             f"seed {fault_seed}: {ROUNDS} rounds survived, {in_flight} killed mid-job: {kinds_run}"
         )
+        log = daemon.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, f"seed {fault_seed}: a traceback in the daemon's log"
         # most delays fall inside the job: a run where few did would prove little
-        assert in_flight >= ROUNDS // 4, f"seed {fault_seed}: only {in_flight} kills hit a job"
+        assert in_flight >= ROUNDS // 5, f"seed {fault_seed}: only {in_flight} kills hit a job"
     finally:
         daemon.stop()
 

@@ -273,17 +273,19 @@ def check_agreement(workdir: Path, storage: Path, context: str) -> StorageView:
     return view
 
 
-def scratch_databases(server: PgServer) -> list[str]:
-    rows = server.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{SCRATCH_LIKE}'")
+def scratch_databases(server: PgServer, target: str) -> list[str]:
+    """``target``'s scratch databases on ``server`` (other tests' are not this test's business)."""
+    pattern = SCRATCH_LIKE.removesuffix("%") + target.replace("_", "\\_") + "\\_%"
+    rows = server.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{pattern}'")
     return sorted(str(r[0]) for r in rows)
 
 
-def wait_no_scratch(server: PgServer, context: str, timeout: float = 30) -> None:
+def wait_no_scratch(server: PgServer, target: str, context: str, timeout: float = 30) -> None:
     """The start-up sweep drops scratch databases in the background: wait for it."""
     deadline = time.monotonic() + timeout
-    while scratch_databases(server):
+    while scratch_databases(server, target):
         assert time.monotonic() < deadline, (
-            f"{context}: scratch databases left: {scratch_databases(server)}"
+            f"{context}: scratch databases left: {scratch_databases(server, target)}"
         )
         time.sleep(0.1)
 

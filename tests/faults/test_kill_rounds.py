@@ -25,6 +25,8 @@ from tests.faults.conftest import (
     catalog_rows,
     check_agreement,
     config_text,
+    scratch_databases,
+    storage_view,
     wait_gone,
     wait_no_scratch,
     write_config,
@@ -70,6 +72,7 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
         durations["prune"] = 0.05
         kinds_run: list[str] = []
         in_flight = 0  # rounds whose job was still running when the daemon died
+        debris = 0  # rounds that left a partial or a scratch database for the restart to clean
         for number in range(1, ROUNDS + 1):
             kind = rng.choices(KINDS, WEIGHTS)[0]
             delay = rng.uniform(0, durations[kind])
@@ -81,8 +84,9 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
             in_flight += daemon.job(job_id)["state"] == "running"
             children = daemon.kill()
             wait_gone(children, context)
+            debris += bool(scratch_databases(pg18, DB) or storage_view(storage).partials)
             daemon.start()
-            wait_no_scratch(pg18, context)
+            wait_no_scratch(pg18, DB, context)
             after = check_agreement(workdir, storage, context).manifests
             lost = sorted(before - after)
             assert lost == [], f"{context}: complete backups lost: {lost}"
@@ -91,7 +95,8 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
         assert _timed(daemon, "backup") > 0
         check_agreement(workdir, storage, f"seed {fault_seed}, after the rounds")
         print(
-            f"seed {fault_seed}: {ROUNDS} rounds survived, {in_flight} killed mid-job: {kinds_run}"
+            f"seed {fault_seed}: {ROUNDS} rounds survived, {in_flight} killed mid-job, "
+            f"{debris} left debris that the restart cleaned: {kinds_run}"
         )
         log = daemon.log_path.read_text(errors="replace")
         assert "Traceback" not in log, f"seed {fault_seed}: a traceback in the daemon's log"

@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import pytest
 
-from pgwarden.catalog import BackupRecord, BackupStatus, open_catalog
+from pgwarden.catalog import BackupRecord, BackupStatus, DrillStatus, open_catalog
 from pgwarden.control.client import ControlClient
 from tests.pgservers import PgServer, free_port
 
@@ -251,6 +251,13 @@ def catalog_rows(workdir: Path) -> list[BackupRecord]:
         return catalog.list_backups()
 
 
+def running_drills(workdir: Path) -> list[str]:
+    """Drills the catalog still calls running (their backups' short ids)."""
+    with open_catalog(f"sqlite:///{workdir}/state/catalog.db") as catalog:
+        drills = catalog.list_verifications()
+    return [d.backup_id[:8] for d in drills if d.status == DrillStatus.RUNNING]
+
+
 def check_agreement(workdir: Path, storage: Path, context: str) -> StorageView:
     """No partial; every complete row has its artifact and manifest, every manifest a complete
     row, no artifact without a manifest, no row still ``running``."""
@@ -259,6 +266,8 @@ def check_agreement(workdir: Path, storage: Path, context: str) -> StorageView:
     rows = catalog_rows(workdir)
     running = [r.id[:8] for r in rows if r.status == BackupStatus.RUNNING]
     assert running == [], f"{context}: rows still running: {running}"
+    drills = running_drills(workdir)
+    assert drills == [], f"{context}: drills still running: {drills}"
     complete = {
         f"{r.target}/{PurePosixPath(r.path).name}"
         for r in rows

@@ -9,6 +9,10 @@ do not outlive it, restart it and wait for ``READY=1``.  Then: no ``*.partial`` 
 complete row has its artifact and manifest, every manifest a complete row, no orphan artifact,
 no row still ``running``), and every backup that was complete before the round still is (the
 retention never deletes, so a missing one was lost).
+
+Two windows a random kill rarely hits are set up exactly (published but no manifest yet;
+manifest written but the row not yet finished), and a kill while pg_dump waits on a lock (it
+writes nothing, so only the parent-death signal stops it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from tests.faults.conftest import (
 )
 from tests.pgservers import PgServer
 from tests.sampledata import make_sample_db
+from tests.test_backup_faults import table_locked
 
 ROUNDS = 20
 KINDS = ("backup", "verify", "prune")
@@ -135,5 +140,29 @@ def test_restart_settles_runs_killed_between_publish_and_record(
         rows = {r.id: r.status for r in catalog_rows(workdir)}
         assert rows == {ids[0]: BackupStatus.COMPLETE, ids[1]: BackupStatus.INTERRUPTED}, rows
         assert len(view.manifests) == 1, view
+    finally:
+        daemon.stop()
+
+
+def test_a_blocked_pg_dump_does_not_outlive_the_daemon(pg18: PgServer, workdir: Path) -> None:
+    """A pg_dump waiting on a lock writes nothing, so a broken pipe never stops it: it must still
+    end when the daemon dies, not hold its snapshot and locks until the lock is released."""
+    make_sample_db(pg18, "fault_blocked", rows=50, vectors=False)
+    write_config(workdir, config_text(workdir, pg18, "fault_blocked"))
+    daemon = DaemonProcess(workdir, workdir / "pgwarden.toml")
+    daemon.start()
+    try:
+        with table_locked(pg18, "fault_blocked", "users"):
+            daemon.submit("backup", "fault_blocked")
+            deadline = time.monotonic() + 60
+            query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            while pg18.execute(query, "fault_blocked")[0][0] == 0:
+                assert time.monotonic() < deadline, "pg_dump never reached the locked table"
+                time.sleep(0.05)
+            children = daemon.kill()
+            assert any(c.name() == "pg_dump" for c in children), children
+            wait_gone(children, "SIGKILL while pg_dump waits on a lock")
+        daemon.start()
+        check_agreement(workdir, workdir / "backups", "after the restart")
     finally:
         daemon.stop()

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import IO, cast
 
 from pgwarden.errors import ToolError
+from pgwarden.pg.parentdeath import parent_death_argv
 from pgwarden.pg.tooltypes import AnyLogger, Readable, Sink, ToolLogger, ToolResult, check
 from pgwarden.redaction import redact
 
@@ -110,7 +111,6 @@ class RunningTool:
             thread.start()
 
     # -- the two helper threads ---------------------------------------------------------------
-
     def _watch(self) -> None:
         while True:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -253,7 +253,7 @@ def start_tool(
     name = name or os.path.basename(args[0])
     try:
         proc = subprocess.Popen(
-            args,
+            parent_death_argv(args),  # SIGTERM when the daemon dies: .parentdeath
             stdin=stdin,
             stdout=stdout,
             stderr=PIPE,

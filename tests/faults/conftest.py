@@ -49,6 +49,7 @@ def config_text(
     *,
     storage: Path | None = None,
     extra_target: str = "",
+    backup_keys: str = "",
 ) -> str:
     """A daemon config with one target ``db``: no retry, a retention that never deletes, no
     monitor, schedules that do not fire during a test, JSON logs."""
@@ -77,6 +78,7 @@ bin_dir = "{server.bin_dir}"
   [targets.backup]
   schedule = "0 3 1 1 *"
   retries = 0
+  {backup_keys}
   [targets.verify]
   schedule = "0 5 1 1 *"
   [targets.retention]

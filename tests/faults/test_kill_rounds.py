@@ -2,7 +2,8 @@
 round, and check after each restart that nothing was left behind and nothing was lost.
 
 Each round: ask the daemon (over its control socket, as ``pgwarden ctl`` does) for a backup, a
-restore drill or a prune, wait until the job runs, sleep a random part of that job kind's
+restore drill or a prune (the backup format drawn per round: ``custom``, or ``directory`` with
+two ``pg_dump`` workers), wait until the job runs, sleep a random part of that job kind's
 measured duration, ``SIGKILL`` the daemon, check that the tools it ran (pg_dump, pg_restore)
 do not outlive it, restart it and wait for ``READY=1``.  Then: no ``*.partial`` in storage, no
 ``pgwarden_verify_*`` scratch database on the server, the catalog agrees with storage (every
@@ -41,7 +42,11 @@ from tests.test_backup_faults import table_locked
 
 ROUNDS = 20
 KINDS = ("backup", "verify", "prune")
-WEIGHTS = (2, 2, 1)  # a prune lasts milliseconds: fewer of its rounds hit it running
+WEIGHTS = (2, 2, 1)
+FORMATS = (
+    'format = "custom"',
+    'format = "directory"\n  jobs = 2',
+)  # a prune lasts milliseconds: fewer of its rounds hit it running
 DB = "fault_kills"
 
 
@@ -76,12 +81,16 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
         durations = {"backup": _timed(daemon, "backup"), "verify": _timed(daemon, "verify")}
         durations["prune"] = 0.05
         kinds_run: list[str] = []
+        fmt = FORMATS[0]
         in_flight = 0  # rounds whose job was still running when the daemon died
         debris = 0  # rounds that left a partial or a scratch database for the restart to clean
         for number in range(1, ROUNDS + 1):
             kind = rng.choices(KINDS, WEIGHTS)[0]
             delay = rng.uniform(0, durations[kind])
-            context = f"seed {fault_seed}, round {number} ({kind}, kill after {delay:.2f} s)"
+            shape = fmt.split('"')[1]
+            context = (
+                f"seed {fault_seed}, round {number} ({kind} {shape}, kill after {delay:.2f} s)"
+            )
             before = check_agreement(workdir, storage, context + ", before").manifests
             job_id = daemon.submit(kind, DB)
             daemon.wait_running(job_id)
@@ -90,12 +99,15 @@ def test_sigkill_rounds(pg18: PgServer, workdir: Path, fault_seed: int) -> None:
             children = daemon.kill()
             wait_gone(children, context)
             debris += bool(scratch_databases(pg18, DB) or storage_view(storage).partials)
+            # the next round dumps in the format drawn now (directory: pg_dump -j 2 workers)
+            fmt = rng.choice(FORMATS)
+            write_config(workdir, config_text(workdir, pg18, DB, backup_keys=fmt))
             daemon.start()
             wait_no_scratch(pg18, DB, context)
             after = check_agreement(workdir, storage, context).manifests
             lost = sorted(before - after)
             assert lost == [], f"{context}: complete backups lost: {lost}"
-            kinds_run.append(kind)
+            kinds_run.append(f"{kind} {shape}")
         # the daemon still does its work after all that
         assert _timed(daemon, "backup") > 0
         check_agreement(workdir, storage, f"seed {fault_seed}, after the rounds")

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, cast
 
 from pgwarden import logsetup
 from pgwarden.archive import encrypt
-from pgwarden.backup.offsite_sink import UploadWriter, copy_file
+from pgwarden.backup.offsite_sink import HashingReader, UploadWriter, copy_file
 from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.offsite import CopyState, record_copy
 from pgwarden.catalog.records import BackupRecord
@@ -237,15 +237,30 @@ def _send_object(request: CopyRequest, artifact: Path, manifest: dict[str, Any])
     ):
         writer = UploadWriter(upload, request.cancel)
         if encryption is not None:
-            encrypt.encrypt_stream(source, cast(BinaryIO, writer), encryption.recipients)
-            plain_sha = None
+            reader = HashingReader(source, hashlib.sha256())
+            encrypt.encrypt_stream(
+                cast(BinaryIO, reader), cast(BinaryIO, writer), encryption.recipients
+            )
+            plain_sha = reader.digest.hexdigest()
         else:
             plain_sha = copy_file(source, writer, hashlib.sha256()).hexdigest()
         if request.cancelled():
             raise OffsiteError(CANCELLED_MESSAGE)
+        _check_plain(request, plain_sha, manifest)  # before complete(): a refused copy is aborted
         put = upload.complete()
-    _check_put(request, put, writer.written, plain_sha, manifest)
+    _check_put(request, put, writer.written, plain_sha if encryption is None else None, manifest)
     return put
+
+
+def _check_plain(request: CopyRequest, plain_sha: str, manifest: dict[str, Any]) -> None:
+    """The artifact read (the plaintext, encrypted or not) is what the local manifest says."""
+    want = manifest.get("sha256")
+    if plain_sha != want:
+        raise OffsiteError(
+            f"{request.key}: checksum differs from the local manifest "
+            f"(manifest {str(want)[:12]}, read {plain_sha[:12]}): the local artifact changed "
+            "on disk; not uploaded"
+        )
 
 
 def _check_put(

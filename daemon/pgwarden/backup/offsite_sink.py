@@ -45,6 +45,25 @@ class UploadWriter(io.RawIOBase):
         return len(view)
 
 
+class HashingReader(io.RawIOBase):
+    """A read-only binary file over ``source`` hashing every byte read (the age stage's input:
+    the plaintext must match the local manifest as the unencrypted copy's does)."""
+
+    def __init__(self, source: io.BufferedIOBase, digest: _Hash) -> None:
+        super().__init__()
+        self._source = source
+        self.digest = digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._source.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+        return count or 0
+
+
 def copy_file(source: io.BufferedIOBase, sink: UploadWriter, digest: _Hash) -> _Hash:
     """Copy ``source`` into ``sink`` in :data:`CHUNK` reads, hashing into ``digest``."""
     buffer = bytearray(CHUNK)

@@ -1,0 +1,46 @@
+"""Review of the off-site feature (issue 15): defects found reading ``main``, each shown by a
+test against a real backup of a real database and a real S3 endpoint (``moto_server`` on
+loopback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgwarden.catalog.offsite import CopyState, copies
+from pgwarden.config.offsite import OffsiteEncryption
+from pgwarden.storage import open_object_store
+from tests.pgservers import PgServer
+from tests.s3server import S3Server
+from tests.test_offsite_upload import age_key, keys, run, small_env, with_destination
+
+
+def _flip_one_byte(path: Path) -> None:
+    """Damage the artifact in place, its size unchanged (bit rot on the backup disk)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_an_encrypted_copy_of_a_changed_artifact_is_not_confirmed(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """The unencrypted upload refuses an artifact whose sha256 differs from its manifest; the
+    encrypted one must too, or a damaged copy is confirmed and found out only at restore."""
+    env = small_env(workdir, pg18, "review_enc_rot")
+    recipient, _ = age_key(workdir)
+    destination = s3_server.offsite_config(
+        s3_bucket, prefix="vps1/", encryption=OffsiteEncryption((recipient,))
+    )
+    env = with_destination(env, destination)
+    [record] = env.catalog.list_backups("review_enc_rot")
+    assert record.path is not None
+    _flip_one_byte(workdir / "backups" / "review_enc_rot" / record.path)
+    outcome = run(env, destination)
+    assert not outcome.ok
+    [copy] = outcome.copies
+    assert copy.error is not None and "checksum" in copy.error, copy.error
+    [row] = copies(env.catalog, target="review_enc_rot", destination=destination.name)
+    assert row.state == CopyState.FAILED
+    # no remote manifest: nothing on the destination looks like a complete copy
+    assert not [k for k in keys(s3_server, s3_bucket) if k.endswith(".manifest.json")]
+    assert open_object_store(destination).head(f"review_enc_rot/{record.path}.age") is None

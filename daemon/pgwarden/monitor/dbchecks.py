@@ -35,6 +35,7 @@ from pgwarden.config import Config, PoolSettings, TargetConfig
 from pgwarden.errors import PgwardenError, describe
 from pgwarden.monitor import pgvector
 from pgwarden.monitor.connections import Activity, read_activity, target_database
+from pgwarden.monitor.connlimits import limit_checks, read_limits
 from pgwarden.monitor.engines import ServerKey
 from pgwarden.monitor.pgbouncer import connect_admin, show
 from pgwarden.monitor.sampler import SAMPLE_ERRORS
@@ -331,6 +332,11 @@ def _on_connection(
     inventory: list[pgvector.Inventory] = []
     items: list[CheckResult] = []
     _guard(items, "connections.limits", name, partial(_limits, config, target, first, pooler))
+    try:  # CONNECTION LIMIT of the target's database and roles (monitor.connlimits)
+        user = [u] if (u := dsn_params(target.dsn).get("user")) else []
+        items += limit_checks(first, read_limits(conn), target_database(target), user, name)
+    except SAMPLE_ERRORS as exc:
+        items.append(CheckResult("connections.database_limit", "unknown", describe(exc), name))
     _guard(items, "monitoring.role", name, partial(_role, conn, first))
     _guard(items, "indexes", name, partial(_indexes, conn))
     _guard(items, "ssl", name, partial(_ssl, conn, spec))

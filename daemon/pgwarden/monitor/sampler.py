@@ -28,6 +28,7 @@ from pgwarden.monitor.connections import (
     read_activity,
     summarize,
 )
+from pgwarden.monitor.connlimits import read_limits, summarize_limits
 from pgwarden.monitor.engines import EngineCache, ServerPlan, plan_servers
 from pgwarden.monitor.pgbouncer import BouncerClients
 from pgwarden.monitor.snapshot import BouncerStatus, OwnPool, ServerStatus, Snapshot
@@ -85,6 +86,7 @@ class Sampler:
         try:
             with self.engines.connect(plan, monitor) as conn:
                 activity = read_activity(conn)
+                limits = read_limits(conn)
         except SAMPLE_ERRORS as exc:
             error = describe(exc)
             self._server_errors[plan.name] += 1
@@ -100,7 +102,15 @@ class Sampler:
                 target=plan.name,
                 hidden=activity.hidden,
             )
-        return ServerStatus(plan.name, targets, True, sample, self._own(plan)), pools
+        status = ServerStatus(
+            plan.name,
+            targets,
+            True,
+            sample,
+            self._own(plan),
+            limits=summarize_limits(activity, limits),
+        )
+        return status, pools
 
     def _own(self, plan: ServerPlan) -> OwnPool | None:
         found = self.engines.stats(plan.key)

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pgwarden.monitor.connections import AppPoolSample, ServerSample
+from pgwarden.monitor.connlimits import ConnLimitSample, limit_families
 from pgwarden.monitor.pgbouncer import BouncerSample
 
 
@@ -47,6 +48,8 @@ class ServerStatus:
     sample: ServerSample | None = None
     own_pool: OwnPool | None = None
     error: str | None = None
+    #: databases with a CONNECTION LIMIT, roles with one or with a connection
+    limits: tuple[ConnLimitSample, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,7 @@ def families(snap: Snapshot) -> list[Metric]:
     """Every metric family of ``snap`` (what a scrape returns)."""
     return [
         *_server_families(snap),
+        *limit_families((s.name, s.limits) for s in snap.servers),
         *_application_families(snap),
         *_own_pool_families(snap),
         *_bouncer_families(snap),

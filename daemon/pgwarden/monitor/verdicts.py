@@ -20,6 +20,8 @@ TITLES = {
     "server.reachable": "Server reachable",
     "connections.pooling": "Connection pooling enabled (if needed)",
     "connections.limits": "Connection headroom",
+    "connections.database_limit": "Database CONNECTION LIMIT of",
+    "connections.role_limit": "Role CONNECTION LIMIT of",
     "monitoring.role": "Monitoring role can see all sessions",
     "indexes": "Indexes on frequently queried columns",
     "ssl": "SSL enabled for remote connections",

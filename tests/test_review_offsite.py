@@ -44,3 +44,43 @@ def test_an_encrypted_copy_of_a_changed_artifact_is_not_confirmed(
     # no remote manifest: nothing on the destination looks like a complete copy
     assert not [k for k in keys(s3_server, s3_bucket) if k.endswith(".manifest.json")]
     assert open_object_store(destination).head(f"review_enc_rot/{record.path}.age") is None
+
+
+def test_remote_prune_touches_only_what_pgwarden_wrote_under_the_target(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """Retention touches only what the plan names: under ``<target>/`` pgwarden writes
+    ``<stamp>-<id>.<ext>[.age]`` and its manifest, nothing deeper.  Another tool's file there,
+    or another host's copies one level down (its prefix ``vps1/app/`` inside this one's
+    ``vps1/``), are not orphans of this target and must survive its prune, without errors."""
+    from datetime import UTC, datetime, timedelta
+
+    from pgwarden.config.offsite import OffsiteRetention
+    from pgwarden.retention.remote import prune_remote
+    from pgwarden.storage.s3 import S3ObjectStore
+    from tests.test_retention_remote import Remote
+
+    remote = Remote(S3ObjectStore(s3_server.offsite_config(s3_bucket, prefix="vps1/")))
+    remote.copy(0)
+    foreign = ["app/README.txt", "app/logs/2026-01-01.log"]
+    for key in foreign:
+        remote.store.put_small(key, b"not pgwarden's")
+    nested = Remote(S3ObjectStore(s3_server.offsite_config(s3_bucket, prefix="vps1/app/")))
+    nested.copy(0, target="db")
+    nested_keys = [f"app/{info.key}" for info in nested.store.list("db/")]
+    assert len(nested_keys) == 2
+    outcome = prune_remote(
+        remote.store,
+        "moto",
+        "app",
+        OffsiteRetention(keep_days=30, min_keep=1),
+        now=datetime.now(UTC) + timedelta(days=2),  # everything is older than ORPHAN_GRACE
+        pinned=set(),
+        verified=set(),
+    )
+    assert outcome.ok, outcome.errors
+    assert outcome.orphans == ()
+    left = remote.listing()
+    for key in [*foreign, *nested_keys]:
+        assert key in left, key
+    assert outcome.inventory is not None and outcome.inventory.copies == 1

@@ -12,7 +12,9 @@ manifest's ``offsite.object``, else ``<name>`` or ``<name>.age``), reads the man
 planner, :func:`pgwarden.retention.plan.plan`.  An object without manifest older than
 :data:`ORPHAN_GRACE` is an orphan (a copy whose manifest never arrived) and is deleted, as is
 a manifest whose object is gone (a deletion interrupted between the two).  A manifest that
-cannot be read keeps its copy and is reported.
+cannot be read keeps its copy and is reported.  Only keys named the way pgwarden names what it
+writes, directly under ``<target>/``, are considered: another tool's object there, or another
+host's copies under a deeper prefix, are never touched.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pgwarden.config.offsite import OffsiteRetention
 from pgwarden.errors import CatalogError, OffsiteError, describe
 from pgwarden.logsetup import get_logger
 from pgwarden.retention.plan import plan
-from pgwarden.storage import MANIFEST_SUFFIX
+from pgwarden.storage import MANIFEST_SUFFIX, parse_backup_name
 from pgwarden.storage.objects import ObjectInfo, ObjectStore
 
 #: the suffix of an encrypted object
@@ -185,7 +187,7 @@ def _scan(
     store: ObjectStore, target: str, now: datetime, pinned: set[str], verified: set[str]
 ) -> _Holdings:
     """List ``<target>/``, pair manifests with their objects and read the manifests' facts."""
-    listed = {info.key: info for info in store.list(f"{target}/")}
+    listed = {info.key: info for info in store.list(f"{target}/") if _ours(info.key, target)}
     found = _Holdings(total_bytes=sum(info.size for info in listed.values()))
     paired: set[str] = set()
     for key, info in listed.items():
@@ -207,6 +209,18 @@ def _scan(
         if key not in paired and info.modified < now - ORPHAN_GRACE:
             found.orphans.append(info)
     return found
+
+
+def _ours(key: str, target: str) -> bool:
+    """Whether ``key`` is named as pgwarden names what it writes under ``<target>/``: an
+    artifact ``<stamp>-<id>.<ext>[.age]`` or its manifest, directly there.  Anything else (another
+    tool's file, another host's copies under a deeper prefix) is never read, counted or deleted."""
+    name = key.removeprefix(f"{target}/")
+    if "/" in name:
+        return False
+    return (
+        parse_backup_name(name.removesuffix(MANIFEST_SUFFIX).removesuffix(AGE_SUFFIX)) is not None
+    )
 
 
 def _object_candidates(manifest_key: str) -> tuple[str, str]:

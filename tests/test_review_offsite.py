@@ -84,3 +84,32 @@ def test_remote_prune_touches_only_what_pgwarden_wrote_under_the_target(
     for key in [*foreign, *nested_keys]:
         assert key in left, key
     assert outcome.inventory is not None and outcome.inventory.copies == 1
+
+
+def test_a_remote_manifest_naming_another_artifact_path_is_refused(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """The fetch spool is named after the remote manifest's ``path``: a manifest in the bucket
+    (anyone who can write there) saying ``../../x`` must not make a restore create files
+    outside the target's storage directory.  A manifest whose ``path`` is not the artifact
+    its key names is not that backup's copy."""
+    import json
+
+    import pytest
+
+    from pgwarden.errors import PgwardenError
+    from pgwarden.restore.remote_locate import read_copy
+
+    env = small_env(workdir, pg18, "review_path")
+    destination = s3_server.offsite_config(s3_bucket, prefix="vps1/")
+    env = with_destination(env, destination)
+    assert run(env, destination).ok
+    [record] = env.catalog.list_backups("review_path")
+    key = f"vps1/review_path/{record.path}.manifest.json"
+    client = s3_server.client()
+    manifest = json.loads(client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    manifest["path"] = "../../escaped"
+    client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(manifest).encode())
+    store = open_object_store(destination)
+    with pytest.raises(PgwardenError, match="escaped"):
+        read_copy(store, destination.name, record)

@@ -80,6 +80,8 @@ def read_copy(store: ObjectStore, destination: str, record: BackupRecord) -> fet
     facts = fetch.read_offsite_facts(data, where)
     if manifest.id != record.id:
         raise NotFoundError(f"{where} describes backup {manifest.id[:8]}, not {record.short_id}")
+    if manifest.path != name:  # the spool file is named after it: never a path elsewhere
+        raise NotFoundError(f"{where} names artifact {manifest.path!r}, not {name!r}")
     return fetch.RemoteCopy(record, manifest, facts, store.location)
 
 

@@ -271,6 +271,18 @@ _COMMANDS = (
         "check_cmd:cmd_check",
     ),
     _Command(
+        "notify",
+        "notifications: send a test message to a [[notify]] destination",
+        handler="notify_cmd:cmd_notify",
+        actions=(
+            _Command(
+                "test",
+                "send a test message now (exit 1 if it was not delivered)",
+                (_CONFIG, (("name",), {"nargs": "?", "help": "default: every one"}), _JSON),
+            ),
+        ),
+    ),
+    _Command(
         "migrate",
         "forward-only guard and safe upgrade of a target's Alembic migrations",
         handler="migrate_cmd:cmd_migrate",

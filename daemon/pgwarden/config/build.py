@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgwarden.config import offsite_build, pgdump_args
+from pgwarden.config import notify, offsite_build, pgdump_args
 from pgwarden.config.basic_auth import auth_user, auth_users, bcrypt_hash
 from pgwarden.config.model import (
     BACKUP_FORMATS,
@@ -52,6 +52,7 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
     for dup in sorted({n for n in names if names.count(n) > 1}):
         root.error("targets", f"target name {dup!r} is used more than once")
     offsite_build.check_targets(root, targets, offsite)
+    notices = notify.destinations(root, plaintext_ok, names, world_readable)
     bouncers = []
     for sub in root.table_array("pgbouncer"):
         bouncers.append(_pgbouncer(sub, plaintext_ok))
@@ -77,6 +78,7 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
         targets=tuple(t for t in targets if t is not None),
         pgbouncers=tuple(b for b in bouncers if b is not None),
         offsite=offsite,
+        notify=notices,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgwarden.config.formats import BackupFormat
+from pgwarden.config.notify import NotifyConfig
 from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import NotFoundError
 from pgwarden.redaction import Secret as Secret  # noqa: PLC0414 - re-exported: its home moved
@@ -263,6 +264,7 @@ class Config:
     targets: tuple[TargetConfig, ...] = ()
     pgbouncers: tuple[PgBouncerConfig, ...] = ()
     offsite: tuple[OffsiteConfig, ...] = ()
+    notify: tuple[NotifyConfig, ...] = ()
 
     def target(self, name: str) -> TargetConfig:
         for target in self.targets:

@@ -19,6 +19,7 @@ from prometheus_client import disable_created_metrics as _disable_created
 
 from pgwarden import __version__
 from pgwarden.config.kinds import JobKind
+from pgwarden.metrics.notify import NotifyMetrics
 from pgwarden.metrics.offsite import OffsiteMetrics
 
 _disable_created()  # type: ignore[no-untyped-call]
@@ -39,6 +40,8 @@ class Metrics:
         self._define_verify_and_daemon_metrics()
         #: ``pgwarden_offsite_*{target,destination}`` (:mod:`pgwarden.metrics.offsite`)
         self.offsite = OffsiteMetrics(self.registry)
+        #: ``pgwarden_notifications_total{destination,result}`` (:mod:`pgwarden.metrics.notify`)
+        self.notify = NotifyMetrics(self.registry)
 
     def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
         return Gauge(f"pgwarden_{name}", doc, list(labels), registry=self.registry)

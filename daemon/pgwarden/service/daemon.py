@@ -34,7 +34,9 @@ from pgwarden.control.server import ControlServer
 from pgwarden.errors import ConfigError, PgwardenError
 from pgwarden.metrics import ListenerSettings, Metrics, MetricsServer
 from pgwarden.monitor.thread import MonitorThread
-from pgwarden.service import jobkinds, recovery
+from pgwarden.notify import Dispatcher
+from pgwarden.notify.status import status_path
+from pgwarden.service import jobkinds, notifications, recovery
 from pgwarden.service.api import ServiceApi
 from pgwarden.service.clock import Clock, SystemClock
 from pgwarden.service.core import Service
@@ -80,6 +82,7 @@ class Daemon:
         self._control: ControlServer | None = None
         self._monitor: MonitorThread | None = None
         self._catalog_watch: CatalogWatch | None = None
+        self._notify: Dispatcher | None = None
         self.started = threading.Event()
 
     # -- signals ---------------------------------------------------------------------------
@@ -111,10 +114,13 @@ class Daemon:
         rebuild_lost_catalog(state)  # before recovery restores the gauges from it
         self._catalog_watch = CatalogWatch(state, config.daemon.effective_catalog_url)
         recovery.recover(state)
+        state.notify = self._notify = Dispatcher(
+            config.notify, self.metrics.notify, status_path(config.daemon.state_dir)
+        )
         service = Service(
             self.config_path,
             state,
-            jobkinds.job_functions(state),
+            notifications.with_start_events(jobkinds.job_functions(state), state),
             jobkinds.follow_ups,
             clock=self.clock,
             wake=self.wake,
@@ -123,6 +129,8 @@ class Daemon:
         self.metrics.start_time.set(service.started_at.timestamp())
         self.api.attach(service)
         service.runner.start()
+        self._notify.start()
+        self._threads["notify"] = self._notify.thread
         self._start_infrastructure(config)
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -135,6 +143,7 @@ class Daemon:
             socket=str(config.daemon.socket),
         )
         self.notifier.ready(service.status_line())
+        notifications.daemon_event(self._notify, "daemon.start")
         self.started.set()
         return config
 
@@ -263,6 +272,8 @@ class Daemon:
 
     def _adopt(self, old: Config, new: Config) -> tuple[str, ...]:
         logsetup.configure(new.daemon.log_level, new.daemon.log_format)
+        if self._notify is not None:
+            self._notify.configure(new.notify)
         notes = self._sync_monitor(new)
         for note in notes:
             log.info(note, reason="[monitor] enabled changed by a reload")
@@ -280,6 +291,7 @@ class Daemon:
         assert self.service is not None
         if not self.service.shutdown():
             log.error("jobs did not stop in time")
+        notifications.daemon_event(self._notify, "daemon.stop")
         log.info("pgwarden stopped")
         return 0
 
@@ -290,6 +302,8 @@ class Daemon:
             self._monitor.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
+        if self._notify is not None:
+            self._notify.close()  # a short flush: a silent receiver never holds up the stop
         if self._state is not None:
             self._state.close()
         self.notifier.close()

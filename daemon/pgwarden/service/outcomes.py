@@ -34,6 +34,7 @@ from pgwarden.errors import PgwardenError, StallError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
+from pgwarden.service import notifications
 from pgwarden.service.jobs import Job, JobState
 from pgwarden.service.offsite_metrics import record_offsite, restore_offsite
 from pgwarden.service.state import ServiceState
@@ -75,6 +76,7 @@ def record_job(state: ServiceState, job: Job) -> None:
         isinstance(outcome, VerifyOutcome) and outcome.stalled
     ):
         m.jobs_stalled.labels(job.target, job.kind.value).inc()
+    notifications.job_finished(state, job)
     refresh_target(state, job.target)
 
 

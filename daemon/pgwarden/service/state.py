@@ -16,6 +16,7 @@ from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.config import Config
 from pgwarden.errors import ConfigError
 from pgwarden.metrics import Metrics
+from pgwarden.notify import Dispatcher
 from pgwarden.storage import Storage, open_storage
 
 #: settings that are bound at start-up; changing them needs a restart, not a reload
@@ -49,6 +50,7 @@ class ServiceState:
         self._lock = threading.Lock()
         self._config = config
         self._loaded_at = datetime.now(UTC)
+        self.notify: Dispatcher | None = None  # the [[notify]] queue, set by the daemon
 
     @classmethod
     def open(cls, config: Config, metrics: Metrics) -> ServiceState:

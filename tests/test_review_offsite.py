@@ -113,3 +113,38 @@ def test_a_remote_manifest_naming_another_artifact_path_is_refused(
     store = open_object_store(destination)
     with pytest.raises(PgwardenError, match="escaped"):
         read_copy(store, destination.name, record)
+
+
+def test_remote_prune_keeps_a_copy_a_restore_is_reading(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """A restore or a drill reading an off-site copy holds the backup's shared lock (as local
+    reads do); the off-site job's remote prune must not delete the object under it, as the
+    local prune does not: the copy is kept this time and deleted by a later run."""
+    from dataclasses import replace
+
+    from pgwarden.config.offsite import OffsiteRetention
+    from pgwarden.service.offsite_job import OffsiteRun, run_offsite
+    from pgwarden.storage.locks import BackupLocks
+    from pgwarden.storage.s3 import S3ObjectStore
+    from tests.test_retention_remote import Remote
+
+    env = small_env(workdir, pg18, "review_lock")
+    destination = replace(
+        s3_server.offsite_config(s3_bucket, prefix="vps1/"),
+        retention=OffsiteRetention(keep_days=30, min_keep=1),
+    )
+    env = with_destination(env, destination)
+    remote = Remote(S3ObjectStore(destination))
+    reading = remote.copy(40, target="review_lock")  # past keep_days: the plan deletes it
+    expired = remote.copy(50, target="review_lock")
+    target = env.config.targets[0]
+    locks = BackupLocks(env.config.daemon.state_dir)
+    with locks.shared(reading):  # a restore fetching it right now
+        outcome = run_offsite(OffsiteRun(target, env.config, env.catalog, env.storage))
+    [prune] = outcome.prunes
+    assert expired in prune.deleted
+    assert reading not in prune.deleted, prune
+    assert any(reading[:8] in key for key in keys(s3_server, s3_bucket))
+    again = run_offsite(OffsiteRun(target, env.config, env.catalog, env.storage))
+    assert reading in again.prunes[0].deleted

@@ -31,6 +31,7 @@ from pgwarden.errors import CatalogError, OffsiteError, describe
 from pgwarden.logsetup import get_logger
 from pgwarden.retention.plan import plan
 from pgwarden.storage import MANIFEST_SUFFIX, parse_backup_name
+from pgwarden.storage.locks import BackupLocks
 from pgwarden.storage.objects import ObjectInfo, ObjectStore
 
 #: the suffix of an encrypted object
@@ -108,13 +109,16 @@ def prune_remote(
     pinned: set[str],
     verified: set[str],
     dry_run: bool = False,
+    locks: BackupLocks | None = None,
 ) -> RemotePruneOutcome:
     """Apply ``policy`` to the copies ``store`` holds for ``target`` and report what is left.
 
     ``pinned`` and ``verified`` are backup ids the local catalog knows as pinned and as
     drilled successfully (a remote manifest is frozen at upload time; its own ``pinned`` and
     verification facts count too).  A listing failure gives an outcome with the error and no
-    inventory; a failed deletion is reported and the copy stays in the inventory.
+    inventory; a failed deletion is reported and the copy stays in the inventory.  With
+    ``locks``, a copy whose backup lock is held (a restore or a drill reading it) is kept this
+    time, as the local prune keeps a backup in use.
     """
     try:
         found = _scan(store, target, now, pinned, verified)
@@ -131,7 +135,7 @@ def prune_remote(
     decided = plan(found.copies, settings, now)
     errors = list(found.errors)
     expired = [c for c in found.copies if not decided.decision(c.id).keep]
-    deleted = _delete_copies(store, expired, dry_run, errors)
+    deleted = _delete_copies(store, expired, dry_run, errors, locks)
     removed = _remove_orphans(store, found.orphans, dry_run, errors)
     gone = [] if dry_run else deleted
     freed = sum(c.size + c.manifest_size for c in gone) + sum(o.size for o in removed)
@@ -157,16 +161,21 @@ def prune_remote(
 
 
 def _delete_copies(
-    store: ObjectStore, expired: list[_Copy], dry_run: bool, errors: list[str]
+    store: ObjectStore,
+    expired: list[_Copy],
+    dry_run: bool,
+    errors: list[str],
+    locks: BackupLocks | None,
 ) -> list[_Copy]:
     """Delete each copy, its object first (a lone manifest is recognisable); those deleted
-    (in a dry run: those that would be)."""
+    (in a dry run: those that would be).  A copy in use (its lock held) is kept."""
     deleted: list[_Copy] = []
     for copy in expired:
         if not dry_run:
             try:
-                store.delete(copy.object_key)
-                store.delete(copy.manifest_key)
+                if not _delete_copy(store, copy, locks):
+                    log.info("offsite_prune_in_use", location=store.location, backup_id=copy.id)
+                    continue
             except OffsiteError as exc:
                 errors.append(f"{copy.id}: {describe(exc)}")
                 log.error(
@@ -181,6 +190,24 @@ def _delete_copies(
             )
         deleted.append(copy)
     return deleted
+
+
+def _delete_copy(store: ObjectStore, copy: _Copy, locks: BackupLocks | None) -> bool:
+    """Delete one copy under the backup's exclusive lock (when ``locks``); False: in use."""
+    if locks is None:
+        store.delete(copy.object_key)
+        store.delete(copy.manifest_key)
+        return True
+    try:
+        with locks.try_exclusive(copy.id) as lock:
+            if not lock.held:
+                return False
+            store.delete(copy.object_key)
+            store.delete(copy.manifest_key)
+            lock.discard()  # no file left per pruned copy (a later locker makes a new one)
+    except OSError as exc:  # the lock directory: this copy stays, the rest go on
+        raise OffsiteError(f"cannot lock backup {copy.id[:8]}: {exc.strerror or exc}") from exc
+    return True
 
 
 def _scan(

@@ -224,6 +224,7 @@ def _prune(run: OffsiteRun, destination: OffsiteConfig, store: ObjectStore) -> R
         now=datetime.now(UTC),
         pinned={r.id for r in records if r.pinned},
         verified={r.id for r in records if r.verify_status == DrillStatus.PASSED},
+        locks=BackupLocks(run.config.daemon.state_dir),  # a restore reading a copy keeps it
     )
     known = {r.id: r for r in records}
     for backup_id in outcome.deleted:

@@ -148,3 +148,26 @@ def test_remote_prune_keeps_a_copy_a_restore_is_reading(
     assert any(reading[:8] in key for key in keys(s3_server, s3_bucket))
     again = run_offsite(OffsiteRun(target, env.config, env.catalog, env.storage))
     assert reading in again.prunes[0].deleted
+
+
+def test_a_damaged_local_artifact_does_not_hold_back_older_copies(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """A run stops a destination's turn at the first failed copy (the endpoint is likely
+    gone).  A local artifact that no longer matches its manifest says nothing about the
+    endpoint: the older pending backups must still be sent, or every run fails on the same
+    damaged file and the older copies never leave the machine."""
+    env = small_env(workdir, pg18, "review_rot_order")
+    env.backup()
+    older, newer = sorted(env.catalog.list_backups("review_rot_order"), key=lambda r: r.started_at)
+    assert newer.path is not None
+    _flip_one_byte(workdir / "backups" / "review_rot_order" / newer.path)
+    destination = s3_server.offsite_config(s3_bucket, prefix="vps1/")
+    env = with_destination(env, destination)
+    outcome = run(env, destination)
+    assert not outcome.ok
+    results = {c.backup_id: c for c in outcome.copies}
+    assert not results[newer.id].ok
+    assert older.id in results and results[older.id].ok, outcome
+    states = {c.backup_id: c.state for c in copies(env.catalog, target="review_rot_order")}
+    assert states == {newer.id: CopyState.FAILED, older.id: CopyState.CONFIRMED}

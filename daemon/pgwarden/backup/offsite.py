@@ -46,6 +46,10 @@ LOCK_TIMEOUT_S = 60.0
 CANCELLED_MESSAGE = "cancelled: pgwarden is stopping"
 
 
+class ArtifactChanged(OffsiteError):
+    """The local artifact read for an upload does not match its manifest's sha256."""
+
+
 @dataclass(frozen=True)
 class CopyResult:
     """One backup sent (or not) to one destination."""
@@ -60,6 +64,7 @@ class CopyResult:
     encrypted: bool
     duration_s: float
     error: str | None  # redacted
+    local_fault: bool = False  # the local artifact failed its manifest: not the endpoint's fault
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ def upload_backup(request: CopyRequest) -> CopyResult:
         if not expected:
             raise  # a bug or an unwrapped library error: the job boundary reports it
         log.warning("off-site upload failed", **_log_fields(request), error=error)
-        return _result(request, started, None, error)
+        return _result(request, started, None, error, local_fault=isinstance(exc, ArtifactChanged))
     _record(
         request,
         CopyState.CONFIRMED,
@@ -166,7 +171,12 @@ def _log_fields(request: CopyRequest) -> dict[str, str]:
 
 
 def _result(
-    request: CopyRequest, started: float, put: PutResult | None, error: str | None
+    request: CopyRequest,
+    started: float,
+    put: PutResult | None,
+    error: str | None,
+    *,
+    local_fault: bool = False,
 ) -> CopyResult:
     return CopyResult(
         request.record.id,
@@ -179,6 +189,7 @@ def _result(
         encrypted=request.encrypted,
         duration_s=time.monotonic() - started,
         error=error,
+        local_fault=local_fault,
     )
 
 
@@ -256,7 +267,7 @@ def _check_plain(request: CopyRequest, plain_sha: str, manifest: dict[str, Any])
     """The artifact read (the plaintext, encrypted or not) is what the local manifest says."""
     want = manifest.get("sha256")
     if plain_sha != want:
-        raise OffsiteError(
+        raise ArtifactChanged(
             f"{request.key}: checksum differs from the local manifest "
             f"(manifest {str(want)[:12]}, read {plain_sha[:12]}): the local artifact changed "
             "on disk; not uploaded"

@@ -7,7 +7,9 @@ every complete local backup not confirmed there (:func:`pgwarden.catalog.offsite
 pending_backups`) is sent with :func:`pgwarden.backup.offsite.upload_backup`, newest first,
 except those the caller says the remote policy would delete at once (``skip``).  The first
 failed copy ends that destination's turn: the endpoint is likely gone, and the next run
-retries from the newest again.  Local backups are never touched.
+retries from the newest again; a local artifact that fails its manifest's checksum is skipped
+(reported) instead, so that one damaged file does not hold back the older copies.  Local
+backups are never touched.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def upload_pending(
             )
             result = upload_backup(request)
             copies.append(result)
-            if not result.ok:
+            if not result.ok and not result.local_fault:  # a damaged local file: go on
                 break
     return UploadOutcome(target.name, tuple(copies), tuple(unreachable), tuple(reasons))
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from pgwarden import config as config_mod
 from pgwarden.config import parse
+from pgwarden.config import render as config_render
 from pgwarden.config.notify import FAILURE_EVENTS, NOTIFY_EVENTS, NotifyConfig
 from pgwarden.config.offsite import SecretSource
 from pgwarden.errors import ConfigError
@@ -181,5 +182,30 @@ def test_any_table_parses_or_fails_with_key_paths(entry: dict[str, object]) -> N
             assert re.match(r"^(notify(\[0\])?(\.\w+)?|daemon\.\w+): ", problem), problem
             for key in ("url", "secret"):
                 value = entry.get(key)
-                if isinstance(value, str) and len(value) > 3:
+                others = [str(v) for k, v in entry.items() if k != key]  # echoed rightly
+                if (
+                    isinstance(value, str)
+                    and len(value) > 3
+                    and not any(value in o for o in others)
+                ):
                     assert value not in problem
+
+
+def test_config_show_renders_notify_and_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        "[daemon]\nallow_plaintext_passwords = true\n"
+        '[[targets]]\nname = "app"\ndsn = "postgresql://backup@localhost/app"\n'
+        f'[[notify]]\nname = "hc"\nkind = "healthchecks"\nurl = "{CANARY}"\ntargets = ["app"]\n'
+        '[[notify]]\nname = "hook"\nkind = "webhook"\nurl_env = "H"\nsecret_file = "/k"\n'
+    )
+    path.chmod(0o600)
+    config = config_mod.load(path)
+    shown = config_render.render_effective(config)
+    assert CANARY not in shown and 'url = "***"' in shown
+    again = tmp_path / "again.toml"
+    again.write_text(shown.replace('url = "***"', 'url_env = "HC"'))
+    again.chmod(0o600)
+    reloaded = config_mod.load(again)
+    assert reloaded.notify[1] == config.notify[1]
+    assert reloaded.notify[0].targets == ("app",) and reloaded.notify[0].url.env == "HC"

@@ -15,6 +15,7 @@ from typing import Any
 import tomli_w
 
 from pgwarden.config.model import Config, Credentials, TargetConfig
+from pgwarden.config.notify import NotifyConfig
 from pgwarden.config.offsite import OffsiteConfig, SecretSource
 from pgwarden.redaction import REDACTED, Secret, redact, redact_dsn
 
@@ -69,6 +70,19 @@ def _offsite(offsite: OffsiteConfig) -> dict[str, Any]:
     return out
 
 
+def _notify(notify: NotifyConfig) -> dict[str, Any]:
+    """A ``[[notify]]`` destination as written: its ``url_*``/``urls_*``/``secret_*`` sources,
+    an inline URL as ``***``."""
+    out: dict[str, Any] = {"name": notify.name, "kind": notify.kind}
+    for key in ("url", "urls", "secret"):
+        out.update(_secret_source(key, getattr(notify, key)))
+    out["events"] = list(notify.events)
+    if notify.targets is not None:
+        out["targets"] = list(notify.targets)
+    out.update(timeout=notify.timeout, retries=notify.retries)
+    return out
+
+
 def _secret_source(key: str, source: SecretSource) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for suffix, value in (("_env", source.env), ("_file", source.file)):
@@ -97,6 +111,8 @@ def effective_dict(config: Config) -> dict[str, Any]:
         result["pgbouncer"] = [{**_plain(b), "dsn": redact_dsn(b.dsn)} for b in config.pgbouncers]
     if config.offsite:
         result["offsite"] = [_offsite(o) for o in config.offsite]
+    if config.notify:
+        result["notify"] = [_notify(n) for n in config.notify]
     if not result["targets"]:
         del result["targets"]
     return result

@@ -171,3 +171,38 @@ def test_a_damaged_local_artifact_does_not_hold_back_older_copies(
     assert older.id in results and results[older.id].ok, outcome
     states = {c.backup_id: c.state for c in copies(env.catalog, target="review_rot_order")}
     assert states == {newer.id: CopyState.FAILED, older.id: CopyState.CONFIRMED}
+
+
+def test_check_warns_when_no_copy_is_kept_on_a_destination(workdir: Path) -> None:
+    """``pgwarden catalog rebuild`` marks copies gone from the bucket (a lifecycle rule, a
+    hand deletion) ``deleted``.  The newest upload is then recent while the destination holds
+    nothing: ``pgwarden check`` must not pass it as a fresh copy ("0 copies kept")."""
+    from datetime import timedelta
+
+    from pgwarden.catalog.offsite import record_copy
+    from pgwarden.catalog.offsite_summary import destination_summaries
+    from pgwarden.commands.check_offsite import copy_checks
+    from pgwarden.metrics import Metrics
+    from pgwarden.service.state import ServiceState
+    from tests.test_offsite_ops import T0, add_backup, two_destinations
+
+    state = ServiceState.open(two_destinations(workdir), Metrics())
+    try:
+        backup = add_backup(state, "shop", T0)
+        for copy_state in (CopyState.CONFIRMED, CopyState.DELETED):  # confirmed, then gone
+            record_copy(
+                state.catalog,
+                backup_id=backup,
+                destination="b2",
+                key="k",
+                state=copy_state,
+                size_bytes=1,
+                uploaded_at=T0,
+            )
+        (summary,) = destination_summaries(state.catalog, [("shop", "b2")])
+    finally:
+        state.close()
+    assert summary.copies == 0 and summary.last_upload == T0
+    (newest,) = copy_checks(summary, T0 + timedelta(hours=1))
+    assert newest.status == "warn", newest
+    assert "no copy" in newest.detail, newest

@@ -16,7 +16,8 @@ Per destination (shown with the configuration items, ``subject`` = the destinati
 Per target and destination (``subject`` = the destination):
 
 * ``offsite.newest_copy`` -- the newest confirmed copy in the catalog: ``warn`` when there is
-  none or its upload is older than :data:`STALE` (the alert's 26 h);
+  none (never uploaded, or every copy since removed) or its upload is older than
+  :data:`STALE` (the alert's 26 h);
 * ``offsite.last_upload`` -- ``fail`` when the newest upload attempt failed (its error, already
   redacted when it was recorded), until a later attempt succeeds.
 """
@@ -222,6 +223,15 @@ def copy_checks(summary: DestinationSummary, now: datetime) -> list[CheckResult]
             "offsite.newest_copy",
             "warn",
             f"no copy confirmed on {name} yet (pgwarden offsite sync {target})",
+            target,
+            name,
+        )
+    elif summary.copies == 0:  # every copy since removed (a rebuild found them gone)
+        newest = CheckResult(
+            "offsite.newest_copy",
+            "warn",
+            f"no copy kept on {name}: every confirmed copy is gone (the last upload was "
+            f"{human(now - summary.last_upload)} ago); pgwarden offsite sync {target}",
             target,
             name,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ def target(name: str = "app") -> dict[str, object]:
     return {"name": name, "dsn": f"postgresql://backup@localhost:5432/{name}"}
 
 
-def doc(*notify: dict[str, object], **top: object) -> dict[str, Any]:
+def doc(*notify: Mapping[str, object], **top: object) -> dict[str, Any]:
     return {"targets": [target(), target("b")], "notify": list(notify), **top}
 
 

@@ -4,6 +4,8 @@ path (a fuzz of bad tables), a URL never echoed, inline URLs only with the opt-i
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -210,3 +212,20 @@ def test_config_show_renders_notify_and_round_trips(tmp_path: Path) -> None:
     reloaded = config_mod.load(again)
     assert reloaded.notify[1] == config.notify[1]
     assert reloaded.notify[0].targets == ("app",) and reloaded.notify[0].url.env == "HC"
+
+
+def test_apprise_missing_is_a_clear_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[[notify]]\nname = "chat"\nkind = "apprise"\nurls_env = "APPRISE_URLS"\n')
+    path.chmod(0o600)
+    # a Python where apprise cannot be imported (a None entry in sys.modules blocks it)
+    code = (
+        "import sys; sys.modules['apprise'] = None; from pgwarden.cli import main; "
+        f"raise SystemExit(main(['config', 'check', '-c', {str(path)!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "notify[0].kind: apprise is not installed" in result.stderr
+    assert "pgwarden[notify]" in result.stderr

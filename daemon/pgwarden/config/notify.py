@@ -138,7 +138,7 @@ def _check_kind_keys(
             r.error("urls", "an apprise destination needs urls_env, urls_file or urls_credential")
         if url.configured:
             r.error("url", "an apprise destination takes urls (apprise URLs), not url")
-        if importlib.util.find_spec("apprise") is None:
+        if not _apprise_installed():
             r.error(
                 "kind",
                 "apprise is not installed: install pgwarden's notify extra "
@@ -146,6 +146,13 @@ def _check_kind_keys(
             )
     if kind != "webhook" and secret.configured:
         r.error("secret", "only a webhook destination is signed (takes secret_*)")
+
+
+def _apprise_installed() -> bool:
+    try:
+        return importlib.util.find_spec("apprise") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["apprise"] is None (blocked)
+        return False
 
 
 def _check_inline_url(r: Reader, value: str) -> None:

@@ -206,3 +206,15 @@ def test_check_warns_when_no_copy_is_kept_on_a_destination(workdir: Path) -> Non
     (newest,) = copy_checks(summary, T0 + timedelta(hours=1))
     assert newest.status == "warn", newest
     assert "no copy" in newest.detail, newest
+
+
+def test_a_configured_part_size_never_hits_the_part_cap() -> None:
+    """``part_size`` set small (R2 users pick 8 MiB) and a database that grew: 100 GiB in 5 MiB
+    parts is 20,480 parts, over S3's 10,000, so every upload failed after sending 50 GiB.
+    The configured size is a floor; the artifact's size raises it to fit the cap."""
+    from pgwarden.storage.s3upload import MAX_PARTS, MIB, choose_part_size
+
+    size = 100 * 1024**3
+    assert choose_part_size(size, 5 * MIB) * MAX_PARTS >= size
+    assert choose_part_size(size, 64 * MIB) == 64 * MIB  # large enough: as configured
+    assert choose_part_size(10 * MIB, 5 * MIB) == 5 * MIB

@@ -100,7 +100,7 @@ class OffsiteConfig:
     encryption: OffsiteEncryption | None = None
     retention: OffsiteRetention = field(default_factory=OffsiteRetention)
     checksum: str = "auto"
-    part_size: int | None = None  # bytes; None: chosen from the artifact's size
+    part_size: int | None = None  # bytes, a floor (raised to fit 10,000 parts); None: from size
     timeout: float = 60.0  # seconds, every single S3 call (connect and read)
     stall_timeout: float = 300.0  # an upload or download moving no bytes this long is cancelled
     retries: int = 5  # throttling and 5xx only, with exponential backoff

@@ -53,13 +53,12 @@ log = get_logger("pgwarden.offsite")
 
 
 def choose_part_size(expected_size: int, configured: int | None) -> int:
-    """``configured``, else the smallest whole MiB >= 8 MiB keeping ``expected_size`` within
-    :data:`PART_BUDGET` parts (at most 5 GiB)."""
-    if configured:
-        return configured
+    """The smallest whole MiB keeping ``expected_size`` within :data:`PART_BUDGET` parts, at
+    least ``configured`` (a floor: an artifact grown past ``configured * 10,000`` bytes must
+    not hit S3's part cap) or else 8 MiB, and at most 5 GiB."""
     needed = -(-max(expected_size, 1) // PART_BUDGET)
     size = -(-needed // MIB) * MIB
-    return min(max(size, MIN_AUTO_PART), MAX_PART)
+    return min(max(size, configured or MIN_AUTO_PART), MAX_PART)
 
 
 def b64(digest: bytes) -> str:

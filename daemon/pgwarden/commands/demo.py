@@ -5,13 +5,22 @@ working folder, fills a ``shop`` database with sample data (users, orders, and a
 table with ``vector(384)`` embeddings and the strategy's ivfflat index), writes a config from
 ``demo.toml``, runs the daemon, takes a backup at once, verifies it by a restore drill, and
 serves metrics until Ctrl-C (or ``--duration`` seconds).  Nothing outside the folder is touched.
+
+Meanwhile a simulated application (:mod:`.demo_app`, ``application_name = shop-api``, the
+strategy's SQLAlchemy pool) sends rising and falling traffic, so the pool-saturation metrics
+move.  The hints name the ``pgwarden`` that runs (:func:`pgwarden_command`: a path that
+exists, e.g. ``.venv/bin/pgwarden``), and how to add a webhook receiver: with
+``DEMO_WEBHOOK_URL`` set the demo adds the ``[[notify]]`` table of :data:`WEBHOOK_SNIPPET`
+to its config.  Ctrl-C stops the application (its pool closed), then the daemon, then PostgreSQL.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -22,6 +31,7 @@ import psycopg
 
 from pgwarden import logsetup
 from pgwarden.backup.take import BackupOutcome
+from pgwarden.commands.demo_app import APPLICATION, DemoApp
 from pgwarden.config.kinds import JobKind
 from pgwarden.errors import PgwardenError
 from pgwarden.restore.outcome import VerifyOutcome
@@ -29,6 +39,14 @@ from pgwarden.service.daemon import Daemon
 from pgwarden.service.jobs import Job, JobState
 
 log = logsetup.get_logger("pgwarden.commands.demo")
+
+WEBHOOK_ENV = "DEMO_WEBHOOK_URL"
+#: the [[notify]] table the demo suggests (helper notify's webhook kind; the URL from the env)
+WEBHOOK_SNIPPET = """[[notify]]
+name = "hook"
+kind = "webhook"
+url_env = "DEMO_WEBHOOK_URL"
+events = ["backup.start", "backup.success", "backup.failure", "verify.success", "verify.failure"]"""
 
 DEMO_DB = "shop"
 SAMPLE_SQL = """
@@ -127,30 +145,76 @@ def run_demo(directory: Path | None, duration: float | None) -> int:
         .replace("@LISTEN@", f"127.0.0.1:{port}")
         .replace("@BIN_DIR@", str(bin_dir))
     )
+    webhook = os.environ.get(WEBHOOK_ENV) or None
+    if webhook is not None:
+        config_text += "\n" + WEBHOOK_SNIPPET + "\n"
     config_path = workdir / "pgwarden.toml"
-    config_path.write_text(config_text, encoding="utf-8")
+    config_path.touch(mode=0o600)
     config_path.chmod(0o600)
-    print(
-        "\n"
-        f"  config:   {config_path}\n"
-        f"  metrics:  curl -s http://127.0.0.1:{port}/metrics | grep ^pgwarden_backup\n"
-        f"  control:  pgwarden ctl --socket {workdir / 'control.sock'} status\n"
-        f"  backups:  pgwarden backups -c {config_path}\n"
-        "  stop:     Ctrl-C\n"
-    )
-    daemon = Daemon(config_path)
-    kick = threading.Thread(
-        target=_first_backup, args=(daemon, duration, port), name="demo", daemon=True
-    )
-    kick.start()
+    config_path.write_text(config_text, encoding="utf-8")
+    print(hints(config_path, workdir / "control.sock", port, webhook))
+    app = DemoApp(dsn)
     try:
+        app.start()
+        print(
+            f"demo: a simulated application ({APPLICATION}, SQLAlchemy pool_size="
+            f"{app.pool.pool_size} max_overflow={app.pool.max_overflow}) runs "
+            f"{app.capacity} workers; its load rises and falls every {app.period_s:.0f} s"
+        )
+        daemon = Daemon(config_path)
+        kick = threading.Thread(
+            target=_first_backup, args=(daemon, duration, port), name="demo", daemon=True
+        )
+        kick.start()
         return daemon.run()
     finally:
+        app.stop()
+        print(f"demo: application stopped ({app.requests} requests)")
         cleanup = getattr(server, "cleanup", None)
         if callable(cleanup):
             cleanup()
         if owned and os.environ.get("PGWARDEN_DEMO_KEEP") != "1":
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def pgwarden_command() -> str:
+    """How to run this very ``pgwarden``: a path that exists, never a bare name off PATH."""
+    argv0 = Path(sys.argv[0])
+    candidates = [argv0] if argv0.name == "pgwarden" else []
+    candidates.append(Path(sys.executable).parent / "pgwarden")
+    on_path = shutil.which("pgwarden")
+    if on_path is not None:
+        candidates.append(Path(on_path))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return shlex.quote(str(candidate.absolute()))
+    return f"{shlex.quote(sys.executable)} -m pgwarden.cli"
+
+
+def hints(config_path: Path, socket_path: Path, port: int, webhook: str | None) -> str:
+    """What the demo prints: commands to try, and how to add a webhook receiver."""
+    cmd = pgwarden_command()
+    text = (
+        "\n"
+        f"  config:   {config_path}\n"
+        f"  metrics:  curl -s http://127.0.0.1:{port}/metrics | grep -E "
+        "'^pgwarden_(backup|application|server_connection)'\n"
+        f"  control:  {cmd} ctl --socket {socket_path} status\n"
+        f"  backups:  {cmd} backups -c {config_path}\n"
+        f"  check:    {cmd} check -c {config_path}\n"
+        "  stop:     Ctrl-C\n"
+    )
+    if webhook is not None:
+        return (
+            text
+            + f"  webhook:  events are posted to ${WEBHOOK_ENV} ({config_path.name}: [[notify]] hook)\n"
+        )
+    return (
+        text + f"  webhook:  to receive the events, start the demo with {WEBHOOK_ENV} set:\n"
+        f"              {WEBHOOK_ENV}=http://127.0.0.1:8000/hook {cmd} demo\n"
+        "            it then adds this table to its config (add it to yours the same way):\n"
+        + "".join(f"              {line}\n" for line in WEBHOOK_SNIPPET.splitlines())
+    )
 
 
 def _wait(job: Job) -> None:
@@ -197,6 +261,8 @@ def _first_backup(daemon: Daemon, duration: float | None, port: int) -> None:
                     "pgwarden_backup_last_success",
                     "pgwarden_verify_last_success",
                     "pgwarden_server_connection_saturation",
+                    "pgwarden_application_connections{",
+                    "pgwarden_application_pool_saturation",
                 )
             )
         ]

@@ -122,6 +122,8 @@ def test_checklist_on_a_pgvector_database(pg18: PgServer, workdir: Path) -> None
             "server.reachable": "pass",
             "connections.pooling": "warn",
             "connections.limits": "pass",
+            "connections.database_limit:chk_vec": "pass",
+            "connections.role_limit": "pass",
             "monitoring.role": "pass",
             "indexes": "warn",
             "ssl": "pass",

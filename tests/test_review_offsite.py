@@ -218,3 +218,32 @@ def test_a_configured_part_size_never_hits_the_part_cap() -> None:
     assert choose_part_size(size, 5 * MIB) * MAX_PARTS >= size
     assert choose_part_size(size, 64 * MIB) == 64 * MIB  # large enough: as configured
     assert choose_part_size(10 * MIB, 5 * MIB) == 5 * MIB
+
+
+def test_two_destinations_on_the_same_bucket_and_prefix_are_refused() -> None:
+    """Two ``[[offsite]]`` tables naming the same place (``b2-daily`` keep_days 7 and
+    ``b2-archive`` keep_days 365, same bucket and prefix) write the same keys: the short
+    policy's prune deletes the copies the long one counts as confirmed.  Config check says so,
+    with the key path."""
+    from tests.test_config_offsite import dest, problems, target
+
+    doc = {
+        "offsite": [
+            dest(name="b2-daily", prefix="vps1", retention={"keep_days": 7}),
+            dest(name="b2-archive", prefix="vps1/", retention={"keep_days": 365}),
+        ],
+        "targets": [target()],
+    }
+    found = problems(doc)
+    assert any(p.startswith("offsite[1].prefix:") and "b2-daily" in p for p in found), found
+    # another prefix, another bucket or another endpoint is another place
+    from pathlib import Path
+
+    from pgwarden.config import parse
+
+    for other in (
+        dest(name="b2-archive", prefix="vps1-archive/"),
+        dest(name="b2-archive", prefix="vps1/", bucket="acme-archive"),
+        dest(name="b2-archive", prefix="vps1/", endpoint_url="https://s3.example.net"),
+    ):
+        parse({"offsite": [doc["offsite"][0], other], "targets": [target()]}, Path("x"))

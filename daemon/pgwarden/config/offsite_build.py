@@ -6,8 +6,9 @@ other sections: names ``[a-z0-9_-]`` and unique, an S3 bucket name, a prefix wit
 ``/`` (normalised to end with ``/``), an http(s) endpoint without credentials in it, one source
 per key and both keys or neither, inline keys only with ``[daemon] allow_plaintext_passwords``,
 age recipients that are public keys (a secret key is refused and never repeated), a remote
-retention policy, and the cross-checks with the targets (names exist; a ``directory`` dump is
-many files and cannot be copied).  Pure: no I/O.
+retention policy, no two destinations on the same endpoint, bucket and prefix, and the
+cross-checks with the targets (names exist; a ``directory`` dump is many files and cannot be
+copied).  Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -49,7 +50,28 @@ def destinations(root: Reader, plaintext_ok: bool) -> tuple[OffsiteConfig, ...]:
     names = [d.name for d in found if d is not None]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         root.error("offsite", f"destination name {dup!r} is used more than once")
+    _same_place(root, found)
     return tuple(d for d in found if d is not None)
+
+
+def _same_place(root: Reader, found: Sequence[OffsiteConfig | None]) -> None:
+    """Two destinations on one endpoint, bucket and prefix write the same keys: each one's
+    retention would delete the copies the other counts as confirmed."""
+    seen: dict[tuple[str, str, str], str] = {}
+    for index, d in enumerate(found):
+        if d is None:
+            continue
+        place = (d.endpoint_url or "", d.bucket, d.prefix)
+        if place in seen:
+            _error_at(
+                root,
+                f"offsite[{index}].prefix",
+                f"destination {d.name!r} is the same bucket and prefix as {seen[place]!r} "
+                f"(s3://{d.bucket}/{d.prefix}): both would write, and prune, the same objects; "
+                "give each its own prefix",
+            )
+        else:
+            seen[place] = d.name
 
 
 def target_offsite(r: Reader) -> tuple[str, ...] | None:

@@ -4,6 +4,7 @@ that name an existing ``pgwarden`` executable, and stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -12,8 +13,12 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from pgwarden.commands.demo import WEBHOOK_SNIPPET, hints
 from pgwarden.commands.demo_app import load_level
 
 APP_SERIES = 'pgwarden_application_connections{application="shop-api",target="shop"}'
@@ -85,9 +90,44 @@ def application_counts(proc: subprocess.Popen[str], port: int, wanted: int) -> l
     return seen
 
 
+@contextmanager
+def receiver() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """A webhook receiver on loopback: records every JSON body POSTed to it."""
+    bodies: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 def test_demo_runs_end_to_end(workdir: Path) -> None:
-    env = {**os.environ, "PGWARDEN_DEMO_KEEP": "0", "PYTHONUNBUFFERED": "1"}
-    env.pop("DEMO_WEBHOOK_URL", None)
+    with receiver() as (url, bodies):
+        run_demo(workdir, url, bodies)
+
+
+def run_demo(workdir: Path, url: str, bodies: list[dict[str, object]]) -> None:
+    env = {
+        **os.environ,
+        "PGWARDEN_DEMO_KEEP": "0",
+        "PYTHONUNBUFFERED": "1",
+        "DEMO_WEBHOOK_URL": url,
+    }
     args = [sys.executable, "-m", "pgwarden.cli", "demo", "--dir", str(workdir / "demo")]
     proc = subprocess.Popen(
         [*args, "--duration", "600"],  # an upper bound; the test stops it with Ctrl-C (SIGINT)
@@ -105,7 +145,7 @@ def test_demo_runs_end_to_end(workdir: Path) -> None:
             exe = shlex.split(command)[0]
             assert os.path.isabs(exe), command
             assert Path(exe).is_file() and os.access(exe, os.X_OK), command
-        assert "DEMO_WEBHOOK_URL=http://127.0.0.1:8000/hook" in out.text()
+        assert "events are posted to $DEMO_WEBHOOK_URL" in out.text()
         assert 'kind = "webhook"' in out.text() and 'url_env = "DEMO_WEBHOOK_URL"' in out.text()
         out.wait_for(r"demo: metrics now served")
         counts = application_counts(proc, port, wanted=3)
@@ -126,6 +166,10 @@ def test_demo_runs_end_to_end(workdir: Path) -> None:
     assert 'pgwarden_backup_last_success_timestamp_seconds{target="shop"}' in text
     assert "demo: application stopped" in text
     assert "Traceback" not in text, text
+    # the webhook receiver the demo was pointed at heard about the backup and its drill
+    events = {(b["event"], b["target"]) for b in bodies}
+    assert ("backup.success", "shop") in events, bodies
+    assert ("verify.success", "shop") in events, bodies
     backups = list((workdir / "demo" / "backups" / "shop").glob("*.dump.zst"))
     assert len(backups) == 1
     assert backups[0].with_name(backups[0].name + ".manifest.json").exists()
@@ -135,3 +179,14 @@ def test_load_rises_and_falls() -> None:
     levels = [load_level(t, 15, 60.0) for t in range(0, 61, 5)]
     assert levels[0] == 1 and levels[6] == 15 and levels[-1] == 1
     assert levels[:7] == sorted(levels[:7]) and levels[6:] == sorted(levels[6:], reverse=True)
+
+
+def test_hints_without_a_webhook_name_an_existing_pgwarden(tmp_path: Path) -> None:
+    text = hints(tmp_path / "pgwarden.toml", tmp_path / "control.sock", 9188, None)
+    command = re.search(r"^  control:\s+(\S+) ctl ", text, re.MULTILINE)
+    assert command is not None, text
+    exe = shlex.split(command.group(1))[0]
+    assert Path(exe).is_file() and os.access(exe, os.X_OK), text
+    assert f"DEMO_WEBHOOK_URL=http://127.0.0.1:8000/hook {command.group(1)} demo" in text
+    for line in WEBHOOK_SNIPPET.splitlines():
+        assert line in text

@@ -205,16 +205,14 @@ def hints(config_path: Path, socket_path: Path, port: int, webhook: str | None) 
         "  stop:     Ctrl-C\n"
     )
     if webhook is not None:
-        return (
-            text
-            + f"  webhook:  events are posted to ${WEBHOOK_ENV} ({config_path.name}: [[notify]] hook)\n"
+        head = f"  webhook:  events are posted to ${WEBHOOK_ENV}; {config_path.name} has:\n"
+    else:
+        head = (
+            f"  webhook:  to receive the events, start the demo with {WEBHOOK_ENV} set:\n"
+            f"              {WEBHOOK_ENV}=http://127.0.0.1:8000/hook {cmd} demo\n"
+            "            it then adds this table to its config (add it to yours the same way):\n"
         )
-    return (
-        text + f"  webhook:  to receive the events, start the demo with {WEBHOOK_ENV} set:\n"
-        f"              {WEBHOOK_ENV}=http://127.0.0.1:8000/hook {cmd} demo\n"
-        "            it then adds this table to its config (add it to yours the same way):\n"
-        + "".join(f"              {line}\n" for line in WEBHOOK_SNIPPET.splitlines())
-    )
+    return text + head + "".join(f"              {line}\n" for line in WEBHOOK_SNIPPET.splitlines())
 
 
 def _wait(job: Job) -> None:

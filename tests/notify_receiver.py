@@ -93,6 +93,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 pass  # the client gave up (its timeout): nothing to answer
             receiver.answered.append(time.monotonic())
 
+        def do_GET(self) -> None:
+            self.do_POST()
+
         def log_message(self, format: str, *args: object) -> None:
             return
 

@@ -109,6 +109,24 @@ def test_defaults() -> None:
         ({"name": "x", "kind": "webhook", "url_env": "H", "timeout": 0}, "timeout: must be >="),
         ({"name": "x", "kind": "webhook", "url_env": "H", "retries": 0}, "retries: must be >="),
         ({"name": "x", "kind": "webhook", "url_env": "H", "colour": "red"}, "colour: unknown key"),
+        (
+            {"name": "x", "kind": "webhook", "url_env": "H", "ping_style": "cronitor"},
+            "ping_style: only a healthchecks destination",
+        ),
+        (
+            {"name": "x", "kind": "healthchecks", "url_env": "H", "ping_style": "kuma"},
+            "ping_style: must be one of",
+        ),
+        (
+            {
+                "name": "x",
+                "kind": "healthchecks",
+                "url_env": "H",
+                "ping_style": "uptime-kuma",
+                "events": ["backup.start", "backup.success"],
+            },
+            "events: backup.start cannot be sent with ping_style = 'uptime-kuma'",
+        ),
     ],
 )
 def test_each_mistake_has_its_key_path(entry: dict[str, object], expected: str) -> None:
@@ -167,6 +185,7 @@ _KEYS = st.sampled_from(
         "targets",
         "timeout",
         "retries",
+        "ping_style",
         "bogus",
     ]
 )

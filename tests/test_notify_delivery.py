@@ -208,3 +208,15 @@ def test_apprise_mailto_reaches_an_smtp_server(workdir: Path) -> None:
     assert "backup.failure" in str(mail["Subject"]) and "ops@example.com" in str(mail["To"])
     assert b"disk full" in received[0]
     assert _sample(registry, "mail", "sent") == 1
+
+
+def test_uptime_kuma_style_pings_with_get(workdir: Path) -> None:
+    with running_receiver() as rx:
+        push = f"{rx.url}/api/push/T0KEN"
+        dest = _dest(workdir, "kuma", "healthchecks", push, ping_style="uptime-kuma")
+        dispatcher, _ = _dispatcher([dest], workdir)
+        dispatcher.emit(Event("backup.failure", target="app", error="disk full"))
+        [request] = rx.wait_for(1)
+        assert dispatcher.close()
+    assert (request.method, request.path) == ("GET", "/api/push/T0KEN")
+    assert request.query["status"] == ["down"] and "disk full" in request.query["msg"][0]

@@ -77,3 +77,17 @@ def test_reload_swaps_destinations_and_their_series() -> None:
     assert registry.get_sample_value("pgwarden_notifications_total", labels) is None
     assert [d.name for d in dispatcher.destinations] == ["b", "c"]
     assert dispatcher.close()  # never started: nothing to flush
+
+
+def test_cronitor_and_uptime_kuma_ping_styles() -> None:
+    base = "https://cronitor.link/p/KEY/nightly"
+    start = ping_url(base, Event("backup.start", target="app", run_id="r1"), "cronitor")
+    assert start.startswith(base + "?state=run&series=r1&message=")
+    fail = ping_url(base, Event("backup.failure", target="app", error="x"), "cronitor")
+    assert "state=fail" in fail and "series" not in fail
+    assert "state=complete" in ping_url(base, Event("backup.success"), "cronitor")
+    kuma = "https://kuma.example/api/push/TOKEN"
+    assert ping_url(kuma, Event("backup.success"), "uptime-kuma").startswith(
+        kuma + "?status=up&msg="
+    )
+    assert "status=down" in ping_url(kuma, Event("stalled"), "uptime-kuma")

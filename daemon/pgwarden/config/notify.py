@@ -25,6 +25,14 @@ from pgwarden.config.offsite import SecretSource
 from pgwarden.config.reader import Reader
 
 NOTIFY_KINDS = ("healthchecks", "webhook", "apprise")
+#: how a ``healthchecks`` destination pings: healthchecks paths (/start, /fail, /log),
+#: Cronitor's ?state=run|complete|fail, an Uptime Kuma push monitor's ?status=up|down
+PING_STYLES = ("healthchecks", "cronitor", "uptime-kuma")
+#: the events each ping style cannot express
+_PING_STYLE_REFUSES = {
+    "cronitor": ("daemon.start", "daemon.stop"),
+    "uptime-kuma": ("backup.start", "daemon.start", "daemon.stop"),
+}
 NOTIFY_EVENTS = (
     "backup.start",
     "backup.success",
@@ -63,6 +71,7 @@ class NotifyConfig:
     targets: tuple[str, ...] | None = None  # None: every target
     timeout: float = 10.0  # seconds, each request
     retries: int = 3  # tries in all, for network errors, 5xx and 429
+    ping_style: str = "healthchecks"  # healthchecks only: see PING_STYLES
 
     def wants(self, event: str, target: str | None) -> bool:
         """True if this destination is told about ``event`` of ``target`` (None: the daemon's
@@ -118,7 +127,11 @@ def _destination(r: Reader, plaintext_ok: bool, target_names: Sequence[str]) -> 
         targets=_targets(r, target_names),
         timeout=r.number("timeout", d.timeout, minimum=1, maximum=300),
         retries=r.integer("retries", d.retries, minimum=1, maximum=10),
+        ping_style=_ping_style(r, kind),
     )
+    for event in _PING_STYLE_REFUSES.get(out.ping_style, ()):
+        if event in out.events:
+            r.error("events", f"{event} cannot be sent with ping_style = {out.ping_style!r}")
     r.finish()
     return out if name and kind else None
 
@@ -165,6 +178,13 @@ def _check_inline_url(r: Reader, value: str) -> None:
         return
     if parts.scheme not in ("http", "https") or not parts.hostname:
         r.error("url", "must be an http:// or https:// URL with a host (the value is not repeated)")
+
+
+def _ping_style(r: Reader, kind: str) -> str:
+    style = r.choice("ping_style", "healthchecks", PING_STYLES)
+    if "ping_style" in r.data and kind != "healthchecks":
+        r.error("ping_style", "only a healthchecks destination has a ping style")
+    return style
 
 
 def _events(r: Reader) -> tuple[str, ...]:

@@ -80,6 +80,8 @@ def _notify(notify: NotifyConfig) -> dict[str, Any]:
     if notify.targets is not None:
         out["targets"] = list(notify.targets)
     out.update(timeout=notify.timeout, retries=notify.retries)
+    if notify.kind == "healthchecks":
+        out["ping_style"] = notify.ping_style
     return out
 
 

@@ -16,6 +16,8 @@ exact body bytes under that secret (:func:`signature`; stdlib ``hmac``).
 A healthchecks ping goes to ``<url>/start``, ``<url>`` (success) or ``<url>/fail`` (a failure
 or a stall), and ``<url>/log`` for the daemon's start and stop, with ``?rid=<run id>`` when
 the event belongs to a run, and the one-line message as its body (:func:`ping_url`).
+``ping_style = "cronitor"`` sends Cronitor's ``?state=run|complete|fail&series=<run id>``
+instead, and ``ping_style = "uptime-kuma"`` a push monitor's ``?status=up|down&msg=...``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from pgwarden.notify.events import Event
 from pgwarden.redaction import redact
@@ -32,6 +34,8 @@ SCHEMA = "pgwarden.notification/1"
 SIGNATURE_HEADER = "X-Pgwarden-Signature"
 #: healthchecks keeps the first 100 kB of a ping body; ours stay far below
 MAX_PING_BODY = 10_000
+#: the message in a Cronitor or Uptime Kuma ping's query string stays short
+MAX_QUERY_MESSAGE = 200
 
 
 def message(event: Event) -> str:
@@ -81,19 +85,31 @@ def signature(secret: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def ping_url(base: str, event: Event) -> str:
-    """The healthchecks URL for ``event`` under the check URL ``base``."""
+def ping_url(base: str, event: Event, style: str = "healthchecks") -> str:
+    """The ping URL for ``event`` under the check URL ``base``, in the service's ``style``
+    (``ping_style``): healthchecks paths, Cronitor's ``?state=``, Uptime Kuma's ``?status=``.
+    The config refuses events a style cannot express (a start for Uptime Kuma, say)."""
     parts = urlsplit(base)
-    path = parts.path.rstrip("/")
-    if event.started:
-        path += "/start"
-    elif event.failed:
-        path += "/fail"
-    elif event.event.startswith("daemon."):
-        path += "/log"
-    query = parts.query
-    if event.run_id is not None:
-        query = f"{query}&rid={event.run_id}" if query else f"rid={event.run_id}"
+    path = parts.path.rstrip("/") if style == "healthchecks" else parts.path
+    extra: dict[str, str] = {}
+    if style == "cronitor":
+        extra["state"] = "run" if event.started else "fail" if event.failed else "complete"
+        if event.run_id is not None:
+            extra["series"] = event.run_id
+        extra["message"] = message(event)[:MAX_QUERY_MESSAGE]
+    elif style == "uptime-kuma":
+        extra["status"] = "down" if event.failed else "up"
+        extra["msg"] = message(event)[:MAX_QUERY_MESSAGE]
+    else:
+        if event.started:
+            path += "/start"
+        elif event.failed:
+            path += "/fail"
+        elif event.event.startswith("daemon."):
+            path += "/log"
+        if event.run_id is not None:
+            extra["rid"] = event.run_id
+    query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 

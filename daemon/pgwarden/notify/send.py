@@ -68,8 +68,11 @@ def deliver(dest: NotifyConfig, event: Event) -> None:
     scrub = scrubber_for([*secrets.urls, secrets.key])
     try:
         if dest.kind == "healthchecks":
-            url = payload.ping_url(secrets.urls[0].reveal(), event)
-            _post(url, payload.ping_body(event), {}, dest)
+            url = payload.ping_url(secrets.urls[0].reveal(), event, dest.ping_style)
+            # healthchecks takes the message as a POST body; Cronitor and Uptime Kuma have it
+            # in the query, and their documented pings are GETs
+            body = payload.ping_body(event) if dest.ping_style == "healthchecks" else None
+            _post(url, body, {}, dest)
         elif dest.kind == "webhook":
             body = payload.webhook_body(event, dest.name)
             headers = {"Content-Type": "application/json"}
@@ -82,11 +85,15 @@ def deliver(dest: NotifyConfig, event: Event) -> None:
         raise DeliveryError(scrub(str(exc)), retry=exc.retry) from None
 
 
-def _post(url: str, body: bytes, headers: dict[str, str], dest: NotifyConfig) -> None:
+def _post(url: str, body: bytes | None, headers: dict[str, str], dest: NotifyConfig) -> None:
+    """POST ``body`` to ``url`` (GET when there is no body)."""
     if not url.startswith(("http://", "https://")):
         raise DeliveryError(f"notify[{dest.name}]: the URL is not http(s)", retry=False)
     request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url, data=body, headers={"User-Agent": USER_AGENT, **headers}, method="POST"
+        url,
+        data=body,
+        headers={"User-Agent": USER_AGENT, **headers},
+        method="GET" if body is None else "POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=dest.timeout) as response:  # noqa: S310

@@ -20,8 +20,8 @@ TITLES = {
     "server.reachable": "Server reachable",
     "connections.pooling": "Connection pooling enabled (if needed)",
     "connections.limits": "Connection headroom",
-    "connections.database_limit": "Database CONNECTION LIMIT of",
-    "connections.role_limit": "Role CONNECTION LIMIT of",
+    "connections.database_limit": "Connection limit of database",
+    "connections.role_limit": "Connection limit of role",
     "monitoring.role": "Monitoring role can see all sessions",
     "indexes": "Indexes on frequently queried columns",
     "ssl": "SSL enabled for remote connections",
@@ -37,6 +37,7 @@ TITLES = {
     "offsite.versioning": "Bucket versioning of",
     "offsite.newest_copy": "Newest off-site copy on",
     "offsite.last_upload": "Last off-site upload to",
+    "notify.delivery": "Notifications to",
 }
 
 

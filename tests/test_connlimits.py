@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
+from pgwarden.commands.check_cmd import render
 from pgwarden.config import Config, parse
 from pgwarden.monitor.connections import Activity, Group
 from pgwarden.monitor.connlimits import Limits, judge, limit_checks, summarize_limits
@@ -143,7 +144,9 @@ def test_check_fails_at_the_limits(pg18: PgServer, workdir: Path) -> None:
         role_item = on_plain[f"connections.role_limit:{role}"]
         assert role_item.status == "fail", role_item
         assert f"2 of 2 connections for role {role}" in role_item.detail
-        assert role_item.title == "Role CONNECTION LIMIT of"
+        assert role_item.title == "Connection limit of role"
+        report = render(list(on_plain.values()))
+        assert f"FAIL  Connection limit of role {role}: 2 of 2 connections" in report, report
 
 
 def activity(groups: list[Group], max_connections: int = 20) -> Activity:

@@ -15,7 +15,8 @@ SSL enabled for remote connections      live: ``ssl``, ``listen_addresses``, the
 Credentials in environment variables    config: no password in the file or in a DSN (here)
 ======================================  ====================================================
 
-and beyond it: connection headroom, the monitoring role's privileges, pgvector (extension and
+and beyond it: connection headroom, the target's database and roles against their
+``CONNECTION LIMIT`` (:mod:`.connlimits`), the monitoring role's privileges, pgvector (extension and
 every vector column against the ~1M guidance, :mod:`.pgvector`), and pg_dump/pg_restore
 versions against the server.
 

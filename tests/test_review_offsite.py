@@ -247,3 +247,25 @@ def test_two_destinations_on_the_same_bucket_and_prefix_are_refused() -> None:
         dest(name="b2-archive", prefix="vps1/", endpoint_url="https://s3.example.net"),
     ):
         parse({"offsite": [doc["offsite"][0], other], "targets": [target()]}, Path("x"))
+
+
+def test_catalog_rebuild_keeps_a_copy_whose_manifest_it_cannot_read(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """A remote manifest that cannot be read (damaged, or a read that failed) is reported and
+    "never deleted"; the catalog's confirmed copy must not become ``deleted`` either: its
+    object is still in the bucket, and a copy marked deleted is never uploaded again."""
+    from pgwarden.restore.remote_catalog import rebuild_destination
+
+    env = small_env(workdir, pg18, "review_rebuild")
+    destination = s3_server.offsite_config(s3_bucket, prefix="vps1/")
+    env = with_destination(env, destination)
+    assert run(env, destination).ok
+    [record] = env.catalog.list_backups("review_rebuild")
+    key = f"vps1/review_rebuild/{record.path}.manifest.json"
+    s3_server.client().put_object(Bucket=s3_bucket, Key=key, Body=b"{damaged")
+    store = open_object_store(destination)
+    report = rebuild_destination(env.catalog, store, destination.name, ["review_rebuild"])
+    assert report.problems and not report.gone, report
+    [row] = copies(env.catalog, target="review_rebuild", destination=destination.name)
+    assert row.state == CopyState.CONFIRMED

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgwarden.archive.encrypt import AGE_SUFFIX
 from pgwarden.catalog import Catalog, read_manifest_facts
 from pgwarden.catalog.offsite import copies, record_copy
 from pgwarden.catalog.states import CopyState
@@ -134,19 +135,26 @@ def _rebuild_target(
 ) -> None:
     objects = {info.key: info for info in store.list(f"{target}/")}
     present: set[str] = set()
+    unread: set[str] = set()  # manifests there but not indexed: their copies are not "gone"
     for key in sorted(k for k in objects if k.endswith(MANIFEST_SUFFIX)):
         report.manifests += 1
         try:
             backup_id = _index_copy(catalog, store, report, target, key, objects)
         except PgwardenError as exc:
             report.problems.append(f"{redact(str(exc))} -- not indexed")
+            unread.add(key)
             continue
         if backup_id is not None:
             present.add(backup_id)
     listed = copies(
         catalog, target=target, destination=report.destination, states=(CopyState.CONFIRMED,)
     )
-    absent = [c for c in listed if c.backup_id not in present]
+    absent = [
+        c
+        for c in listed
+        if c.backup_id not in present
+        and c.key.removesuffix(AGE_SUFFIX) + MANIFEST_SUFFIX not in unread
+    ]
     if absent and not objects:
         report.problems.append(
             f"{report.location} holds nothing for target {target} (wrong bucket or prefix?): "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 from pgwarden.config.kinds import JobKind
@@ -134,3 +135,39 @@ def test_a_silent_receiver_delays_no_backup(pg18: PgServer, workdir: Path) -> No
             thread.join(60)
             rx.release()
         assert box.get("code") == 0
+
+
+def test_reload_rebuilds_the_destinations(pg18: PgServer, workdir: Path) -> None:
+    make_sample_db(pg18, "reloaded", rows=5, vectors=False)
+    with running_receiver() as rx:
+        path = _config(workdir, pg18, "reloaded", rx, broken=False)
+        daemon, thread, box = _start(path)
+        try:
+            [first] = rx.wait_for(1)  # daemon.start to /hook
+            other = _secret(workdir, "other.url", f"{rx.url}/other")
+            text = path.read_text().replace(str(workdir / "hook.url"), str(other))
+            path.write_text(text.replace('name = "hook"', 'name = "moved"'))
+            assert daemon.service is not None
+            daemon.request_reload()
+            registry = daemon.metrics.registry
+            while not registry.get_sample_value(
+                "pgwarden_config_reloads_total", {"result": "success"}
+            ):
+                assert thread.is_alive()
+                time.sleep(0.05)
+            notify = daemon.service.state.notify
+            assert notify is not None
+            assert [d.name for d in notify.destinations] == ["hc", "moved"]
+            assert (
+                registry.get_sample_value(
+                    "pgwarden_notifications_total", {"destination": "hook", "result": "sent"}
+                )
+                is None
+            )
+        finally:
+            daemon.request_stop()
+            thread.join(60)
+        assert box.get("code") == 0
+        requests = rx.wait_for(2)
+    assert first.path == "/hook" and json.loads(first.body)["event"] == "daemon.start"
+    assert requests[1].path == "/other" and json.loads(requests[1].body)["event"] == "daemon.stop"

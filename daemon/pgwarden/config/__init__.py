@@ -4,7 +4,7 @@ The package's public surface: the dataclasses of :mod:`.model`, :func:`load` and
 :func:`parse` of :mod:`.loader`.  :mod:`.build` turns decoded TOML into the dataclasses
 through the typed readers of :mod:`.reader`; :mod:`.cron` validates and evaluates schedules;
 :mod:`.render` prints a config back (``config show``, ``config init``); :mod:`.offsite` and
-:mod:`.offsite_build` hold ``[[offsite]]``; :mod:`.secretfiles` reads secrets from the
+:mod:`.offsite_build` hold ``[[offsite]]``, :mod:`.notify` ``[[notify]]``; :mod:`.secretfiles` reads secrets from the
 environment, files and systemd credentials.  Nothing outside this
 package reads the file.
 """
@@ -36,6 +36,7 @@ from pgwarden.config.model import (
     TargetConfig,
     VerifySettings,
 )
+from pgwarden.config.notify import NotifyConfig
 from pgwarden.config.offsite import (
     OffsiteConfig,
     OffsiteEncryption,
@@ -60,6 +61,7 @@ __all__ = [
     "MetricsConfig",
     "MigrationSettings",
     "MonitorConfig",
+    "NotifyConfig",
     "OffsiteConfig",
     "OffsiteEncryption",
     "OffsiteRetention",

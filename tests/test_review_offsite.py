@@ -269,3 +269,33 @@ def test_catalog_rebuild_keeps_a_copy_whose_manifest_it_cannot_read(
     assert report.problems and not report.gone, report
     [row] = copies(env.catalog, target="review_rebuild", destination=destination.name)
     assert row.state == CopyState.CONFIRMED
+
+
+def test_an_identity_credential_as_systemd_hands_it_over_is_accepted(
+    workdir: Path, monkeypatch: object
+) -> None:
+    """With ``User=`` (pgwarden.service has one) systemd exposes a ``LoadCredential=`` file as
+    ``-r--r-----+ root root``: mode 0440, readable through an ACL, in a directory private to the
+    unit (systemd/systemd#29096).  Refusing group access there made
+    ``--identity-credential`` unusable under systemd; an identity *file* stays 0600-only."""
+    import pyrage
+    import pytest
+
+    from pgwarden.archive.encrypt import load_identities, load_identity_credential
+    from pgwarden.errors import CredentialError
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    identity = pyrage.x25519.Identity.generate()
+    creds = workdir / "credentials"
+    creds.mkdir(mode=0o700)
+    key = creds / "age-key"
+    key.write_text(f"{identity}\n")
+    key.chmod(0o440)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    (loaded,) = load_identity_credential("age-key")
+    assert loaded.recipient == str(identity.to_public())
+    with pytest.raises(CredentialError, match="accessible by other users"):
+        load_identities(key)  # the same mode on an ordinary file: refused
+    key.chmod(0o444)
+    with pytest.raises(CredentialError, match="accessible by other users"):
+        load_identity_credential("age-key")  # world-readable: never

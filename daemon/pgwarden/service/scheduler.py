@@ -6,7 +6,10 @@ catch-up run per schedule: when the first fire time after the last recorded run 
 past at start-up.  Missed fires while running (a long job, a suspended VM, the wall clock
 stepped forwards) also collapse into one run.  A wall clock stepped backwards never repeats a
 slot: a running scheduler keeps its next fire time, and one starting after the step fires
-first after the last recorded run when that is later than now.  Optional jitter delays each fire by up to ``[daemon] jitter`` seconds.
+first after the last recorded run when that is later than now -- for a step of up to
+:data:`BACKWARD_STEP_LIMIT`; a larger one is taken as the new time (as cron does), so a clock
+that was far ahead never stops the schedules until it is caught up with.  Optional jitter
+delays each fire by up to ``[daemon] jitter`` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from pgwarden.config import Config
 from pgwarden.config import cron as cronexpr
 from pgwarden.config.kinds import JobKind
 from pgwarden.service.offsite_job import OFFSITE_RETRY_SCHEDULE
+
+#: a wall clock stepped back by more than this is taken as the new time (as cron does: Vixie
+#: cron and cronie use 3 h): slots are not skipped until it catches up with a fast clock's runs
+BACKWARD_STEP_LIMIT = timedelta(hours=3)
 
 #: schedules due at the same moment start in the order the kinds are declared
 _KIND_ORDER = {kind: index for index, kind in enumerate(JobKind)}
@@ -94,7 +101,9 @@ class Scheduler:
                 continue
             previous = last_run(key) if (last_run and old is None) else None
             # a run recorded later than now: the clock stepped back; its slots ran already
-            after = previous if previous is not None and previous > now else now
+            # (a step of more than BACKWARD_STEP_LIMIT: the new time is taken as it is)
+            stepped = previous is not None and now < previous <= now + BACKWARD_STEP_LIMIT
+            after = previous if stepped and previous is not None else now
             fire = cronexpr.next_fire(expression, after, self._tz)
             entry = Entry(key, expression, fire, self._jittered(fire))
             if (
@@ -107,8 +116,23 @@ class Scheduler:
             entries[key] = entry
         self._entries = entries
 
+    def _follow_backward_step(self, now: datetime) -> None:
+        """Reschedule the entries a wall clock stepped back by more than
+        :data:`BACKWARD_STEP_LIMIT` left waiting for its old time: a slot lies between
+        ``now + limit`` and their next fire, which never happens while the clock moves on."""
+        for entry in self._entries.values():
+            if entry.next_fire - now <= BACKWARD_STEP_LIMIT:
+                continue
+            if cronexpr.next_fire(entry.expression, now + BACKWARD_STEP_LIMIT, self._tz) < (
+                entry.next_fire
+            ):
+                entry.next_fire = cronexpr.next_fire(entry.expression, now, self._tz)
+                entry.due_at = self._jittered(entry.next_fire)
+                entry.catch_up = False
+
     def due(self, now: datetime) -> list[Entry]:
         """Entries due at ``now``; each is rescheduled to its next fire after ``now``."""
+        self._follow_backward_step(now)
         fired = []
         for entry in self._entries.values():
             if entry.due_at <= now:
@@ -129,6 +153,7 @@ class Scheduler:
     def seconds_until_next(self, now: datetime) -> float | None:
         if not self._entries:
             return None
+        self._follow_backward_step(now)
         earliest = min(e.due_at for e in self._entries.values())
         return max(0.0, (earliest - now).total_seconds())
 

@@ -4,14 +4,40 @@ loopback)."""
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pgwarden.catalog.offsite import CopyState, copies
-from pgwarden.config.offsite import OffsiteEncryption
+import pyrage
+import pytest
+
+from pgwarden import logsetup
+from pgwarden.archive.encrypt import load_identities, load_identity_credential
+from pgwarden.catalog.offsite import CopyState, copies, record_copy
+from pgwarden.catalog.offsite_summary import destination_summaries
+from pgwarden.commands.check_offsite import copy_checks
+from pgwarden.config import parse
+from pgwarden.config.offsite import OffsiteEncryption, OffsiteRetention
+from pgwarden.errors import CredentialError, PgwardenError
+from pgwarden.metrics import Metrics
+from pgwarden.restore.remote_catalog import rebuild_destination
+from pgwarden.restore.remote_locate import read_copy
+from pgwarden.retention.remote import prune_remote
+from pgwarden.service.offsite_job import OffsiteRun, run_offsite
+from pgwarden.service.state import ServiceState
 from pgwarden.storage import open_object_store
+from pgwarden.storage.locks import BackupLocks
+from pgwarden.storage.s3 import S3ObjectStore
+from pgwarden.storage.s3upload import MAX_PARTS, MIB, choose_part_size
 from tests.pgservers import PgServer
-from tests.s3server import S3Server
+from tests.s3server import KEY_ID, S3Server
+from tests.test_config_offsite import dest, problems, target
+from tests.test_offsite_ops import T0, add_backup, two_destinations
 from tests.test_offsite_upload import age_key, keys, run, small_env, with_destination
+from tests.test_retention_remote import Remote
 
 
 def _flip_one_byte(path: Path) -> None:
@@ -53,12 +79,6 @@ def test_remote_prune_touches_only_what_pgwarden_wrote_under_the_target(
     ``<stamp>-<id>.<ext>[.age]`` and its manifest, nothing deeper.  Another tool's file there,
     or another host's copies one level down (its prefix ``vps1/app/`` inside this one's
     ``vps1/``), are not orphans of this target and must survive its prune, without errors."""
-    from datetime import UTC, datetime, timedelta
-
-    from pgwarden.config.offsite import OffsiteRetention
-    from pgwarden.retention.remote import prune_remote
-    from pgwarden.storage.s3 import S3ObjectStore
-    from tests.test_retention_remote import Remote
 
     remote = Remote(S3ObjectStore(s3_server.offsite_config(s3_bucket, prefix="vps1/")))
     remote.copy(0)
@@ -93,12 +113,6 @@ def test_a_remote_manifest_naming_another_artifact_path_is_refused(
     (anyone who can write there) saying ``../../x`` must not make a restore create files
     outside the target's storage directory.  A manifest whose ``path`` is not the artifact
     its key names is not that backup's copy."""
-    import json
-
-    import pytest
-
-    from pgwarden.errors import PgwardenError
-    from pgwarden.restore.remote_locate import read_copy
 
     env = small_env(workdir, pg18, "review_path")
     destination = s3_server.offsite_config(s3_bucket, prefix="vps1/")
@@ -121,13 +135,6 @@ def test_remote_prune_keeps_a_copy_a_restore_is_reading(
     """A restore or a drill reading an off-site copy holds the backup's shared lock (as local
     reads do); the off-site job's remote prune must not delete the object under it, as the
     local prune does not: the copy is kept this time and deleted by a later run."""
-    from dataclasses import replace
-
-    from pgwarden.config.offsite import OffsiteRetention
-    from pgwarden.service.offsite_job import OffsiteRun, run_offsite
-    from pgwarden.storage.locks import BackupLocks
-    from pgwarden.storage.s3 import S3ObjectStore
-    from tests.test_retention_remote import Remote
 
     env = small_env(workdir, pg18, "review_lock")
     destination = replace(
@@ -177,14 +184,6 @@ def test_check_warns_when_no_copy_is_kept_on_a_destination(workdir: Path) -> Non
     """``pgwarden catalog rebuild`` marks copies gone from the bucket (a lifecycle rule, a
     hand deletion) ``deleted``.  The newest upload is then recent while the destination holds
     nothing: ``pgwarden check`` must not pass it as a fresh copy ("0 copies kept")."""
-    from datetime import timedelta
-
-    from pgwarden.catalog.offsite import record_copy
-    from pgwarden.catalog.offsite_summary import destination_summaries
-    from pgwarden.commands.check_offsite import copy_checks
-    from pgwarden.metrics import Metrics
-    from pgwarden.service.state import ServiceState
-    from tests.test_offsite_ops import T0, add_backup, two_destinations
 
     state = ServiceState.open(two_destinations(workdir), Metrics())
     try:
@@ -212,7 +211,6 @@ def test_a_configured_part_size_never_hits_the_part_cap() -> None:
     """``part_size`` set small (R2 users pick 8 MiB) and a database that grew: 100 GiB in 5 MiB
     parts is 20,480 parts, over S3's 10,000, so every upload failed after sending 50 GiB.
     The configured size is a floor; the artifact's size raises it to fit the cap."""
-    from pgwarden.storage.s3upload import MAX_PARTS, MIB, choose_part_size
 
     size = 100 * 1024**3
     assert choose_part_size(size, 5 * MIB) * MAX_PARTS >= size
@@ -225,7 +223,6 @@ def test_two_destinations_on_the_same_bucket_and_prefix_are_refused() -> None:
     ``b2-archive`` keep_days 365, same bucket and prefix) write the same keys: the short
     policy's prune deletes the copies the long one counts as confirmed.  Config check says so,
     with the key path."""
-    from tests.test_config_offsite import dest, problems, target
 
     doc = {
         "offsite": [
@@ -237,9 +234,6 @@ def test_two_destinations_on_the_same_bucket_and_prefix_are_refused() -> None:
     found = problems(doc)
     assert any(p.startswith("offsite[1].prefix:") and "b2-daily" in p for p in found), found
     # another prefix, another bucket or another endpoint is another place
-    from pathlib import Path
-
-    from pgwarden.config import parse
 
     for other in (
         dest(name="b2-archive", prefix="vps1-archive/"),
@@ -255,7 +249,6 @@ def test_catalog_rebuild_keeps_a_copy_whose_manifest_it_cannot_read(
     """A remote manifest that cannot be read (damaged, or a read that failed) is reported and
     "never deleted"; the catalog's confirmed copy must not become ``deleted`` either: its
     object is still in the bucket, and a copy marked deleted is never uploaded again."""
-    from pgwarden.restore.remote_catalog import rebuild_destination
 
     env = small_env(workdir, pg18, "review_rebuild")
     destination = s3_server.offsite_config(s3_bucket, prefix="vps1/")
@@ -272,19 +265,13 @@ def test_catalog_rebuild_keeps_a_copy_whose_manifest_it_cannot_read(
 
 
 def test_an_identity_credential_as_systemd_hands_it_over_is_accepted(
-    workdir: Path, monkeypatch: object
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With ``User=`` (pgwarden.service has one) systemd exposes a ``LoadCredential=`` file as
     ``-r--r-----+ root root``: mode 0440, readable through an ACL, in a directory private to the
     unit (systemd/systemd#29096).  Refusing group access there made
     ``--identity-credential`` unusable under systemd; an identity *file* stays 0600-only."""
-    import pyrage
-    import pytest
 
-    from pgwarden.archive.encrypt import load_identities, load_identity_credential
-    from pgwarden.errors import CredentialError
-
-    assert isinstance(monkeypatch, pytest.MonkeyPatch)
     identity = pyrage.x25519.Identity.generate()
     creds = workdir / "credentials"
     creds.mkdir(mode=0o700)
@@ -309,12 +296,6 @@ def test_debug_logging_keeps_s3_keys_and_backup_bytes_out_of_the_log(
     its body -- a whole part of the backup, up to 5 GiB, formatted into one line -- and urllib3
     and the response parser add more.  The library loggers stay at WARNING, as alembic's and
     sqlalchemy's do."""
-    import io
-    import logging
-
-    from pgwarden import logsetup
-    from pgwarden.storage.s3 import S3ObjectStore
-    from tests.s3server import KEY_ID
 
     out = io.StringIO()
     saved = logging.getLogger().level, list(logging.getLogger().handlers)

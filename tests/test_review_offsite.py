@@ -313,3 +313,22 @@ def test_debug_logging_keeps_s3_keys_and_backup_bytes_out_of_the_log(
     assert "ROW-FROM-THE-DUMP-" not in text
     assert KEY_ID not in text
     assert len(text) < 20_000, len(text)
+
+
+def test_catalog_rebuild_ignores_another_hosts_copies_under_a_deeper_prefix(
+    pg18: PgServer, workdir: Path, s3_server: S3Server, s3_bucket: str
+) -> None:
+    """Another host writing under ``vps1/review_deep/`` puts its target ``db``'s manifests at
+    ``vps1/review_deep/db/...``, inside this host's ``vps1/`` + target ``review_deep``.  They
+    are not this target's copies: a rebuild must neither index them nor report problems."""
+    env = small_env(workdir, pg18, "review_deep")
+    destination = s3_server.offsite_config(s3_bucket, prefix="vps1/")
+    env = with_destination(env, destination)
+    assert run(env, destination).ok
+    [record] = env.catalog.list_backups("review_deep")
+    nested = Remote(S3ObjectStore(s3_server.offsite_config(s3_bucket, prefix="vps1/review_deep/")))
+    nested.copy(1, target="db")
+    store = open_object_store(destination)
+    report = rebuild_destination(env.catalog, store, destination.name, ["review_deep"])
+    assert report.ok, report.problems
+    assert report.manifests == 1 and report.confirmed == [record.id]

@@ -133,7 +133,8 @@ def _index_copy(
 def _rebuild_target(
     catalog: Catalog, store: ObjectStore, report: RemoteRebuild, target: str
 ) -> None:
-    objects = {info.key: info for info in store.list(f"{target}/")}
+    # only what pgwarden writes directly under <target>/ (a deeper key: another host's prefix)
+    objects = {i.key: i for i in store.list(f"{target}/") if "/" not in i.key[len(target) + 1 :]}
     present: set[str] = set()
     unread: set[str] = set()  # manifests there but not indexed: their copies are not "gone"
     for key in sorted(k for k in objects if k.endswith(MANIFEST_SUFFIX)):

@@ -332,3 +332,19 @@ def test_catalog_rebuild_ignores_another_hosts_copies_under_a_deeper_prefix(
     report = rebuild_destination(env.catalog, store, destination.name, ["review_deep"])
     assert report.ok, report.problems
     assert report.manifests == 1 and report.confirmed == [record.id]
+
+
+def test_stale_upload_abort_leaves_a_deeper_prefix_alone(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    """Every run first aborts the multipart uploads a killed run left under ``<target>/``.
+    An upload another host has in flight under a deeper prefix (its ``vps1/app/`` inside this
+    host's ``vps1/`` + target ``app``) is not this target's and must go on."""
+    client = s3_server.client()
+    theirs = client.create_multipart_upload(Bucket=s3_bucket, Key="vps1/app/db/x.dump")
+    ours = client.create_multipart_upload(Bucket=s3_bucket, Key="vps1/app/y.dump")
+    store = S3ObjectStore(s3_server.offsite_config(s3_bucket, prefix="vps1/"))
+    assert store.abort_stale_uploads("app/") == 1
+    left = client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in left] == [theirs["UploadId"]]
+    assert ours["UploadId"] not in [u["UploadId"] for u in left]

@@ -137,7 +137,8 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def abort_stale_uploads(self, prefix: str = "") -> int:
-        """Abort multipart uploads left open under ``prefix`` by a killed process; the count."""
+        """Abort multipart uploads left open directly under ``prefix`` by a killed process (a
+        deeper key is another host's prefix); the count."""
 
     @abstractmethod
     def probe(self) -> ProbeResult:

@@ -211,14 +211,18 @@ class S3ObjectStore(ObjectStore):
                     )
 
     def abort_stale_uploads(self, prefix: str = "", older_than: timedelta | None = None) -> int:
-        """Abort open multipart uploads under ``prefix`` (started before ``older_than`` ago,
-        when given: a concurrent writer's upload is left alone)."""
+        """Abort open multipart uploads directly under ``prefix`` (a deeper key is another
+        host's prefix), started before ``older_than`` ago when given (a concurrent writer's
+        upload is left alone)."""
         cutoff = datetime.now(UTC) - older_than if older_than is not None else None
         paginator = self._conn.client.get_paginator("list_multipart_uploads")
+        full = self._full(prefix)
         count = 0
         with self._call("abort stale uploads under", prefix + "*"):
-            for page in paginator.paginate(Bucket=self._conn.bucket, Prefix=self._full(prefix)):
+            for page in paginator.paginate(Bucket=self._conn.bucket, Prefix=full):
                 for upload in page.get("Uploads", []):
+                    if "/" in upload["Key"][len(full) :]:
+                        continue
                     if cutoff is not None and upload["Initiated"] > cutoff:
                         continue
                     self._conn.client.abort_multipart_upload(

@@ -150,8 +150,13 @@ def test_full_scrape_is_clean_and_has_every_metric_the_dashboard_and_rules_use(
     names = scraped_names(text)
     used_by_dashboard = set(METRIC_RE.findall(" ".join(dashboard_queries())))
     assert len(used_by_dashboard) >= 30
-    # off-site series exist once a destination is configured: tests/test_offsite_ops.py
-    offsite = {n for n in used_by_dashboard | rule_metrics() if n.startswith("pgwarden_offsite_")}
+    # off-site and notification series exist once a destination is configured:
+    # tests/test_offsite_ops.py and tests/test_notify_daemon.py scrape them
+    offsite = {
+        n
+        for n in used_by_dashboard | rule_metrics()
+        if n.startswith(("pgwarden_offsite_", "pgwarden_notifications_"))
+    }
     assert used_by_dashboard - offsite <= names, used_by_dashboard - offsite - names
     assert rule_metrics() - offsite <= names, rule_metrics() - offsite - names
     documented = set(METRIC_RE.findall(README.read_text()))

@@ -191,26 +191,25 @@ _KEYS = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(st.dictionaries(_KEYS, _VALUES, max_size=6))
 def test_any_table_parses_or_fails_with_key_paths(entry: dict[str, object]) -> None:
     """Whatever the table holds: a Config, or a ConfigError whose every problem names a key
     path (never a traceback), and never echoes an inline URL or secret."""
+    # an inline URL or secret gets a marker no message could hold by chance ("a st" is in
+    # "must be a string"): finding the marker in a problem means the value was echoed
+    marker = "zq-secret-"
+    entry = {
+        k: marker + v if k in ("url", "secret") and isinstance(v, str) else v
+        for k, v in entry.items()
+    }
     try:
         parse(doc(entry), Path("p.toml"))
     except ConfigError as exc:
         assert exc.problems
         for problem in exc.problems:
             assert re.match(r"^(notify(\[0\])?(\.\w+)?|daemon\.\w+): ", problem), problem
-            for key in ("url", "secret"):
-                value = entry.get(key)
-                others = [str(v) for k, v in entry.items() if k != key]  # echoed rightly
-                if (
-                    isinstance(value, str)
-                    and len(value) > 3
-                    and not any(value in o for o in others)
-                ):
-                    assert value not in problem
+            assert marker not in problem, problem
 
 
 def test_config_show_renders_notify_and_round_trips(tmp_path: Path) -> None:

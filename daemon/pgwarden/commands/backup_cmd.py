@@ -12,20 +12,24 @@ import argparse
 import json
 from dataclasses import asdict, is_dataclass
 
+from pgwarden.backup.server import ServerBackupFailed, take_server_backup
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.offsite import copies
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.catalog.states import CopyState
 from pgwarden.commands.context import command_env, human_bytes, table
-from pgwarden.errors import EXIT_OK
+from pgwarden.errors import EXIT_FAILED, EXIT_OK
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     with command_env(args) as env:
         target = env.config.target(args.target)
         tags = tuple(dict.fromkeys(["manual", *args.tag]))
-        outcome = take_backup(BackupRequest(target, env.config, env.catalog, env.storage, tags))
+        request = BackupRequest(target, env.config, env.catalog, env.storage, tags)
+        if target.whole_server:
+            return _server_backup(args, request)
+        outcome = take_backup(request)
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2))
     else:
@@ -35,6 +39,30 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"{outcome.duration_s:.1f} s, sha256 {outcome.sha256[:16]}...)"
         )
     return EXIT_OK
+
+
+def _server_backup(args: argparse.Namespace, request: BackupRequest) -> int:
+    """A whole-server target: every database, then the globals; exit 1 if one failed."""
+    try:
+        outcome = take_server_backup(request)
+    except ServerBackupFailed as exc:
+        outcome, code = exc.outcome, EXIT_FAILED
+    else:
+        code = EXIT_OK
+    if args.json:
+        print(json.dumps(outcome.as_dict(), indent=2))
+        return code
+    print(f"{outcome.target}: globals {outcome.globals_path}")
+    for b in outcome.backups:
+        print(
+            f"backup {b.backup_id[:8]} of {b.target}: {b.path} "
+            f"({human_bytes(b.size_bytes)}, {b.tables} tables, {b.duration_s:.1f} s)"
+        )
+    for f in outcome.failures:
+        print(f"{outcome.target}/{f.database}: backup failed: {f.error}")
+    if outcome.discovery.excluded:
+        print(f"excluded: {', '.join(outcome.discovery.excluded)}")
+    return code
 
 
 def cmd_backups(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pgwarden.catalog import open_catalog
 from pgwarden.commands.check_notify import notify_checks
 from pgwarden.commands.check_offsite import merge_offsite, run_offsite_checks
 from pgwarden.commands.check_prune import prune_checks
+from pgwarden.commands.check_server import server_checks
 from pgwarden.commands.context import load_config
 from pgwarden.config import Config
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
@@ -87,6 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     target = getattr(args, "target", None)
     results = _merge(run_checklist(config, target), storage_checks(config, target))
     results = _merge(results, prune_checks(config, target))
+    results = _merge(results, server_checks(config, target))
     results = merge_offsite(results, run_offsite_checks(config, target))
     results = notify_checks(config, results)
     failed = any(r.status == "fail" for r in results)

@@ -15,6 +15,7 @@ from pgwarden.restore.remote_catalog import rebuild_from_offsite
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneOutcome
 from pgwarden.retention.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
+from pgwarden.retention.subtargets import prune_units
 from pgwarden.storage.locks import BackupLocks
 
 
@@ -22,9 +23,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     outcomes: list[PruneOutcome] = []
     failures: list[dict[str, str]] = []
     with command_env(args) as env:
-        targets = [env.config.target(args.target)] if args.target else list(env.config.targets)
-        if not targets:
+        chosen = [env.config.target(args.target)] if args.target else list(env.config.targets)
+        if not chosen:
             raise UsageError(f"{env.config.source}: no targets are configured")
+        # a whole-server target: one plan per database it has backups of, gone ones included
+        targets = [unit for t in chosen for unit in prune_units(t, env.catalog)]
         locks = BackupLocks(env.config.daemon.state_dir)
         records = PruneRecords(env.config.daemon.state_dir)
         for target in targets:

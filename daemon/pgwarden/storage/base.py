@@ -25,6 +25,7 @@ This module also owns backup naming: ``<UTC stamp>-<short id>.<ext>``, e.g.
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgwarden.config.names import STORAGE_NAME_MAX, target_name_problem
+from pgwarden.config.names import STORAGE_NAME_MAX, SUB_TARGET_SEP, target_name_problem
 from pgwarden.errors import BackupError
 
 PARTIAL_SUFFIX = ".partial"
@@ -99,6 +100,27 @@ def check_target_name(target: str) -> str:
     return target
 
 
+def database_dirs(target_dir: Path) -> list[Path]:
+    """A whole-server target's ``<target>/<database>`` directories (not backup directories)."""
+    return [
+        Path(e.path)
+        for e in os.scandir(target_dir)
+        if e.is_dir(follow_symlinks=False)
+        and parse_backup_name(e.name) is None
+        and target_name_problem(e.name, STORAGE_NAME_MAX) is None
+    ]
+
+
+def target_path(root: Path, target: str) -> Path:
+    """``root/<target>``; or ``root/<target>/<database>`` for a whole-server target's database
+    (``target`` ``"<target>/<database>"``), only under an existing target directory: a run
+    creates it first (the globals), and a name with a ``/`` never creates two levels at once."""
+    parent, sep, database = target.partition(SUB_TARGET_SEP)
+    if sep and (root / check_target_name(parent)).is_dir():
+        return root / parent / check_target_name(database)
+    return root / check_target_name(target)
+
+
 @dataclass(frozen=True)
 class Partial:
     """An artifact being written: ``path`` (``NAME.partial``) becomes ``final`` on publish.
@@ -136,6 +158,14 @@ class Storage(ABC):
     @abstractmethod
     def target_dir(self, target: str) -> Path:
         """The directory holding ``target``'s backups, created (mode 0700) if missing."""
+
+    def target_of(self, directory: Path) -> str:
+        """The target whose backups ``directory`` (as listed, under :attr:`location`) holds:
+        its name, or ``<target>/<database>`` for a whole-server target's database."""
+        root = Path(self.location)
+        if directory.parent != root and directory.parent.parent == root:
+            return f"{directory.parent.name}/{directory.name}"
+        return directory.name
 
     @abstractmethod
     def open_partial(self, target: str, name: str, *, directory: bool = False) -> Partial:

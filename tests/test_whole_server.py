@@ -1,0 +1,186 @@
+"""Whole-server targets (``databases = "*"``) on a dedicated PostgreSQL 15 server: every
+database backed up under ``<target>/<database>/`` and restored with stock ``pg_restore``, the
+globals once per run (0600, no passwords), a new database picked up, a dropped one's backups
+kept by retention and reported by ``pgwarden check``; excluded and template databases never
+backed up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from pgwarden.backup.server import ServerBackupOutcome, take_server_backup
+from pgwarden.backup.take import BackupRequest
+from pgwarden.catalog.models import Backup
+from pgwarden.commands.check_server import server_checks
+from pgwarden.config import Config, parse
+from pgwarden.config.serverwide import select_databases
+from pgwarden.errors import ConfigError, NotFoundError
+from pgwarden.retention.lastprune import PruneRecords, recorded_prune
+from pgwarden.retention.subtargets import prune_units
+from pgwarden.storage import manifest_name
+from pgwarden.storage.locks import BackupLocks
+from tests.helpers import Env, make_config, open_env
+from tests.pgservers import PgServer, start_pg15, temp_base
+from tests.sampledata import make_sample_db, table_fingerprints
+
+APPS = ("app1", "app2", "app3")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[PgServer]:
+    """A server of our own: ``databases = "*"`` must see only this test's databases."""
+    base = temp_base("pgwarden-wholeserver-")
+    server = start_pg15(base)
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _config(workdir: Path, server: PgServer, **extra: object) -> Config:
+    doc = {
+        "name": "vps1",
+        "dsn": server.uri("postgres"),
+        "bin_dir": str(server.bin_dir),
+        "databases": "*",
+        "exclude_databases": ["scratch"],
+        "backup": {"retries": 0},
+        "retention": {"keep_days": 2, "min_keep": 1},
+        **extra,
+    }
+    return make_config(workdir, [doc])
+
+
+def _run(config: Config, env: Env) -> ServerBackupOutcome:
+    return take_server_backup(BackupRequest(config.targets[0], config, env.catalog, env.storage))
+
+
+def _artifacts(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if not p.name.endswith(".manifest.json"))
+
+
+def _age(env: Env, backup_id: str, days: float) -> None:
+    """Move a backup's recorded start ``days`` back (catalog row and manifest)."""
+    started = datetime.now(UTC) - timedelta(days=days)
+    with Session(env.catalog.engine) as session, session.begin():
+        row = session.get_one(Backup, backup_id)
+        row.started_at, row.finished_at = started, started + timedelta(seconds=30)
+        target, path = row.target, row.path
+    assert path
+    name = manifest_name(path)
+    data = json.loads((env.storage.target_dir(target) / name).read_text())
+    data["started_at"] = started.isoformat()
+    data["finished_at"] = (started + timedelta(seconds=30)).isoformat()
+    env.storage.write_manifest_atomic(target, name, json.dumps(data).encode())
+
+
+def test_selection_rules() -> None:
+    found = ["postgres", "app", "scratch", "b"]
+    assert select_databases(found, ("*",), ("scratch",)) == ("app", "b", "postgres")
+    assert select_databases(found, ("app", "gone"), ()) == ("app",)
+    assert select_databases(found, None, ()) == ()
+    base = {"name": "vps1", "dsn": "postgresql://u@localhost/postgres"}
+    for bad, message in [
+        ({"databases": []}, 'targets[0].databases: must be "*" or a non-empty array'),
+        ({"databases": "all"}, 'targets[0].databases: must be "*"'),
+        ({"databases": ["a", "a"]}, "targets[0].databases: database 'a' is listed more"),
+        ({"databases": ["-x"]}, "targets[0].databases: database name must start"),
+        ({"exclude_databases": ["a"]}, "targets[0].exclude_databases: needs databases"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            parse({"targets": [{**base, **bad}]}, Path("x.toml"))
+        assert message in str(caught.value)
+    config = parse({"targets": [{**base, "databases": "*"}]}, Path("x.toml"))
+    sub = config.target("vps1/app")
+    assert (sub.name, sub.databases, sub.backup.dump_globals) == ("vps1/app", None, False)
+    assert "dbname=app" in sub.dsn
+    with pytest.raises(NotFoundError):
+        config.target("vps1/-x")
+    plain = parse({"targets": [base]}, Path("x.toml"))
+    with pytest.raises(NotFoundError):
+        plain.target("vps1/app")
+
+
+def test_every_database_backed_up_restored_and_kept(server: PgServer, workdir: Path) -> None:
+    for name in APPS:
+        make_sample_db(server, name, rows=300, vectors=False)
+    server.create_database("scratch")
+    server.create_database("locked")
+    server.execute("ALTER DATABASE locked WITH ALLOW_CONNECTIONS false")
+    server.execute("DROP ROLE IF EXISTS app_owner")
+    server.execute("CREATE ROLE app_owner LOGIN PASSWORD 'hunter2-never-dumped'")
+    config = _config(workdir, server)
+    env = open_env(config)
+    root = config.storage.path / "vps1"
+
+    first = _run(config, env)
+    assert first.discovery.databases == ("app1", "app2", "app3", "postgres")
+    assert first.discovery.excluded == ("scratch",)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [*APPS, "postgres"]
+    assert first.globals_path.parent == root
+    assert first.globals_path.stat().st_mode & 0o777 == 0o600
+    globals_sql = first.globals_path.read_text()
+    assert "CREATE ROLE app_owner" in globals_sql
+    assert "hunter2" not in globals_sql
+    assert "PASSWORD" not in globals_sql
+    for name in APPS:
+        directory = root / name
+        [artifact] = _artifacts(directory)
+        manifest = json.loads((directory / manifest_name(artifact.name)).read_text())
+        assert (manifest["target"], manifest["database"]) == (f"vps1/{name}", name)
+        assert artifact.stat().st_mode & 0o777 == 0o600
+        server.create_database(f"{name}_restored")
+        plain = workdir / f"{name}.dump"
+        if artifact.suffix == ".zst":  # custom archive inside zstd: the README's stock steps
+            subprocess.run(["zstd", "-q", "-d", "-f", "-o", str(plain), str(artifact)], check=True)
+        else:
+            plain = artifact
+        restore = [str(server.bin_dir / "pg_restore"), "--no-owner", "--exit-on-error"]
+        subprocess.run(
+            [*restore, "-d", server.dsn(f"{name}_restored"), str(plain)],
+            check=True,
+            capture_output=True,
+        )
+        assert table_fingerprints(server, f"{name}_restored") == table_fingerprints(server, name)
+        server.drop_database(f"{name}_restored")
+
+    make_sample_db(server, "app4", rows=50, vectors=False)
+    second = _run(config, env)
+    assert "app4" in second.discovery.databases
+    assert len(_artifacts(root / "app4")) == 1
+    assert len(_artifacts(root / "app1")) == 2
+
+    server.drop_database("app2")
+    third = _run(config, env)
+    assert "app2" not in third.discovery.databases
+    [check] = server_checks(config, "vps1").values()
+    assert check.status == "warn"
+    assert "gone from the server: app2" in check.detail
+
+    # every backup a month old: retention (keep_days 2, min_keep 1) keeps one per database,
+    # the dropped database's included; each database is planned on its own
+    for record in env.catalog.list_backups():
+        _age(env, record.id, 30)
+    units = prune_units(config.targets[0], env.catalog)
+    assert [u.name for u in units] == [
+        f"vps1/{d}" for d in ("app1", "app2", "app3", "app4", "postgres")
+    ]
+    locks, records = BackupLocks(config.daemon.state_dir), PruneRecords(config.daemon.state_dir)
+    for unit in units:
+        outcome = recorded_prune(unit, env.catalog, env.storage, locks=locks, records=records)
+        assert outcome.ok
+    assert len(_artifacts(root / "app2")) == 1
+    assert len(_artifacts(root / "app1")) == 1
+    assert len(_artifacts(root / "app4")) == 1
+    for never in ("template0", "template1", "scratch", "locked"):
+        assert not (root / never).exists()
+    env.catalog.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from pgwarden.backup.server import ServerBackupOutcome, take_server_backup
 from pgwarden.backup.take import BackupRequest
+from pgwarden.catalog import open_catalog
 from pgwarden.catalog.models import Backup
 from pgwarden.commands.check_server import server_checks
 from pgwarden.config import Config, parse
@@ -25,11 +27,14 @@ from pgwarden.config.serverwide import select_databases
 from pgwarden.errors import ConfigError, NotFoundError
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.subtargets import prune_units
+from pgwarden.service.daemon import Daemon
 from pgwarden.storage import manifest_name
 from pgwarden.storage.locks import BackupLocks
 from tests.helpers import Env, make_config, open_env
-from tests.pgservers import PgServer, start_pg15, temp_base
+from tests.pgservers import PgServer, free_port, start_pg15, temp_base
 from tests.sampledata import make_sample_db, table_fingerprints
+from tests.test_daemon_jobs import SteppingClock
+from tests.test_daemon_jobs import _run as run_daemon
 
 APPS = ("app1", "app2", "app3")
 
@@ -184,3 +189,55 @@ def test_every_database_backed_up_restored_and_kept(server: PgServer, workdir: P
     for never in ("template0", "template1", "scratch", "locked"):
         assert not (root / never).exists()
     env.catalog.close()
+
+
+def test_the_daemon_fans_a_scheduled_run_out_per_database(server: PgServer, workdir: Path) -> None:
+    """A schedule fires the whole-server job: the globals, then one ordinary backup job per
+    listed database (each followed by its own prune), with its own metrics."""
+    for name in ("app1", "app3"):
+        if name not in server.databases():
+            make_sample_db(server, name, rows=50, vectors=False)
+    path = workdir / "pgwarden.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{workdir}/state"\nsocket = "{workdir}/ctl.sock"\n'
+        f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n[monitor]\nenabled = false\n'
+        f'[storage]\npath = "{workdir}/backups"\n'
+        f'[[targets]]\nname = "vps1"\ndsn = "{server.uri("postgres")}"\n'
+        f'bin_dir = "{server.bin_dir}"\ndatabases = ["app1", "app3"]\n'
+        '  [targets.backup]\n  schedule = "0 3 * * *"\n  retries = 0\n'
+        "  [targets.verify]\n  enabled = false\n"
+        '  [targets.retention]\n  schedule = "off"\n'
+    )
+    clock = SteppingClock(datetime(2026, 11, 26, 2, 59, 50, tzinfo=UTC))
+    daemon = Daemon(path, clock=clock, install_signals=False)
+    thread, box = run_daemon(daemon)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert daemon.service is not None
+            jobs = [j for j in daemon.service.runner.jobs() if j.finished]
+            prunes = {j.target for j in jobs if j.kind == "prune"}
+            if prunes >= {"vps1/app1", "vps1/app3"}:
+                break
+            assert time.monotonic() < deadline, [(j.kind, j.target, j.state) for j in jobs]
+            time.sleep(0.1)
+        backups = {j.target: j for j in jobs if j.kind == "backup"}
+        assert set(backups) == {"vps1", "vps1/app1", "vps1/app3"}
+        assert all(j.state == "succeeded" for j in jobs), [(j.target, j.error) for j in jobs]
+        assert backups["vps1"].trigger == "scheduled"
+        registry = daemon.service.state.metrics.registry
+        for sub in ("vps1/app1", "vps1/app3"):
+            ok = registry.get_sample_value(
+                "pgwarden_backup_last_success_timestamp_seconds", {"target": sub}
+            )
+            assert ok is not None, sub
+    finally:
+        daemon.request_stop()
+        thread.join(60)
+    assert box.get("code") == 0
+    with open_catalog(f"sqlite:///{workdir}/state/catalog.db") as catalog:
+        assert catalog.targets() == ["vps1/app1", "vps1/app3"]
+        for sub in ("vps1/app1", "vps1/app3"):
+            [record] = catalog.list_backups(sub)
+            assert (record.status, record.tags) == ("complete", ("scheduled",))
+    assert len(list((workdir / "backups" / "vps1").glob("globals-*.sql"))) == 1

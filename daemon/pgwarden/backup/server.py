@@ -79,7 +79,7 @@ def take_server_backup(request: BackupRequest) -> ServerBackupOutcome:
     if not target.whole_server:
         raise BackupError(f"{target.name}: not a whole-server target (no databases = ...)")
     spec = ConnSpec.from_target(target)
-    globals_path, found = _globals_and_discovery(request, spec)
+    globals_path, found = prepare_server_run(request, spec)
     backups: list[BackupOutcome] = []
     failures: list[DatabaseFailure] = []
     for database in found.databases:
@@ -101,7 +101,8 @@ def take_server_backup(request: BackupRequest) -> ServerBackupOutcome:
     return outcome
 
 
-def _globals_and_discovery(request: BackupRequest, spec: ConnSpec) -> tuple[Path, Discovery]:
+def prepare_server_run(request: BackupRequest, spec: ConnSpec) -> tuple[Path, Discovery]:
+    """A run's first step: the databases selected now, and the globals written (0600)."""
     target = request.target
     request.report(phase="discovering databases")
     try:

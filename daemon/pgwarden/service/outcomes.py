@@ -35,6 +35,7 @@ from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
 from pgwarden.service import notifications
+from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobState
 from pgwarden.service.offsite_metrics import record_offsite, restore_offsite
 from pgwarden.service.state import ServiceState
@@ -59,7 +60,9 @@ def record_job(state: ServiceState, job: Job) -> None:
     m = state.metrics
     finished = (job.finished_at or datetime.now(UTC)).timestamp()
     outcome = job.result
-    if job.kind == JobKind.BACKUP:
+    if isinstance(outcome, FanOutOutcome):
+        pass  # a whole-server target's jobs per database record their own outcomes
+    elif job.kind == JobKind.BACKUP:
         backup = outcome if isinstance(outcome, BackupOutcome) else None
         if result == "success" and backup is not None:
             # the catalog's time, which a restart restores exactly (the outcome has none)

@@ -26,7 +26,7 @@ from pgwarden.config import Config, parse
 from pgwarden.config.serverwide import select_databases
 from pgwarden.errors import ConfigError, NotFoundError
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
-from pgwarden.retention.subtargets import prune_units
+from pgwarden.retention.subtargets import next_drill, prune_units
 from pgwarden.service.daemon import Daemon
 from pgwarden.storage import manifest_name
 from pgwarden.storage.locks import BackupLocks
@@ -184,6 +184,9 @@ def test_every_database_backed_up_restored_and_kept(server: PgServer, workdir: P
         outcome = recorded_prune(unit, env.catalog, env.storage, locks=locks, records=records)
         assert outcome.ok
     assert len(_artifacts(root / "app2")) == 1
+    first_drill = next_drill(config.targets[0], env.catalog)
+    assert first_drill is not None
+    assert first_drill.name == "vps1/app1"  # never drilled, then by name
     assert len(_artifacts(root / "app1")) == 1
     assert len(_artifacts(root / "app4")) == 1
     for never in ("template0", "template1", "scratch", "locked"):
@@ -231,6 +234,11 @@ def test_the_daemon_fans_a_scheduled_run_out_per_database(server: PgServer, work
                 "pgwarden_backup_last_success_timestamp_seconds", {"target": sub}
             )
             assert ok is not None, sub
+            database = sub.removeprefix("vps1/")
+            labels = {"target": "vps1", "database": database}
+            assert registry.get_sample_value("pgwarden_server_database_present", labels) == 1
+        runs = {"target": "vps1", "result": "success"}  # the fan-out job counts no backup
+        assert not registry.get_sample_value("pgwarden_backup_runs_total", runs)
     finally:
         daemon.request_stop()
         thread.join(60)

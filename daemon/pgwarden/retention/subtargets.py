@@ -25,3 +25,13 @@ def prune_units(target: TargetConfig, catalog: Catalog) -> list[TargetConfig]:
     if not target.whole_server:
         return [target]
     return [target.for_database(d) for d in backed_up_databases(target, catalog)]
+
+
+def next_drill(target: TargetConfig, catalog: Catalog) -> TargetConfig | None:
+    """The database a whole-server target's next drill restores: the least recently drilled
+    of those with backups (never drilled first, then by name); ``None`` when none has any."""
+    units = prune_units(target, catalog)
+    last = {u.name: catalog.last_run(u.name, "verify") for u in units}
+    return min(
+        units, key=lambda u: (last[u.name] is not None, last[u.name] or 0, u.name), default=None
+    )

@@ -33,7 +33,7 @@ from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneFailed, PruneOutcome
-from pgwarden.retention.subtargets import prune_units
+from pgwarden.retention.subtargets import next_drill, prune_units
 from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
 from pgwarden.service.offsite_job import (
@@ -106,10 +106,9 @@ def backup_job(job: Job, state: ServiceState) -> BackupOutcome | FanOutOutcome:
 def verify_job(job: Job, state: ServiceState) -> VerifyOutcome | FanOutOutcome:
     target = job.config.target(job.target)
     if target.whole_server:  # the drill rotates over the databases: the least recently drilled
-        units = prune_units(target, state.catalog)
-        last = {u.name: state.catalog.last_run(u.name, "verify") for u in units}
-        oldest = sorted(last, key=lambda n: (last[n] is not None, last[n] or 0, n))[:1]
-        return FanOutOutcome(JobKind.VERIFY, target.name, tuple(oldest))
+        chosen = next_drill(target, state.catalog)
+        subs = () if chosen is None else (chosen.name,)
+        return FanOutOutcome(JobKind.VERIFY, target.name, subs)
     request = VerifyRequest(
         target,
         job.config,

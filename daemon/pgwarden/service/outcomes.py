@@ -30,6 +30,7 @@ from pgwarden.catalog import (
     TargetSummary,
 )
 from pgwarden.config.kinds import JobKind
+from pgwarden.config.names import SUB_TARGET_SEP
 from pgwarden.errors import PgwardenError, StallError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
@@ -60,8 +61,9 @@ def record_job(state: ServiceState, job: Job) -> None:
     m = state.metrics
     finished = (job.finished_at or datetime.now(UTC)).timestamp()
     outcome = job.result
-    if isinstance(outcome, FanOutOutcome):
-        pass  # a whole-server target's jobs per database record their own outcomes
+    if isinstance(outcome, FanOutOutcome):  # the jobs per database record their outcomes
+        if outcome.kind == JobKind.BACKUP:
+            _record_databases(state, outcome)
     elif job.kind == JobKind.BACKUP:
         backup = outcome if isinstance(outcome, BackupOutcome) else None
         if result == "success" and backup is not None:
@@ -81,6 +83,20 @@ def record_job(state: ServiceState, job: Job) -> None:
         m.jobs_stalled.labels(job.target, job.kind.value).inc()
     notifications.job_finished(state, job)
     refresh_target(state, job.target)
+
+
+def _record_databases(state: ServiceState, fanned: FanOutOutcome) -> None:
+    """``pgwarden_server_database_present``: 1 for each database this run selected, 0 for one
+    the catalog has backups of that is gone (or no longer selected)."""
+    prefix = f"{fanned.target}{SUB_TARGET_SEP}"
+    try:
+        known = {t for t in state.catalog.targets() if t.startswith(prefix)}
+    except PgwardenError as exc:
+        log.warning("cannot list the databases' history", target=fanned.target, error=str(exc))
+        known = set()
+    for sub in sorted(known | set(fanned.sub_targets)):
+        present = 1 if sub in fanned.sub_targets else 0
+        state.metrics.server_database.labels(fanned.target, sub.removeprefix(prefix)).set(present)
 
 
 def _record_prune(m: Metrics, job: Job, prune: PruneOutcome | None, result: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from pgwarden.config import Config, parse
 from pgwarden.config.serverwide import select_databases
 from pgwarden.errors import ConfigError, NotFoundError
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
-from pgwarden.retention.subtargets import next_drill, prune_units
+from pgwarden.retention.subtargets import next_drill, prune_units, stale_globals
 from pgwarden.service.daemon import Daemon
 from pgwarden.storage import manifest_name
 from pgwarden.storage.locks import BackupLocks
@@ -171,6 +172,13 @@ def test_every_database_backed_up_restored_and_kept(server: PgServer, workdir: P
     assert check.status == "warn"
     assert "gone from the server: app2" in check.detail
 
+    # a globals file older than the one in force for the oldest kept backup is no longer needed
+    ancient = root / "globals-20200101T000000Z.sql"
+    ancient.write_text("-- an old run's globals\n")
+    assert stale_globals(config.targets[0], env.catalog, env.storage) == [ancient]
+    env.storage.delete(ancient)
+    assert len(list(root.glob("globals-*.sql"))) == 3
+
     # every backup a month old: retention (keep_days 2, min_keep 1) keeps one per database,
     # the dropped database's included; each database is planned on its own
     for record in env.catalog.list_backups():
@@ -249,3 +257,47 @@ def test_the_daemon_fans_a_scheduled_run_out_per_database(server: PgServer, work
             [record] = catalog.list_backups(sub)
             assert (record.status, record.tags) == ("complete", ("scheduled",))
     assert len(list((workdir / "backups" / "vps1").glob("globals-*.sql"))) == 1
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgwarden.cli", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_commands_on_a_whole_server_target(server: PgServer, workdir: Path) -> None:
+    for name in ("app1", "app3"):
+        if name not in server.databases():
+            make_sample_db(server, name, rows=50, vectors=False)
+    path = workdir / "pgwarden.toml"
+    path.write_text(
+        f'[daemon]\nstate_dir = "{workdir}/state"\nsocket = "{workdir}/ctl.sock"\n'
+        f'[storage]\npath = "{workdir}/backups"\n'
+        f'[[targets]]\nname = "vps1"\ndsn = "{server.uri("postgres")}"\n'
+        f'bin_dir = "{server.bin_dir}"\ndatabases = ["app1", "app3"]\n'
+    )
+    backup = _cli(path, "backup", "vps1")
+    assert backup.returncode == 0, backup.stderr
+    assert "backup " in backup.stdout and " of vps1/app1: " in backup.stdout
+    assert " of vps1/app3: " in backup.stdout
+    drill = _cli(path, "verify", "vps1")  # the rotation's first: never drilled, by name
+    assert drill.returncode == 0, drill.stderr
+    assert "of vps1/app1: PASSED" in drill.stdout
+    drill = _cli(path, "verify", "vps1")
+    assert "of vps1/app3: PASSED" in drill.stdout
+    restore = _cli(path, "restore", "vps1", "--into", "nowhere")
+    assert restore.returncode == 2
+    assert "name a database" in restore.stderr
+    prune = _cli(path, "prune", "vps1", "--dry-run")
+    assert prune.returncode == 0, prune.stderr
+    assert "vps1/app1: 1 backups" in prune.stdout and "vps1/app3: 1 backups" in prune.stdout
+    check = _cli(path, "check", "vps1", "--json")
+    results = {r["check"]: r for r in json.loads(check.stdout)["results"]}
+    assert results["backup.databases"]["status"] == "pass", results["backup.databases"]
+    assert results["backup.restore_tested"]["status"] == "pass"
+    listed = _cli(path, "backups", "vps1/app3", "--json")
+    assert [b["target"] for b in json.loads(listed.stdout)] == ["vps1/app3"]

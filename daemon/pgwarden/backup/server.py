@@ -4,8 +4,10 @@ up each database as the sub-target ``<target>/<database>``.
 Each database's backup is an ordinary one (:func:`pgwarden.backup.take.take_backup` on
 :meth:`TargetConfig.for_database <pgwarden.config.TargetConfig.for_database>`): its own
 directory ``<storage>/<target>/<database>/``, manifest, catalog rows, retention and drills.  The
-globals (``pg_dumpall --globals-only --no-role-passwords``: roles without passwords, tablespaces)
-go to ``<storage>/<target>/globals-<UTC stamp>.sql``, mode 0600, written atomically.  One
+globals (``pg_dumpall --globals-only --no-role-passwords``: roles without passwords,
+tablespaces) go to ``<storage>/<target>/globals-<UTC stamp>-<short id>.sql``, mode 0600, written
+atomically, and are pruned when no kept backup needs them
+(:func:`pgwarden.retention.subtargets.stale_globals`).  One
 database failing does not stop the others; the run then raises :class:`ServerBackupFailed`
 naming each failure (already redacted), with the outcome attached.
 """
@@ -13,6 +15,7 @@ naming each failure (already redacted), with the outcome attached.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +33,9 @@ from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.server import server_major, server_version
 from pgwarden.pg.serverdbs import Discovery, discover
 from pgwarden.redaction import redact
+from pgwarden.storage.base import globals_name
 
 log = get_logger("pgwarden.backup")
-
-GLOBALS_PREFIX = "globals-"
 
 
 @dataclass(frozen=True)
@@ -121,9 +123,8 @@ def prepare_server_run(request: BackupRequest, spec: ConnSpec) -> tuple[Path, Di
     )
     request.report(phase="dumping globals")
     sql = dump_globals(spec, dump_tool, request.cancel)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = request.storage.write_manifest_atomic(
-        target.name, f"{GLOBALS_PREFIX}{stamp}.sql", sql.encode("utf-8")
+        target.name, globals_name(datetime.now(UTC), uuid.uuid4().hex[:8]), sql.encode("utf-8")
     )
     log.info("globals dumped", target=target.name, path=str(path), databases=len(found.databases))
     return path, found

@@ -33,7 +33,7 @@ from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneFailed, PruneOutcome
-from pgwarden.retention.subtargets import next_drill, prune_units
+from pgwarden.retention.subtargets import next_drill, prune_units, stale_globals
 from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
 from pgwarden.service.offsite_job import (
@@ -128,6 +128,10 @@ def verify_job(job: Job, state: ServiceState) -> VerifyOutcome | FanOutOutcome:
 def prune_job(job: Job, state: ServiceState) -> PruneOutcome | FanOutOutcome:
     target = job.config.target(job.target)
     if target.whole_server:  # every database with backups, dropped ones included
+        if not job.args.get("dry_run"):
+            for path in stale_globals(target, state.catalog, state.storage):
+                state.storage.delete(path)
+                log.info("globals file deleted", target=target.name, path=str(path))
         subs = tuple(u.name for u in prune_units(target, state.catalog))
         return FanOutOutcome(JobKind.PRUNE, target.name, subs)
     dry_run = bool(job.args.get("dry_run", False))
@@ -189,7 +193,10 @@ def job_functions(state: ServiceState) -> dict[JobKind, JobFunction]:
 def follow_ups(config: Config, job: Job) -> list[FollowUp]:
     """The jobs ``job`` leads to under ``config`` (the config in force when it finished)."""
     if isinstance(job.result, FanOutOutcome) and job.state == JobState.SUCCEEDED:
+        # backup: the run's tags; prune, offsite: dry_run, destination; a drill: its own pick
         args: dict[str, Any] = {"tags": list(_tags(job))} if job.kind == JobKind.BACKUP else {}
+        if job.kind in (JobKind.PRUNE, JobKind.OFFSITE):
+            args = dict(job.args)
         return [FollowUp(job.kind, sub, dict(args)) for sub in job.result.sub_targets]
     if job.kind != JobKind.BACKUP or job.state != JobState.SUCCEEDED:
         return []

@@ -111,6 +111,28 @@ def database_dirs(target_dir: Path) -> list[Path]:
     ]
 
 
+GLOBALS_PREFIX, GLOBALS_SUFFIX = "globals-", ".sql"
+
+
+def globals_name(at: datetime, short_id: str) -> str:
+    """A whole-server run's globals file in ``<target>/``:
+    ``globals-20261203T031500Z-1a2b3c4d.sql`` (two runs in one second never share one)."""
+    return (
+        f"{GLOBALS_PREFIX}{at.astimezone(UTC).strftime(_STAMP_FORMAT)}-{short_id}{GLOBALS_SUFFIX}"
+    )
+
+
+def parse_globals_name(name: str) -> datetime | None:
+    """When the globals file ``name`` was written, or ``None`` if it is not one."""
+    if not (name.startswith(GLOBALS_PREFIX) and name.endswith(GLOBALS_SUFFIX)):
+        return None
+    stamp = name.removeprefix(GLOBALS_PREFIX).removesuffix(GLOBALS_SUFFIX).split("-")[0]
+    try:
+        return datetime.strptime(stamp, _STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def target_path(root: Path, target: str) -> Path:
     """``root/<target>``; or ``root/<target>/<database>`` for a whole-server target's database
     (``target`` ``"<target>/<database>"``), only under an existing target directory: a run

@@ -299,5 +299,14 @@ def test_the_commands_on_a_whole_server_target(server: PgServer, workdir: Path) 
     results = {r["check"]: r for r in json.loads(check.stdout)["results"]}
     assert results["backup.databases"]["status"] == "pass", results["backup.databases"]
     assert results["backup.restore_tested"]["status"] == "pass"
+    assert results["storage"]["status"] == "pass", results["storage"]
     listed = _cli(path, "backups", "vps1/app3", "--json")
     assert [b["target"] for b in json.loads(listed.stdout)] == ["vps1/app3"]
+    listed = _cli(path, "backups", "vps1", "--json")
+    assert sorted(b["target"] for b in json.loads(listed.stdout)) == ["vps1/app1", "vps1/app3"]
+    # a file without a manifest in a database's directory is found by the storage check
+    (workdir / "backups" / "vps1" / "app3" / "20200101T000000Z-deadbeef.dump").write_bytes(b"x")
+    check = _cli(path, "check", "vps1", "--json")
+    results = {r["check"]: r for r in json.loads(check.stdout)["results"]}
+    assert results["storage"]["status"] == "warn", results["storage"]
+    assert "20200101T000000Z-deadbeef.dump" in results["storage"]["detail"]

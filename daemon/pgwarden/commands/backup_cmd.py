@@ -19,6 +19,7 @@ from pgwarden.catalog.offsite import copies
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.catalog.states import CopyState
 from pgwarden.commands.context import command_env, human_bytes, table
+from pgwarden.config.names import SUB_TARGET_SEP
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
 
 
@@ -67,10 +68,14 @@ def _server_backup(args: argparse.Namespace, request: BackupRequest) -> int:
 
 def cmd_backups(args: argparse.Namespace) -> int:
     with command_env(args) as env:
-        if args.target:
-            env.config.target(args.target)
-        records = env.catalog.list_backups(args.target)
-        remote = _remote_copies(env.catalog, args.target)
+        target = env.config.target(args.target) if args.target else None
+        if target is not None and target.whole_server:  # every database's, newest first
+            prefix = f"{target.name}{SUB_TARGET_SEP}"
+            records = [r for r in env.catalog.list_backups(None) if r.target.startswith(prefix)]
+        else:
+            records = env.catalog.list_backups(args.target)
+        whole = target is not None and target.whole_server
+        remote = _remote_copies(env.catalog, None if whole else args.target)
     if args.json:
         listed = [{**_record_dict(r), "copies": _where(r, remote.get(r.id, []))} for r in records]
         print(json.dumps(listed, indent=2, default=str))

@@ -258,6 +258,21 @@ def test_the_daemon_fans_a_scheduled_run_out_per_database(server: PgServer, work
             assert (record.status, record.tags) == ("complete", ("scheduled",))
     assert len(list((workdir / "backups" / "vps1").glob("globals-*.sql"))) == 1
 
+    # a restart restores each database's history gauges from the catalog
+    clock = SteppingClock(datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC))
+    again = Daemon(path, clock=clock, install_signals=False)
+    thread, box = run_daemon(again)
+    try:
+        assert again.service is not None
+        registry = again.service.state.metrics.registry
+        for sub in ("vps1/app1", "vps1/app3"):
+            metric = "pgwarden_backup_last_success_timestamp_seconds"
+            assert registry.get_sample_value(metric, {"target": sub}), sub
+    finally:
+        again.request_stop()
+        thread.join(60)
+    assert box.get("code") == 0
+
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

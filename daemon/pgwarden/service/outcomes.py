@@ -35,6 +35,7 @@ from pgwarden.errors import PgwardenError, StallError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
+from pgwarden.retention.subtargets import prune_units
 from pgwarden.service import notifications
 from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobState
@@ -199,8 +200,7 @@ def restore_gauges(state: ServiceState) -> None:
     except PgwardenError as exc:
         log.warning("cannot restore metrics from the catalog", error=describe(exc))
         summaries = {}
-    for target in state.config.targets:
-        name = target.name
+    for name in _metric_targets(state):
         state.metrics.init_target(name)
         try:
             _restore_target(state, name, summaries.get(name))
@@ -212,6 +212,22 @@ def restore_gauges(state: ServiceState) -> None:
             )
         refresh_target(state, name)
         restore_offsite(state, name)
+
+
+def _metric_targets(state: ServiceState) -> list[str]:
+    """The configured targets, each whole-server one followed by its databases'
+    (``<target>/<database>``, those the catalog has backups of: their series, restored)."""
+    names: list[str] = []
+    for target in state.config.targets:
+        names.append(target.name)
+        if target.whole_server:
+            try:
+                names += [u.name for u in prune_units(target, state.catalog)]
+            except PgwardenError as exc:
+                log.warning(
+                    "cannot list the databases' history", target=target.name, error=str(exc)
+                )
+    return names
 
 
 def _restore_target(state: ServiceState, target: str, summary: TargetSummary | None) -> None:

@@ -319,6 +319,11 @@ def test_the_commands_on_a_whole_server_target(server: PgServer, workdir: Path) 
     assert [b["target"] for b in json.loads(listed.stdout)] == ["vps1/app3"]
     listed = _cli(path, "backups", "vps1", "--json")
     assert sorted(b["target"] for b in json.loads(listed.stdout)) == ["vps1/app1", "vps1/app3"]
+    app3 = next(b["id"] for b in json.loads(listed.stdout) if b["target"] == "vps1/app3")
+    pinned = _cli(path, "pin", "vps1/app3", app3[:8])
+    assert pinned.returncode == 0, pinned.stderr
+    listed = _cli(path, "backups", "vps1/app3", "--json")
+    assert json.loads(listed.stdout)[0]["pinned"] is True
     # a file without a manifest in a database's directory is found by the storage check
     (workdir / "backups" / "vps1" / "app3" / "20200101T000000Z-deadbeef.dump").write_bytes(b"x")
     check = _cli(path, "check", "vps1", "--json")

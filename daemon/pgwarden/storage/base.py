@@ -101,12 +101,14 @@ def check_target_name(target: str) -> str:
 
 
 def database_dirs(target_dir: Path) -> list[Path]:
-    """A whole-server target's ``<target>/<database>`` directories (not backup directories)."""
+    """A whole-server target's ``<target>/<database>`` directories (not backup directories,
+    published or being written)."""
     return [
         Path(e.path)
         for e in os.scandir(target_dir)
         if e.is_dir(follow_symlinks=False)
         and parse_backup_name(e.name) is None
+        and not e.name.endswith(PARTIAL_SUFFIX)
         and target_name_problem(e.name, STORAGE_NAME_MAX) is None
     ]
 

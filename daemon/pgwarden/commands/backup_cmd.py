@@ -12,20 +12,25 @@ import argparse
 import json
 from dataclasses import asdict, is_dataclass
 
+from pgwarden.backup.server import ServerBackupFailed, take_server_backup
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.catalog import BackupStatus, Catalog
 from pgwarden.catalog.offsite import copies
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.catalog.states import CopyState
 from pgwarden.commands.context import command_env, human_bytes, table
-from pgwarden.errors import EXIT_OK
+from pgwarden.config.names import SUB_TARGET_SEP
+from pgwarden.errors import EXIT_FAILED, EXIT_OK
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     with command_env(args) as env:
         target = env.config.target(args.target)
         tags = tuple(dict.fromkeys(["manual", *args.tag]))
-        outcome = take_backup(BackupRequest(target, env.config, env.catalog, env.storage, tags))
+        request = BackupRequest(target, env.config, env.catalog, env.storage, tags)
+        if target.whole_server:
+            return _server_backup(args, request)
+        outcome = take_backup(request)
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2))
     else:
@@ -37,12 +42,40 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _server_backup(args: argparse.Namespace, request: BackupRequest) -> int:
+    """A whole-server target: every database, then the globals; exit 1 if one failed."""
+    try:
+        outcome = take_server_backup(request)
+    except ServerBackupFailed as exc:
+        outcome, code = exc.outcome, EXIT_FAILED
+    else:
+        code = EXIT_OK
+    if args.json:
+        print(json.dumps(outcome.as_dict(), indent=2))
+        return code
+    print(f"{outcome.target}: globals {outcome.globals_path}")
+    for b in outcome.backups:
+        print(
+            f"backup {b.backup_id[:8]} of {b.target}: {b.path} "
+            f"({human_bytes(b.size_bytes)}, {b.tables} tables, {b.duration_s:.1f} s)"
+        )
+    for f in outcome.failures:
+        print(f"{outcome.target}/{f.database}: backup failed: {f.error}")
+    if outcome.discovery.excluded:
+        print(f"excluded: {', '.join(outcome.discovery.excluded)}")
+    return code
+
+
 def cmd_backups(args: argparse.Namespace) -> int:
     with command_env(args) as env:
-        if args.target:
-            env.config.target(args.target)
-        records = env.catalog.list_backups(args.target)
-        remote = _remote_copies(env.catalog, args.target)
+        target = env.config.target(args.target) if args.target else None
+        if target is not None and target.whole_server:  # every database's, newest first
+            prefix = f"{target.name}{SUB_TARGET_SEP}"
+            records = [r for r in env.catalog.list_backups(None) if r.target.startswith(prefix)]
+        else:
+            records = env.catalog.list_backups(args.target)
+        whole = target is not None and target.whole_server
+        remote = _remote_copies(env.catalog, None if whole else args.target)
     if args.json:
         listed = [{**_record_dict(r), "copies": _where(r, remote.get(r.id, []))} for r in records]
         print(json.dumps(listed, indent=2, default=str))

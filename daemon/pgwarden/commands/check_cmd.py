@@ -13,16 +13,18 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from pgwarden.catalog import open_catalog
+from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.commands.check_notify import notify_checks
 from pgwarden.commands.check_offsite import merge_offsite, run_offsite_checks
 from pgwarden.commands.check_prune import prune_checks
+from pgwarden.commands.check_server import server_checks
 from pgwarden.commands.context import load_config
 from pgwarden.config import Config
 from pgwarden.errors import EXIT_FAILED, EXIT_OK
 from pgwarden.monitor.checklist import run_checklist
 from pgwarden.monitor.verdicts import STATUSES, CheckResult, Status
 from pgwarden.retention.reconcile import find_problems
+from pgwarden.retention.subtargets import prune_units
 from pgwarden.storage import open_storage
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unknown": "????"}
@@ -54,7 +56,11 @@ def storage_checks(config: Config, target: str | None) -> dict[str, CheckResult]
     try:
         storage = open_storage(config.storage)
         for name in names:
-            problems = find_problems(catalog, storage, name)
+            problems = [
+                p
+                for unit in _units(config, catalog, name)
+                for p in find_problems(catalog, storage, unit)
+            ]
             if not problems:
                 out[name] = CheckResult(
                     "storage", "pass", "every backup has its file and manifest", name
@@ -69,6 +75,14 @@ def storage_checks(config: Config, target: str | None) -> dict[str, CheckResult]
     finally:
         catalog.close()
     return out
+
+
+def _units(config: Config, catalog: Catalog, name: str) -> list[str]:
+    """``name``, and a whole-server target's databases (``<target>/<database>``) with it."""
+    target = next((t for t in config.targets if t.name == name), None)
+    if target is None or not target.whole_server:
+        return [name]
+    return [name, *(u.name for u in prune_units(target, catalog))]
 
 
 def _merge(results: list[CheckResult], extra: dict[str, CheckResult]) -> list[CheckResult]:
@@ -87,6 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     target = getattr(args, "target", None)
     results = _merge(run_checklist(config, target), storage_checks(config, target))
     results = _merge(results, prune_checks(config, target))
+    results = _merge(results, server_checks(config, target))
     results = merge_offsite(results, run_offsite_checks(config, target))
     results = notify_checks(config, results)
     failed = any(r.status == "fail" for r in results)

@@ -21,12 +21,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 from types import FrameType
 
+from pgwarden.catalog import Catalog
 from pgwarden.commands.context import command_env
-from pgwarden.errors import EXIT_FAILED, EXIT_OK
+from pgwarden.config import TargetConfig
+from pgwarden.errors import EXIT_FAILED, EXIT_OK, UsageError
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import CheckResult, VerifyOutcome
 from pgwarden.restore.real import RestoreOutcome, RestoreRequest, restore_backup
 from pgwarden.restore.remote_locate import OffsiteChoice, Source, open_source
+from pgwarden.retention.subtargets import next_drill
 
 
 @contextmanager
@@ -99,9 +102,18 @@ def _fetched_note(source: Source) -> str | None:
     )
 
 
+def _next_drill(target: TargetConfig, catalog: Catalog) -> TargetConfig:
+    chosen = next_drill(target, catalog)
+    if chosen is None:
+        raise UsageError(f"no database of {target.name} has a backup yet (pgwarden backup first)")
+    return chosen
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     with _cancel_on_signals() as cancel, command_env(args) as env:
         target = env.config.target(args.target)
+        if target.whole_server:  # the drill rotation's next database, as the daemon's
+            target = _next_drill(target, env.catalog)
         request = VerifyRequest(
             target,
             env.config,
@@ -159,6 +171,10 @@ def _restore_text(outcome: RestoreOutcome) -> list[str]:
 def cmd_restore(args: argparse.Namespace) -> int:
     with _cancel_on_signals() as cancel, command_env(args) as env:
         target = env.config.target(args.target)
+        if target.whole_server:
+            raise UsageError(
+                f"{target.name} covers a whole server: name a database, {target.name}/DB"
+            )
         with open_source(
             env.config, env.catalog, env.storage, target, args.backup, _choice(args),
             fetch_copy=not args.dry_run, cancel=cancel,

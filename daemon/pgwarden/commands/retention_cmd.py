@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from pgwarden.commands.context import command_env, human_bytes, table
+from pgwarden.commands.context import CommandEnv, command_env, human_bytes, table
+from pgwarden.config import TargetConfig
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, PgwardenError, UsageError
 from pgwarden.restore.remote_catalog import rebuild_from_offsite
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneOutcome
 from pgwarden.retention.reconcile import RebuildReport, problems_by_target, rebuild_catalog, set_pin
+from pgwarden.retention.subtargets import prune_units, stale_globals
 from pgwarden.storage.locks import BackupLocks
 
 
@@ -22,9 +24,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     outcomes: list[PruneOutcome] = []
     failures: list[dict[str, str]] = []
     with command_env(args) as env:
-        targets = [env.config.target(args.target)] if args.target else list(env.config.targets)
-        if not targets:
+        chosen = [env.config.target(args.target)] if args.target else list(env.config.targets)
+        if not chosen:
             raise UsageError(f"{env.config.source}: no targets are configured")
+        # a whole-server target: one plan per database it has backups of, gone ones included
+        targets = [unit for t in chosen for unit in prune_units(t, env.catalog)]
         locks = BackupLocks(env.config.daemon.state_dir)
         records = PruneRecords(env.config.daemon.state_dir)
         for target in targets:
@@ -41,6 +45,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 )
             except PgwardenError as exc:  # one target's trouble does not stop the others
                 failures.append({"target": target.name, "error": str(exc)})
+        for server in (t for t in chosen if t.whole_server):
+            _prune_globals(env, server, args, failures)
     ok = not failures and all(o.ok for o in outcomes)
     if args.json:
         print(
@@ -60,6 +66,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
         texts += [f"{f['target']}: prune failed: {f['error']}" for f in failures]
         print("\n\n".join(texts))
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _prune_globals(
+    env: CommandEnv, target: TargetConfig, args: argparse.Namespace, failures: list[dict[str, str]]
+) -> None:
+    """A whole-server target's globals files that no kept backup needs (a line each)."""
+    try:
+        for path in stale_globals(target, env.catalog, env.storage):
+            if not args.dry_run:
+                env.storage.delete(path)
+            if not args.json:
+                done = "would be deleted (dry run)" if args.dry_run else "deleted"
+                print(f"{target.name}: globals file {path.name} {done}")
+    except PgwardenError as exc:
+        failures.append({"target": target.name, "error": f"globals: {exc}"})
 
 
 def _render_prune(outcome: PruneOutcome) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgwarden.config import notify, offsite_build, pgdump_args
+from pgwarden.config import notify, offsite_build, pgdump_args, serverwide
 from pgwarden.config.basic_auth import auth_user, auth_users, bcrypt_hash
 from pgwarden.config.model import (
     BACKUP_FORMATS,
@@ -45,17 +45,14 @@ def build(root: Reader, source: Path, world_readable: bool) -> Config | None:
     storage = _storage(root.section("storage"))
     plaintext_ok = daemon.allow_plaintext_passwords if daemon else False
     offsite = offsite_build.destinations(root, plaintext_ok)
-    targets = []
-    for sub in root.table_array("targets"):
-        targets.append(_target(sub, plaintext_ok, daemon.timezone if daemon else "UTC"))
+    tz = daemon.timezone if daemon else "UTC"
+    targets = [_target(sub, plaintext_ok, tz) for sub in root.table_array("targets")]
     names = [t.name for t in targets if t is not None]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         root.error("targets", f"target name {dup!r} is used more than once")
     offsite_build.check_targets(root, targets, offsite)
     notices = notify.destinations(root, plaintext_ok, names, world_readable)
-    bouncers = []
-    for sub in root.table_array("pgbouncer"):
-        bouncers.append(_pgbouncer(sub, plaintext_ok))
+    bouncers = [_pgbouncer(sub, plaintext_ok) for sub in root.table_array("pgbouncer")]
     root.finish()
     catalog_secret = bool(
         daemon and daemon.catalog_url and root.url_has_password(daemon.catalog_url)
@@ -233,6 +230,7 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
     migrations = _migrations(r.section("migrations"), plaintext_ok)
     pools = _pools(r)
     offsite = offsite_build.target_offsite(r)
+    databases, exclude = serverwide.read_selection(r)
     r.finish()
     if name is None or dsn is None:
         return None
@@ -247,6 +245,8 @@ def _target(r: SubReader, plaintext_ok: bool, tz: str) -> TargetConfig | None:
         pools=pools,
         migrations=migrations,
         offsite=offsite,
+        databases=databases,
+        exclude_databases=exclude,
     )
 
 

@@ -16,10 +16,13 @@ in :mod:`pgwarden.config.render`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psycopg.conninfo
+
 from pgwarden.config.formats import BackupFormat
+from pgwarden.config.names import SUB_TARGET_SEP, target_name_problem
 from pgwarden.config.notify import NotifyConfig
 from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import NotFoundError
@@ -245,6 +248,27 @@ class TargetConfig:
     pools: tuple[AppPool, ...] = ()
     migrations: MigrationSettings = field(default_factory=MigrationSettings)
     offsite: tuple[str, ...] | None = None  # [[offsite]] names; None: every destination
+    # a whole-server target (config.serverwide): ("*",) every database, or the names; None: the
+    # DSN's database only
+    databases: tuple[str, ...] | None = None
+    exclude_databases: tuple[str, ...] = ()
+
+    @property
+    def whole_server(self) -> bool:
+        return self.databases is not None
+
+    def for_database(self, database: str) -> TargetConfig:
+        """A whole-server target's sub-target ``<name>/<database>``: the same settings, the
+        DSN naming ``database``; its backups, catalog rows and retention are its own.  The
+        globals are dumped once per run beside the databases, not into each manifest."""
+        return replace(
+            self,
+            backup=replace(self.backup, dump_globals=False),
+            name=f"{self.name}{SUB_TARGET_SEP}{database}",
+            dsn=psycopg.conninfo.make_conninfo(self.dsn, dbname=database),
+            databases=None,
+            exclude_databases=(),
+        )
 
 
 @dataclass(frozen=True)
@@ -267,9 +291,12 @@ class Config:
     notify: tuple[NotifyConfig, ...] = ()
 
     def target(self, name: str) -> TargetConfig:
+        parent, sep, database = name.partition(SUB_TARGET_SEP)
         for target in self.targets:
             if target.name == name:
                 return target
+            if sep and target.name == parent and target.whole_server and _database_ok(database):
+                return target.for_database(database)
         known = ", ".join(t.name for t in self.targets) or "none"
         raise NotFoundError(f"unknown target {name!r} (configured: {known})")
 
@@ -287,3 +314,7 @@ class Config:
                 return offsite
         known = ", ".join(o.name for o in self.offsite) or "none"
         raise NotFoundError(f"unknown off-site destination {name!r} (configured: {known})")
+
+
+def _database_ok(database: str) -> bool:
+    return target_name_problem(database) is None

@@ -25,3 +25,8 @@ def target_name_problem(name: str, limit: int = CONFIG_NAME_MAX) -> str | None:
     if len(name) > limit:
         return f"must be at most {limit} characters (got {len(name)})"
     return None
+
+
+#: a whole-server target's database is the sub-target ``<target>/<database>`` (one directory
+#: per database under the target's, the database name following the same rule)
+SUB_TARGET_SEP = "/"

@@ -53,6 +53,8 @@ def _target(target: TargetConfig) -> dict[str, Any]:
         out["migrations"]["dsn"] = redact_dsn(target.migrations.dsn)
     if target.retention.schedule is None:
         out["retention"]["schedule"] = "off"
+    if target.databases == ("*",):
+        out["databases"] = "*"
     if target.migrations.database_url_env is None:
         out["migrations"]["database_url_env"] = ""
     return out

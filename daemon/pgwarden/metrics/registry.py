@@ -73,6 +73,12 @@ class Metrics:
         self.backup_last_size = gauge(
             "backup_last_size_bytes", "Size of the newest complete backup", t
         )
+        #: a whole-server target's databases; their own series carry target="<target>/<db>"
+        self.server_database = gauge(
+            "server_database_present",
+            "A whole-server target's database: 1 selected at the last run, 0 gone (backups kept)",
+            ("target", "database"),
+        )
         self.backup_runs = counter(
             "backup_runs", "Backup runs by result (success, failure, cancelled)", tr
         )

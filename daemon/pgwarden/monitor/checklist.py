@@ -37,9 +37,10 @@ from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from pgwarden.catalog import VERIFY_STATUSES, Catalog, DrillStatus, open_catalog
+from pgwarden.catalog import VERIFY_STATUSES, Catalog, DrillStatus, VerificationRecord, open_catalog
 from pgwarden.config import Config, Credentials, TargetConfig
 from pgwarden.config import cron as cronexpr
+from pgwarden.config.names import SUB_TARGET_SEP
 from pgwarden.errors import PgwardenError
 from pgwarden.monitor.dbchecks import POOLING_GAP_S, POOLING_SAMPLES, database_checks
 from pgwarden.monitor.verdicts import CheckResult, Status
@@ -144,6 +145,17 @@ def backup_automation(config: Config, target: TargetConfig, now: datetime) -> Ch
     return CheckResult("backup.automation", status, detail, target.name)
 
 
+def _drills(catalog: Catalog, target: TargetConfig) -> list[VerificationRecord]:
+    """The target's drills, newest first; a whole-server target's drill rotates over its
+    databases (``<target>/<database>``): the newest of any of theirs counts."""
+    names = [target.name]
+    if target.whole_server:
+        prefix = f"{target.name}{SUB_TARGET_SEP}"
+        names = [t for t in catalog.targets() if t.startswith(prefix)]
+    drills = [d for n in names for d in catalog.list_verifications(target=n, limit=50)]
+    return sorted(drills, key=lambda d: d.started_at, reverse=True)
+
+
 def restore_tested(
     config: Config, target: TargetConfig, catalog: Catalog | None, why: str, now: datetime
 ) -> CheckResult:
@@ -155,7 +167,7 @@ def restore_tested(
     if catalog is None:
         return result("fail" if why.startswith("no catalog") else "unknown", why)
     try:
-        drills = catalog.list_verifications(target=target.name, limit=50)
+        drills = _drills(catalog, target)
     except PgwardenError as exc:
         return result("unknown", f"cannot read the catalog: {exc}")
     finished = [d for d in drills if d.status in VERIFY_STATUSES]

@@ -16,6 +16,7 @@ STATUSES: tuple[Status, ...] = ("pass", "warn", "fail", "unknown")
 TITLES = {
     "credentials": "Credentials in environment variables (not code)",
     "backup.automation": "Backup automation configured",
+    "backup.databases": "Whole-server databases (new, gone)",
     "backup.restore_tested": "Backup restore tested",
     "server.reachable": "Server reachable",
     "connections.pooling": "Connection pooling enabled (if needed)",

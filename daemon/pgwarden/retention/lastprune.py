@@ -76,7 +76,8 @@ class PruneRecords:
         return f"PruneRecords({str(self.directory)!r})"
 
     def path_for(self, target: str) -> Path:
-        return self.directory / f"{target}.json"
+        # a whole-server target's <target>/<database>: one flat file, '/' never in a target name
+        return self.directory / f"{target.replace('/', '%')}.json"
 
     def write(
         self, target: str, at: datetime, *, errors: tuple[str, ...] = (), deleted: int = 0

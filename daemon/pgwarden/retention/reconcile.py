@@ -76,7 +76,7 @@ def scan(storage: Storage, target: str | None = None) -> list[StoredBackup]:
         artifact = storage.artifact_for(manifest)
         found.append(
             StoredBackup(
-                manifest.parent.name,
+                storage.target_of(manifest.parent),
                 artifact.name,
                 manifest,
                 artifact,
@@ -111,12 +111,12 @@ def manifest_damage(storage: Storage, stored: StoredBackup, backup_id: str) -> s
     return None if found == backup_id else f"{stored.manifest} describes backup {found[:8]}"
 
 
-def _orphan_problem(path: Path, row: BackupRecord | None = None) -> Problem:
+def _orphan_problem(target: str, path: Path, row: BackupRecord | None = None) -> Problem:
     listed = f" (the catalog lists backup {row.id[:8]} as complete)" if row else ""
     return Problem(
         "orphan_file",
         "warning",
-        path.parent.name,
+        target,
         f"{path}: a file without a manifest is not a backup{listed}; an interrupted publish "
         "leaves one (a backup being published right now does too) -- remove it by hand",
         path=str(path),
@@ -160,8 +160,9 @@ def find_problems(catalog: Catalog, storage: Storage, target: str | None = None)
     by_name = {(r.target, artifact_name(r.path)): r for r in complete}
     orphan_names: set[tuple[str, str]] = set()
     for orphan in storage.list_orphans(target):
-        orphan_names.add((orphan.parent.name, orphan.name))
-        problems.append(_orphan_problem(orphan, by_name.get((orphan.parent.name, orphan.name))))
+        key = (storage.target_of(orphan.parent), orphan.name)
+        orphan_names.add(key)
+        problems.append(_orphan_problem(key[0], orphan, by_name.get(key)))
     for row in complete:
         if row.id in in_storage or row.id in dangling_ids:
             continue
@@ -253,8 +254,8 @@ def rebuild_catalog(catalog: Catalog, storage: Storage, target: str | None = Non
         present.add(backup_id)
         (report.refreshed if backup_id in before else report.added).append(backup_id)
     for orphan in storage.list_orphans(target):
-        seen_targets.add(orphan.parent.name)
-        report.problems.append(_orphan_problem(orphan))
+        seen_targets.add(storage.target_of(orphan.parent))
+        report.problems.append(_orphan_problem(storage.target_of(orphan.parent), orphan))
     complete_targets = {r.target for r in before.values() if r.status == BackupStatus.COMPLETE}
     for name in sorted(complete_targets | seen_targets):
         if name not in seen_targets:

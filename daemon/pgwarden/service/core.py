@@ -22,6 +22,7 @@ from pgwarden.config import Config
 from pgwarden.config.kinds import JobKind
 from pgwarden.control.api import ConfigSnapshot, ReloadResult, ReloadStatus
 from pgwarden.errors import PgwardenError
+from pgwarden.retention.subtargets import prune_units
 from pgwarden.service import outcomes
 from pgwarden.service.clock import Clock
 from pgwarden.service.jobkinds import FollowUps
@@ -67,7 +68,13 @@ class Service:
         self.scheduler = Scheduler(config, clock.now(), self._last_run)
 
     def _last_run(self, key: ScheduleKey) -> datetime | None:
-        return self.state.catalog.last_run(key.target, key.kind)
+        catalog = self.state.catalog
+        target = next((t for t in self.state.config.targets if t.name == key.target), None)
+        if target is None or not target.whole_server:
+            return catalog.last_run(key.target, key.kind)
+        # a whole-server target runs as its databases: the newest of their runs
+        runs = [catalog.last_run(u.name, key.kind) for u in prune_units(target, catalog)]
+        return max((r for r in runs if r is not None), default=None)
 
     def snapshot(self) -> ConfigSnapshot:
         config, loaded_at = self.state.config_and_time()

@@ -21,14 +21,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgwarden.backup.offsite import UploadOutcome
+from pgwarden.backup.server import prepare_server_run
 from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.config import Config
 from pgwarden.config.kinds import JobKind
+from pgwarden.errors import NotFoundError
+from pgwarden.logsetup import get_logger
 from pgwarden.pg.binaries import Tool
+from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
 from pgwarden.retention.prune import PruneFailed, PruneOutcome
+from pgwarden.retention.subtargets import next_drill, prune_units, stale_globals
+from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobState, Trigger
 from pgwarden.service.offsite_job import (
     OffsiteFailed,
@@ -39,6 +45,8 @@ from pgwarden.service.offsite_job import (
 )
 from pgwarden.service.state import ServiceState
 from pgwarden.storage.locks import BackupLocks
+
+log = get_logger("pgwarden.service")
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,19 @@ def _tags(job: Job) -> tuple[str, ...]:
     return ("scheduled",) if job.trigger in (Trigger.SCHEDULED, Trigger.CATCH_UP) else ("manual",)
 
 
-def backup_job(job: Job, state: ServiceState) -> BackupOutcome:
+def backup_job(job: Job, state: ServiceState) -> BackupOutcome | FanOutOutcome:
     target = job.config.target(job.target)
     metrics = state.metrics
+    if target.whole_server:  # the globals, then one backup job per database (.fanout)
+        request = BackupRequest(target, job.config, state.catalog, state.storage, _tags(job))
+        request.cancel, request.progress = job.cancel, job.report
+        path, found = prepare_server_run(request, ConnSpec.from_target(target))
+        if found.unnamable:
+            log.warning("databases not backed up", target=target.name, names=found.unnamable)
+        subs = tuple(target.for_database(d).name for d in found.databases)
+        return FanOutOutcome(
+            JobKind.BACKUP, target.name, subs, str(path), found.excluded, found.unnamable
+        )
 
     def on_tool(tool: Tool | None) -> None:
         metrics.pg_dump_compatible.labels(target.name).set(1 if tool is not None else 0)
@@ -85,8 +103,12 @@ def backup_job(job: Job, state: ServiceState) -> BackupOutcome:
     return take_backup(request)
 
 
-def verify_job(job: Job, state: ServiceState) -> VerifyOutcome:
+def verify_job(job: Job, state: ServiceState) -> VerifyOutcome | FanOutOutcome:
     target = job.config.target(job.target)
+    if target.whole_server:  # the drill rotates over the databases: the least recently drilled
+        chosen = next_drill(target, state.catalog)
+        subs = () if chosen is None else (chosen.name,)
+        return FanOutOutcome(JobKind.VERIFY, target.name, subs)
     request = VerifyRequest(
         target,
         job.config,
@@ -103,8 +125,15 @@ def verify_job(job: Job, state: ServiceState) -> VerifyOutcome:
         raise
 
 
-def prune_job(job: Job, state: ServiceState) -> PruneOutcome:
+def prune_job(job: Job, state: ServiceState) -> PruneOutcome | FanOutOutcome:
     target = job.config.target(job.target)
+    if target.whole_server:  # every database with backups, dropped ones included
+        if not job.args.get("dry_run"):
+            for path in stale_globals(target, state.catalog, state.storage):
+                state.storage.delete(path)
+                log.info("globals file deleted", target=target.name, path=str(path))
+        subs = tuple(u.name for u in prune_units(target, state.catalog))
+        return FanOutOutcome(JobKind.PRUNE, target.name, subs)
     dry_run = bool(job.args.get("dry_run", False))
     locks = BackupLocks(job.config.daemon.state_dir)
     records = PruneRecords(job.config.daemon.state_dir)  # what pgwarden check shows
@@ -117,9 +146,12 @@ def prune_job(job: Job, state: ServiceState) -> PruneOutcome:
     return outcome
 
 
-def offsite_job(job: Job, state: ServiceState) -> OffsiteJobOutcome:
+def offsite_job(job: Job, state: ServiceState) -> OffsiteJobOutcome | FanOutOutcome:
     """Upload what the target's destinations miss, prune them (``args``: ``destination``)."""
     target = job.config.target(job.target)
+    if target.whole_server:
+        subs = tuple(u.name for u in prune_units(target, state.catalog))
+        return FanOutOutcome(JobKind.OFFSITE, target.name, subs)
     destination = job.args.get("destination")
     if destination is not None:
         job.config.destination(str(destination))  # NotFoundError naming the configured ones
@@ -160,12 +192,19 @@ def job_functions(state: ServiceState) -> dict[JobKind, JobFunction]:
 
 def follow_ups(config: Config, job: Job) -> list[FollowUp]:
     """The jobs ``job`` leads to under ``config`` (the config in force when it finished)."""
+    if isinstance(job.result, FanOutOutcome) and job.state == JobState.SUCCEEDED:
+        # backup: the run's tags; prune, offsite: dry_run, destination; a drill: its own pick
+        args: dict[str, Any] = {"tags": list(_tags(job))} if job.kind == JobKind.BACKUP else {}
+        if job.kind in (JobKind.PRUNE, JobKind.OFFSITE):
+            args = dict(job.args)
+        return [FollowUp(job.kind, sub, dict(args)) for sub in job.result.sub_targets]
     if job.kind != JobKind.BACKUP or job.state != JobState.SUCCEEDED:
         return []
     if not isinstance(job.result, BackupOutcome):
         return []
-    target = next((t for t in config.targets if t.name == job.target), None)
-    if target is None:  # removed by a reload while its backup ran
+    try:  # a whole-server target's database resolves to its sub-target
+        target = config.target(job.target)
+    except NotFoundError:  # removed by a reload while its backup ran
         return []
     follow: list[FollowUp] = []
     if target.verify.enabled and target.verify.after_backup:

@@ -34,6 +34,7 @@ from pgwarden.logsetup import get_logger
 from pgwarden.redaction import redact
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
+from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.offsite_job import OffsiteJobOutcome
 
 log = get_logger("pgwarden.jobs")
@@ -62,7 +63,7 @@ class Trigger(enum.StrEnum):
 
 
 #: what a job function returns: its kind's outcome (``None`` only when it has none to give)
-JobResult = BackupOutcome | VerifyOutcome | PruneOutcome | OffsiteJobOutcome | None
+JobResult = BackupOutcome | VerifyOutcome | PruneOutcome | OffsiteJobOutcome | FanOutOutcome | None
 JobFunction = Callable[["Job"], JobResult]
 
 

@@ -29,6 +29,7 @@ from pgwarden.notify import Dispatcher, Event
 from pgwarden.pg.conninfo import dsn_params
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
+from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobFunction, JobResult, JobState
 from pgwarden.service.offsite_job import OffsiteJobOutcome
 from pgwarden.service.state import ServiceState
@@ -82,6 +83,8 @@ def job_events(job: Job) -> tuple[Event, ...]:
         return ()
     ok = job.state == JobState.SUCCEEDED
     outcome = job.result
+    if isinstance(outcome, FanOutOutcome):
+        return ()  # a whole-server target's jobs per database notify for themselves
     events: list[Event] = []
     if job.kind == JobKind.BACKUP:
         backup = outcome if isinstance(outcome, BackupOutcome) else None

@@ -30,11 +30,14 @@ from pgwarden.catalog import (
     TargetSummary,
 )
 from pgwarden.config.kinds import JobKind
+from pgwarden.config.names import SUB_TARGET_SEP
 from pgwarden.errors import PgwardenError, StallError, describe
 from pgwarden.metrics import BACKUP_STATES, Metrics
 from pgwarden.restore.outcome import VerifyOutcome
 from pgwarden.retention.prune import PruneOutcome
+from pgwarden.retention.subtargets import prune_units
 from pgwarden.service import notifications
+from pgwarden.service.fanout import FanOutOutcome
 from pgwarden.service.jobs import Job, JobState
 from pgwarden.service.offsite_metrics import record_offsite, restore_offsite
 from pgwarden.service.state import ServiceState
@@ -59,7 +62,10 @@ def record_job(state: ServiceState, job: Job) -> None:
     m = state.metrics
     finished = (job.finished_at or datetime.now(UTC)).timestamp()
     outcome = job.result
-    if job.kind == JobKind.BACKUP:
+    if isinstance(outcome, FanOutOutcome):  # the jobs per database record their outcomes
+        if outcome.kind == JobKind.BACKUP:
+            _record_databases(state, outcome)
+    elif job.kind == JobKind.BACKUP:
         backup = outcome if isinstance(outcome, BackupOutcome) else None
         if result == "success" and backup is not None:
             # the catalog's time, which a restart restores exactly (the outcome has none)
@@ -78,6 +84,20 @@ def record_job(state: ServiceState, job: Job) -> None:
         m.jobs_stalled.labels(job.target, job.kind.value).inc()
     notifications.job_finished(state, job)
     refresh_target(state, job.target)
+
+
+def _record_databases(state: ServiceState, fanned: FanOutOutcome) -> None:
+    """``pgwarden_server_database_present``: 1 for each database this run selected, 0 for one
+    the catalog has backups of that is gone (or no longer selected)."""
+    prefix = f"{fanned.target}{SUB_TARGET_SEP}"
+    try:
+        known = {t for t in state.catalog.targets() if t.startswith(prefix)}
+    except PgwardenError as exc:
+        log.warning("cannot list the databases' history", target=fanned.target, error=str(exc))
+        known = set()
+    for sub in sorted(known | set(fanned.sub_targets)):
+        present = 1 if sub in fanned.sub_targets else 0
+        state.metrics.server_database.labels(fanned.target, sub.removeprefix(prefix)).set(present)
 
 
 def _record_prune(m: Metrics, job: Job, prune: PruneOutcome | None, result: str) -> None:
@@ -180,8 +200,7 @@ def restore_gauges(state: ServiceState) -> None:
     except PgwardenError as exc:
         log.warning("cannot restore metrics from the catalog", error=describe(exc))
         summaries = {}
-    for target in state.config.targets:
-        name = target.name
+    for name in _metric_targets(state):
         state.metrics.init_target(name)
         try:
             _restore_target(state, name, summaries.get(name))
@@ -193,6 +212,22 @@ def restore_gauges(state: ServiceState) -> None:
             )
         refresh_target(state, name)
         restore_offsite(state, name)
+
+
+def _metric_targets(state: ServiceState) -> list[str]:
+    """The configured targets, each whole-server one followed by its databases'
+    (``<target>/<database>``, those the catalog has backups of: their series, restored)."""
+    names: list[str] = []
+    for target in state.config.targets:
+        names.append(target.name)
+        if target.whole_server:
+            try:
+                names += [u.name for u in prune_units(target, state.catalog)]
+            except PgwardenError as exc:
+                log.warning(
+                    "cannot list the databases' history", target=target.name, error=str(exc)
+                )
+    return names
 
 
 def _restore_target(state: ServiceState, target: str, summary: TargetSummary | None) -> None:

@@ -25,6 +25,7 @@ This module also owns backup naming: ``<UTC stamp>-<short id>.<ext>``, e.g.
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pgwarden.config.names import STORAGE_NAME_MAX, target_name_problem
+from pgwarden.config.names import STORAGE_NAME_MAX, SUB_TARGET_SEP, target_name_problem
 from pgwarden.errors import BackupError
 
 PARTIAL_SUFFIX = ".partial"
@@ -99,6 +100,51 @@ def check_target_name(target: str) -> str:
     return target
 
 
+def database_dirs(target_dir: Path) -> list[Path]:
+    """A whole-server target's ``<target>/<database>`` directories (not backup directories,
+    published or being written)."""
+    return [
+        Path(e.path)
+        for e in os.scandir(target_dir)
+        if e.is_dir(follow_symlinks=False)
+        and parse_backup_name(e.name) is None
+        and not e.name.endswith(PARTIAL_SUFFIX)
+        and target_name_problem(e.name, STORAGE_NAME_MAX) is None
+    ]
+
+
+GLOBALS_PREFIX, GLOBALS_SUFFIX = "globals-", ".sql"
+
+
+def globals_name(at: datetime, short_id: str) -> str:
+    """A whole-server run's globals file in ``<target>/``:
+    ``globals-20261203T031500Z-1a2b3c4d.sql`` (two runs in one second never share one)."""
+    return (
+        f"{GLOBALS_PREFIX}{at.astimezone(UTC).strftime(_STAMP_FORMAT)}-{short_id}{GLOBALS_SUFFIX}"
+    )
+
+
+def parse_globals_name(name: str) -> datetime | None:
+    """When the globals file ``name`` was written, or ``None`` if it is not one."""
+    if not (name.startswith(GLOBALS_PREFIX) and name.endswith(GLOBALS_SUFFIX)):
+        return None
+    stamp = name.removeprefix(GLOBALS_PREFIX).removesuffix(GLOBALS_SUFFIX).split("-")[0]
+    try:
+        return datetime.strptime(stamp, _STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def target_path(root: Path, target: str) -> Path:
+    """``root/<target>``; or ``root/<target>/<database>`` for a whole-server target's database
+    (``target`` ``"<target>/<database>"``), only under an existing target directory: a run
+    creates it first (the globals), and a name with a ``/`` never creates two levels at once."""
+    parent, sep, database = target.partition(SUB_TARGET_SEP)
+    if sep and (root / check_target_name(parent)).is_dir():
+        return root / parent / check_target_name(database)
+    return root / check_target_name(target)
+
+
 @dataclass(frozen=True)
 class Partial:
     """An artifact being written: ``path`` (``NAME.partial``) becomes ``final`` on publish.
@@ -136,6 +182,14 @@ class Storage(ABC):
     @abstractmethod
     def target_dir(self, target: str) -> Path:
         """The directory holding ``target``'s backups, created (mode 0700) if missing."""
+
+    def target_of(self, directory: Path) -> str:
+        """The target whose backups ``directory`` (as listed, under :attr:`location`) holds:
+        its name, or ``<target>/<database>`` for a whole-server target's database."""
+        root = Path(self.location)
+        if directory.parent != root and directory.parent.parent == root:
+            return f"{directory.parent.name}/{directory.name}"
+        return directory.name
 
     @abstractmethod
     def open_partial(self, target: str, name: str, *, directory: bool = False) -> Partial:

@@ -31,8 +31,9 @@ from pgwarden.storage.base import (
     Partial,
     Storage,
     WriteResult,
-    check_target_name,
+    database_dirs,
     parse_backup_name,
+    target_path,
 )
 
 FILE_MODE = 0o600
@@ -114,7 +115,7 @@ class LocalStorage(Storage):
     # -- layout -----------------------------------------------------------------------------
 
     def target_dir(self, target: str) -> Path:
-        path = self.root / check_target_name(target)
+        path = target_path(self.root, target)
         if not path.is_dir():
             try:
                 _make_private_dir(path)
@@ -264,17 +265,18 @@ class LocalStorage(Storage):
 
     def _target_dirs(self, target: str | None) -> list[Path]:
         if target is not None:
-            path = self.root / check_target_name(target)
+            path = target_path(self.root, target)
             return [path] if path.is_dir() else []
         if not self.root.is_dir():
             return []
-        return sorted(
+        tops = [
             Path(entry.path)
             for entry in os.scandir(self.root)
             # a target directory may be a symlink (one project's backups on another disk):
             # followed here as it is when writing, so prunes and sweeps see what was written
             if entry.is_dir() and not entry.name.endswith(PARTIAL_SUFFIX)
-        )
+        ]
+        return sorted(tops + [sub for top in tops for sub in database_dirs(top)])
 
     def list_manifests(self, target: str | None = None) -> list[Path]:
         found = [
@@ -316,10 +318,15 @@ class LocalStorage(Storage):
         path = Path(path).absolute()
         root = self.root.resolve()
         # <root>/<target>/<name>: the target directory may be a symlink (followed as when
-        # writing), but it must be a target's directory right under the root
+        # writing), but it must be a target's directory right under the root, or an existing
+        # database directory (not a link) in one: <root>/<target>/<database>/<name>
         directory = path.parent
+        above = directory.parent
+        nested = (
+            above.parent.resolve() == root and above.is_dir() and directory in database_dirs(above)
+        )
         if (
-            directory.parent.resolve() != root
+            not (directory.parent.resolve() == root or nested)
             or target_name_problem(directory.name, STORAGE_NAME_MAX) is not None
             or path.name in {"", ".", ".."}
         ):
@@ -349,7 +356,7 @@ class LocalStorage(Storage):
         return info.f_bavail * info.f_frsize
 
     def stored_bytes(self, target: str) -> int:
-        directory = self.root / check_target_name(target)
+        directory = target_path(self.root, target)
         return _tree_bytes(directory.resolve() if directory.is_symlink() else directory)
 
     def artifact_bytes(self, path: Path) -> int:

@@ -21,6 +21,7 @@ from pgwarden.catalog.records import BackupRecord
 from pgwarden.commands.context import command_env, human_bytes, table
 from pgwarden.config.offsite import OffsiteConfig
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, UsageError
+from pgwarden.retention.subtargets import prune_units
 from pgwarden.service.offsite_job import OffsiteJobOutcome, OffsiteRun, doomed, run_offsite
 
 
@@ -44,6 +45,8 @@ def _sync(args: argparse.Namespace) -> int:
             targets = [t for t in config.targets if config.offsite_for(t)]
             if not targets:
                 raise UsageError("no target has an [[offsite]] destination")
+        # a whole-server target's copies are its databases' (every one with backups)
+        targets = [unit for t in targets for unit in prune_units(t, env.catalog)]
         for target in targets:
             names = [d.name for d in config.offsite_for(target)]
             if args.destination is not None and args.destination not in names:
@@ -90,8 +93,10 @@ def _print_outcome(outcome: OffsiteJobOutcome) -> None:
 def _list(args: argparse.Namespace) -> int:
     with command_env(args) as env:
         config = env.config
-        targets = [config.target(args.target)] if args.target is not None else config.targets
-        found = [_copy_dict(c) for c in copies(env.catalog, target=args.target)]
+        chosen = [config.target(args.target)] if args.target is not None else config.targets
+        targets = [unit for t in chosen for unit in prune_units(t, env.catalog)]
+        names = {t.name for t in targets}
+        found = [_copy_dict(c) for c in copies(env.catalog) if c.target in names]
         recorded = {(c["backup_id"], c["destination"]) for c in found}
         for target in targets:
             for destination in config.offsite_for(target):

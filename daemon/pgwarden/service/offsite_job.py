@@ -147,7 +147,9 @@ def run_offsite(run: OffsiteRun) -> OffsiteJobOutcome:
     :class:`~pgwarden.errors.BusyError` while another process runs the same target's off-site
     run (the daemon's job beside ``pgwarden offsite sync``): one run lock per target."""
     locks = BackupLocks(run.config.daemon.state_dir)
-    with locks.run(f"offsite.{run.target.name}", timeout=RUN_LOCK_TIMEOUT_S):
+    # a whole-server target's database is "vps1/app": a lock name is one file name
+    lock_name = "offsite." + run.target.name.replace("/", "--")
+    with locks.run(lock_name, timeout=RUN_LOCK_TIMEOUT_S):
         stale = mark_interrupted(run.catalog, target=run.target.name, error=INTERRUPTED_MESSAGE)
         if stale:
             log.warning(

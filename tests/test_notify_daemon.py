@@ -144,12 +144,20 @@ def test_reload_rebuilds_the_destinations(pg18: PgServer, workdir: Path) -> None
         daemon, thread, box = _start(path)
         try:
             [first] = rx.wait_for(1)  # daemon.start to /hook
+            # the receiver answers before the sender counts it: wait for the count, or it may
+            # land after the reload dropped the old destination's series and bring it back
+            registry = daemon.metrics.registry
+            deadline = time.monotonic() + 30
+            while not registry.get_sample_value(
+                "pgwarden_notifications_total", {"destination": "hook", "result": "sent"}
+            ):
+                assert time.monotonic() < deadline, "daemon.start to /hook never counted"
+                time.sleep(0.05)
             other = _secret(workdir, "other.url", f"{rx.url}/other")
             text = path.read_text().replace(str(workdir / "hook.url"), str(other))
             path.write_text(text.replace('name = "hook"', 'name = "moved"'))
             assert daemon.service is not None
             daemon.request_reload()
-            registry = daemon.metrics.registry
             while not registry.get_sample_value(
                 "pgwarden_config_reloads_total", {"result": "success"}
             ):

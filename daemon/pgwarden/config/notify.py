@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from pgwarden.config.offsite import SecretSource
 from pgwarden.config.reader import Reader
+from pgwarden.config.secretkeys import read_secret_source
 
 NOTIFY_KINDS = ("healthchecks", "webhook", "apprise")
 #: how a ``healthchecks`` destination pings: healthchecks paths (/start, /fail, /log),
@@ -55,7 +56,6 @@ FAILURE_EVENTS = (
     "check.failure",
 )
 _NAME = re.compile(r"[a-z0-9_-]{1,63}")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,9 @@ def _destination(r: Reader, plaintext_ok: bool, target_names: Sequence[str]) -> 
     if kind and kind not in NOTIFY_KINDS:
         r.error("kind", f"must be one of {', '.join(NOTIFY_KINDS)} (got {kind!r})")
         kind = ""
-    url = _secret_source(r, "url", plaintext_ok, inline_ok=True)
-    urls = _secret_source(r, "urls", plaintext_ok, inline_ok=True)
-    secret = _secret_source(r, "secret", plaintext_ok, inline_ok=False)
+    url = read_secret_source(r, "url", plaintext_ok)
+    urls = read_secret_source(r, "urls", plaintext_ok)
+    secret = read_secret_source(r, "secret", plaintext_ok, inline_ok=False)
     _check_kind_keys(r, kind, url, urls, secret)
     d = NotifyConfig(name="", kind="")
     out = NotifyConfig(
@@ -210,38 +210,3 @@ def _targets(r: Reader, target_names: Sequence[str]) -> tuple[str, ...] | None:
             known = ", ".join(target_names) or "none"
             r.error("targets", f"unknown target {target!r} (configured: {known})")
     return tuple(dict.fromkeys(targets))
-
-
-def _secret_source(r: Reader, key: str, plaintext_ok: bool, *, inline_ok: bool) -> SecretSource:
-    """``<key>_env``, ``<key>_file``, ``<key>_credential`` or inline ``<key>``: at most one."""
-    env = r.opt_str(f"{key}_env")
-    if env is not None and not _ENV_NAME.fullmatch(env):
-        r.error(f"{key}_env", f"must be an environment variable name (got {env!r})")
-        env = None
-    credential = r.opt_str(f"{key}_credential")
-    if credential is not None and ("/" in credential or credential in ("", ".", "..")):
-        r.error(f"{key}_credential", f"not a valid credential name (got {credential!r})")
-        credential = None
-    source = SecretSource(
-        env=env, file=r.opt_path(f"{key}_file"), credential=credential, value=r.secret(key)
-    )
-    if source.value is not None and not (inline_ok and plaintext_ok):
-        also = " (or set daemon.allow_plaintext_passwords)" if inline_ok else ""
-        r.error(
-            key,
-            f"a secret in the config file is refused; use {key}_env, {key}_file or "
-            f"{key}_credential{also}",
-        )
-    given = [
-        name
-        for name, v in (
-            (f"{key}_env", source.env),
-            (f"{key}_file", source.file),
-            (f"{key}_credential", source.credential),
-            (key, source.value),
-        )
-        if v is not None
-    ]
-    if len(given) > 1:
-        r.error(given[1], f"choose one source for {key}, not {' and '.join(given)}")
-    return source

@@ -28,14 +28,13 @@ from pgwarden.config.offsite import (
     OffsiteConfig,
     OffsiteEncryption,
     OffsiteRetention,
-    SecretSource,
     recipient_problem,
 )
 from pgwarden.config.reader import Reader
+from pgwarden.config.secretkeys import read_secret_source
 
 _NAME = re.compile(r"[a-z0-9_-]{1,63}")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REGION = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PREFIX_MAX = 512  # S3 keys stop at 1024 bytes; the rest is <target>/<artifact>
 DIRECTORY_REFUSED = (
@@ -127,8 +126,8 @@ def _destination(r: Reader, plaintext_ok: bool) -> OffsiteConfig | None:
     d = OffsiteConfig(name="", bucket="")
     name = _name(r)
     bucket = _bucket(r)
-    access_key_id = _secret_source(r, "access_key_id", plaintext_ok)
-    secret_access_key = _secret_source(r, "secret_access_key", plaintext_ok)
+    access_key_id = read_secret_source(r, "access_key_id", plaintext_ok, noun="key")
+    secret_access_key = read_secret_source(r, "secret_access_key", plaintext_ok, noun="key")
     if access_key_id.configured != secret_access_key.configured:
         missing = "secret_access_key" if access_key_id.configured else "access_key_id"
         r.error(
@@ -254,43 +253,6 @@ def _region(r: Reader) -> str | None:
         r.error("region", f"must be a region name such as eu-central-003 (got {value!r})")
         return None
     return value
-
-
-def _secret_source(r: Reader, key: str, plaintext_ok: bool) -> SecretSource:
-    """``<key>_env``, ``<key>_file``, ``<key>_credential`` or inline ``<key>``: at most one."""
-    env = r.opt_str(f"{key}_env")
-    if env is not None and not _ENV_NAME.fullmatch(env):
-        r.error(f"{key}_env", f"must be an environment variable name (got {env!r})")
-        env = None
-    credential = r.opt_str(f"{key}_credential")
-    if credential is not None and ("/" in credential or credential in (".", "..")):
-        r.error(f"{key}_credential", f"not a valid credential name (got {credential!r})")
-        credential = None
-    source = SecretSource(
-        env=env,
-        file=r.opt_path(f"{key}_file"),
-        credential=credential,
-        value=r.secret(key),
-    )
-    if source.value is not None and not plaintext_ok:
-        r.error(
-            key,
-            f"a key in the config file is refused; use {key}_env, {key}_file or "
-            f"{key}_credential (or set daemon.allow_plaintext_passwords)",
-        )
-    given = [
-        name
-        for name, v in (
-            (f"{key}_env", source.env),
-            (f"{key}_file", source.file),
-            (f"{key}_credential", source.credential),
-            (key, source.value),
-        )
-        if v is not None
-    ]
-    if len(given) > 1:
-        r.error(given[1], f"choose one source for {key}, not {' and '.join(given)}")
-    return source
 
 
 def _encryption(r: Reader) -> OffsiteEncryption | None:

@@ -328,14 +328,14 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
                 time.sleep(0.05)
             server.stop("immediate")
 
-        stopper_started = threading.Event()
+        stoppers: list[threading.Thread] = []
 
         def progress(**fields: Any) -> None:
             # "restoring" may be reported more than once: one stopper, or the second one's
             # `pg_ctl stop` finds the server already down and fails the test from its thread
-            if fields.get("phase") == "restoring" and not stopper_started.is_set():
-                stopper_started.set()
-                threading.Thread(target=stop_while_loading, daemon=True).start()
+            if fields.get("phase") == "restoring" and not stoppers:
+                stoppers.append(threading.Thread(target=stop_while_loading, daemon=True))
+                stoppers[0].start()
 
         outcome = run_verification(
             VerifyRequest(
@@ -349,6 +349,10 @@ def test_the_verification_server_stopping_mid_restore_fails_the_drill_cleanly(
         )
         assert outcome.status == "failed"
         assert outcome.failed_checks[0].name == "restore"
+        # the drill fails as soon as its connection drops, while `pg_ctl stop -w` may still
+        # wait for the postmaster to exit: starting the server before it returns makes that
+        # stop see a running server again and fail from its thread
+        stoppers[0].join(timeout=60)
         server.start()
         assert drop_leftover_scratch_databases(env.config.targets[0]) == [outcome.scratch_database]
         assert not _scratch_left(server)

@@ -12,19 +12,32 @@ A result that holds for one shape only is not a result, so the benchmarks run on
 * ``one_table`` -- pgbench data at ``scale`` alone: almost all of it one big table
   (``pgbench_accounts``), where a parallel restore has nothing to share between its workers.
 
-Every random value comes from ``setseed`` so two builds hold the same data.
+Every random value comes from ``setseed`` so two builds hold the same data.  Building the
+1 GB shapes takes minutes, so :func:`cached_server` builds each (shape, sizes) once into
+``/var/tmp/pgwarden-bench-cache`` and gives every later run a fresh copy of that data
+directory on its own embedded PostgreSQL 18 (``PGWARDEN_BENCH_CACHE=0`` builds afresh).
 
-    from benchmarks.shapes import SHAPES, build
-    build(server, "bench", "app", scale=30)
+    from benchmarks.shapes import Sizes, cached_server
+    with cached_server("app", Sizes(scale=30)) as server:   # database "bench"
+        ...
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from tests.pgservers import PgServer
+from tests.pgservers import PgServer, embedded_bin_dir, free_port, start_pg18, temp_base
+
+#: the database every cached shape holds
+DB = "bench"
+CACHE = Path(os.environ.get("PGWARDEN_BENCH_CACHE_DIR", "/var/tmp/pgwarden-bench-cache"))
 
 #: the tables each shape holds, for benchmarks that count them after a restore
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers")
@@ -165,3 +178,55 @@ def build(server: PgServer, db: str, shape: str, sizes: Sizes | None = None) -> 
     server.create_database(db)
     SHAPES[shape](server, db, sizes or Sizes())
     server.execute("VACUUM ANALYZE", db)
+
+
+@contextmanager
+def cached_server(shape: str, sizes: Sizes | None = None) -> Iterator[PgServer]:
+    """A running embedded PostgreSQL 18 whose database :data:`DB` holds ``shape``: a copy of
+    the cached data directory (built on first use), stopped and removed on exit."""
+    sizes = sizes or Sizes()
+    base = temp_base(f"pgwarden-bench-{shape}-")
+    server: PgServer | None = None
+    try:
+        if os.environ.get("PGWARDEN_BENCH_CACHE") == "0":
+            server = start_pg18(base)
+            build(server, DB, shape, sizes)
+        else:
+            server = _from_cache(shape, sizes, base)
+        yield server
+    finally:
+        if server is not None and server.is_running():
+            server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _from_cache(shape: str, sizes: Sizes, base: Path) -> PgServer:
+    key = f"{shape}-s{sizes.scale}-u{sizes.users}-d{sizes.documents}"
+    cached = CACHE / key / "data"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait and copy
+        if not cached.exists():
+            print(f"building shape {key} (cached in {CACHE} for later runs)", flush=True)
+            builder = start_pg18(temp_base(f"pgwarden-bench-build-{shape}-"))
+            try:
+                build(builder, DB, shape, sizes)
+                builder.execute("CHECKPOINT")
+            finally:
+                builder.stop("fast")
+            staging = CACHE / key / "data.partial"
+            staging.parent.mkdir(exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            subprocess.run(["cp", "-a", str(builder.datadir), str(staging)], check=True)
+            staging.rename(cached)
+            shutil.rmtree(builder.socket_dir, ignore_errors=True)
+    subprocess.run(["cp", "-a", str(cached), str(base / "data")], check=True)
+    run_as = "embedded_postgres"
+    shutil.chown(base, run_as, run_as)
+    base.chmod(0o755)
+    (base / "data" / "postmaster.pid").unlink(missing_ok=True)
+    server = PgServer(
+        18, embedded_bin_dir(), base / "data", base, free_port(), run_as, base / "server.log"
+    )
+    server.start()
+    return server

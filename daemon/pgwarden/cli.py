@@ -210,6 +210,14 @@ _COMMANDS = (
                 ("--tag",),
                 {"action": "append", "default": [], "help": "extra tag (e.g. pre-migration)"},
             ),
+            (
+                ("--priority",),
+                {
+                    "choices": ("low", "normal"),
+                    "help": "CPU/I/O priority of pg_dump and the stages (default: the target's"
+                    " [targets.backup] priority; its auto is normal here)",
+                },
+            ),
             _JSON,
         ),
         "backup_cmd:cmd_backup",

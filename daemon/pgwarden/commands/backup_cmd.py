@@ -4,14 +4,19 @@ The listing says where each backup's copies are (``COPIES``): ``local`` when the
 holds it, and each ``[[offsite]]`` destination where its copy is confirmed.  A backup only
 off-site (removed locally by retention, or listed by a ``catalog rebuild`` from the bucket on
 a new machine) shows as ``off-site``: ``pgwarden restore`` fetches it from there.
+
+``pgwarden backup --priority low|normal`` overrides ``[targets.backup] priority`` for this run
+(whose ``auto`` is normal: an operator started it); the summary line says which it ran at.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
 from dataclasses import asdict, is_dataclass
 
+from pgwarden.backup.request import request_priority, run_request
 from pgwarden.backup.server import ServerBackupFailed, take_server_backup
 from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.catalog import BackupStatus, Catalog
@@ -28,16 +33,19 @@ def cmd_backup(args: argparse.Namespace) -> int:
         target = env.config.target(args.target)
         tags = tuple(dict.fromkeys(["manual", *args.tag]))
         request = BackupRequest(target, env.config, env.catalog, env.storage, tags)
+        request.priority = request_priority(target, tags, args.priority)
+        request.cancel = threading.Event()  # set on Ctrl-C while a low-priority run is waited for
         if target.whole_server:
             return _server_backup(args, request)
-        outcome = take_backup(request)
+        outcome = run_request(request, take_backup)
     if args.json:
         print(json.dumps(outcome.as_dict(), indent=2))
     else:
         print(
             f"backup {outcome.backup_id[:8]} of {outcome.target}: {outcome.path} "
             f"({human_bytes(outcome.size_bytes)}, {outcome.tables} tables, "
-            f"{outcome.duration_s:.1f} s, sha256 {outcome.sha256[:16]}...)"
+            f"{outcome.duration_s:.1f} s, {outcome.priority} priority, "
+            f"sha256 {outcome.sha256[:16]}...)"
         )
     return EXIT_OK
 
@@ -45,7 +53,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def _server_backup(args: argparse.Namespace, request: BackupRequest) -> int:
     """A whole-server target: every database, then the globals; exit 1 if one failed."""
     try:
-        outcome = take_server_backup(request)
+        outcome = run_request(request, take_server_backup)
     except ServerBackupFailed as exc:
         outcome, code = exc.outcome, EXIT_FAILED
     else:

@@ -14,6 +14,7 @@ from pgwarden.config import notify, offsite_build, pgdump_args, serverwide
 from pgwarden.config.basic_auth import auth_user, auth_users, bcrypt_hash
 from pgwarden.config.model import (
     BACKUP_FORMATS,
+    BACKUP_PRIORITIES,
     COMPRESSIONS,
     LOG_FORMATS,
     LOG_LEVELS,
@@ -271,18 +272,13 @@ def _backup(b: SubReader, tz: str) -> BackupSettings:
         extra_args=b.str_list("extra_args"),
         dump_globals=b.flag("dump_globals", bd.dump_globals),
         stall_timeout=b.number("stall_timeout", bd.stall_timeout, minimum=0),
+        priority=b.choice("priority", bd.priority, BACKUP_PRIORITIES),
     )
-    _check_extra_args(b, backup.extra_args)
+    if (why := pgdump_args.refusal(backup.extra_args)) is not None:  # overrides pgwarden's own
+        b.error("extra_args", why)
     _check_compression(b, backup)
     b.finish()
     return backup
-
-
-def _check_extra_args(b: SubReader, extra_args: tuple[str, ...]) -> None:
-    """Refuse pg_dump options that would override the ones pgwarden sets itself."""
-    why = pgdump_args.refusal(extra_args)
-    if why is not None:
-        b.error("extra_args", why)
 
 
 def _check_compression(b: SubReader, backup: BackupSettings) -> None:

@@ -35,6 +35,8 @@ BACKUP_FORMATS = tuple(f.value for f in BackupFormat)  # custom, directory, plai
 #: "auto" and pgwarden.archive.codecs.Codec's values (config sits below archive: not imported)
 COMPRESSIONS = ("auto", "zstd", "gzip", "none")
 ROW_COUNT_MODES = ("exact", "estimate", "off")
+#: auto: low for scheduled and catch-up runs, normal for manual ones (pgwarden.pg.priority)
+BACKUP_PRIORITIES = ("auto", "low", "normal")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 #: pg_dump options pgwarden sets itself and that ``extra_args`` must not override.
@@ -172,6 +174,7 @@ class BackupSettings:
     extra_args: tuple[str, ...] = ()
     dump_globals: bool = False
     stall_timeout: float = 300.0  # seconds without progress before a dump is cancelled; 0: off
+    priority: str = "auto"  # BACKUP_PRIORITIES: CPU nice 10 + I/O best-effort 7 when low
 
 
 @dataclass(frozen=True)

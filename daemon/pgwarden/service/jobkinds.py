@@ -9,7 +9,10 @@ stays on the job, so every check's result is visible (``ctl``, metrics).
 
 :func:`follow_ups`: a successful backup is followed by a prune of its target, and by a drill of
 that very backup first when ``[targets.verify] after_backup`` is set, and by its off-site run
-(:mod:`.offsite_job`) before the prune when the target has ``[[offsite]]`` destinations.  The
+(:mod:`.offsite_job`) before the prune when the target has ``[[offsite]]`` destinations.
+A backup runs at its ``[targets.backup] priority``: ``auto`` is low for a run tagged
+``scheduled`` (scheduled, catch-up, and the per-database jobs of such a whole-server run), on a
+fresh thread (:mod:`pgwarden.pg.priority`), never lowering the job worker itself.  The
 hourly scheduled ``offsite`` run (:data:`.offsite_job.OFFSITE_RETRY_SCHEDULE`) retries copies a
 failed run left pending, and does nothing (not even an S3 request) when there are none.
 """
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgwarden.backup.offsite import UploadOutcome
+from pgwarden.backup.request import request_priority, run_request
 from pgwarden.backup.server import prepare_server_run
 from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.config import Config
@@ -71,10 +75,13 @@ def _tags(job: Job) -> tuple[str, ...]:
 def backup_job(job: Job, state: ServiceState) -> BackupOutcome | FanOutOutcome:
     target = job.config.target(job.target)
     metrics = state.metrics
+    tags = _tags(job)  # "scheduled" (scheduled, catch-up and their fan-out): auto is low
+    priority = request_priority(target, tags, None)
     if target.whole_server:  # the globals, then one backup job per database (.fanout)
-        request = BackupRequest(target, job.config, state.catalog, state.storage, _tags(job))
-        request.cancel, request.progress = job.cancel, job.report
-        path, found = prepare_server_run(request, ConnSpec.from_target(target))
+        request = BackupRequest(target, job.config, state.catalog, state.storage, tags)
+        request.cancel, request.progress, request.priority = job.cancel, job.report, priority
+        spec = ConnSpec.from_target(target)
+        path, found = run_request(request, lambda r: prepare_server_run(r, spec))
         if found.unnamable:
             log.warning("databases not backed up", target=target.name, names=found.unnamable)
         subs = tuple(target.for_database(d).name for d in found.databases)
@@ -94,13 +101,14 @@ def backup_job(job: Job, state: ServiceState) -> BackupOutcome | FanOutOutcome:
         job.config,
         state.catalog,
         state.storage,
-        _tags(job),
+        tags,
         cancel=job.cancel,
         progress=job.report,
         on_tool=on_tool,
         on_space=on_space,
+        priority=priority,
     )
-    return take_backup(request)
+    return run_request(request, take_backup)
 
 
 def verify_job(job: Job, state: ServiceState) -> VerifyOutcome | FanOutOutcome:

@@ -145,7 +145,8 @@ class Job:
 def _log_summary(result: JobResult) -> dict[str, Any]:
     """The outcome's facts worth the job's one summary log line."""
     if isinstance(result, BackupOutcome):
-        return {"size_bytes": result.size_bytes, "backup_id": result.backup_id}
+        summary = {"size_bytes": result.size_bytes, "backup_id": result.backup_id}
+        return {**summary, "priority": str(result.priority)}
     if isinstance(result, VerifyOutcome):
         return {"backup_id": result.backup_id}
     if isinstance(result, OffsiteJobOutcome):

@@ -1,0 +1,207 @@
+"""A backup must not starve production (issue 19, item 2): low CPU and I/O priority.
+
+Observed from outside, as an operator would: ``/proc/<pid>/stat`` (nice) and util-linux's
+``ionice -p`` for the live ``pg_dump`` and pgwarden's own threads of the run, while another
+session holds ``ACCESS EXCLUSIVE`` on a table so that ``pg_dump`` waits and can be looked at.
+A scheduled run is low (``priority = "auto"``), a manual one normal, ``--priority low`` lowers a
+manual one; the daemon's own threads (job workers, metrics HTTP) keep their priority.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pgwarden.cli import main
+from pgwarden.config import parse
+from pgwarden.config.kinds import JobKind
+from pgwarden.errors import ConfigError
+from pgwarden.metrics import Metrics
+from pgwarden.metrics.http import MetricsServer
+from pgwarden.pg.priority import Priority, resolve
+from pgwarden.service.clock import SystemClock
+from pgwarden.service.core import Service
+from pgwarden.service.jobkinds import follow_ups, job_functions
+from pgwarden.service.jobs import Job, JobState, Trigger
+from pgwarden.service.state import ServiceState
+from tests.helpers import Env, daemon_config_text, target_env, write_config
+from tests.pgservers import PgServer, free_port
+from tests.sampledata import make_sample_db
+from tests.test_backup_faults import table_locked
+
+LOW_IO = "best-effort: prio 7"
+
+
+def _nice(pid: int) -> int:
+    """Field 19 of ``/proc/<pid>/stat`` (a thread id works too)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
+def _ionice(pid: int) -> str:
+    return subprocess.run(
+        ["ionice", "-p", str(pid)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _pg_dump(timeout: float = 30) -> psutil.Process:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.name() == "pg_dump":
+                    return child
+        time.sleep(0.05)
+    raise AssertionError("pg_dump never started")
+
+
+def _tools() -> list[psutil.Process]:
+    """The pg_dump, pg_restore and psql under this process."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() in ("pg_dump", "pg_restore", "psql"):
+                found.append(child)
+    return found
+
+
+def _threads() -> dict[str, int]:
+    """This process's Python threads: name -> kernel thread id."""
+    return {t.name: t.native_id for t in threading.enumerate() if t.native_id is not None}
+
+
+def _finish(job: Job, timeout: float = 60) -> Job:
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while not job.finished and time.monotonic() < deadline:
+        seen = job.wait_change(seen, 1.0)
+    assert job.finished, job.as_dict()
+    return job
+
+
+@contextlib.contextmanager
+def _daemon(env: Env) -> Iterator[Service]:
+    """The daemon's job runner with the real job functions, and its metrics HTTP thread."""
+    state = ServiceState.open(env.config, Metrics())
+    service = Service(
+        env.config.source,
+        state,
+        job_functions(state),
+        follow_ups,
+        clock=SystemClock(),
+        wake=threading.Event(),
+    )
+    state.metrics.init_target(env.config.targets[0].name)
+    http = MetricsServer(state.metrics, "127.0.0.1", 0, lambda: True)
+    http.start()
+    service.runner.start()
+    try:
+        yield service
+    finally:
+        service.runner.shutdown(30)
+        http.stop()
+        state.close()
+
+
+def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
+    pg18: PgServer, workdir: Path
+) -> None:
+    db = "prio_scheduled"
+    make_sample_db(pg18, db, rows=50, vectors=False)
+    env = target_env(workdir, pg18, db)
+    mine = _ionice(os.getpid())
+    with _daemon(env) as service:
+        with table_locked(pg18, db, "documents"):
+            job, _ = service.submit(JobKind.BACKUP, db, trigger=Trigger.SCHEDULED)
+            dump = _pg_dump()
+            assert _nice(dump.pid) == 10
+            assert _ionice(dump.pid) == LOW_IO
+            threads = _threads()
+            daemon_threads = {n for n in threads if n.startswith("job-")}
+            daemon_threads |= {"metrics-http", "MainThread"}
+            for name in daemon_threads:
+                assert (_nice(threads[name]), _ionice(threads[name])) == (0, mine), name
+            # the run's own: backup-low, pg_dump's stderr and watch, the writer, the read-back
+            run_threads = set(threads) - daemon_threads
+            assert {"backup-low", "dump-writer_0"} <= run_threads, threads
+            for name in run_threads:
+                assert (_nice(threads[name]), _ionice(threads[name])) == (10, LOW_IO), name
+            for tool in _tools():
+                assert (_nice(tool.pid), _ionice(tool.pid)) == (10, LOW_IO), tool
+        _finish(job)
+        assert job.state == JobState.SUCCEEDED, job.as_dict()
+        assert job.as_dict()["result"]["priority"] == "low"
+        # the lowered thread ended with the run: every thread left is as it was
+        left = _threads()
+        assert "backup-low" not in left
+        assert {n: _nice(t) for n, t in left.items()} == dict.fromkeys(left, 0)
+    assert [r.tags for r in env.catalog.list_backups(db)] == [("scheduled",)]
+
+
+@pytest.mark.parametrize(
+    ("flag", "nice", "word"), [((), 0, "normal"), (("--priority", "low"), 10, "low")]
+)
+def test_a_manual_backup_runs_normal_unless_asked_low(
+    pg18: PgServer,
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: tuple[str, ...],
+    nice: int,
+    word: str,
+) -> None:
+    db = f"prio_manual_{word}"
+    make_sample_db(pg18, db, rows=50, vectors=False)
+    config = write_config(workdir, daemon_config_text(workdir, pg18, db, free_port()))
+    codes: list[int] = []
+    cli = threading.Thread(
+        target=lambda: codes.append(main(["backup", "-c", str(config), db, *flag]))
+    )
+    with table_locked(pg18, db, "documents"):
+        cli.start()
+        dump = _pg_dump()
+        assert _nice(dump.pid) == nice
+        io = _ionice(dump.pid)
+        assert (io == LOW_IO) == (word == "low"), io
+    cli.join(60)
+    assert codes == [0]
+    assert f"{word} priority" in capsys.readouterr().out
+
+
+def test_auto_is_low_only_for_scheduled_runs() -> None:
+    assert resolve("auto", scheduled=True) is Priority.LOW
+    assert resolve("auto", scheduled=False) is Priority.NORMAL
+    assert resolve("low", scheduled=False) is Priority.LOW
+    assert resolve("normal", scheduled=True) is Priority.NORMAL
+
+
+def test_a_bad_priority_names_the_key_and_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = {
+        "targets": [
+            {
+                "name": "app",
+                "dsn": "postgresql://backup@localhost:5432/app",
+                "backup": {"priority": "idle"},
+            }
+        ]
+    }
+    with pytest.raises(ConfigError) as raised:
+        parse(doc, tmp_path / "pgwarden.toml")
+    assert "targets[0].backup.priority: must be one of auto, low, normal (got 'idle')" in str(
+        raised.value
+    )
+    doc["targets"][0]["backup"] = {"priority": "low"}  # type: ignore[index]
+    assert parse(doc, tmp_path / "pgwarden.toml").targets[0].backup.priority == "low"
+    with pytest.raises(SystemExit) as exited:
+        main(["backup", "-c", str(tmp_path / "x.toml"), "app", "--priority", "idle"])
+    assert exited.value.code == 2
+    assert "argument --priority: invalid choice: 'idle'" in capsys.readouterr().err

@@ -1,33 +1,30 @@
 """Restore drill speed: pgwarden's full verification against the strategy's own drill and a
-stock parallel restore.
+stock parallel restore, on each database shape of :mod:`benchmarks.shapes`.
 
-Builds the backup benchmark's database (about 1 GB: pgbench data at ``--scale`` plus a
-pgvector ``documents`` table with an ivfflat index, :func:`benchmarks.backup.build`) on its own
-embedded PostgreSQL 18, takes one backup of each kind, then runs, interleaved, ``--runs``
-times each:
+For every ``--shape`` (default ``app`` and ``one_table``; ``all`` adds ``vectors``) it takes a
+copy of the cached database (:func:`benchmarks.shapes.cached_server`, database ``bench``),
+one backup of each kind, then runs, interleaved, ``--runs`` times each:
 
 * ``strategy``: the seed's quarterly drill -- ``createdb``; ``gunzip -c x.sql.gz | psql``;
   ``SELECT COUNT(*)`` on one table; ``dropdb``;
-* ``stock -j2 + counts``: ``createdb``; ``pg_restore -j2`` of the uncompressed custom archive;
-  an exact ``count(*)`` of every table; ``dropdb`` (no checksum, no other check);
-* ``stock, default archive``: the same drill of the archive ``pg_dump -Fc`` writes by default
-  (gzip inside, each table's data inflated by the worker restoring it) -- what an operator
-  restoring by hand usually has;
-* ``floor``: the least any drill of a *compressed* backup does, with stock tools only -- the
-  stock drill, plus ``openssl sha256`` of a ``zstd -1`` copy of that archive and ``zstd -d`` of
-  it to a file first (the copy keeps pg_dump's data offsets: no scan needed by the workers);
-* ``pgwarden verify``: the real CLI, every step and check -- headroom, SHA-256 (spooling the
-  ``.dump.zst`` for ``pg_restore --jobs=2``), table of contents, extensions, restore, exact
-  counts of every table, extensions, vector probes, drop;
-* ``pgwarden, streamed``: the same drill with the ``.dump.zst`` decompressed straight into a
-  serial ``pg_restore`` (how the spool-or-stream choice was measured).
+* ``stock``: ``createdb``; ``pg_restore -j2`` of the uncompressed custom archive; an exact
+  ``count(*)`` of every table; ``dropdb`` (no checksum, no other check);
+* ``stock_default``: the same drill of the archive ``pg_dump -Fc`` writes by default (gzip
+  inside, each table's data inflated by the worker restoring it);
+* ``floor``: the least a drill of a *compressed* backup does with stock tools -- the stock
+  drill, plus ``openssl sha256`` of a ``zstd -1`` copy of that archive and ``zstd -d`` of it;
+* ``pgwarden``: ``pgwarden verify`` (the real CLI, every step and check: headroom, SHA-256,
+  table of contents, extensions, restore, exact counts of every table, vector probes, drop);
+* ``spooled`` / ``streamed``: the same drill with the ``.dump.zst`` restore forced to spool
+  for ``pg_restore --jobs=2`` or to stream into a serial ``pg_restore`` (``restore_mode``).
 
-Each timed drill starts after a ``CHECKPOINT`` and a ``sync`` (untimed), so that none pays for
-the WAL and dirty pages of the one before.  Prints, for each, the median time and the median
-CPU-seconds the whole machine was busy (client tools and server), then the goals' ratios:
-pgwarden <= 0.7x the strategy's drill and <= 1.15x stock ``pg_restore -j2`` plus the counts.
+Each timed drill starts after a ``CHECKPOINT`` and a ``sync`` (untimed).  Prints, per shape,
+each variant's median time and the median CPU-seconds the whole machine was busy (client
+tools and server), pgwarden's per-step times, and the ratios against the goals: pgwarden
+<= 0.7x the strategy's drill on ``app``, <= 1.0x on ``one_table``.
 
-    .venv/bin/python benchmarks/verify.py [--scale 60] [--vectors 100000] [--runs 3]
+    flock /work/tmp/bench.lock .venv/bin/python benchmarks/verify.py [--shape app]
+        [--scale 30] [--users 200000] [--documents 120000] [--runs 3] [--variants a,b]
 
 Needs the ``openssl`` and ``zstd`` commands (the floor drill).
 """
@@ -36,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import importlib.util
 import json
 import os
 import shutil
@@ -46,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +50,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tomli_w  # noqa: E402
-from tests.pgservers import PgServer, start_pg18, temp_base  # noqa: E402
+from benchmarks.shapes import DB, TABLES, Sizes, cached_server  # noqa: E402
+from tests.pgservers import PgServer  # noqa: E402
 
-DB = "bench"
-TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers", "documents")
-
-
-def _build_from_backup_benchmark() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_backup", ROOT / "benchmarks/backup.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.build
+#: the goal per shape: pgwarden's drill at most this many times the strategy's
+GOALS = {"app": 0.7, "one_table": 1.0, "vectors": 0.7}
+VARIANTS = ("strategy", "stock", "stock_default", "floor", "pgwarden", "spooled", "streamed")
+LABELS = {
+    "strategy": "strategy (createdb; gunzip | psql; COUNT(*) one table; dropdb)",
+    "stock": "stock pg_restore -j2 + exact count(*) of every table",
+    "stock_default": "  the same, of pg_dump -Fc's default archive (gzip inside)",
+    "floor": "floor: stock + openssl sha256 + zstd -d of a compressed copy",
+    "pgwarden": "pgwarden verify (every step and check, default mode)",
+    "spooled": "pgwarden verify, .dump.zst spooled for pg_restore --jobs=2",
+    "streamed": "pgwarden verify, .dump.zst streamed into a serial pg_restore",
+}
 
 
 def _run(argv: list[str] | str, **kw: Any) -> None:
@@ -78,76 +78,37 @@ def busy_cpu_s() -> float:
     return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
 
 
-def strategy_drill(server: PgServer, sql_gz: Path) -> None:
+def _db_tool(server: PgServer, tool: str, name: str) -> None:
+    host = ["-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres"]
+    _run([str(server.bin_dir / tool), *host, name])
+
+
+def strategy_drill(server: PgServer, sql_gz: Path, table: str) -> None:
     b, dsn = server.bin_dir, server.dsn
-    _run(
-        [
-            str(b / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            "postgres",
-            "restore_test",
-        ]
-    )
+    _db_tool(server, "createdb", "restore_test")
     _run(f"gunzip -c {sql_gz} | {b / 'psql'} -q '{dsn('restore_test')}'", shell=True)
-    _run([str(b / "psql"), dsn("restore_test"), "-c", "SELECT COUNT(*) FROM pgbench_accounts;"])
-    _run(
-        [
-            str(b / "dropdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            "postgres",
-            "restore_test",
-        ]
-    )
+    _run([str(b / "psql"), dsn("restore_test"), "-c", f"SELECT COUNT(*) FROM {table};"])
+    _db_tool(server, "dropdb", "restore_test")
 
 
-def floor_drill(server: PgServer, compressed: Path, dump: Path) -> None:
-    """The stock drill of ``compressed`` (a zstd copy of the stock archive): checked and
+def stock_drill(server: PgServer, dump: Path, tables: tuple[str, ...]) -> None:
+    b, dsn = server.bin_dir, server.dsn
+    _db_tool(server, "createdb", "stock_test")
+    _run([str(b / "pg_restore"), "-j2", "--no-owner", "-d", dsn("stock_test"), str(dump)])
+    counts = "; ".join(f"SELECT count(*) FROM {t}" for t in tables)
+    _run([str(b / "psql"), dsn("stock_test"), "-c", counts])
+    _db_tool(server, "dropdb", "stock_test")
+
+
+def floor_drill(server: PgServer, compressed: Path, dump: Path, tables: tuple[str, ...]) -> None:
+    """The stock drill of ``compressed`` (a zstd copy of the stock archive), checked and
     decompressed to ``dump`` first, removed afterwards."""
     _run(["openssl", "dgst", "-sha256", str(compressed)])
     _run(["zstd", "-d", "-q", "-f", "-o", str(dump), str(compressed)])
     try:
-        stock_drill(server, dump)
+        stock_drill(server, dump, tables)
     finally:
         dump.unlink()
-
-
-def stock_drill(server: PgServer, dump: Path) -> None:
-    b, dsn = server.bin_dir, server.dsn
-    _run(
-        [
-            str(b / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            "postgres",
-            "stock_test",
-        ]
-    )
-    _run([str(b / "pg_restore"), "-j2", "--no-owner", "-d", dsn("stock_test"), str(dump)])
-    counts = "; ".join(f"SELECT count(*) FROM {t}" for t in TABLES)
-    _run([str(b / "psql"), dsn("stock_test"), "-c", counts])
-    _run(
-        [
-            str(b / "dropdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(server.port),
-            "-U",
-            "postgres",
-            "stock_test",
-        ]
-    )
 
 
 def pgwarden_verify(config: Path) -> dict[str, Any]:
@@ -161,7 +122,8 @@ def pgwarden_verify(config: Path) -> dict[str, Any]:
     return report
 
 
-def pgwarden_streamed(config: Path) -> dict[str, Any]:
+def pgwarden_mode(config: Path, mode: str) -> dict[str, Any]:
+    """The drill through :func:`run_verification` with ``restore_mode`` forced."""
     code = (
         "import json, sys\n"
         "from pgwarden import config as c, logsetup\n"
@@ -172,11 +134,12 @@ def pgwarden_streamed(config: Path) -> dict[str, Any]:
         f"cfg = c.load({str(config)!r})\n"
         "cat = open_catalog(cfg.daemon.effective_catalog_url)\n"
         "o = run_verification(VerifyRequest(cfg.targets[0], cfg, cat, "
-        "LocalStorage(cfg.storage.path), restore_mode='stream'))\n"
+        f"LocalStorage(cfg.storage.path), restore_mode={mode!r}))\n"
         "print(json.dumps(o.as_dict()))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     report: dict[str, Any] = json.loads(out.stdout)
+    assert report["passed"], report
     return report
 
 
@@ -213,111 +176,148 @@ def _config(work: Path, server: PgServer) -> Path:
     return path
 
 
+def _artifacts(server: PgServer, work: Path) -> dict[str, Path]:
+    """Every variant's backup of :data:`DB`, taken once."""
+    paths = {
+        "sql_gz": work / "strategy.sql.gz",
+        "dump": work / "stock.dump",
+        "floor_zst": work / "floor.dump.zst",
+        "floor_dump": work / "floor.dump",
+        "default_dump": work / "default.dump",
+        "config": _config(work, server),
+    }
+    pg_dump, dsn = server.bin_dir / "pg_dump", server.dsn(DB)
+    _run(f"{pg_dump} '{dsn}' | gzip > {paths['sql_gz']}", shell=True)
+    _run([str(pg_dump), "-Fc", "-Z0", "-f", str(paths["dump"]), dsn])
+    _run(["zstd", "-1", "-q", "-o", str(paths["floor_zst"]), str(paths["dump"])])
+    _run([str(pg_dump), "-Fc", "-f", str(paths["default_dump"]), dsn])
+    _run([str(ROOT / ".venv/bin/pgwarden"), "backup", "-c", str(paths["config"]), DB])
+    paths["zst"] = next((work / "backups" / DB).glob("*.dump.zst"))
+    sizes = ", ".join(
+        f"{paths[k].stat().st_size / 2**20:.0f} MiB {k}"
+        for k in ("sql_gz", "dump", "default_dump", "zst")
+    )
+    print(f"archives: {sizes}", flush=True)
+    return paths
+
+
+def _drills(
+    server: PgServer, shape: str, paths: dict[str, Path]
+) -> dict[str, Callable[[], dict[str, Any] | None]]:
+    tables = TABLES[shape]
+    config = paths["config"]
+    return {
+        "strategy": lambda: strategy_drill(server, paths["sql_gz"], tables[0]),
+        "stock": lambda: stock_drill(server, paths["dump"], tables),
+        "stock_default": lambda: stock_drill(server, paths["default_dump"], tables),
+        "floor": lambda: floor_drill(server, paths["floor_zst"], paths["floor_dump"], tables),
+        "pgwarden": lambda: pgwarden_verify(config),
+        "spooled": lambda: pgwarden_mode(config, "spool"),
+        "streamed": lambda: pgwarden_mode(config, "stream"),
+    }
+
+
+@dataclass
+class Measured:
+    times: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+    steps: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+
+
+def measure(
+    server: PgServer, drills: dict[str, Callable[[], dict[str, Any] | None]], runs: int
+) -> Measured:
+    m = Measured({k: [] for k in drills}, {k: [] for k in drills}, {k: [] for k in drills})
+    for run in range(runs):
+        for key, drill in drills.items():
+            settle(server)
+            start, busy = time.monotonic(), busy_cpu_s()
+            report = drill()
+            m.times[key].append(time.monotonic() - start)
+            m.cpu[key].append(busy_cpu_s() - busy)
+            if report is not None:
+                m.steps[key].append({c["name"]: c["duration_s"] for c in report["checks"]})
+                m.modes[key] = report.get("restore_mode", "")
+        print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in m.times.items()))
+    return m
+
+
+def report(shape: str, size_gib: float, m: Measured, runs: int) -> bool:
+    """Print the table of one shape; whether pgwarden's drill met the shape's goal."""
+    med = {k: statistics.median(v) for k, v in m.times.items()}
+    base = "strategy" if "strategy" in med else next(iter(med))
+    print(f"\n{shape}: median of {runs} interleaved runs, {size_gib:.2f} GiB database")
+    print(f"{'':64} {'time':>7} {'CPU-s':>6} {'/' + base:>10}")
+    for key in m.times:
+        cpu = statistics.median(m.cpu[key])
+        print(f"{LABELS[key]:64} {med[key]:6.1f}s {cpu:6.1f} {med[key] / med[base]:9.2f}x")
+    for key, steps in m.steps.items():
+        if steps:
+            names = steps[0].keys()
+            cells = ", ".join(f"{n} {statistics.median(s[n] for s in steps):.2f}" for n in names)
+            print(f"{key} ({m.modes.get(key, '')}) steps, medians in s: {cells}")
+    goal = GOALS[shape]
+    met = True
+    for key in ("pgwarden", "spooled", "streamed"):
+        if key in med and base == "strategy":
+            # ratios within each run (same load), then their median: steadier on a shared box
+            paired = statistics.median(
+                p / s for p, s in zip(m.times[key], m.times["strategy"], strict=True)
+            )
+            ok = med[key] <= goal * med["strategy"]
+            met = met and (ok or key != "pgwarden")
+            print(
+                f"goal {key} <= {goal}x strategy on {shape}: {med[key] / med[base]:.2f}x "
+                f"(median of per-run ratios {paired:.2f}x): {'met' if ok else 'NOT met'}"
+            )
+    return met
+
+
+def run_shape(shape: str, sizes: Sizes, runs: int, variants: tuple[str, ...]) -> bool:
+    with cached_server(shape, sizes) as server:
+        size = int(server.execute(f"SELECT pg_database_size('{DB}')")[0][0]) / 2**30
+        print(f"\n== {shape} {sizes}: {size:.2f} GiB", flush=True)
+        work = Path(tempfile.mkdtemp(prefix="pgwarden-bench-verify-work-", dir="/var/tmp"))
+        work.chmod(0o755)
+        try:
+            paths = _artifacts(server, work)
+            drills = {k: v for k, v in _drills(server, shape, paths).items() if k in variants}
+            return report(shape, size, measure(server, drills, runs), runs)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", type=int, default=60)
-    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument(
+        "--shape", action="append", choices=("app", "one_table", "vectors", "all"), default=[]
+    )
+    parser.add_argument("--scale", type=int, default=30)
+    parser.add_argument("--users", type=int, default=Sizes.users)
+    parser.add_argument("--documents", type=int, default=Sizes.documents)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
+    shapes = args.shape or ["app", "one_table"]
+    if "all" in shapes:
+        shapes = ["app", "one_table", "vectors"]
+    variants = tuple(v for v in args.variants.split(",") if v)
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
     # pgwarden as installed from a wheel, whose modules come compiled: without this, a checkout
     # run with PYTHONDONTWRITEBYTECODE set compiles them at every CLI start (~0.2 s here)
     compileall.compile_dir(str(ROOT / "daemon" / "pgwarden"), quiet=1)
-    base = temp_base("pgwarden-bench-verify-")
-    server = start_pg18(base)
-    work = Path(tempfile.mkdtemp(prefix="pgwarden-bench-verify-work-", dir="/tmp"))
-    work.chmod(0o755)
-    try:
-        t0 = time.monotonic()
-        _build_from_backup_benchmark()(server, args.scale, args.vectors)
-        size = server.execute(f"SELECT pg_database_size('{DB}')")[0][0]
-        print(f"database: {int(size) / 2**30:.2f} GiB built in {time.monotonic() - t0:.0f} s")
-        sql_gz, dump = work / "strategy.sql.gz", work / "stock.dump"
-        floor_zst, floor_dump = work / "floor.dump.zst", work / "floor.dump"
-        default_dump = work / "default.dump"
-        _run(f"{server.bin_dir / 'pg_dump'} '{server.dsn(DB)}' | gzip > {sql_gz}", shell=True)
-        _run([str(server.bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(dump), server.dsn(DB)])
-        _run(["zstd", "-1", "-q", "-o", str(floor_zst), str(dump)])
-        _run([str(server.bin_dir / "pg_dump"), "-Fc", "-f", str(default_dump), server.dsn(DB)])
-        config = _config(work, server)
-        _run([str(ROOT / ".venv/bin/pgwarden"), "backup", "-c", str(config), DB])
-        zst = next((work / "backups" / DB).glob("*.dump.zst"))
-        print(
-            f"archives: {sql_gz.stat().st_size / 2**20:.0f} MiB .sql.gz, "
-            f"{dump.stat().st_size / 2**20:.0f} MiB .dump, "
-            f"{default_dump.stat().st_size / 2**20:.0f} MiB default .dump, "
-            f"{zst.stat().st_size / 2**20:.0f} MiB .dump.zst"
-        )
-        drills: dict[str, Callable[[], dict[str, Any] | None]] = {
-            "strategy": lambda: strategy_drill(server, sql_gz),
-            "stock": lambda: stock_drill(server, dump),
-            "stock_default": lambda: stock_drill(server, default_dump),
-            "floor": lambda: floor_drill(server, floor_zst, floor_dump),
-            "pgwarden": lambda: pgwarden_verify(config),
-            "streamed": lambda: pgwarden_streamed(config),
-        }
-        times: dict[str, list[float]] = {k: [] for k in drills}
-        cpu: dict[str, list[float]] = {k: [] for k in drills}
-        steps: dict[str, dict[str, float]] = {}
-        for run in range(args.runs):
-            for key, drill in drills.items():
-                settle(server)
-                start, busy = time.monotonic(), busy_cpu_s()
-                report = drill()
-                times[key].append(time.monotonic() - start)
-                cpu[key].append(busy_cpu_s() - busy)
-                if report is not None:
-                    steps[key] = {c["name"]: c["duration_s"] for c in report["checks"]}
-            print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        rows = [
-            ("strategy drill (createdb; gunzip | psql; COUNT(*) users-like; dropdb)", "strategy"),
-            ("stock pg_restore -j2 + exact count(*) of every table", "stock"),
-            ("  the same, of pg_dump -Fc's default archive (gzip inside)", "stock_default"),
-            ("floor: stock + openssl sha256 + zstd -d of a compressed copy first", "floor"),
-            ("pgwarden verify (checksum, TOC, restore -j2, every check, drop)", "pgwarden"),
-            ("pgwarden verify, .dump.zst streamed into serial pg_restore", "streamed"),
-        ]
-        print(f"\nmedian of {args.runs} interleaved runs, {int(size) / 2**30:.2f} GiB database")
-        print(f"{'':68} {'time':>7} {'CPU-s':>6} {'/strategy':>9} {'/stock':>7} {'/floor':>7}")
-        for label, key in rows:
-            print(
-                f"{label:68} {med[key]:6.1f}s {statistics.median(cpu[key]):6.1f} "
-                f"{med[key] / med['strategy']:8.2f}x {med[key] / med['stock']:6.2f}x "
-                f"{med[key] / med['floor']:6.2f}x"
-            )
-        for key in ("pgwarden", "streamed"):
-            print(
-                f"{key} steps (last run): "
-                + ", ".join(f"{n} {s:.2f}" for n, s in steps[key].items())
-            )
-        # ratios within each run (its drills ran minutes apart, under the same load), then
-        # their median: steadier than a ratio of medians on a shared machine
-        paired = {
-            other: statistics.median(
-                p / o for p, o in zip(times["pgwarden"], times[other], strict=True)
-            )
-            for other in ("strategy", "stock", "stock_default", "floor")
-        }
-        print(
-            f"median of per-run ratios: pgwarden/strategy {paired['strategy']:.2f}x, "
-            f"pgwarden/stock {paired['stock']:.2f}x, "
-            f"pgwarden/stock of the default archive {paired['stock_default']:.2f}x, "
-            f"pgwarden/floor {paired['floor']:.2f}x"
-        )
-        ok1 = med["pgwarden"] <= 0.7 * med["strategy"]
-        ok2 = med["pgwarden"] <= 1.15 * med["stock"]
-        ok3 = med["pgwarden"] <= 1.15 * med["stock_default"]
-        print(
-            f"\ngoal pgwarden <= 0.7x strategy: {'met' if ok1 else 'NOT met'}; "
-            f"<= 1.15x stock -j2 + counts: {'met' if ok2 else 'NOT met'} (medians); "
-            f"against the default archive: {'met' if ok3 else 'NOT met'}"
-        )
-    finally:
-        if server.is_running():
-            server.stop("fast")
-        shutil.rmtree(base, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
+    met = True
+    for shape in shapes:
+        sizes = Sizes(args.scale, args.users, args.documents)
+        if shape == "one_table":
+            sizes = Sizes(scale=args.scale)  # one cache entry whatever --users/--documents say
+        met = run_shape(shape, sizes, args.runs, variants) and met
+    print(f"\nall goals {'met' if met else 'NOT met'}")
     return 0
 
 

@@ -43,3 +43,19 @@ def test_a_probe_returns_the_exact_nearest_neighbours(pg18: PgServer) -> None:
     assert [int(i) for i in found] == [int(str(r[0])) for r in brute[:10]]
     assert found[0] == str(key)  # its own nearest neighbour
     assert gone is None
+
+
+def test_facts_run_without_parallel_workers(pg18: PgServer) -> None:
+    """Counts and probes take no parallel workers: they would compete with pg_dump's backend
+    for the server's cores, and the facts have the dump's whole run to finish anyway."""
+    make_sample_db(pg18, "facts_serial", rows=300, dim=4)
+    conn = psycopg.connect(pg18.dsn("facts_serial"), autocommit=True)
+    session = facts.SnapshotSession(conn)
+    try:
+        found = session.collect(mode="exact", exact_max_bytes=1 << 30, probes=2, probe_k=3)
+        setting = conn.execute("SHOW max_parallel_workers_per_gather").fetchone()
+    finally:
+        session.close()
+    assert setting is not None and setting[0] == "0"
+    assert [t.rows for t in found.tables if t.table == "documents"] == [300]
+    assert len(found.vector_probes) == 2

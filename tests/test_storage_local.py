@@ -18,6 +18,7 @@ from pgwarden.errors import BackupError
 from pgwarden.storage import (
     LocalStorage,
     backup_name,
+    localwrite,
     manifest_name,
     open_storage,
     parse_backup_name,
@@ -119,6 +120,36 @@ def test_stream_publish_and_manifest_are_atomic_and_private(
     assert leftovers(storage.root) == []
     assert storage.stored_bytes("app") == result.size_bytes + manifest.stat().st_size
     assert storage.free_bytes("app") > 0
+
+
+def test_a_stream_is_written_out_while_it_comes(workdir: Path) -> None:
+    """The write-out of each whole step is started as the file grows (the final fsync, still
+    made, finds little left); a descriptor that cannot (a pipe) just skips it."""
+    path = workdir / "stream.partial"
+    step = 1 << 16
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        writer = localwrite.HashedWriter(fd)
+        chunks = [bytes([n]) * 50_000 for n in range(5)]
+        sha256 = writer.write(chunks)
+        writeback = localwrite.EarlyWriteback(fd, step)
+        writeback.written(3 * step + 100)
+        assert writeback.started == 3 * step
+        writeback.written(3 * step + 200)  # less than a step more: nothing new
+        assert writeback.started == 3 * step
+    finally:
+        os.close(fd)
+    assert writer.size == 250_000
+    assert sha256 == hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert path.read_bytes() == b"".join(chunks)
+    read_end, write_end = os.pipe()
+    try:
+        on_pipe = localwrite.EarlyWriteback(write_end, step)
+        on_pipe.written(2 * step)
+        assert on_pipe.started == 0
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_directory_dump_gets_private_modes_on_publish(storage: LocalStorage, umask: int) -> None:

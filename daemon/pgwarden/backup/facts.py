@@ -115,6 +115,11 @@ class SnapshotSession:
 
     def collect(self, *, mode: str, exact_max_bytes: int, probes: int, probe_k: int) -> Facts:
         conn = self.conn
+        # no parallel workers for the counts and probes: they answer no faster than the dump
+        # runs anyway, and each worker repeats the scan's setup and competes for the cores
+        # pg_dump's backend needs (an exact probe's scan cost 3x the CPU with two workers;
+        # benchmarks/profile_backup.py: -1.2 CPU-s of 13.8 on the app shape)
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         row = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
         ).fetchone()

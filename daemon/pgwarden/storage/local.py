@@ -3,7 +3,8 @@
 Layout: ``<root>/<target>/<UTC stamp>-<short id>.<ext>`` beside ``<same>.manifest.json``.
 Files are created 0600 and directories 0700 whatever the process umask (modes are set
 explicitly after creation).  Every write is fsynced, and so is the directory after each rename
-or removal, so that a published backup survives a power cut.
+or removal, so that a published backup survives a power cut.  A backup stream is written out
+while it comes (:mod:`pgwarden.storage.localwrite`), so its final fsync is short.
 
 A directory-format dump being deleted is first renamed to ``NAME.partial`` (atomic), then
 removed: a crash in the middle leaves a partial that start-up cleans, never a half-deleted
@@ -13,7 +14,6 @@ directory that still has its manifest.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import secrets
@@ -35,6 +35,7 @@ from pgwarden.storage.base import (
     parse_backup_name,
     target_path,
 )
+from pgwarden.storage.localwrite import HashedWriter
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -166,31 +167,25 @@ class LocalStorage(Storage):
     ) -> WriteResult:
         if partial.directory:
             raise BackupError(f"{partial.path} is a directory partial; pg_dump writes into it")
-        digest = hashlib.sha256()
-        size = 0
+        writer: HashedWriter | None = None
         try:
             fd = os.open(partial.path, os.O_WRONLY | os.O_APPEND | _O_NOFOLLOW | _O_CLOEXEC)
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                    digest.update(chunk)
-                    size += len(chunk)
-                os.fsync(fd)
+                writer = HashedWriter(fd)
+                sha256 = writer.write(chunks)  # fsynced, written out as it went
             finally:
                 os.close(fd)
         except OSError as exc:
             self.discard(partial)
             message = _describe(exc, "cannot write", partial.path)
+            size = writer.size if writer is not None else 0
             raise BackupError(
                 f"{message} ({size} bytes written); the partial file was removed"
             ) from exc
         except BaseException:
             self.discard(partial)
             raise
-        return WriteResult(size, digest.hexdigest())
+        return WriteResult(writer.size, sha256)
 
     def publish(self, partial: Partial) -> Path:
         if partial.final.exists() or partial.final.is_symlink():

@@ -13,6 +13,7 @@ from pgwarden.backup import readback
 from pgwarden.pg.binaries import Tool
 from pgwarden.pg.environment import DEFAULT_PATH, base_environment, local_tool_environment
 from pgwarden.restore import pgrestore, staging
+from tests.helpers import pipe_with
 
 SCRIPT = """#!/bin/sh
 env > "$0.env"
@@ -66,7 +67,11 @@ def test_base_environment_is_allow_listed() -> None:
 @pytest.mark.usefixtures("daemon_env")
 def test_readback_pg_restore_does_not_see_the_daemons_secrets(fake_pg_restore: Tool) -> None:
     check = readback.StreamCheck("custom", fake_pg_restore, None)
+    source, _ = pipe_with(b"PGDMP\x01\x63\x00")  # a version only pg_restore may know
     try:
+        with source:
+            for _ in check.chunks(source):
+                pass
         check.finish()
     finally:
         check.close()

@@ -44,7 +44,11 @@ class Unexpected(Exception):
     """Not an archive this module handles."""
 
 
-class _Incomplete(Exception):
+class Unsupported(Unexpected):
+    """A custom archive, but of a version this module does not know, or compressed by pg_dump."""
+
+
+class Incomplete(Exception):
     """More bytes are needed to read the TOC."""
 
 
@@ -54,6 +58,9 @@ class Entry:
     desc: str
     state: int
     offset_at: int  # position of the entry's offset field (its flag byte)
+    tag: str = ""  # the object's name (a table's name for its TABLE DATA)
+    namespace: str = ""  # its schema, "" when it has none
+    had_dumper: bool = False  # pg_dump wrote a data block for it
 
 
 class _Reader:
@@ -65,7 +72,7 @@ class _Reader:
     def take(self, count: int) -> bytes:
         end = self.pos + count
         if end > len(self.buf):
-            raise _Incomplete
+            raise Incomplete
         raw = bytes(self.buf[self.pos : end])
         self.pos = end
         return raw
@@ -89,6 +96,7 @@ class Toc:
     data_start: int
     int_size: int
     off_size: int
+    version: tuple[int, int] = (0, 0)
 
 
 def read_toc(buf: bytes | bytearray) -> Toc:
@@ -99,13 +107,13 @@ def read_toc(buf: bytes | bytearray) -> Toc:
     version = (r.byte(), r.byte())
     r.byte()  # revision
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise Unexpected(f"archive version {version[0]}.{version[1]}")
+        raise Unsupported(f"archive version {version[0]}.{version[1]}")
     r.int_size = r.byte()
     off_size = r.byte()
     if r.byte() != FORMAT_CUSTOM or not 1 <= r.int_size <= 8 or not 1 <= off_size <= 8:
         raise Unexpected("not a custom-format archive")
     if (r.byte() if version >= (1, 15) else r.int()) != 0:
-        raise Unexpected("compressed by pg_dump")
+        raise Unsupported("compressed by pg_dump")
     for _ in range(7):  # creation time
         r.int()
     for _ in range(3):  # database name, server version, pg_dump version
@@ -113,13 +121,17 @@ def read_toc(buf: bytes | bytearray) -> Toc:
     entries = []
     for _ in range(r.int()):
         dump_id = r.int()
-        r.int()  # hadDumper
-        for _field in range(3):  # catalog table oid, oid, tag
-            r.str()
+        had_dumper = r.int() != 0
+        r.str()  # catalog table oid
+        r.str()  # oid
+        tag = r.str() or ""
         desc = r.str() or ""
         r.int()  # section
-        for _field in range(6 if version >= (1, 14) else 5):
-            r.str()  # defn, dropStmt, copyStmt, namespace, tablespace, tableam
+        for _field in range(3):
+            r.str()  # defn, dropStmt, copyStmt
+        namespace = r.str() or ""
+        for _field in range(2 if version >= (1, 14) else 1):
+            r.str()  # tablespace, tableam
         if version >= (1, 16):
             r.int()  # relkind
         r.str()  # owner
@@ -129,8 +141,8 @@ def read_toc(buf: bytes | bytearray) -> Toc:
         offset_at = r.pos
         state = r.byte()
         r.take(off_size)
-        entries.append(Entry(dump_id, desc, state, offset_at))
-    return Toc(entries, r.pos, r.int_size, off_size)
+        entries.append(Entry(dump_id, desc, state, offset_at, tag, namespace, had_dumper))
+    return Toc(entries, r.pos, r.int_size, off_size, version)
 
 
 class OffsetFinder:
@@ -178,7 +190,7 @@ class OffsetFinder:
         self._position += len(chunk)
         try:
             toc = self.toc or read_toc(self._head)
-        except _Incomplete:
+        except Incomplete:
             if len(self._head) > HEAD_LIMIT:
                 self.failed = "the table of contents is too large"
             return

@@ -8,18 +8,22 @@ truncated gzip member fails) and must end with pg_dump's "dump complete" trailer
 archives are hashed file by file and read by ``pg_restore --file=/dev/null DIR``.
 
 Used as the first steps of every restore drill, and right after a backup is written.  For
-archives pgwarden compresses itself, the parse runs *while* the dump is written:
-:class:`StreamCheck` reads pg_dump's output on its way into the compressor, and ``tee(2)`` hands
-the same bytes to ``pg_restore`` without a copy through Python; after publishing, the SHA-256 is re-read from disk — equal
-hashes prove that the file is what was written.  zstd frames carry their own content
-checksum, so a later decompression (a drill, a restore) detects any damage by itself.
+archives pgwarden compresses itself, the proof runs *while* the dump is written:
+:class:`StreamCheck` sees pg_dump's output on its way into the compressor.  A custom archive's
+block framing is walked in-line (:class:`~pgwarden.archive.customframes.FramingCheck`: every
+data block present, in order, terminated, nothing after the last), with no second process;
+an archive that check does not know (a newer pg_dump's archive version, or one pg_dump
+compressed) is fed to ``pg_restore --file=/dev/null`` instead.  After publishing, the SHA-256
+is re-read from disk -- equal hashes prove that the file is what was written.  zstd frames
+carry their own content checksum, so a later decompression (a drill, a restore) detects any
+damage by itself, and every drill reads the archive with stock ``pg_restore``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import os
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
@@ -29,6 +33,7 @@ from typing import IO
 import zstandard
 
 from pgwarden.archive import compress
+from pgwarden.archive.customframes import Framing, FramingCheck
 from pgwarden.archive.digest import (
     PLAIN_TRAILER,
     Digest,
@@ -37,7 +42,6 @@ from pgwarden.archive.digest import (
     hashing,
 )
 from pgwarden.archive.manifest import Manifest
-from pgwarden.backup import pipetee
 from pgwarden.errors import BackupError, ToolError
 from pgwarden.logsetup import get_logger
 from pgwarden.pg import process
@@ -139,62 +143,121 @@ def check_artifact(
     return digest
 
 
-class StreamCheck:
-    """Parse an archive to its end while it is being written (see the module docstring).
+#: bytes read from pg_dump's pipe at a time (into one reused buffer)
+READ_CHUNK = 1 << 20
 
-    :meth:`chunks` reads pg_dump's output; every byte also reaches ``pg_restore
-    --file=/dev/null`` through ``tee(2)`` (:mod:`pgwarden.backup.pipetee`).  The end of the
-    stream is signalled by :meth:`finish` (pg_dump succeeded: wait for the parse and raise what
-    it found) or :meth:`close` (it did not: stop pg_restore), so that a dump that failed half-way
-    is never parsed as if it were whole."""
+
+def _read_chunks(source: IO[bytes], size: int = READ_CHUNK) -> Iterator[memoryview]:
+    """``source`` (unbuffered: a tool's pipe) to its end, in views of one reused buffer (fresh
+    memory is slow to fault in on small VMs): each is valid until the next is asked for."""
+    fd = source.fileno()
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    while True:
+        filled = 0
+        while filled < size and (got := os.readv(fd, [view[filled:]])):
+            filled += got
+        if filled:
+            yield view if filled == size else view[:filled]
+        if filled < size:
+            return
+
+
+class StreamCheck:
+    """Prove an archive whole while it is being written (see the module docstring).
+
+    :meth:`chunks` reads pg_dump's output and shows it to the check.  The end of the stream is
+    signalled by :meth:`finish` (pg_dump succeeded: raise what the check found) or
+    :meth:`close` (it did not: stop a fallback pg_restore), so that a dump that failed
+    half-way is never judged as if it were whole."""
 
     def __init__(
         self, manifest_format: str, pg_restore: Tool, cancel: threading.Event | None
     ) -> None:
         self._format = manifest_format
+        self._pg_restore = pg_restore
+        self._cancel = cancel
         self._tail = b""
+        self._frames = FramingCheck() if manifest_format == "custom" else None
         self._tool: process.RunningTool | None = None
-        self._reader: pipetee.PipeReader | None = None
-        if manifest_format != "plain":
-            argv = [str(pg_restore.path), "--file=/dev/null"]
-            self._tool = process.start_tool(
-                argv,
-                env=local_tool_environment(),
-                name="pg_restore",
-                log=log,
-                stdin=process.PIPE,
-                stdout=process.DEVNULL,
-                cancel=cancel,
-            )
-            assert self._tool.stdin is not None
-            with contextlib.suppress(OSError):  # fewer wake-ups; optional
-                fcntl.fcntl(self._tool.stdin.fileno(), fcntl.F_SETPIPE_SZ, pipetee.READ_CHUNK)
+        self._sink_fd = -1
+        #: what the framing check found (custom archives it knows), after :meth:`finish`
+        self.framing: Framing | None = None
+        if manifest_format not in ("plain", "custom"):
+            self._start_restore()
 
     def chunks(self, source: IO[bytes]) -> Iterator[memoryview]:
         """``source`` read to its end; each chunk is valid until the next is asked for."""
-        sink = self._tool.stdin if self._tool is not None else None
-        self._reader = pipetee.PipeReader(source, sink)
-        for chunk in self._reader.chunks():
+        for chunk in _read_chunks(source):
             if self._format == "plain":
                 self._tail = (self._tail + bytes(chunk[-4096:]))[-4096:]
+            elif self._frames is not None:
+                self._frames.feed(chunk)
+                if self._frames.fallback is not None:
+                    self._fall_back(self._frames)
+            else:
+                self._to_restore(chunk)
             yield chunk
 
+    def _fall_back(self, frames: FramingCheck) -> None:
+        """An archive the framing check does not know: pg_restore parses it instead, from the
+        first byte (the check kept what it saw so far)."""
+        log.info("archive framing checked by pg_restore", reason=frames.fallback)
+        self._frames = None
+        self._start_restore()
+        self._to_restore(frames.head_bytes())
+
+    def _start_restore(self) -> None:
+        argv = [str(self._pg_restore.path), "--file=/dev/null"]
+        self._tool = process.start_tool(
+            argv,
+            env=local_tool_environment(),
+            name="pg_restore",
+            log=log,
+            stdin=process.PIPE,
+            stdout=process.DEVNULL,
+            cancel=self._cancel,
+        )
+        assert self._tool.stdin is not None
+        self._sink_fd = self._tool.stdin.fileno()
+
+    def _to_restore(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view and self._sink_fd >= 0:
+                view = view[os.write(self._sink_fd, view) :]
+        except BrokenPipeError:
+            self._close_sink()  # pg_restore stopped reading: its exit status says why
+
+    def _close_sink(self) -> None:
+        self._sink_fd = -1
+        if self._tool is not None and self._tool.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._tool.stdin.close()
+
     def finish(self) -> None:
-        """The stream is complete: wait for the parse and raise what it found."""
-        if self._tool is None:
+        """The stream is complete: raise what the check found."""
+        if self._format == "plain":
             if PLAIN_TRAILER not in self._tail:
                 raise BackupError("the dump is incomplete: pg_dump's end-of-dump line is missing")
             return
-        if self._reader is not None:
-            self._reader.close_sink()
-        elif self._tool.stdin is not None:
-            self._tool.stdin.close()
+        if self._frames is not None:
+            self.framing = self._frames.finish()
+            log.debug(
+                "archive framing checked",
+                blocks=len(self.framing.blocks),
+                bytes=self.framing.size_bytes,
+            )
+            return
+        self._close_sink()
         tool, self._tool = self._tool, None
+        assert tool is not None
         _check_restore(tool.wait(), Path("the archive"))
 
     def close(self) -> None:
         """Abandon the check (the dump failed or was cancelled): stop pg_restore quietly."""
         if self._tool is not None:
+            self._close_sink()
             tool, self._tool = self._tool, None
             tool.terminate_group(grace=1.0)
             tool.wait()

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Row
+
 from pgwarden.catalog.models import Backup, Verification
 from pgwarden.catalog.states import BackupStatus, DrillStatus
 
@@ -57,7 +59,8 @@ class BackupRecord:
         return self.id[:8]
 
     @classmethod
-    def of(cls, row: Backup) -> BackupRecord:
+    def of(cls, row: Backup | Row[Any]) -> BackupRecord:
+        """From an ORM row, or a plain row of every ``backups`` column."""
         return cls(
             id=row.id,
             target=row.target,

@@ -21,19 +21,21 @@ def _attempt_outcome(status: str) -> BackupStatus:
     return BackupStatus.COMPLETE if status == BackupStatus.DELETED else BackupStatus(status)
 
 
-def summarise(session: Session) -> dict[str, TargetSummary]:
-    """One :class:`TargetSummary` per target that has history."""
+def summarise(session: Session, target: str | None = None) -> dict[str, TargetSummary]:
+    """One :class:`TargetSummary` per target that has history (or of ``target`` only: what
+    the metrics need after each job, without summarising every other target again)."""
+    grouped = select(
+        Backup.target, Backup.status, func.count(), func.sum(Backup.size_bytes)
+    ).group_by(Backup.target, Backup.status)
+    if target is not None:
+        grouped = grouped.where(Backup.target == target)
     counts: dict[tuple[str, str], tuple[int, int]] = {
-        (target, status): (count, int(size or 0))
-        for target, status, count, size in session.execute(
-            select(
-                Backup.target, Backup.status, func.count(), func.sum(Backup.size_bytes)
-            ).group_by(Backup.target, Backup.status)
-        )
+        (name, status): (count, int(size or 0))
+        for name, status, count, size in session.execute(grouped)
     }
     result: dict[str, TargetSummary] = {}
-    for target in sorted({target for target, _ in counts}):
-        newest = select(Backup).where(Backup.target == target).limit(1)
+    for name in sorted({name for name, _ in counts}):
+        newest = select(Backup).where(Backup.target == name).limit(1)
         attempt = session.scalars(newest.order_by(Backup.started_at.desc())).first()
         success = session.scalars(
             newest.where(Backup.status.in_((BackupStatus.COMPLETE, BackupStatus.DELETED))).order_by(
@@ -43,12 +45,12 @@ def summarise(session: Session) -> dict[str, TargetSummary]:
         drilled = session.scalars(
             newest.where(Backup.verified_at.is_not(None)).order_by(Backup.verified_at.desc())
         ).first()
-        complete = counts.get((target, BackupStatus.COMPLETE), (0, 0))
+        complete = counts.get((name, BackupStatus.COMPLETE), (0, 0))
         summary = TargetSummary(
-            target=target,
+            target=name,
             complete_count=complete[0],
             complete_bytes=complete[1],
-            failed_count=counts.get((target, BackupStatus.FAILED), (0, 0))[0],
+            failed_count=counts.get((name, BackupStatus.FAILED), (0, 0))[0],
         )
         if attempt is not None:
             summary = replace(
@@ -69,5 +71,5 @@ def summarise(session: Session) -> dict[str, TargetSummary]:
                 last_verification_at=drilled.verified_at,
                 last_verification_status=verdict(drilled.verify_status),
             )
-        result[target] = summary
+        result[name] = summary
     return result

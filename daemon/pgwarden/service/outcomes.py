@@ -16,6 +16,7 @@ update must never cost a job its follow-ups (prune, verify after backup).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from prometheus_client import Gauge
@@ -168,12 +169,15 @@ def _record_verify(
         m.verify_last_success.labels(target).set(finished)
 
 
-def refresh_target(state: ServiceState, target: str) -> None:
-    """Backups by state, oldest kept backup, bytes stored and free space of one target."""
+def refresh_target(
+    state: ServiceState, target: str, summaries: Mapping[str, TargetSummary] | None = None
+) -> None:
+    """Backups by state, oldest kept backup, bytes stored and free space of one target
+    (its summary taken from ``summaries`` when given: start-up reads them all at once)."""
     m = state.metrics
     try:
         kept = state.catalog.list_backups(target, statuses=(BackupStatus.COMPLETE,))
-        summary = state.catalog.summaries().get(target)
+        summary = state.catalog.summary(target) if summaries is None else summaries.get(target)
         stored = state.storage.stored_bytes(target)
         free = state.storage.free_bytes(target)
     except (PgwardenError, OSError) as exc:
@@ -210,7 +214,7 @@ def restore_gauges(state: ServiceState) -> None:
                 target=name,
                 error=describe(exc),
             )
-        refresh_target(state, name)
+        refresh_target(state, name, summaries)
         restore_offsite(state, name)
 
 

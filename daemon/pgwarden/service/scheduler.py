@@ -45,6 +45,9 @@ class Entry:
     next_fire: datetime  # the cron time (for display)
     due_at: datetime  # next_fire plus jitter
     catch_up: bool = False
+    #: the time next_fire was computed after: no slot of the expression lies between it and
+    #: next_fire, so only a clock now earlier than it can need a reschedule
+    basis: datetime | None = None
 
 
 def schedules_of(config: Config) -> dict[ScheduleKey, str]:
@@ -105,7 +108,7 @@ class Scheduler:
             stepped = previous is not None and now < previous <= now + BACKWARD_STEP_LIMIT
             after = previous if stepped and previous is not None else now
             fire = cronexpr.next_fire(expression, after, self._tz)
-            entry = Entry(key, expression, fire, self._jittered(fire))
+            entry = Entry(key, expression, fire, self._jittered(fire), basis=after)
             if (
                 self._catch_up
                 and previous is not None
@@ -119,8 +122,15 @@ class Scheduler:
     def _follow_backward_step(self, now: datetime) -> None:
         """Reschedule the entries a wall clock stepped back by more than
         :data:`BACKWARD_STEP_LIMIT` left waiting for its old time: a slot lies between
-        ``now + limit`` and their next fire, which never happens while the clock moves on."""
+        ``now + limit`` and their next fire, which never happens while the clock moves on.
+
+        Called twice a tick: an entry whose next fire was computed after a time not later than
+        ``now`` is skipped without cron arithmetic (no slot lies before its next fire but at or
+        before that time), so a clock moving forwards costs nothing per entry (100 targets'
+        schedules cost 1.4 % of a core per second before)."""
         for entry in self._entries.values():
+            if entry.basis is not None and entry.basis <= now:
+                continue
             if entry.next_fire - now <= BACKWARD_STEP_LIMIT:
                 continue
             if cronexpr.next_fire(entry.expression, now + BACKWARD_STEP_LIMIT, self._tz) < (
@@ -129,6 +139,7 @@ class Scheduler:
                 entry.next_fire = cronexpr.next_fire(entry.expression, now, self._tz)
                 entry.due_at = self._jittered(entry.next_fire)
                 entry.catch_up = False
+                entry.basis = now
 
     def due(self, now: datetime) -> list[Entry]:
         """Entries due at ``now``; each is rescheduled to its next fire after ``now``."""
@@ -147,6 +158,7 @@ class Scheduler:
                 else:
                     entry.next_fire = cronexpr.next_fire(entry.expression, now, self._tz)
                     entry.due_at = self._jittered(entry.next_fire)
+                    entry.basis = now
                 entry.catch_up = False
         return sorted(fired, key=lambda e: (e.due_at, e.key.target, _KIND_ORDER[e.key.kind]))
 

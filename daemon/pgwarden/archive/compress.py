@@ -4,8 +4,10 @@ Used when pg_dump cannot compress well itself: PostgreSQL 15's pg_dump and the e
 PostgreSQL 18 build have no zstd, and pg_dump's gzip is single-threaded and slow (it is what
 makes the strategy's ``pg_dump | gzip`` take minutes).  Measured by ``benchmarks/backup.py``:
 
-* ``zstd``: the ``zstandard`` library, in-line (worker threads cost more CPU than they save
-  on a 2-core server that also runs PostgreSQL and pg_dump); output is a sequence of standard
+* ``zstd``: the ``zstandard`` library, one frame at a time on one worker thread while the
+  caller gathers the next (zstd's own worker threads cost more CPU than they save on a 2-core
+  server that also runs PostgreSQL and pg_dump; one frame in flight costs none and keeps
+  pg_dump's pipe read while a frame is compressed); output is a sequence of standard
   zstd frames of :data:`zstdframes.FRAME_INPUT` bytes of input each, sized in their headers, so
   that a restore decompresses them on several cores (:mod:`pgwarden.archive.zstdframes`);
   ``zstd -dc x.dump.zst | pg_restore ...`` works with stock tools;
@@ -47,35 +49,56 @@ def worker_count() -> int:
 
 def zstd_compress(chunks: Iterable[Chunk], level: int = 3) -> Iterator[bytes]:
     """Independent frames of ``FRAME_INPUT`` bytes of input, each with its content size and a
-    content checksum in its header (decompression detects a damaged file by itself)."""
+    content checksum in its header (decompression detects a damaged file by itself).
+
+    A frame is compressed on a worker thread while the caller gathers the next one (two frame
+    buffers, one frame in flight): reading pg_dump's pipe does not stop for the ~20 ms a frame
+    takes, so pg_dump and its server backend keep running meanwhile.  The output is the same
+    bytes, in the same order, as compressing in-line."""
     compressor = zstandard.ZstdCompressor(
         level=level, threads=0, write_checksum=True, write_content_size=True
     )
-    frame = bytearray(zstdframes.FRAME_INPUT)
+    buffers = (bytearray(zstdframes.FRAME_INPUT), bytearray(zstdframes.FRAME_INPUT))
+    current = 0  # the buffer being filled
     filled = 0
-    frames = 0
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            take = min(len(view), len(frame) - filled)
-            frame[filled : filled + take] = view[:take]
-            filled += take
-            view = view[take:]
-            if filled == len(frame):
-                yield from _zstd_frame(compressor, memoryview(frame))
-                filled = 0
-                frames += 1
-    if filled or not frames:  # an empty input still gives a (valid, empty) zstd frame
-        yield from _zstd_frame(compressor, memoryview(frame)[:filled])
+    # the frame being compressed; cancelled (or finished) when the caller stops early
+    in_flight: Future[list[bytes]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zstd") as pool:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    frame = buffers[current]
+                    take = min(len(view), len(frame) - filled)
+                    frame[filled : filled + take] = view[:take]
+                    filled += take
+                    view = view[take:]
+                    if filled == len(frame):
+                        # the frame before is done with its buffer, which is filled next
+                        done = in_flight.result() if in_flight is not None else []
+                        in_flight = pool.submit(_zstd_frame, compressor, memoryview(frame))
+                        current, filled = 1 - current, 0
+                        yield from done
+            if in_flight is not None:
+                yield from in_flight.result()
+            # the last, shorter frame; an empty input still gives a (valid, empty) zstd frame
+            if filled or in_flight is None:
+                yield from _zstd_frame(compressor, memoryview(buffers[current])[:filled])
+            in_flight = None
+        finally:
+            if in_flight is not None:
+                in_flight.cancel()
 
 
-def _zstd_frame(compressor: zstandard.ZstdCompressor, data: memoryview) -> Iterator[bytes]:
+def _zstd_frame(compressor: zstandard.ZstdCompressor, data: memoryview) -> list[bytes]:
+    """One frame, compressed ``COMPRESS_PIECE`` bytes of input at a time."""
     stream = compressor.compressobj(size=len(data))
-    for start in range(0, len(data), COMPRESS_PIECE):
-        out = stream.compress(data[start : start + COMPRESS_PIECE])
-        if out:
-            yield out
-    yield stream.flush()
+    out = [
+        stream.compress(data[start : start + COMPRESS_PIECE])
+        for start in range(0, len(data), COMPRESS_PIECE)
+    ]
+    out.append(stream.flush())
+    return [piece for piece in out if piece]
 
 
 def _gzip_member(block: bytes, level: int) -> bytes:

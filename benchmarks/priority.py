@@ -9,7 +9,11 @@ order rotates each round):
 * ``alone``: the workload for ``--alone-s`` seconds, nothing else;
 * ``normal``: the workload while ``pgwarden backup --priority normal`` runs;
 * ``low``: the workload while ``pgwarden backup --priority low`` runs (pg_dump and pgwarden's
-  stages at nice 10, I/O best-effort 7; the server backend serving pg_dump keeps nice 0).
+  stages at nice 10, I/O best-effort 7; the server backend serving pg_dump keeps nice 0);
+* ``low+server``: the same, and the benchmark (as root, or as the server's OS user) also lowers
+  the server backends serving the backup (``application_name`` ``pgwarden-dump-*`` and the
+  snapshot session) as soon as they appear: what pgwarden *cannot* do as its own user, measured
+  to show how much of the remaining cost is the server's side of the dump.
 
 The workload is ``pgbench -c 4 -j 2 -M prepared -n`` with the built-in tpcb-like script and
 per-transaction logs (``-l``); ``--rate N`` throttles it to N transactions/s (``-R``: latency
@@ -17,21 +21,28 @@ then counts from each transaction's scheduled start, so queueing shows), otherwi
 out.  It starts ``--warmup`` seconds before the measured window and runs until ``--margin``
 seconds after it; TPS and latency come from the transactions that *completed inside the
 window* (the backup's start to its end).  Prints the median TPS, p50/p99 latency and backup
-duration per variant, and the ratios against the workload alone and between the priorities.
+duration per variant, the CPU-seconds of the backup's own processes (pgwarden, pg_dump,
+pg_restore: ``RUSAGE_CHILDREN``) and of the server backends serving it (sampled every 0.25 s),
+and the ratios against the workload alone and between the priorities.
 
     .venv/bin/python benchmarks/priority.py [--runs 3] [--rate N] [--alone-s 30]
-        [--scale N --users N --documents N]   # sizes; default: the app shape's full size
+        [--variants alone normal low low+server] [--scale N --users N --documents N]
+        # sizes: default the app shape's full size; low+server needs root (or the server's user)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +50,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
+import psycopg  # noqa: E402
 from benchmarks.shapes import DB, Sizes, cached_server  # noqa: E402
 from tests.pgservers import PgServer  # noqa: E402
 
-VARIANTS = ("alone", "normal", "low")
+from pgwarden.pg.priority import (  # noqa: E402
+    IOPRIO_CLASS_BE,
+    LOW_IO_LEVEL,
+    LOW_NICE,
+    set_io_priority,
+)
+
+VARIANTS = ("alone", "normal", "low", "low+server")
+#: the backup's server sessions: pg_dump's (tagged) and the snapshot session (facts)
+BACKENDS_SQL = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgwarden-dump-%' "
+    "OR application_name = 'pgwarden-backup'"
+)
 CLIENTS, THREADS = 4, 2
 
 
@@ -54,6 +79,8 @@ class Samples:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     backup_s: list[float] = field(default_factory=list)
+    own_cpu_s: list[float] = field(default_factory=list)  # pgwarden + pg_dump + pg_restore
+    server_cpu_s: list[float] = field(default_factory=list)  # the backends serving the backup
 
     @staticmethod
     def median(values: list[float]) -> float:
@@ -113,29 +140,65 @@ class Workload:
         return len(latencies) / (end - start), cuts[49] / 1000, cuts[98] / 1000
 
 
-def backup(config: Path, priority: str) -> float:
-    """One ``pgwarden backup`` through the real CLI; its own duration (s)."""
+class BackendWatch:
+    """Samples the CPU time of the backup's server backends (and lowers them, ``lower``)."""
+
+    def __init__(self, server: PgServer, lower: bool) -> None:
+        self.dsn, self.lower = server.dsn(DB), lower
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backend-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.wait(0.25):
+                for (pid,) in conn.execute(BACKENDS_SQL).fetchall():
+                    if pid not in self.cpu and self.lower:
+                        os.setpriority(os.PRIO_PROCESS, pid, LOW_NICE)
+                        set_io_priority(IOPRIO_CLASS_BE, LOW_IO_LEVEL, pid)
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        times = psutil.Process(pid).cpu_times()
+                        self.cpu[pid] = times.user + times.system
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.cpu.values())
+
+
+def backup(server: PgServer, config: Path, variant: str) -> tuple[float, float, float]:
+    """One ``pgwarden backup`` through the real CLI: its own duration (s), the CPU-seconds of
+    pgwarden and its tools, and of the server backends serving it."""
+    priority = "normal" if variant == "normal" else "low"
     pgwarden = Path(sys.executable).parent / "pgwarden"
     argv = [str(pgwarden), "backup", "-c", str(config), "bench", "--priority", priority, "--json"]
-    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    watch = BackendWatch(server, lower=variant == "low+server")
+    try:
+        done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    finally:
+        server_cpu = watch.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     outcome = json.loads(done.stdout)
     assert outcome["priority"] == priority, outcome
-    return float(outcome["duration_s"])
+    return float(outcome["duration_s"]), own, server_cpu
 
 
 def one_run(
     server: PgServer, config: Path, work: Path, variant: str, args: argparse.Namespace
-) -> tuple[float, float, float, float | None]:
-    logs = work / f"logs-{variant}-{time.monotonic_ns()}"
+) -> tuple[float, float, float, tuple[float, float, float] | None]:
+    logs = work / f"logs-{variant.replace('+', '-')}-{time.monotonic_ns()}"
     workload = Workload(server, logs, args.rate)
     try:
         time.sleep(args.warmup)
         start = time.time()
-        took = None
+        measured = None
         if variant == "alone":
             time.sleep(args.alone_s)
         else:
-            took = backup(config, variant)
+            measured = backup(server, config, variant)
         end = time.time()
         time.sleep(args.margin)
     finally:
@@ -143,7 +206,7 @@ def one_run(
     tps, p50, p99 = workload.window(start, end)
     for made in (work / "backups" / "bench").glob("*"):
         made.unlink()
-    return tps, p50, p99, took
+    return tps, p50, p99, measured
 
 
 def run(sizes: Sizes, args: argparse.Namespace) -> dict[str, Samples]:
@@ -156,20 +219,27 @@ def run(sizes: Sizes, args: argparse.Namespace) -> dict[str, Samples]:
         size = server.execute(f"SELECT pg_database_size('{DB}')")[0][0]
         print(f"app {sizes}: {int(size) / 1e9:.2f} GB database", flush=True)  # type: ignore[call-overload]
         config = write_config(work, server)
+        variants = [v for v in VARIANTS if v in args.variants]
         for round_no in range(args.runs):
-            order = VARIANTS[round_no % 3 :] + VARIANTS[: round_no % 3]
-            for variant in order:
-                tps, p50, p99, took = one_run(server, config, work, variant, args)
+            shift = round_no % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                tps, p50, p99, measured = one_run(server, config, work, variant, args)
                 samples = results[variant]
                 samples.tps.append(tps)
                 samples.p50_ms.append(p50)
                 samples.p99_ms.append(p99)
-                if took is not None:
-                    samples.backup_s.append(took)
-                backup_text = "" if took is None else f", backup {took:.1f} s"
+                extra = ""
+                if measured is not None:
+                    samples.backup_s.append(measured[0])
+                    samples.own_cpu_s.append(measured[1])
+                    samples.server_cpu_s.append(measured[2])
+                    extra = (
+                        f", backup {measured[0]:.1f} s (CPU-s: pgwarden+tools "
+                        f"{measured[1]:.1f}, server backends {measured[2]:.1f})"
+                    )
                 print(
-                    f"run {round_no + 1} {variant:<6}: {tps:8.0f} TPS, p50 {p50:6.2f} ms, "
-                    f"p99 {p99:7.2f} ms{backup_text}",
+                    f"run {round_no + 1} {variant:<10}: {tps:6.0f} TPS, p50 {p50:6.2f} ms, "
+                    f"p99 {p99:7.2f} ms{extra}",
                     flush=True,
                 )
     return results
@@ -182,18 +252,33 @@ def report(results: dict[str, Samples], args: argparse.Namespace, command: str) 
         f"\nmedian of {args.runs} interleaved runs, pgbench -c {CLIENTS} -j {THREADS} "
         f"-M prepared tpcb-like ({workload}), 2-core machine"
     )
-    print(f"{'variant':<8} {'TPS':>8} {'p50 ms':>8} {'p99 ms':>8} {'backup s':>9}")
+    header = ("variant", "TPS", "p50 ms", "p99 ms", "backup s", "own CPU-s", "server CPU-s")
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for key, s in results.items():
-        took = f"{m(s.backup_s):9.1f}" if s.backup_s else f"{'-':>9}"
-        print(f"{key:<8} {m(s.tps):8.0f} {m(s.p50_ms):8.2f} {m(s.p99_ms):8.2f} {took}")
-    alone, normal, low = (results[k] for k in VARIANTS)
+        if not s.tps:
+            continue
+        cells = [key, f"{m(s.tps):.0f}", f"{m(s.p50_ms):.2f}", f"{m(s.p99_ms):.2f}"]
+        if s.backup_s:
+            cells += [f"{m(s.backup_s):.1f}", f"{m(s.own_cpu_s):.1f}", f"{m(s.server_cpu_s):.1f}"]
+        else:
+            cells += ["-", "-", "-"]
+        print("| " + " | ".join(cells) + " |")
+    alone = results["alone"]
     print("\nratios")
-    for key, s in (("normal", normal), ("low", low)):
-        print(f"  TPS during a {key:<6} backup / alone: {m(s.tps) / m(alone.tps):.2f}x")
-        print(f"  p99 during a {key:<6} backup / alone: {m(s.p99_ms) / m(alone.p99_ms):.2f}x")
-    print(f"  TPS during low / during normal:      {m(low.tps) / m(normal.tps):.2f}x")
-    print(f"  p99 during low / during normal:      {m(low.p99_ms) / m(normal.p99_ms):.2f}x")
-    print(f"  backup time low / normal:            {m(low.backup_s) / m(normal.backup_s):.2f}x")
+    for key, s in results.items():
+        if key == "alone" or not s.tps or not alone.tps:
+            continue
+        print(f"  TPS during a {key:<10} backup / alone: {m(s.tps) / m(alone.tps):.2f}x")
+        print(f"  p99 during a {key:<10} backup / alone: {m(s.p99_ms) / m(alone.p99_ms):.2f}x")
+    normal = results["normal"]
+    for key in ("low", "low+server"):
+        s = results[key]
+        if s.tps and normal.tps:
+            print(
+                f"  {key} / normal: TPS {m(s.tps) / m(normal.tps):.2f}x, "
+                f"p99 {m(s.p99_ms) / m(normal.p99_ms):.2f}x, "
+                f"backup time {m(s.backup_s) / m(normal.backup_s):.2f}x"
+            )
     print(f"\nreproduce: {command}")
 
 
@@ -204,6 +289,9 @@ def main() -> int:
     parser.add_argument("--alone-s", type=float, default=30.0, help="the alone window (s)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--margin", type=float, default=2.0)
+    parser.add_argument(
+        "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="default: all"
+    )
     parser.add_argument("--scale", type=int, default=None)
     parser.add_argument("--users", type=int, default=None)
     parser.add_argument("--documents", type=int, default=None)

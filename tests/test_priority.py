@@ -4,7 +4,8 @@ Observed from outside, as an operator would: ``/proc/<pid>/stat`` (nice) and uti
 ``ionice -p`` for the live ``pg_dump`` and pgwarden's own threads of the run, while another
 session holds ``ACCESS EXCLUSIVE`` on a table so that ``pg_dump`` waits and can be looked at.
 A scheduled run is low (``priority = "auto"``), a manual one normal, ``--priority low`` lowers a
-manual one; the daemon's own threads (job workers, metrics HTTP) keep their priority.
+manual one; a tool's own session (autogroup) is as nice as the tool, or the nice would count for
+nothing against the server's; the daemon's own threads (job workers, metrics HTTP) keep theirs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def _nice(pid: int) -> int:
     """Field 19 of ``/proc/<pid>/stat`` (a thread id works too)."""
     with open(f"/proc/{pid}/stat") as stat:
         return int(stat.read().rsplit(")", 1)[1].split()[16])
+
+
+def _autogroup_nice(pid: int) -> int:
+    """The nice of the autogroup ``pid`` is in (its session's: tools start one of their own)."""
+    with open(f"/proc/{pid}/autogroup") as autogroup:
+        return int(autogroup.read().split()[-1])
 
 
 def _ionice(pid: int) -> str:
@@ -124,6 +131,7 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
             dump = _pg_dump()
             assert _nice(dump.pid) == 10
             assert _ionice(dump.pid) == LOW_IO
+            assert _autogroup_nice(dump.pid) == 10  # nice counts within an autogroup only
             threads = _threads()
             daemon_threads = {n for n in threads if n.startswith("job-")}
             daemon_threads |= {"metrics-http", "MainThread"}
@@ -136,6 +144,7 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
                 assert (_nice(threads[name]), _ionice(threads[name])) == (10, LOW_IO), name
             for tool in _tools():
                 assert (_nice(tool.pid), _ionice(tool.pid)) == (10, LOW_IO), tool
+                assert _autogroup_nice(tool.pid) == 10, tool
         _finish(job)
         assert job.state == JobState.SUCCEEDED, job.as_dict()
         assert job.as_dict()["result"]["priority"] == "low"
@@ -168,6 +177,7 @@ def test_a_manual_backup_runs_normal_unless_asked_low(
         cli.start()
         dump = _pg_dump()
         assert _nice(dump.pid) == nice
+        assert _autogroup_nice(dump.pid) == nice
         io = _ionice(dump.pid)
         assert (io == LOW_IO) == (word == "low"), io
     cli.join(60)

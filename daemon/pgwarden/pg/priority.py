@@ -16,7 +16,16 @@ Low priority is, on Linux:
   virtio disks) it changes nothing, and buffered writes are flushed later by the kernel at its
   own priority.
 
-Both are per thread on Linux, and every thread and process a thread starts inherits them.  An
+Both are per thread on Linux, and every thread and process a thread starts inherits them.  But
+a nice value only ranks tasks *within their autogroup* (``kernel.sched_autogroup_enabled``, on by
+default on Debian and Ubuntu, where no cgroup CPU controller is in use): every session is one
+group, and the groups share the CPU equally.  Every tool starts in a new session
+(:mod:`pgwarden.pg.process`), hence an autogroup of its own, where nice 10 alone would change
+nothing against the server's group; :func:`carry_to_session` gives that new autogroup the
+starting thread's nice (measured: a nice-10 tool in its own session took 50 % of a contended
+CPU, with its autogroup at nice 10 12 %).  pgwarden's own stage threads share the daemon's
+autogroup (or, with systemd's CPU controller, its cgroup), so against the server they compete
+as the daemon; ``CPUWeight=`` in a drop-in lowers the whole daemon where that matters.  An
 unprivileged process cannot raise its nice again, so :func:`run_at` never lowers a thread that
 has other work to do: the run goes to a *fresh* thread that lowers itself first and ends with
 the run.  What it starts -- ``pg_dump``/``pg_dumpall`` (through :mod:`pgwarden.pg.process`),
@@ -34,6 +43,7 @@ import enum
 import os
 import platform
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -52,6 +62,7 @@ _IOPRIO_CLASS_SHIFT = 13
 #: ioprio_set / ioprio_get syscall numbers (glibc has no wrapper)
 _SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "armv7l": (314, 315), "i686": (289, 290)}
 _IO_CLASSES = {0: "none", 1: "realtime", 2: "best-effort", 3: "idle"}
+_AUTOGROUP_TRIES = 5
 
 
 class Priority(enum.StrEnum):
@@ -112,6 +123,25 @@ def thread_priority(tid: int | None = None) -> ThreadPriority:
     if value < 0:
         return ThreadPriority(nice, "none", 0)
     return ThreadPriority(nice, _IO_CLASSES.get(value >> _IOPRIO_CLASS_SHIFT, "?"), value & 0xFF)
+
+
+def carry_to_session(pid: int) -> None:
+    """Give the autogroup of ``pid`` -- a tool just started in a session of its own by a
+    lowered thread -- that thread's nice (module docstring).  A nice-0 thread does nothing.
+    Best effort: no autogroups (the file is absent), or refused, the tool runs as it is."""
+    nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if nice <= 0:
+        return
+    for _ in range(_AUTOGROUP_TRIES):
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as autogroup:
+                autogroup.write(str(nice))
+        except BlockingIOError:  # unprivileged: one change per 100 ms, machine-wide
+            time.sleep(0.11)
+        except OSError:  # no autogroup support, or the tool is gone already
+            return
+        else:
+            return
 
 
 def lower_this_thread() -> ThreadPriority:

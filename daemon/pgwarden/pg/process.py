@@ -13,10 +13,9 @@ set, or the timeout) sends SIGTERM to the group, waits :data:`GRACE_S`, then SIG
   :class:`~pgwarden.errors.ToolError`.
 * :func:`run_pipeline` runs ``producer | consumer`` (``gunzip -c x.sql.gz | psql``).
 * :func:`start_tool` is the building block: a :class:`RunningTool` whose ``.stdout`` the caller
-  reads itself (backup code streams ``pg_dump`` through compression and sha256), then
-  ``.wait()``.  Use it as a context manager: leaving the block early terminates the group.  To
-  chain tools by hand, pass ``first.stdout`` as the second's ``stdin=`` and close it in the
-  parent, as :func:`run_pipeline` does.
+  reads itself (the backup streams ``pg_dump`` through compression and sha256), then ``.wait()``;
+  as a context manager, leaving the block early terminates the group.  To chain tools by hand,
+  pass ``first.stdout`` as the second's ``stdin=`` and close it here (:func:`run_pipeline`).
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from typing import IO, cast
 
 from pgwarden.errors import ToolError
 from pgwarden.pg.parentdeath import parent_death_argv
+from pgwarden.pg.priority import carry_to_session
 from pgwarden.pg.tooltypes import AnyLogger, Readable, Sink, ToolLogger, ToolResult, check
 from pgwarden.redaction import redact
 
@@ -265,6 +265,7 @@ def start_tool(
         )
     except OSError as exc:
         raise ToolError(name, f"cannot start {args[0]}: {exc.strerror}") from exc
+    carry_to_session(proc.pid)  # its own session's autogroup as nice as this thread: .priority
     if proc.stdout is not None:
         with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups; optional
             fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
@@ -348,9 +349,8 @@ def run_tool(
         if feeder is not None:
             feeder.join()
             if feeder.error is not None:
-                raise ToolError(tool.name, f"reading its input failed: {feeder.error}") from (
-                    feeder.error
-                )
+                message = f"reading its input failed: {feeder.error}"
+                raise ToolError(tool.name, message) from feeder.error
     return result
 
 

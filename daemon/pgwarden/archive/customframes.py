@@ -21,9 +21,10 @@ What it sees, against ``pg_restore --file=/dev/null`` fed the same bytes (what t
 before; ``tests/test_customframes.py`` runs both over damaged archives):
 
 * a truncation anywhere -- in the TOC, in a block, between two blocks: both;
-* a block dropped, repeated, out of order, or an unknown dump id or block type: both
-  (pg_restore may skip an unexpected block while it looks for the next one it needs; the
-  check accepts only pg_dump's own order);
+* a block dropped or out of order, an unknown dump id or block type, a damaged block header
+  or first length word, a damaged large-object chunk length: both;
+* a block repeated: only this check (pg_restore skips a block it does not need while it
+  looks for the next one it does); the check accepts only pg_dump's own order;
 * bytes after the last block: only this check (pg_restore stops reading after the last block);
 * a damaged length word inside a table's rows: pg_restore (it reads every word; its error
   depends on where the wrong length leads), not this check unless the damage makes a zero

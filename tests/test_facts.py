@@ -59,3 +59,26 @@ def test_facts_run_without_parallel_workers(pg18: PgServer) -> None:
     assert setting is not None and setting[0] == "0"
     assert [t.rows for t in found.tables if t.table == "documents"] == [300]
     assert len(found.vector_probes) == 2
+
+
+def test_probes_in_one_scan_answer_as_each_probe_alone(pg18: PgServer) -> None:
+    """The backup's one-scan probes give what a drill's one-by-one probes give: the same ids
+    in the same order, ties broken by key, a row that is gone answered None."""
+    make_sample_db(pg18, "facts_many", rows=1500, dim=8)
+    pg18.execute(  # two copies of row 17's vector: ties at distance 0
+        "UPDATE documents SET embedding = (SELECT embedding FROM documents WHERE id = 17) "
+        "WHERE id IN (900, 40)",
+        "facts_many",
+    )
+    keys = ["17", "1200", "-1"]
+    with psycopg.connect(pg18.dsn("facts_many")) as conn, conn.transaction():
+        many = introspect.probe_neighbours_many(
+            conn, "public", "documents", "embedding", "id", keys, 6
+        )
+        alone = {
+            key: introspect.probe_neighbours(conn, "public", "documents", "embedding", "id", key, 6)
+            for key in keys
+        }
+    assert many == alone
+    assert many["17"] is not None and many["17"][:3] == ("17", "40", "900")
+    assert many["-1"] is None

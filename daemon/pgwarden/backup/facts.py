@@ -4,8 +4,10 @@
 (``pg_export_snapshot()``) for ``pg_dump --snapshot``, and — in that same snapshot — counts
 every table's rows (exact, or the planner's estimate above a size threshold, saying so), lists
 extensions, and records pgvector probes: for a few stored vectors per vector column, the ids of
-their ``k`` exact nearest neighbours.  Index scans are disabled for the probes, because
-ivfflat and HNSW searches are approximate and a probe must be reproducible after a restore.
+their ``k`` exact nearest neighbours, all of a column's probes in one scan of its table.  Index
+scans are disabled for the probes, because ivfflat and HNSW searches are approximate and a probe
+must be reproducible after a restore.  No query takes parallel workers: the facts have the
+dump's whole run to finish, and workers would take CPU from pg_dump's backend.
 
 The queries themselves (:mod:`pgwarden.pg.introspect`) run again on the restored database
 during verification.
@@ -24,7 +26,7 @@ from pgwarden.pg.introspect import (
     count_rows,
     list_extensions,
     list_tables,
-    probe_neighbours,
+    probe_neighbours_many,
     qualified,
 )
 
@@ -137,12 +139,16 @@ class SnapshotSession:
         has_vector = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone()
         if probes > 0 and has_vector:
             for schema, table, column, key_column in conn.execute(VECTOR_COLUMNS_SQL).fetchall():
-                for key in _probe_keys(conn, schema, table, column, key_column, probes):
-                    found = probe_neighbours(conn, schema, table, column, key_column, key, probe_k)
-                    if found:
-                        vector_probes.append(
-                            VectorProbe(schema, table, column, key_column, key, probe_k, found)
-                        )
+                keys = _probe_keys(conn, schema, table, column, key_column, probes)
+                # every probe of a column in one scan (a drill asks them one by one)
+                answers = probe_neighbours_many(
+                    conn, schema, table, column, key_column, keys, probe_k
+                )
+                vector_probes.extend(
+                    VectorProbe(schema, table, column, key_column, key, probe_k, found)
+                    for key, found in answers.items()
+                    if found
+                )
         return Facts(
             snapshot=self.snapshot,
             server_version=str(row[0]),

@@ -106,3 +106,62 @@ def probe_neighbours(
     )
     rows = conn.execute(query, (row[0], k)).fetchall()
     return tuple(str(r[0]) for r in rows) if rows else None
+
+
+def probe_neighbours_many(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    column: str,
+    key_column: str,
+    keys: list[str],
+    k: int,
+) -> dict[str, tuple[str, ...] | None]:
+    """:func:`probe_neighbours` of several rows of one column in one scan of the table: the
+    same answers (same distances, same order, ties by key), for one pass over the table instead
+    of one per probe.  Each row's vector is read (and de-TOASTed) once into a materialized
+    list of distances, of which each probe takes its ``k`` nearest (a top-k sort each)."""
+    tbl = qualified(schema, table)
+    types = _column_types(conn, tbl, key_column, column)
+    key_type = types.get(key_column, sql.SQL("text"))
+    vtype = types.get(column, sql.SQL("vector"))
+    exact_search(conn, False)
+    vectors: dict[str, str] = {}
+    for key in keys:
+        row = conn.execute(
+            sql.SQL("SELECT {col}::text FROM {tbl} WHERE {key} = %s::{typ}").format(
+                col=sql.Identifier(column), tbl=tbl, key=sql.Identifier(key_column), typ=key_type
+            ),
+            (key,),
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            vectors[key] = str(row[0])
+    found: dict[str, tuple[str, ...] | None] = dict.fromkeys(keys)
+    if not vectors:
+        return found
+    exact_search(conn)
+    probes = list(vectors)
+    col, keycol = sql.Identifier(column), sql.Identifier(key_column)
+    distances = sql.SQL(", ").join(
+        sql.SQL("e <-> %s::{vtype} AS {d}").format(vtype=vtype, d=sql.Identifier(f"d{i}"))
+        for i in range(len(probes))
+    )
+    nearest = sql.SQL(" UNION ALL ").join(
+        sql.SQL(
+            "(SELECT {i} AS probe, y.{d} AS dist, y.{key} AS kv FROM y ORDER BY y.{d}, y.{key} "
+            "LIMIT %s)"
+        ).format(i=sql.Literal(i), key=keycol, d=sql.Identifier(f"d{i}"))
+        for i in range(len(probes))
+    )
+    # (ARRAY[col])[1]: the vector de-TOASTed once per row, not once per probe
+    query = sql.SQL(
+        "WITH y AS MATERIALIZED (SELECT {key}, {distances} FROM (SELECT {key}, (ARRAY[{col}])[1] "
+        "AS e FROM {tbl} WHERE {col} IS NOT NULL OFFSET 0) x) "
+        "SELECT probe, kv::text FROM ({nearest}) u ORDER BY probe, dist, kv"
+    ).format(key=keycol, distances=distances, col=col, tbl=tbl, nearest=nearest)
+    params = [vectors[p] for p in probes] + [k] * len(probes)
+    rows = conn.execute(query, params).fetchall()
+    for i, key in enumerate(probes):
+        ids = tuple(str(r[1]) for r in rows if r[0] == i)
+        found[key] = ids or None
+    return found

@@ -18,7 +18,9 @@ order rotates each round):
 The workload is ``pgbench -c 4 -j 2 -M prepared -n`` with the built-in tpcb-like script and
 per-transaction logs (``-l``); ``--rate N`` throttles it to N transactions/s (``-R``: latency
 then counts from each transaction's scheduled start, so queueing shows), otherwise it runs flat
-out.  It starts ``--warmup`` seconds before the measured window and runs until ``--margin``
+out.  pgbench and pgwarden each run in a session of their own, as an application server and
+the daemon do under systemd: with ``kernel.sched_autogroup_enabled`` the CPU is shared between
+sessions first, and nice ranks tasks only within one.  It starts ``--warmup`` seconds before the measured window and runs until ``--margin``
 seconds after it; TPS and latency come from the transactions that *completed inside the
 window* (the backup's start to its end).  Prints the median TPS, p50/p99 latency and backup
 duration per variant, the CPU-seconds of the backup's own processes (pgwarden, pg_dump,
@@ -110,8 +112,13 @@ class Workload:
         argv += [f"--log-prefix={logs}/tx", "-d", server.dsn(DB)]
         if rate is not None:
             argv += ["-R", str(rate)]
+        # a session (an autogroup) of its own, as an application server has
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=logs
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=logs,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -176,7 +183,10 @@ def backup(server: PgServer, config: Path, variant: str) -> tuple[float, float, 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     watch = BackendWatch(server, lower=variant == "low+server")
     try:
-        done = subprocess.run(argv, check=True, capture_output=True, text=True)
+        # its own session (autogroup), as the daemon under systemd has
+        done = subprocess.run(
+            argv, check=True, capture_output=True, text=True, start_new_session=True
+        )
     finally:
         server_cpu = watch.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -161,20 +161,20 @@ class FramingCheck:
         """The stream ended: what was found, or :class:`BackupError` naming what is wrong."""
         if self._head is not None and self._error is None and self.fallback is None:
             if not self._head:
-                self._fail("the archive is empty")
+                self._fail("pg_dump wrote nothing (empty)")
             else:
                 self._try_toc(final=True)
         if self.fallback is not None:
-            raise BackupError(f"the archive's framing cannot be checked: {self.fallback}")
+            raise BackupError(f"the archive's framing cannot be checked here: {self.fallback}")
         if self._error is None and not self._done:
             self._fail(self._truncation())
         if self._error is None and self._extra_from is not None:
             self._fail(
-                f"{self._pos - self._extra_from} bytes follow the archive's last data block "
+                f"{self._pos - self._extra_from} bytes follow its last data block "
                 f"(from byte {self._extra_from})"
             )
         if self._error is not None:
-            raise BackupError(f"the archive is not whole: {self._error}")
+            raise BackupError(f"the dump is not a whole custom archive: {self._error}")
         assert self._toc is not None
         toc = self._toc
         return Framing(toc.version, toc.data_start, tuple(self._blocks), self._pos)
@@ -183,12 +183,12 @@ class FramingCheck:
         entry = describe(self._expected[self._block])
         if not self._scan and not self._skip and not self._small and self._then == self._on_header:
             return (
-                f"the archive is truncated after {self._block} of {len(self._expected)} data "
-                f"blocks: the block of {entry} is missing (the stream ends at byte {self._pos})"
+                f"truncated after {self._block} of {len(self._expected)} data blocks: "
+                f"the block of {entry} is missing (the stream ends at byte {self._pos})"
             )
         return (
-            f"the archive is truncated inside the data block of {entry} "
-            f"(it starts at byte {self._block_start}, the stream ends at byte {self._pos})"
+            f"truncated inside the data block of {entry}, which starts at byte "
+            f"{self._block_start}; the stream ends at byte {self._pos}"
         )
 
     def _try_toc(self, *, final: bool) -> None:
@@ -201,13 +201,13 @@ class FramingCheck:
             if len(head) > HEAD_LIMIT:
                 self.fallback = "its table of contents is larger than 256 MiB"
             elif final:
-                self._fail(f"the archive is truncated in its table of contents ({len(head)} bytes)")
+                self._fail(f"truncated inside its table of contents ({len(head)} bytes)")
             return
         except customtoc.Unsupported as exc:
             self.fallback = str(exc)
             return
         except customtoc.Unexpected as exc:
-            self._fail(f"not a custom-format archive pgwarden can read ({exc})")
+            self._fail(str(exc))
             return
         self._toc = toc
         self._expected = [e for e in toc.entries if e.had_dumper and e.state != K_OFFSET_NO_DATA]

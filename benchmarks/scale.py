@@ -274,39 +274,52 @@ def cmd_catalog(args: argparse.Namespace) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _idle_once(workdir: Path, config: Path, args: argparse.Namespace) -> tuple[int, int, float]:
+    with RunningDaemon(workdir, config) as daemon:
+        time.sleep(args.settle)
+        cpu0, t0 = cpu_seconds(daemon.pid), time.monotonic()
+        time.sleep(args.seconds)
+        cpu = (cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - t0)
+        return proc_status(daemon.pid, "VmRSS"), proc_status(daemon.pid, "VmHWM"), cpu
+
+
 def cmd_idle(args: argparse.Namespace) -> None:
+    """First start (which creates the catalog: Alembic is loaded) and restarted (the catalog
+    at head, as after any restart), interleaved."""
     base = temp_base("pgwarden-scale-")
     server = start_pg18(base)
     try:
         names = many_databases(server, args.count, 100)
-        rows = []
+        rows: dict[str, list[tuple[int, int, float]]] = {"first start": [], "restarted": []}
         for rnd in range(args.rounds):
             workdir = _start_workdir("idle")
             config = workdir / "pgwarden.toml"
             config.write_text(config_text(workdir, server, names))
             config.chmod(0o600)
-            with RunningDaemon(workdir, config) as daemon:
-                time.sleep(args.settle)
-                cpu0, t0 = cpu_seconds(daemon.pid), time.monotonic()
-                time.sleep(args.seconds)
-                cpu = (cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - t0)
-                rss, hwm = proc_status(daemon.pid, "VmRSS"), proc_status(daemon.pid, "VmHWM")
+            for phase, got in rows.items():
+                got.append(_idle_once(workdir, config, args))
+                rss, hwm, cpu = got[-1]
+                print(
+                    f"round {rnd + 1} {phase}: RSS {rss / MB:.1f} MB, HWM {hwm / MB:.1f} MB, "
+                    f"CPU {cpu * 100:.3f} % of a core",
+                    flush=True,
+                )
             shutil.rmtree(workdir, ignore_errors=True)
-            rows.append((rss, hwm, cpu))
-            print(
-                f"round {rnd + 1}: RSS {rss / MB:.1f} MB, HWM {hwm / MB:.1f} MB, "
-                f"CPU {cpu * 100:.3f} % of a core",
-                flush=True,
-            )
-        rss = statistics.median(r[0] for r in rows)
-        hwm = statistics.median(r[1] for r in rows)
-        cpu = statistics.median(r[2] for r in rows)
         print(
-            f"\nidle daemon, {args.count} targets, {args.seconds} s after {args.settle} s; "
+            f"\nidle daemon, {args.count} targets, {args.seconds:g} s after {args.settle:g} s; "
             f"medians of {args.rounds}"
         )
-        print(f"RSS  {rss / MB:6.1f} MB  (HWM {hwm / MB:.1f} MB)   / goal 80 MB: {rss / 80e6:.2f}")
-        print(f"CPU  {cpu * 100:6.3f} % of a core        / goal 0.5 %: {cpu * 100 / 0.5:.2f}")
+        print(
+            f"{'phase':<12} {'RSS MB':>7} {'HWM MB':>7} {'/ 80 MB':>8} {'CPU %':>7} {'/ 0.5 %':>8}"
+        )
+        for phase, got in rows.items():
+            rss = statistics.median(r[0] for r in got)
+            hwm = statistics.median(r[1] for r in got)
+            cpu = statistics.median(r[2] for r in got)
+            print(
+                f"{phase:<12} {rss / MB:7.1f} {hwm / MB:7.1f} {rss / 80e6:8.2f} "
+                f"{cpu * 100:7.3f} {cpu * 100 / 0.5:8.2f}"
+            )
     finally:
         server.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)

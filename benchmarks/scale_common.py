@@ -249,8 +249,9 @@ interval = {monitor_interval}
 [storage]
 path = "{workdir}/backups"
 """
-    backup = '  [targets.backup]\n  schedule = "0 3 1 1 *"\n  retries = 0\n'
-    verify = "  [targets.verify]\n  enabled = false\n"
+    # the example config's schedules (backup daily, drill weekly, prune daily), no retries
+    backup = "  [targets.backup]\n  retries = 0\n"
+    verify = ""
     if whole_server:
         listed = ", ".join(f'"{d}"' for d in databases)
         return head + (

@@ -38,7 +38,7 @@ SELECT lo_from_bytea(0, '');
 SELECT lo_from_bytea(0, decode(repeat('00', 20000), 'hex'));
 SELECT lo_from_bytea(0, decode(repeat('0001000000000000', 5000), 'hex'));
 """
-#: PostgreSQL 17 and later put 1000 large objects in one TOC entry; 15 has one entry each
+#: PostgreSQL 17 and later write one large-object block per 1000 objects; 15 writes one in all
 _MANY_OBJECTS = (
     "SELECT lo_from_bytea(0, convert_to(g::text, 'SQL_ASCII')) FROM generate_series(1, {}) g"
 )

@@ -49,8 +49,9 @@ from pgwarden.errors import BackupError
 
 #: the offset state of a TOC entry without a data block
 K_OFFSET_NO_DATA = 3
-#: descriptions of the TOC entries whose block holds large objects (PostgreSQL <= 16, >= 17)
-LARGE_OBJECT_DESCS = frozenset({"BLOBS", "LARGE OBJECTS"})
+#: the description of a TOC entry whose block holds large objects (PostgreSQL 17 and later
+#: write one such entry per 1000 objects, tagged with their first and last OID)
+LARGE_OBJECTS_DESC = "BLOBS"
 #: a TOC bigger than this is not walked: the caller falls back (memory stays bounded)
 HEAD_LIMIT = 256 << 20
 
@@ -85,7 +86,7 @@ def describe(entry: Entry) -> str:
 
 
 def _block_type(entry: Entry) -> int:
-    return BLK_BLOBS if entry.desc in LARGE_OBJECT_DESCS else BLK_DATA
+    return BLK_BLOBS if entry.desc == LARGE_OBJECTS_DESC else BLK_DATA
 
 
 def _searchable(chunk: bytes | bytearray | memoryview) -> bytes | bytearray:

@@ -4,7 +4,9 @@
   the clock moves forwards (it cost 1.4 % of a core with 100 targets), yet still reschedules
   after a backward step;
 * the catalog summarises one target on its own (each job's metrics refresh used to summarise
-  every target), equal to that target's entry among all summaries.
+  every target), equal to that target's entry among all summaries;
+* ``/metrics`` is rendered from cached series prefixes, byte for byte what prometheus_client
+  writes, in each format a scraper negotiates.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.exposition import choose_encoder
 
 from pgwarden.catalog import BackupStatus, open_catalog
 from pgwarden.config import cron as cronexpr
 from pgwarden.config import parse
 from pgwarden.config.kinds import JobKind
+from pgwarden.metrics import Metrics
+from pgwarden.metrics.exposition import FastExposition
 from pgwarden.service.scheduler import Scheduler
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -85,3 +90,27 @@ def test_one_target_summary_equals_its_entry_among_all(workdir: Path) -> None:
             (r.started_at for r in listed), reverse=True
         )
         assert all(r.started_at.tzinfo is not None and r.tags == () for r in listed)
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+        "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "text/plain;version=1.0.0",
+    ],
+)
+def test_fast_exposition_writes_exactly_what_prometheus_client_writes(accept: str) -> None:
+    metrics = Metrics()
+    for i in range(100):
+        metrics.init_target(f'db{i:03d}"\\\n')  # label values that need escaping
+    metrics.backup_runs.labels("db001", "success").inc(3)
+    metrics.backup_last_size.labels("db002").set(1.5e10)
+    metrics.storage_free.set(float("inf"))
+    fast = FastExposition(metrics.registry)
+    encoder, content_type = choose_encoder(accept)
+    assert fast.render(encoder, content_type) == encoder(metrics.registry)
+    metrics.init_target("late")  # series added after the first scrape, values changed
+    metrics.backup_runs.labels("db001", "success").inc()
+    assert fast.render(encoder, content_type) == encoder(metrics.registry)

@@ -25,12 +25,11 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-
 from pgwarden import logsetup
 from pgwarden.config import Config
 from pgwarden.errors import ConfigError
 from pgwarden.metrics.auth import BasicAuth
+from pgwarden.metrics.exposition import FastExposition
 from pgwarden.metrics.registry import Metrics
 
 log = logsetup.get_logger("pgwarden.metrics")
@@ -233,7 +232,7 @@ class MetricsServer:
         max_connections: int = MAX_CONNECTIONS,
         deadline_s: float = REQUEST_DEADLINE_S,
     ) -> None:
-        self._metrics_app = make_wsgi_app(metrics.registry)
+        self._metrics_app = FastExposition(metrics.registry).wsgi
         self._healthy = healthy
         server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(

@@ -35,6 +35,7 @@ import argparse
 import compileall
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -76,6 +77,31 @@ def busy_cpu_s() -> float:
     with open("/proc/stat") as stat:
         fields = [int(v) for v in stat.readline().split()[1:8]]
     return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_s(server: PgServer) -> float:
+    """CPU-seconds the server's processes used since it started: the postmaster's own and
+    its reaped children's (backends, workers), plus its live children's."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pid = int((server.datadir / "postmaster.pid").read_text().split()[0])
+
+    def stat(p: int) -> list[str]:
+        with open(f"/proc/{p}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+
+    total = sum(int(v) for v in stat(pid)[11:15])
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            total += sum(int(v) for v in stat(int(child))[11:13])
+        except FileNotFoundError:
+            continue
+    return total / tick
+
+
+def client_cpu_s() -> float:
+    """CPU-seconds of this benchmark's finished child processes (tools, pgwarden)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _db_tool(server: PgServer, tool: str, name: str) -> None:
@@ -221,6 +247,8 @@ def _drills(
 class Measured:
     times: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    server: dict[str, list[float]] = field(default_factory=dict)
+    client: dict[str, list[float]] = field(default_factory=dict)
     steps: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
 
@@ -228,14 +256,17 @@ class Measured:
 def measure(
     server: PgServer, drills: dict[str, Callable[[], dict[str, Any] | None]], runs: int
 ) -> Measured:
-    m = Measured({k: [] for k in drills}, {k: [] for k in drills}, {k: [] for k in drills})
+    m = Measured(*({k: [] for k in drills} for _ in range(5)))  # type: ignore[arg-type]
     for run in range(runs):
         for key, drill in drills.items():
             settle(server)
             start, busy = time.monotonic(), busy_cpu_s()
+            server_cpu, client_cpu = server_cpu_s(server), client_cpu_s()
             report = drill()
             m.times[key].append(time.monotonic() - start)
             m.cpu[key].append(busy_cpu_s() - busy)
+            m.server[key].append(server_cpu_s(server) - server_cpu)
+            m.client[key].append(client_cpu_s() - client_cpu)
             if report is not None:
                 m.steps[key].append({c["name"]: c["duration_s"] for c in report["checks"]})
                 m.modes[key] = report.get("restore_mode", "")
@@ -248,10 +279,14 @@ def report(shape: str, size_gib: float, m: Measured, runs: int) -> bool:
     med = {k: statistics.median(v) for k, v in m.times.items()}
     base = "strategy" if "strategy" in med else next(iter(med))
     print(f"\n{shape}: median of {runs} interleaved runs, {size_gib:.2f} GiB database")
-    print(f"{'':64} {'time':>7} {'CPU-s':>6} {'/' + base:>10}")
+    print(f"{'':64} {'time':>7} {'/' + base:>10} {'machine':>8} {'server':>7} {'tools':>6}")
     for key in m.times:
-        cpu = statistics.median(m.cpu[key])
-        print(f"{LABELS[key]:64} {med[key]:6.1f}s {cpu:6.1f} {med[key] / med[base]:9.2f}x")
+        cpu = [statistics.median(c[key]) for c in (m.cpu, m.server, m.client)]
+        print(
+            f"{LABELS[key]:64} {med[key]:6.1f}s {med[key] / med[base]:9.2f}x "
+            f"{cpu[0]:7.1f}s {cpu[1]:6.1f}s {cpu[2]:5.1f}s"
+        )
+    print("(CPU-seconds: the whole machine's, the server's processes', the drill's own tools')")
     for key, steps in m.steps.items():
         if steps:
             names = steps[0].keys()

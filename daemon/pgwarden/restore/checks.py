@@ -2,7 +2,8 @@
 
 * ``row_counts``: every table's exact ``count(*)`` equals the count the manifest recorded in the
   dump's own snapshot (tables the manifest only estimated are listed, not compared).  Counted
-  on ``jobs`` connections in parallel, biggest tables first.
+  on ``jobs`` connections in parallel, biggest tables first -- in a drill, together with the
+  probes (:func:`counts_and_probes`).
 * ``extensions``: every extension the manifest lists exists in the restored database.
 * ``sql:<name>``: the operator's ``[[targets.verify.checks]]``: the first column of the first
   row of ``sql`` must satisfy ``min``, ``max`` and/or ``equals``; reported with its values.
@@ -10,19 +11,18 @@
   (:func:`pgwarden.pg.introspect.probe_neighbours`, index scans off) returns the same ids.
 
 The same functions check a database restored for real (``pgwarden restore --verify``).  Queries
-are cancelled when the drill's cancel event is set (:class:`QueryCanceller`).
+are cancelled when the drill's cancel event is set (:class:`QueryCanceller`,
+:mod:`.querypool`).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 
@@ -32,104 +32,35 @@ from pgwarden.errors import describe
 from pgwarden.pg import introspect
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.restore.outcome import CheckResult, Failures, StepError
+from pgwarden.restore.querypool import QueryCanceller, on_connections
 
-T = TypeVar("T")
-R = TypeVar("R")
+__all__ = ["QueryCanceller", "counts_and_probes", "evaluate", "run_checks"]
+
+#: what one count or probe found: a count, the neighbours' ids, or what went wrong
+Answer = int | str | tuple[str, ...]
 
 #: per-statement limit of an operator's SQL check on the scratch database
 SQL_CHECK_TIMEOUT_MS = 10 * 60 * 1000
-
-
-class QueryCanceller:
-    """Cancels the running query of every watched connection once ``cancel`` is set."""
-
-    def __init__(self, cancel: threading.Event | None) -> None:
-        self._cancel = cancel
-        self._conns: set[psycopg.Connection[Any]] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if cancel is not None:
-            self._thread = threading.Thread(target=self._watch, name="drill-canceller", daemon=True)
-            self._thread.start()
-
-    def _watch(self) -> None:
-        assert self._cancel is not None
-        while not self._stop.wait(0.1):
-            if self._cancel.is_set():
-                with self._lock:
-                    for conn in self._conns:
-                        conn.cancel_safe(timeout=5.0)
-                return
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel is not None and self._cancel.is_set()
-
-    @contextmanager
-    def connection(self, spec: ConnSpec) -> Iterator[psycopg.Connection[Any]]:
-        """A connection to the restored database, watched for cancellation."""
-        if self.cancelled:
-            raise StepError("cancelled", "the drill was cancelled")
-        try:
-            conn = spec.connect(application_name="pgwarden-verify", autocommit=True)
-        except psycopg.Error as exc:
-            # libpq's connection errors never quote the password: chained
-            raise StepError(
-                "checks", f"cannot connect to {spec.redacted()}: {describe(exc)}"
-            ) from exc
-        with self._lock:
-            self._conns.add(conn)
-        try:
-            yield conn
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-# -- row counts -----------------------------------------------------------------------------------
-
-
-def _on_connections(
-    spec: ConnSpec,
-    canceller: QueryCanceller,
-    items: Sequence[T],
-    jobs: int,
-    run: Callable[[psycopg.Connection[Any], T], R],
-) -> list[R]:
-    """``run(conn, item)`` for every item, on up to ``jobs`` connections to the restored
-    database, each taking the next item when free; the results in the items' order."""
-    pending = list(enumerate(items))
-    lock = threading.Lock()
-    results: dict[int, R] = {}
-
-    def worker() -> None:
-        with canceller.connection(spec) as conn:
-            while True:
-                with lock:
-                    if not pending:
-                        return
-                    index, item = pending.pop(0)
-                results[index] = run(conn, item)
-
-    workers = max(1, min(jobs, len(items)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drill-check") as pool:
-        for future in [pool.submit(worker) for _ in range(workers)]:
-            future.result()
-    return [results[index] for index in range(len(items))]
 
 
 def check_row_counts(
     spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
 ) -> CheckResult:
     started = time.monotonic()
-    exact = sorted((t for t in manifest.tables if t.exact), key=lambda t: -t.bytes)
+    exact = _exact_tables(manifest)
+    counted = on_connections(
+        spec, canceller, exact, jobs, lambda conn, table: _count(conn, table, canceller)
+    )
+    return _judge_counts(manifest, exact, counted, time.monotonic() - started)
+
+
+def _exact_tables(manifest: Manifest) -> list[TableCount]:
+    return sorted((t for t in manifest.tables if t.exact), key=lambda t: -t.bytes)
+
+
+def _judge_counts(
+    manifest: Manifest, exact: list[TableCount], counted: Sequence[Answer], took: float
+) -> CheckResult:
     estimated = [t.qualified for t in manifest.tables if not t.exact]
     if not manifest.tables:
         return CheckResult(
@@ -137,9 +68,6 @@ def check_row_counts(
             True,
             f"no row counts in the manifest (row_counts = {manifest.row_count_mode})",
         )
-    counted = _on_connections(
-        spec, canceller, exact, jobs, lambda conn, table: _count(conn, table, canceller)
-    )
     failures = Failures()
     total = 0
     for table, actual in zip(exact, counted, strict=True):
@@ -153,7 +81,7 @@ def check_row_counts(
             f"; {len(estimated)} only estimated at backup time, not compared: "
             f"{', '.join(estimated[:10])}"
         )
-    return failures.result("row_counts", detail, time.monotonic() - started)
+    return failures.result("row_counts", detail, took)
 
 
 def _count(
@@ -332,28 +260,72 @@ def check_vector_probes(
     """Every recorded probe, on up to ``jobs`` connections in parallel."""
     started = time.monotonic()
     probes = list(manifest.vector_probes)
+    found = on_connections(
+        spec, canceller, probes, jobs, lambda conn, probe: _probe(conn, probe, canceller)
+    )
+    return _judge_probes(probes, found, time.monotonic() - started)
+
+
+def _judge_probes(probes: list[VectorProbe], found: Sequence[Answer], took: float) -> CheckResult:
     if not probes:
         return CheckResult(
             "vector_probes",
             True,
             "no probes recorded (no pgvector column with a single-column key)",
         )
-    found = _on_connections(
-        spec, canceller, probes, jobs, lambda conn, probe: _probe(conn, probe, canceller)
-    )
     failures = Failures()
     for probe, actual in zip(probes, found, strict=True):
         item = f"{probe.schema}.{probe.table}.{probe.column} {probe.key_column}={probe.key}"
         if isinstance(actual, str):
             failures.add(item, list(probe.neighbours), actual)
         elif actual != tuple(probe.neighbours):
-            failures.add(item, list(probe.neighbours), list(actual))
+            failures.add(
+                item, list(probe.neighbours), list(actual) if isinstance(actual, tuple) else actual
+            )
     detail = (
         f"{len(failures)} of {len(probes)} probes returned other neighbours"
         if failures
         else f"{len(probes)} probes, exact search"
     )
-    return failures.result("vector_probes", detail, time.monotonic() - started)
+    return failures.result("vector_probes", detail, took)
+
+
+def counts_and_probes(
+    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
+) -> tuple[CheckResult, CheckResult]:
+    """:func:`check_row_counts` and :func:`check_vector_probes` sharing ``jobs`` connections,
+    costliest query first (a probe ranks every row of its table, index scans off: about
+    twice a count's work), so that neither check waits for the other's slowest query."""
+    started = time.monotonic()
+    exact, probes = _exact_tables(manifest), list(manifest.vector_probes)
+    sizes = {(t.schema, t.table): t.bytes for t in manifest.tables}
+    items: list[TableCount | VectorProbe] = [*exact, *probes]
+    items.sort(
+        key=lambda i: (
+            -i.bytes if isinstance(i, TableCount) else -2 * sizes.get((i.schema, i.table), 0)
+        )
+    )
+    finished: dict[int, float] = {}
+
+    def run(conn: psycopg.Connection[Any], item: TableCount | VectorProbe) -> Answer:
+        if isinstance(item, TableCount):
+            answer: Answer = _count(conn, item, canceller)
+        else:
+            answer = _probe(conn, item, canceller)
+        finished[id(item)] = time.monotonic() - started
+        return answer
+
+    answers = dict(
+        zip(map(id, items), on_connections(spec, canceller, items, jobs, run), strict=True)
+    )
+    took = {
+        kind: max((finished[id(i)] for i in group), default=0.0)
+        for kind, group in (("c", exact), ("p", probes))
+    }
+    return (
+        _judge_counts(manifest, exact, [answers[id(t)] for t in exact], took["c"]),
+        _judge_probes(probes, [answers[id(p)] for p in probes], took["p"]),
+    )
 
 
 def run_checks(
@@ -366,17 +338,18 @@ def run_checks(
 ) -> list[CheckResult]:
     """Every check of a restored database: counts, extensions, SQL, probes.
 
-    The row counts (on ``jobs`` connections) beside the extensions, the SQL checks and then the
-    probes (on one more): never more connections than the restore itself used.
+    The row counts and the probes (on ``jobs`` connections, :func:`counts_and_probes`) beside
+    the extensions and the SQL checks (on one more): never more connections than the restore
+    itself used.
     """
 
     def others() -> list[CheckResult]:
         results = [check_extensions(spec, manifest, canceller)]
         results.extend(check_sql(spec, check, canceller) for check in sql_checks)
-        results.append(check_vector_probes(spec, manifest, canceller))
         return results
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="drill-checks") as pool:
-        counts = pool.submit(check_row_counts, spec, manifest, canceller, jobs)
+        both = pool.submit(counts_and_probes, spec, manifest, canceller, jobs)
         rest = pool.submit(others)
-        return [counts.result(), *rest.result()]
+        counts, probes = both.result()
+        return [counts, *rest.result(), probes]

@@ -6,7 +6,9 @@ One drill (:func:`run_verification`), in order; a failing step stops it:
    target's server) and size ``--jobs`` to its free connections (:mod:`.scratch`);
 2. ``checksum``: SHA-256 of the artifact against the manifest, in one read that also spools a
    ``.dump.zst`` decompressed for a parallel restore (:mod:`.staging`); nothing is restored
-   before it matched;
+   before it matched -- except when the restore reads the artifact itself (a streamed
+   ``.dump.zst``, a ``.dump`` or ``.dir`` in place): then it runs beside steps 3-6 and the
+   verdict needs it too (:mod:`.overlap`);
 3. ``archive``: ``pg_restore --list`` reads the table of contents (a plain dump was decompressed
    whole and its end-of-dump line found during step 2);
 4. ``extensions_available``: every extension of the backup exists on the verification server
@@ -28,7 +30,6 @@ appended to the backup's manifest (rewritten atomically) and recorded in the cat
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -45,12 +46,11 @@ from pgwarden.errors import BackupError, PgwardenError, UsageError, describe
 from pgwarden.logsetup import get_logger
 from pgwarden.pg.server import server_major
 from pgwarden.redaction import redact
-from pgwarden.restore import checks, pgrestore, scratch, staging
+from pgwarden.restore import checks, drillrecord, overlap, pgrestore, scratch, staging
 from pgwarden.restore.drillreap import drill_run_lock
 from pgwarden.restore.locate import LOCK_TIMEOUT_S, Located, backup_in_use, locate
 from pgwarden.restore.outcome import CheckResult, DrillFailed, StepError, VerifyOutcome
 from pgwarden.storage import Storage
-from pgwarden.storage.locks import BackupLocks
 
 log = get_logger("pgwarden.verify")
 
@@ -210,7 +210,15 @@ def _locked_drill(
         restore_mode=draft.restore_mode,
         notes=tuple(draft.notes),
     )
-    unrecorded = _record(request, located, outcome, drill_id)
+    unrecorded = drillrecord.record(
+        request.config,
+        request.catalog,
+        request.storage,
+        located,
+        outcome,
+        drill_id,
+        lock_timeout=LOCK_TIMEOUT_S,
+    )
     if unrecorded:
         outcome = replace(outcome, notes=(*outcome.notes, *unrecorded))
     log.info(
@@ -230,7 +238,7 @@ def _cancelled(request: VerifyRequest) -> bool:
 
 
 def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
-    target, manifest, cancel = request.target, located.manifest, request.cancel
+    target, manifest = request.target, located.manifest
     tool = pgrestore.find_restore_tool(manifest, target.bin_dir)
     spec = scratch.verification_spec(target)
     draft.server = spec.redacted()
@@ -238,7 +246,7 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
     started = time.monotonic()
     with scratch.connect(spec, "the verification server") as conn:
         major = server_major(conn)
-        wanted = 1 if request.restore_mode == "stream" else target.verify.jobs
+        wanted = overlap.drill_jobs(request.restore_mode, manifest, target.verify.jobs)
         jobs, note = scratch.plan_jobs(wanted, scratch.connection_headroom(conn))
         draft.jobs = jobs
         draft.checks.append(
@@ -252,31 +260,67 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
         plan = pgrestore.RestorePlan(manifest, located.artifact, tool, jobs=jobs, drill=True)
         db = scratch.ScratchDatabase(spec, conn, scratch.scratch_name(target.name), target.name)
         request.report(phase="checksum")
-        spool_dir = request.storage.target_dir(target.name) if plan.spools else None
-        started = time.monotonic()
-        # the scratch database is created meanwhile (it takes 0.1-0.3 s of fsyncs); nothing
-        # is restored into it before the checksum matched, and it is dropped whatever happens
+        # the scratch database is created meanwhile (it takes 0.1-0.3 s of fsyncs); it is
+        # dropped whatever happens
         with db.creating():
-            staged = staging.checksum_and_stage(
-                manifest, located.artifact, spool_dir=spool_dir, cancel=cancel
-            )
-            try:
-                draft.checks.append(
-                    CheckResult(
-                        "checksum",
-                        True,
-                        f"sha256 {staged.sha256[:16]}... ({staged.size_bytes} bytes)",
-                        duration_s=time.monotonic() - started,
-                    )
-                )
-                _restore_and_check(request, located, draft, plan, staged, db, major)
-            finally:
-                staged.remove_spool()
+            if overlap.overlaps(manifest, plan.spools):
+                _overlapped(request, located, draft, plan, db, major)
+            else:
+                _checksum_first(request, located, draft, plan, db, major)
         if db.created and not db.dropped:
             draft.notes.append(
                 f"the scratch database {db.name} could not be dropped; "
                 "it is dropped at the next start-up"
             )
+
+
+def _checksum_first(
+    request: VerifyRequest,
+    located: Located,
+    draft: _Draft,
+    plan: pgrestore.RestorePlan,
+    db: scratch.ScratchDatabase,
+    major: int,
+) -> None:
+    """The checksum pass (spooling a ``.dump.zst`` for ``--jobs``), then the restore: nothing
+    is restored before the checksum matched."""
+    started = time.monotonic()
+    spool_dir = request.storage.target_dir(request.target.name) if plan.spools else None
+    staged = staging.checksum_and_stage(
+        located.manifest, located.artifact, spool_dir=spool_dir, cancel=request.cancel
+    )
+    try:
+        draft.checks.append(
+            CheckResult(
+                "checksum",
+                True,
+                f"sha256 {staged.sha256[:16]}... ({staged.size_bytes} bytes)",
+                duration_s=time.monotonic() - started,
+            )
+        )
+        _restore_and_check(request, located, draft, plan, staged, db, major)
+    finally:
+        staged.remove_spool()
+
+
+def _overlapped(
+    request: VerifyRequest,
+    located: Located,
+    draft: _Draft,
+    plan: pgrestore.RestorePlan,
+    db: scratch.ScratchDatabase,
+    major: int,
+) -> None:
+    """The checksum on a thread while the archive is restored and checked (:mod:`.overlap`):
+    the drill passes only when both do, and a differing checksum is the failure reported."""
+    at = len(draft.checks)
+    with overlap.PendingChecksum(located.manifest, located.artifact) as pending:
+        try:
+            _restore_and_check(request, located, draft, plan, pending.staged, db, major)
+        except Exception as exc:
+            pending.blame(exc)
+            raise
+        draft.checks.insert(at, pending.result())
 
 
 def _restore_and_check(
@@ -336,48 +380,6 @@ def _mode(plan: pgrestore.RestorePlan, staged: staging.Staged) -> str:
     if staged.spool is not None:
         return f"spooled, pg_restore --jobs={plan.jobs}"
     return f"pg_restore --jobs={plan.jobs} from the artifact"
-
-
-def _record(
-    request: VerifyRequest, located: Located, outcome: VerifyOutcome, drill_id: int
-) -> list[str]:
-    """Record the drill in the catalog and in its backup's manifest; notes on what failed."""
-    notes: list[str] = []
-    details = outcome.as_dict(include_older=False)
-    try:
-        request.catalog.finish_verification(
-            drill_id,
-            status=outcome.status,
-            finished_at=outcome.finished_at,
-            details=details,
-            error=outcome.error,
-        )
-    except PgwardenError as exc:
-        log.error("cannot record the drill in the catalog", error=redact(str(exc)))
-        notes.append(f"not recorded in the catalog: {redact(str(exc))}")
-    entry = {
-        "started_at": outcome.started_at.isoformat(),
-        "finished_at": outcome.finished_at.isoformat(),
-        "status": outcome.status,
-        "details": details,
-        "error": outcome.error,
-    }
-    try:
-        locks = BackupLocks(request.config.daemon.state_dir)
-        with locks.manifest_update(located.record.id, timeout=LOCK_TIMEOUT_S):
-            if located.fetched_from is not None or not located.artifact.exists():
-                return notes  # an off-site copy, or deleted meanwhile: no local manifest
-            data = request.storage.read_manifest(located.manifest_path)
-            data.setdefault("verifications", []).append(entry)
-            request.storage.write_manifest_atomic(
-                request.target.name,
-                located.manifest_path.name,
-                (json.dumps(data, indent=2) + "\n").encode(),
-            )
-    except (PgwardenError, OSError) as exc:
-        log.error("cannot append the drill to the manifest", error=redact(str(exc)))
-        notes.append(f"not recorded in the manifest: {redact(str(exc))}")
-    return notes
 
 
 __all__ = [

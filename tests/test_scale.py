@@ -6,11 +6,16 @@
 * the catalog summarises one target on its own (each job's metrics refresh used to summarise
   every target), equal to that target's entry among all summaries;
 * ``/metrics`` is rendered from cached series prefixes, byte for byte what prometheus_client
-  writes, in each format a scraper negotiates.
+  writes, in each format a scraper negotiates;
+* the daemon migrates a SQLite catalog in a child process: Alembic never stays loaded (9 MB
+  of idle RSS).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,12 +24,15 @@ import pytest
 from prometheus_client.exposition import choose_encoder
 
 from pgwarden.catalog import BackupStatus, open_catalog
+from pgwarden.catalog.db import sqlite_at_head
 from pgwarden.config import cron as cronexpr
 from pgwarden.config import parse
 from pgwarden.config.kinds import JobKind
+from pgwarden.errors import CatalogError
 from pgwarden.metrics import Metrics
 from pgwarden.metrics.exposition import FastExposition
 from pgwarden.service.scheduler import Scheduler
+from pgwarden.service.state import open_migrated
 
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -114,3 +122,24 @@ def test_fast_exposition_writes_exactly_what_prometheus_client_writes(accept: st
     metrics.init_target("late")  # series added after the first scrape, values changed
     metrics.backup_runs.labels("db001", "success").inc()
     assert fast.render(encoder, content_type) == encoder(metrics.registry)
+
+
+def test_the_daemon_migrates_a_sqlite_catalog_in_a_child_and_never_loads_alembic(
+    workdir: Path,
+) -> None:
+    url = f"sqlite:///{workdir / 'state' / 'catalog.db'}"
+    probe = (
+        "import sys\n"
+        "from pgwarden.service.state import open_migrated\n"
+        "catalog = open_migrated(sys.argv[1])\n"
+        "print(catalog.list_backups(), 'alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, url], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["[]", "False"]
+    assert sqlite_at_head(url) is True
+    with sqlite3.connect(workdir / "state" / "catalog.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '999'")
+    with pytest.raises(CatalogError, match="revision '999' which this pgwarden does not know"):
+        open_migrated(url)

@@ -134,6 +134,26 @@ def create_catalog_engine(url: str, pool: PoolSettings | None = None) -> Engine:
     return _postgresql_engine(parsed, pool or DEFAULT_POOL)
 
 
+def sqlite_at_head(url: str) -> bool | None:
+    """For a SQLite catalog: whether it exists at this build's head revision (plain SQL, no
+    Alembic); ``None`` for another backend or when that cannot be told (:func:`open_catalog`
+    then says why)."""
+    try:
+        parsed = parse_url(url)
+        if parsed.get_backend_name() != "sqlite" or not parsed.database:
+            return None
+        if not Path(parsed.database).is_file():
+            return False
+        engine = _sqlite_engine(parsed)
+        try:
+            with engine.connect() as connection:
+                return migrator.at_head(connection)
+        finally:
+            engine.dispose()
+    except (CatalogError, SQLAlchemyError, OSError):
+        return None
+
+
 def open_catalog(url: str, *, pool: PoolSettings | None = None) -> Catalog:
     """Open the catalog at ``url``, migrating it to this build's head revision.
 

@@ -4,19 +4,25 @@ The config is one reference swapped on reload (together with the time it was loa
 job keeps the snapshot it started with.  :func:`check_reloadable` names the settings bound at
 start-up (:data:`RESTART_ONLY`), which a reload may not change.  What the daemon does with
 these at start-up is :mod:`.recovery`; what it does after each job is :mod:`.outcomes` and
-:mod:`.jobkinds`.
+:mod:`.jobkinds`.  :func:`open_migrated` opens the catalog, a SQLite one's migration run by a
+child process so that Alembic never stays loaded in the daemon.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pgwarden
 from pgwarden.catalog import Catalog, open_catalog
+from pgwarden.catalog.db import sqlite_at_head
 from pgwarden.config import Config
-from pgwarden.errors import ConfigError
+from pgwarden.errors import CatalogError, ConfigError
 from pgwarden.metrics import Metrics
 from pgwarden.notify import Dispatcher
+from pgwarden.pg.process import run_tool
 from pgwarden.storage import Storage, open_storage
 
 #: settings that are bound at start-up; changing them needs a restart, not a reload
@@ -40,6 +46,41 @@ def check_reloadable(old: Config, new: Config) -> None:
         raise ConfigError(new.source, problems)
 
 
+MIGRATE_TIMEOUT_S = 600.0
+#: the child that migrates a SQLite catalog (argv: the URL, a path, no secret)
+_MIGRATE = (
+    "import sys\n"
+    "from pgwarden.catalog import open_catalog\n"
+    "from pgwarden.errors import CatalogError\n"
+    "try:\n"
+    "    open_catalog(sys.argv[1]).close()\n"
+    "except CatalogError as exc:\n"
+    "    sys.exit(str(exc))\n"
+)
+
+
+def open_migrated(url: str) -> Catalog:
+    """The daemon's catalog; a SQLite one not at head is migrated by a child process first.
+
+    Alembic (and Mako, Pygments) stay loaded once imported: migrating in the daemon kept
+    about 9 MB more RSS for the rest of its life (86 MB idle with 100 targets, against 77 MB
+    after a start without migration; the goal is 80).  A PostgreSQL catalog, whose
+    credentials come from the daemon's environment, still migrates in-process.
+    """
+    if sqlite_at_head(url) is False:
+        package_root = Path(pgwarden.__file__).resolve().parent.parent
+        result = run_tool(
+            [sys.executable, "-c", _MIGRATE, url],
+            env={"PYTHONPATH": str(package_root), "LANG": "C.UTF-8"},
+            name="catalog-migrate",
+            timeout=MIGRATE_TIMEOUT_S,
+        )
+        if not result.ok:
+            lines = result.stderr_tail.strip().splitlines()
+            raise CatalogError(lines[-1] if lines else f"catalog migration {result.describe()}")
+    return open_catalog(url)
+
+
 class ServiceState:
     def __init__(
         self, config: Config, catalog: Catalog, storage: Storage, metrics: Metrics
@@ -55,7 +96,7 @@ class ServiceState:
     @classmethod
     def open(cls, config: Config, metrics: Metrics) -> ServiceState:
         config.daemon.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        catalog = open_catalog(config.daemon.effective_catalog_url)
+        catalog = open_migrated(config.daemon.effective_catalog_url)
         return cls(config, catalog, open_storage(config.storage), metrics)
 
     @property

@@ -248,6 +248,8 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
         major = server_major(conn)
         wanted = overlap.drill_jobs(request.restore_mode, manifest, target.verify.jobs)
         jobs, note = scratch.plan_jobs(wanted, scratch.connection_headroom(conn))
+        if wanted < target.verify.jobs and request.restore_mode == "auto":
+            note += "; one table holds most of the data: streamed, not spooled"
         draft.jobs = jobs
         draft.checks.append(
             CheckResult(

@@ -405,6 +405,8 @@ def main() -> int:
         "idle": cmd_idle,
         "big": cmd_big,
     }[args.cmd](args)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average at the end {load} (shared machine)")
     return 0
 
 

@@ -104,7 +104,25 @@ class RunningDaemon:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.ready_s = self._wait_ready(started)
+        try:
+            self.ready_s = self._wait_ready(started)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        # systemd reads every message: an unread socket fills (10 datagrams) and the daemon's
+        # main loop would block in its next STATUS= send
+        self._draining = threading.Thread(target=self._drain, name="notify-drain", daemon=True)
+        self._draining.start()
+
+    def _drain(self) -> None:
+        while self.proc.poll() is None:
+            try:
+                self._notify.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
 
     def _wait_ready(self, started: float, timeout: float = 300) -> float:
         while time.monotonic() - started < timeout:
@@ -130,6 +148,7 @@ class RunningDaemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._draining.join()
         self._log.close()
         self._notify.close()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from structlog.testing import capture_logs
 
 from pgwarden.cli import main
 from pgwarden.config import parse
@@ -155,6 +156,20 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
     assert [r.tags for r in env.catalog.list_backups(db)] == [("scheduled",)]
 
 
+def test_a_scheduled_drill_runs_low(pg18: PgServer, workdir: Path) -> None:
+    db = "prio_drill"
+    make_sample_db(pg18, db, rows=50, vectors=False)
+    env = target_env(workdir, pg18, db)
+    env.backup()
+    with _daemon(env) as service, capture_logs() as logs:
+        job, _ = service.submit(JobKind.VERIFY, db, trigger=Trigger.SCHEDULED)
+        _finish(job)
+    assert job.state == JobState.SUCCEEDED, job.as_dict()
+    low = [e for e in logs if e["event"] == "running at low priority"]
+    assert [e["thread"] for e in low] == ["drill-low"], logs
+    assert low[0]["priority"] == "nice 10, io best-effort/7"
+
+
 @pytest.mark.parametrize(
     ("flag", "nice", "word"), [((), 0, "normal"), (("--priority", "low"), 10, "low")]
 )
@@ -210,7 +225,12 @@ def test_a_bad_priority_names_the_key_and_the_flag(
         raised.value
     )
     doc["targets"][0]["backup"] = {"priority": "low"}  # type: ignore[index]
-    assert parse(doc, tmp_path / "pgwarden.toml").targets[0].backup.priority == "low"
+    doc["targets"][0]["verify"] = {"priority": "normal"}  # type: ignore[index]
+    app = parse(doc, tmp_path / "pgwarden.toml").targets[0]
+    assert (app.backup.priority, app.verify.priority) == ("low", "normal")
+    doc["targets"][0]["verify"] = {"priority": 7}  # type: ignore[index]
+    with pytest.raises(ConfigError, match=r"targets\[0\]\.verify\.priority: must be a string"):
+        parse(doc, tmp_path / "pgwarden.toml")
     with pytest.raises(SystemExit) as exited:
         main(["backup", "-c", str(tmp_path / "x.toml"), "app", "--priority", "idle"])
     assert exited.value.code == 2

@@ -207,6 +207,7 @@ class VerifySettings:
     random_older: bool = False
     checks: tuple[SqlCheck, ...] = ()
     stall_timeout: float = 300.0  # seconds without progress before a drill is cancelled; 0: off
+    priority: str = "auto"  # BACKUP_PRIORITIES: auto is low for scheduled and after-backup drills
 
 
 @dataclass(frozen=True)

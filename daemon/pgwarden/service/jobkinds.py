@@ -12,7 +12,8 @@ that very backup first when ``[targets.verify] after_backup`` is set, and by its
 (:mod:`.offsite_job`) before the prune when the target has ``[[offsite]]`` destinations.
 A backup runs at its ``[targets.backup] priority``: ``auto`` is low for a run tagged
 ``scheduled`` (scheduled, catch-up, and the per-database jobs of such a whole-server run), on a
-fresh thread (:mod:`pgwarden.pg.priority`), never lowering the job worker itself.  The
+fresh thread (:mod:`pgwarden.pg.priority`), never lowering the job worker itself; a drill at
+``[targets.verify] priority`` (``auto``: low unless an operator started it).  The
 hourly scheduled ``offsite`` run (:data:`.offsite_job.OFFSITE_RETRY_SCHEDULE`) retries copies a
 failed run left pending, and does nothing (not even an S3 request) when there are none.
 """
@@ -33,6 +34,7 @@ from pgwarden.errors import NotFoundError
 from pgwarden.logsetup import get_logger
 from pgwarden.pg.binaries import Tool
 from pgwarden.pg.conninfo import ConnSpec
+from pgwarden.pg.priority import resolve, run_at
 from pgwarden.restore.drill import VerifyRequest, run_verification
 from pgwarden.restore.outcome import DrillFailed, VerifyOutcome
 from pgwarden.retention.lastprune import PruneRecords, recorded_prune
@@ -126,8 +128,12 @@ def verify_job(job: Job, state: ServiceState) -> VerifyOutcome | FanOutOutcome:
         cancel=job.cancel,
         progress=job.report,
     )
+    # a drill loads the same server: low like a scheduled backup unless an operator asked
+    priority = resolve(target.verify.priority, scheduled=job.trigger != Trigger.MANUAL)
     try:
-        return run_verification(request)
+        return run_at(
+            priority, lambda: run_verification(request), cancel=job.cancel, name="drill-low"
+        )
     except DrillFailed as exc:
         job.result = exc.outcome  # every check's result stays visible (ctl, metrics)
         raise

@@ -25,7 +25,9 @@ seconds after it; TPS and latency come from the transactions that *completed ins
 window* (the backup's start to its end).  Prints the median TPS, p50/p99 latency and backup
 duration per variant, the CPU-seconds of the backup's own processes (pgwarden, pg_dump,
 pg_restore: ``RUSAGE_CHILDREN``) and of the server backends serving it (sampled every 0.25 s),
-and the ratios against the workload alone and between the priorities.
+and the ratios against the workload alone and between the priorities: of the medians, and
+the median of each round's own ratio (paired within a round, where the machine's other load
+drifts least; on a shared machine that is the figure to trust).
 
     .venv/bin/python benchmarks/priority.py [--runs 3] [--rate N] [--alone-s 30]
         [--variants alone normal low low+server] [--scale N --users N --documents N]
@@ -255,6 +257,13 @@ def run(sizes: Sizes, args: argparse.Namespace) -> dict[str, Samples]:
     return results
 
 
+def ratio(mine: list[float], theirs: list[float]) -> str:
+    """The ratio of the medians, and the median of the rounds' own ratios (paired: the two
+    variants ran minutes apart, so a round's load drift cancels out)."""
+    paired = statistics.median(a / b for a, b in zip(mine, theirs, strict=False))
+    return f"{Samples.median(mine) / Samples.median(theirs):.2f}x [{paired:.2f}x]"
+
+
 def report(results: dict[str, Samples], args: argparse.Namespace, command: str) -> None:
     m = Samples.median
     workload = f"rate {args.rate}/s" if args.rate else "flat out"
@@ -273,22 +282,17 @@ def report(results: dict[str, Samples], args: argparse.Namespace, command: str) 
         else:
             cells += ["-", "-", "-"]
         print("| " + " | ".join(cells) + " |")
-    alone = results["alone"]
-    print("\nratios")
-    for key, s in results.items():
-        if key == "alone" or not s.tps or not alone.tps:
+    print("\nratios: of the medians, and [the median of each round's own ratio]")
+    pairs = [(v, "alone") for v in VARIANTS[1:]] + [(v, "normal") for v in VARIANTS[2:]]
+    for key, base in pairs:
+        s, b = results[key], results[base]
+        if not s.tps or not b.tps:
             continue
-        print(f"  TPS during a {key:<10} backup / alone: {m(s.tps) / m(alone.tps):.2f}x")
-        print(f"  p99 during a {key:<10} backup / alone: {m(s.p99_ms) / m(alone.p99_ms):.2f}x")
-    normal = results["normal"]
-    for key in ("low", "low+server"):
-        s = results[key]
-        if s.tps and normal.tps:
-            print(
-                f"  {key} / normal: TPS {m(s.tps) / m(normal.tps):.2f}x, "
-                f"p99 {m(s.p99_ms) / m(normal.p99_ms):.2f}x, "
-                f"backup time {m(s.backup_s) / m(normal.backup_s):.2f}x"
-            )
+        parts = [("TPS", s.tps, b.tps), ("p99", s.p99_ms, b.p99_ms)]
+        if base != "alone":
+            parts.append(("backup time", s.backup_s, b.backup_s))
+        text = ", ".join(f"{name} {ratio(mine, theirs)}" for name, mine, theirs in parts)
+        print(f"  {key + ' / ' + base:<21} {text}")
     print(f"\nreproduce: {command}")
 
 

@@ -19,6 +19,11 @@ pgwarden <= 0.2x the strategy's time with output no larger, and <= 1.5x the raw 
 
     .venv/bin/python benchmarks/backup.py [--shape vectors|app|one_table|all] [--runs 3]
         [--scale N --users N --documents N]   # sizes; default: the shape's full size
+        [--compare-with DIR]   # also DIR's pgwarden (a worktree of an older commit), interleaved
+
+``--compare-with`` adds the variant ``before``: ``pgwarden backup`` of the checkout in DIR
+(``git worktree add --detach DIR <commit>``), run the same way, so that a change is measured
+before and after in one run.
 """
 
 from __future__ import annotations
@@ -93,9 +98,9 @@ def write_config(work: Path, server: PgServer) -> Path:
     return config
 
 
-def run_shape(shape: str, sizes: Sizes, runs: int) -> dict[str, Samples]:
-    """``runs`` interleaved rounds of the three variants on a fresh copy of ``shape``."""
-    results = {key: Samples() for key in VARIANTS}
+def run_shape(shape: str, sizes: Sizes, runs: int, before: Path | None) -> dict[str, Samples]:
+    """``runs`` interleaved rounds of the variants on a fresh copy of ``shape``."""
+    results = {key: Samples() for key in VARIANTS + (("before",) if before else ())}
     with (
         cached_server(shape, sizes) as server,
         tempfile.TemporaryDirectory(prefix="pgwarden-bench-work-", dir="/tmp") as tmp,
@@ -124,6 +129,14 @@ def run_shape(shape: str, sizes: Sizes, runs: int) -> dict[str, Samples]:
             results["pgwarden"].size.append(made.stat().st_size)
             for leftover in backups.iterdir():
                 leftover.unlink()
+            if before is not None:
+                measured(
+                    results["before"], older_pgwarden(before, config), stdout=subprocess.DEVNULL
+                )
+                made = sorted(backups.glob("*.zst"))[-1]
+                results["before"].size.append(made.stat().st_size)
+                for leftover in backups.iterdir():
+                    leftover.unlink()
             print(
                 f"run {run + 1}: "
                 + ", ".join(
@@ -132,6 +145,15 @@ def run_shape(shape: str, sizes: Sizes, runs: int) -> dict[str, Samples]:
                 flush=True,
             )
     return results
+
+
+def older_pgwarden(checkout: Path, config: Path) -> list[str]:
+    """argv of ``pgwarden backup`` from another checkout's sources (same interpreter)."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(checkout / 'daemon')!r}); "
+        "from pgwarden.cli import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", code, "backup", "-c", str(config), "bench"]
 
 
 def report(shape: str, results: dict[str, Samples], runs: int) -> None:
@@ -146,6 +168,10 @@ def report(shape: str, results: dict[str, Samples], runs: int) -> None:
         ok = "ok" if ratio <= goal else "MISSED"
         extra = f", moonshot <= {moonshot}" if moonshot else ""
         print(f"{label}: {ratio:.3f}  (goal <= {goal}{extra}: {ok})")
+    if "before" in results:
+        for what in ("time", "cpu", "size"):
+            ratio = results["pgwarden"].median(what) / max(results["before"].median(what), 1e-9)
+            print(f"pgwarden / before {what}: {ratio:.3f}")
 
 
 def main() -> int:
@@ -155,6 +181,7 @@ def main() -> int:
     parser.add_argument("--scale", type=int, default=None)
     parser.add_argument("--users", type=int, default=None)
     parser.add_argument("--documents", type=int, default=None)
+    parser.add_argument("--compare-with", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
     shapes = {
         None: ("vectors", "app"),
@@ -163,7 +190,9 @@ def main() -> int:
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp())
     # pgwarden as installed from a wheel, whose modules come compiled: without this, a checkout
     # run with PYTHONDONTWRITEBYTECODE set compiles them at every CLI start (~0.2 s here)
-    compileall.compile_dir(str(ROOT / "daemon" / "pgwarden"), quiet=1)
+    for checkout in (ROOT, args.compare_with):
+        if checkout is not None:
+            compileall.compile_dir(str(checkout / "daemon" / "pgwarden"), quiet=1)
     print("command: " + shlex.join([sys.executable, *sys.argv]))
     for shape in shapes:
         full = FULL[shape]
@@ -172,7 +201,7 @@ def main() -> int:
             users=args.users if args.users is not None else full.users,
             documents=args.documents if args.documents is not None else full.documents,
         )
-        report(shape, run_shape(shape, sizes, args.runs), args.runs)
+        report(shape, run_shape(shape, sizes, args.runs, args.compare_with), args.runs)
     return 0
 
 

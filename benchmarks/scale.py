@@ -332,13 +332,14 @@ def cmd_big(args: argparse.Namespace) -> None:
         workdir = _start_workdir("big")
         try:
             secs, failed, peaks, hwm = backup_all_named(server, workdir)
-            artifact = sum(p.stat().st_size for p in (workdir / "backups").rglob("*.zst"))
+            with sqlite3.connect(f"file:{workdir}/state/catalog.db?mode=ro", uri=True) as db:
+                artifact = int(db.execute("SELECT sum(size_bytes) FROM backups").fetchone()[0] or 0)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         print(f"\none backup of a {size / 1e9:.2f} GB database (failed: {failed})")
         print(f"wall time           {secs:8.1f} s")
         print(f"database MB/s       {size / MB / secs:8.1f}")
-        print(f"artifact MB/s       {artifact / MB / secs:8.1f}  ({artifact / MB:.0f} MB written)")
+        print(f"artifact MB/s       {artifact / MB / secs:8.1f}  ({artifact / MB:.1f} MB written)")
         print(f"pgwarden peak RSS   {hwm / MB:8.1f} MB (VmHWM of the daemon)")
         print(f"children peak RSS   {peaks.children_rss / MB:8.1f} MB  {peaks.child_rss}")
 

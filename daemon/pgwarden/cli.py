@@ -218,6 +218,14 @@ _COMMANDS = (
                     " [targets.backup] priority; its auto is normal here)",
                 },
             ),
+            (
+                ("--max-rate",),
+                {
+                    "metavar": "SIZE",
+                    "help": "read pg_dump's output at most SIZE per second, e.g. 40MB or 40MiB;"
+                    " 0: no cap (default: the target's [targets.backup] max_rate)",
+                },
+            ),
             _JSON,
         ),
         "backup_cmd:cmd_backup",

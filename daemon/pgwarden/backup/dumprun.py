@@ -9,7 +9,8 @@ the partial itself.  A cancelled backup, a pg_dump that failed or timed out, or 
 query raises :class:`~pgwarden.errors.BackupError` (or the tool's error); a dump that made no
 progress for ``[targets.backup] stall_timeout`` (:mod:`pgwarden.pg.stallwatch`: bytes out of
 pg_dump, the partial growing, pg_dump's sessions working) is cancelled and raises
-:class:`~pgwarden.errors.StallError`.
+:class:`~pgwarden.errors.StallError`.  ``[targets.backup] max_rate`` paces the stream's reads
+(:mod:`pgwarden.backup.ratecap`): pg_dump and its server backend then wait on their pipe.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from pgwarden.archive import compress
 from pgwarden.archive.codecs import Codec, Stage
 from pgwarden.backup import pgdump, readback
 from pgwarden.backup.facts import Facts, SnapshotSession
+from pgwarden.backup.ratecap import RateCap
 from pgwarden.backup.request import BackupRequest
+from pgwarden.config.rates import format_rate
 from pgwarden.errors import BackupError, StallError, ToolError, describe
 from pgwarden.logsetup import get_logger
 from pgwarden.pg import process, stallwatch
@@ -119,7 +122,9 @@ def _run(
                 if streamed:
                     assert tool.stdout is not None
                     checker = readback.StreamCheck(plan.format, restore_tool, watch.cancel)
-                    raw = _counting(checker.chunks(tool.stdout), request, watch)
+                    cap = _cap(request, watch)
+                    size = cap.read_size if cap is not None else readback.READ_CHUNK
+                    raw = _counting(checker.chunks(tool.stdout, size), request, watch, cap)
                     chunks = _compressed(raw, plan)
                     writer = pool.submit(request.storage.write_stream, partial, chunks)
                 facts = _collect_facts(request, session, tool, watch.cancel)
@@ -202,17 +207,43 @@ def _compressed(raw: Iterator[memoryview], plan: pgdump.DumpPlan) -> Iterator[co
     return compress.passthrough(raw)
 
 
+def _cap(request: BackupRequest, watch: StallWatch) -> RateCap | None:
+    """The read-rate cap of this dump (``[targets.backup] max_rate``), ``None`` when off."""
+    rate = request.target.backup.max_rate
+    if rate <= 0:
+        return None
+    log.info("reading pg_dump's output at a capped rate", max_rate=format_rate(rate))
+    return RateCap(rate, watch)
+
+
 def _counting(
-    chunks: Iterator[memoryview], request: BackupRequest, watch: StallWatch
+    chunks: Iterator[memoryview],
+    request: BackupRequest,
+    watch: StallWatch,
+    cap: RateCap | None = None,
 ) -> Iterator[memoryview]:
+    """The chunks, counted for progress and the stall watch, and paced by ``cap``."""
     total = 0
-    last = 0.0
+    last = began = time.monotonic()
     for chunk in chunks:
-        total += len(chunk)
-        watch.moved(len(chunk))
+        size = len(chunk)
+        total += size
+        watch.moved(size)
         now = time.monotonic()
         if now - last >= 0.5:
             request.report(phase="dumping", bytes=total)
             last = now
         yield chunk
+        if cap is not None:
+            cap.consumed(size)
     request.report(phase="dumping", bytes=total)
+    if cap is not None:
+        elapsed = time.monotonic() - began
+        log.info(
+            "pg_dump's output read at a capped rate",
+            max_rate=format_rate(cap.rate),
+            bytes=total,
+            duration_s=round(elapsed, 1),
+            rate=format_rate(int(total / elapsed) if elapsed > 0 else 0),
+            held_back_s=round(cap.waited_s, 1),
+        )

@@ -186,9 +186,10 @@ class StreamCheck:
         if manifest_format not in ("plain", "custom"):
             self._start_restore()
 
-    def chunks(self, source: IO[bytes]) -> Iterator[memoryview]:
-        """``source`` read to its end; each chunk is valid until the next is asked for."""
-        for chunk in _read_chunks(source):
+    def chunks(self, source: IO[bytes], size: int = READ_CHUNK) -> Iterator[memoryview]:
+        """``source`` read to its end, ``size`` bytes at a time (smaller under a rate cap);
+        each chunk is valid until the next is asked for."""
+        for chunk in _read_chunks(source, size):
             if self._format == "plain":
                 self._tail = (self._tail + bytes(chunk[-4096:]))[-4096:]
             elif self._frames is not None:

@@ -39,6 +39,7 @@ class BackupOutcome:
     tables: int
     attempt: int
     priority: Priority = Priority.NORMAL  # what pg_dump and the stages ran at
+    max_rate: int = 0  # the read-rate cap on pg_dump's output, bytes/s; 0: none
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class BackupOutcome:
             "tables": self.tables,
             "attempt": self.attempt,
             "priority": str(self.priority),
+            "max_rate": self.max_rate,
         }
 
 
@@ -95,5 +97,6 @@ def run_request(request: BackupRequest, work: Callable[[BackupRequest], T]) -> T
         name=f"backup-{request.priority}",
     )
     if isinstance(result, BackupOutcome):
-        return cast(T, replace(result, priority=request.priority))
+        rate = request.target.backup.max_rate
+        return cast(T, replace(result, priority=request.priority, max_rate=rate))
     return result

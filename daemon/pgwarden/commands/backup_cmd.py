@@ -7,11 +7,13 @@ a new machine) shows as ``off-site``: ``pgwarden restore`` fetches it from there
 
 ``pgwarden backup --priority low|normal`` overrides ``[targets.backup] priority`` for this run
 (whose ``auto`` is normal: an operator started it); the summary line says which it ran at.
+``--max-rate SIZE`` overrides ``[targets.backup] max_rate`` (:mod:`pgwarden.config.rates`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import threading
 from dataclasses import fields, is_dataclass
@@ -25,13 +27,15 @@ from pgwarden.catalog.offsite import copies
 from pgwarden.catalog.records import BackupRecord
 from pgwarden.catalog.states import CopyState
 from pgwarden.commands.context import command_env, human_bytes, table
+from pgwarden.config import TargetConfig
 from pgwarden.config.names import SUB_TARGET_SEP
-from pgwarden.errors import EXIT_FAILED, EXIT_OK
+from pgwarden.config.rates import cap_refusal, format_rate, parse_rate
+from pgwarden.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
     with command_env(args) as env:
-        target = env.config.target(args.target)
+        target = _capped(env.config.target(args.target), args.max_rate)
         tags = tuple(dict.fromkeys(["manual", *args.tag]))
         request = BackupRequest(target, env.config, env.catalog, env.storage, tags)
         request.priority = request_priority(target, tags, args.priority)
@@ -45,10 +49,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(
             f"backup {outcome.backup_id[:8]} of {outcome.target}: {outcome.path} "
             f"({human_bytes(outcome.size_bytes)}, {outcome.tables} tables, "
-            f"{outcome.duration_s:.1f} s, {outcome.priority} priority, "
+            f"{outcome.duration_s:.1f} s, {outcome.priority} priority, {_cap_text(target)}"
             f"sha256 {outcome.sha256[:16]}...)"
         )
     return EXIT_OK
+
+
+def _capped(target: TargetConfig, given: str | None) -> TargetConfig:
+    """The target with ``--max-rate`` for this run; refused where a cap cannot apply."""
+    if given is None:
+        return target
+    try:
+        rate = parse_rate(given)
+    except ValueError as exc:
+        raise UsageError(f"--max-rate: {exc}") from None
+    settings = target.backup
+    if (why := cap_refusal(rate, settings.format, settings.compression)) is not None:
+        raise UsageError(f"--max-rate: {why}")
+    return dataclasses.replace(target, backup=dataclasses.replace(settings, max_rate=rate))
+
+
+def _cap_text(target: TargetConfig) -> str:
+    rate = target.backup.max_rate
+    return f"max rate {format_rate(rate)}, " if rate > 0 else ""
 
 
 def _server_backup(args: argparse.Namespace, request: BackupRequest) -> int:

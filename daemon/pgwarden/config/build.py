@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pgwarden.config import notify, offsite_build, pgdump_args, serverwide
+from pgwarden.config import notify, offsite_build, pgdump_args, rates, serverwide
 from pgwarden.config.basic_auth import auth_user, auth_users, bcrypt_hash
 from pgwarden.config.model import (
     BACKUP_FORMATS,
@@ -273,10 +273,12 @@ def _backup(b: SubReader, tz: str) -> BackupSettings:
         dump_globals=b.flag("dump_globals", bd.dump_globals),
         stall_timeout=b.number("stall_timeout", bd.stall_timeout, minimum=0),
         priority=b.choice("priority", bd.priority, BACKUP_PRIORITIES),
+        max_rate=rates.read_max_rate(b),
     )
     if (why := pgdump_args.refusal(backup.extra_args)) is not None:  # overrides pgwarden's own
         b.error("extra_args", why)
     _check_compression(b, backup)
+    rates.check_cap(b, backup)
     b.finish()
     return backup
 

@@ -175,6 +175,7 @@ class BackupSettings:
     dump_globals: bool = False
     stall_timeout: float = 300.0  # seconds without progress before a dump is cancelled; 0: off
     priority: str = "auto"  # BACKUP_PRIORITIES: CPU nice 10 + I/O best-effort 7 when low
+    max_rate: int = 0  # bytes/s of pg_dump output pgwarden reads at most (config.rates); 0: no cap
 
 
 @dataclass(frozen=True)

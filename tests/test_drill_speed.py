@@ -109,3 +109,23 @@ def test_one_dominant_table_streams_and_any_other_database_spools() -> None:
     assert drill_jobs("auto", manifest(4 * big, compression="gzip:6"), 2) == 2  # in place
     assert drill_jobs("spool", manifest(4 * big), 2) == 2
     assert drill_jobs("stream", manifest(1, 1), 2) == 1
+
+
+def test_a_damaged_stream_is_reported_as_the_checksum_failure(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """The streamed restore breaks on the flipped byte before the hash is done: the drill
+    waits for the hash and reports the checksum, the cause, not the restore's symptom."""
+    make_sample_db(pg18, "ovl_flip", rows=200, vectors=False)
+    env = target_env(workdir, pg18, "ovl_flip")
+    taken = env.backup()
+    with taken.path.open("r+b") as fh:
+        fh.seek(taken.size_bytes // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    outcome = _drill(env, restore_mode="stream")
+    assert not outcome.passed
+    assert outcome.error is not None and outcome.error.startswith("checksum"), outcome.error
+    assert outcome.failed_checks[0].expected == taken.sha256
+    assert not [d for d in pg18.databases() if d.startswith("pgwarden_verify_")]

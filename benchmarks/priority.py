@@ -1,5 +1,5 @@
 """Does a backup starve production?  A pgbench workload alone, and during a pgwarden backup at
-normal and at low priority (issue 19, item 2).
+normal and at low priority, and with its read rate capped (issue 19, item 2).
 
 On the ``app`` shape of :mod:`benchmarks.shapes` (database ``bench``: pgbench tables at scale
 30 -- the workload's -- plus ``users`` with jsonb and ``documents`` with text, jsonb,
@@ -13,7 +13,11 @@ order rotates each round):
 * ``low+server``: the same, and the benchmark (as root, or as the server's OS user) also lowers
   the server backends serving the backup (``application_name`` ``pgwarden-dump-*`` and the
   snapshot session) as soon as they appear: what pgwarden *cannot* do as its own user, measured
-  to show how much of the remaining cost is the server's side of the dump.
+  to show how much of the remaining cost is the server's side of the dump;
+* ``capped``: ``pgwarden backup --priority normal --max-rate CAP`` (``--cap``): pgwarden reads
+  pg_dump's output at most CAP per second, so pg_dump and the server backend wait on their
+  pipe and socket and the dump's whole CPU and I/O are spread out;
+* ``low+capped``: the same at low priority.
 
 The workload is ``pgbench -c 4 -j 2 -M prepared -n`` with the built-in tpcb-like script and
 per-transaction logs (``-l``); ``--rate N`` throttles it to N transactions/s (``-R``: latency
@@ -30,7 +34,8 @@ the median of each round's own ratio (paired within a round, where the machine's
 drifts least; on a shared machine that is the figure to trust).
 
     .venv/bin/python benchmarks/priority.py [--runs 3] [--rate N] [--alone-s 30]
-        [--variants alone normal low low+server] [--scale N --users N --documents N]
+        [--variants alone normal low low+server capped low+capped] [--cap 20MB]
+        [--scale N --users N --documents N]
         # sizes: default the app shape's full size; low+server needs root (or the server's user)
 """
 
@@ -59,6 +64,7 @@ import psycopg  # noqa: E402
 from benchmarks.shapes import DB, Sizes, cached_server  # noqa: E402
 from tests.pgservers import PgServer  # noqa: E402
 
+from pgwarden.config.rates import parse_rate  # noqa: E402
 from pgwarden.pg.priority import (  # noqa: E402
     IOPRIO_CLASS_BE,
     LOW_IO_LEVEL,
@@ -66,7 +72,7 @@ from pgwarden.pg.priority import (  # noqa: E402
     set_io_priority,
 )
 
-VARIANTS = ("alone", "normal", "low", "low+server")
+VARIANTS = ("alone", "normal", "low", "low+server", "capped", "low+capped")
 #: the backup's server sessions: pg_dump's (tagged) and the snapshot session (facts)
 BACKENDS_SQL = (
     "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgwarden-dump-%' "
@@ -176,12 +182,15 @@ class BackendWatch:
         return sum(self.cpu.values())
 
 
-def backup(server: PgServer, config: Path, variant: str) -> tuple[float, float, float]:
+def backup(server: PgServer, config: Path, variant: str, cap: str) -> tuple[float, float, float]:
     """One ``pgwarden backup`` through the real CLI: its own duration (s), the CPU-seconds of
     pgwarden and its tools, and of the server backends serving it."""
-    priority = "normal" if variant == "normal" else "low"
+    priority = "normal" if variant in ("normal", "capped") else "low"
     pgwarden = Path(sys.executable).parent / "pgwarden"
     argv = [str(pgwarden), "backup", "-c", str(config), "bench", "--priority", priority, "--json"]
+    capped = variant.endswith("capped")
+    if capped:
+        argv += ["--max-rate", cap]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     watch = BackendWatch(server, lower=variant == "low+server")
     try:
@@ -195,6 +204,7 @@ def backup(server: PgServer, config: Path, variant: str) -> tuple[float, float, 
     own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     outcome = json.loads(done.stdout)
     assert outcome["priority"] == priority, outcome
+    assert outcome["max_rate"] == (parse_rate(cap) if capped else 0), outcome
     return float(outcome["duration_s"]), own, server_cpu
 
 
@@ -210,7 +220,7 @@ def one_run(
         if variant == "alone":
             time.sleep(args.alone_s)
         else:
-            measured = backup(server, config, variant)
+            measured = backup(server, config, variant, args.cap)
         end = time.time()
         time.sleep(args.margin)
     finally:
@@ -269,7 +279,7 @@ def report(results: dict[str, Samples], args: argparse.Namespace, command: str) 
     workload = f"rate {args.rate}/s" if args.rate else "flat out"
     print(
         f"\nmedian of {args.runs} interleaved runs, pgbench -c {CLIENTS} -j {THREADS} "
-        f"-M prepared tpcb-like ({workload}), 2-core machine"
+        f"-M prepared tpcb-like ({workload}), 2-core machine; capped: --max-rate {args.cap}"
     )
     header = ("variant", "TPS", "p50 ms", "p99 ms", "backup s", "own CPU-s", "server CPU-s")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
@@ -305,6 +315,9 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=2.0)
     parser.add_argument(
         "--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS), help="default: all"
+    )
+    parser.add_argument(
+        "--cap", default="20MB", help="--max-rate of the capped variants (default: 20MB)"
     )
     parser.add_argument("--scale", type=int, default=None)
     parser.add_argument("--users", type=int, default=None)

@@ -9,7 +9,11 @@ with a text body, jsonb, ``vector(384)``, a foreign key and ivfflat; ~1.2 GB) an
 * ``strategy``: ``pg_dump DB | gzip > x.sql.gz`` (the seed's cron job);
 * ``raw``: ``pg_dump -Fc -Z0 > /dev/null`` (the dump's own speed limit);
 * ``pgwarden``: ``pgwarden backup`` (custom format, zstd stage, sha256, exact row counts,
-  vector probes, the archive proven whole before publishing) through the real CLI.
+  vector probes, the archive proven whole before publishing) through the real CLI, a one-shot
+  process that pays Python's start-up and its imports (the catalog's SQLAlchemy) every time;
+* ``daemon``: the same backup as the daemon takes it on schedule: ``pgwarden ctl backup --wait``
+  to a ``pgwarden run`` started once per shape (the wall time includes the small ``ctl``
+  client's start-up; ``daemon job`` is the job's own duration as the daemon recorded it).
 
 Prints per shape the median wall time, the machine's busy CPU-seconds (all processes:
 pg_dump, the server, pgwarden; from ``/proc/stat``, so a 2-core wall-clock result can be
@@ -43,10 +47,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.scale_common import RunningDaemon  # noqa: E402
 from benchmarks.shapes import DB, Sizes, cached_server  # noqa: E402
 from tests.pgservers import PgServer  # noqa: E402
 
-VARIANTS = ("strategy", "raw", "pgwarden")
+VARIANTS = ("strategy", "raw", "pgwarden", "daemon")
 #: each shape's full size: ``vectors`` as the first benchmark built it, the others the issue's
 FULL = {
     "vectors": Sizes(scale=60, documents=100_000),
@@ -57,6 +62,7 @@ GOALS = (
     ("pgwarden / strategy time", "pgwarden", "strategy", "time", 0.2, None),
     ("pgwarden / strategy size", "pgwarden", "strategy", "size", 1.0, None),
     ("pgwarden / raw dump time", "pgwarden", "raw", "time", 1.5, 1.3),
+    ("daemon / raw dump time", "daemon", "raw", "time", 1.5, 1.3),
 )
 
 
@@ -91,6 +97,8 @@ def write_config(work: Path, server: PgServer) -> Path:
     config = work / "pgwarden.toml"
     config.write_text(
         f'[daemon]\nstate_dir = "{work}/state"\nlog_level = "warning"\n'
+        f'socket = "{work}/ctl.sock"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n'
         f'[storage]\npath = "{work}/backups"\n'
         f'[[targets]]\nname = "bench"\ndsn = "{server.uri(DB)}"\n'
         f'bin_dir = "{server.bin_dir}"\n'
@@ -113,6 +121,8 @@ def run_shape(shape: str, sizes: Sizes, runs: int, before: Path | None) -> dict[
         pgwarden = Path(sys.executable).parent / "pgwarden"
         dsn = shlex.quote(server.dsn(DB))
         backups = work / "backups" / "bench"
+        daemon = RunningDaemon(work, config)
+        ctl = [str(pgwarden), "ctl", "backup", "-c", str(config), "--wait", "bench"]
         for run in range(runs):
             out = work / f"strategy-{run}.sql.gz"
             measured(results["strategy"], f"{pg_dump} {dsn} | gzip > {out}", shell=True)
@@ -127,6 +137,11 @@ def run_shape(shape: str, sizes: Sizes, runs: int, before: Path | None) -> dict[
             )
             made = sorted(backups.glob("*.zst"))[-1]
             results["pgwarden"].size.append(made.stat().st_size)
+            for leftover in backups.iterdir():
+                leftover.unlink()
+            measured(results["daemon"], ctl, stdout=subprocess.DEVNULL)
+            made = sorted(backups.glob("*.zst"))[-1]
+            results["daemon"].size.append(made.stat().st_size)
             for leftover in backups.iterdir():
                 leftover.unlink()
             if before is not None:
@@ -144,6 +159,7 @@ def run_shape(shape: str, sizes: Sizes, runs: int, before: Path | None) -> dict[
                 ),
                 flush=True,
             )
+        daemon.stop()
     return results
 
 

@@ -40,3 +40,24 @@ def test_abstract_socket_and_no_socket() -> None:
 
 def test_watchdog_for_another_pid_is_ignored() -> None:
     assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_daemon(tmp_path: Path) -> None:
+    """An unread notify socket fills after a few datagrams: further STATUS= and watchdog
+    messages are dropped at once (the main loop must not hang in a send), READY=1 is retried
+    for a bounded time and delivered once the listener reads again."""
+    import threading
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+        sent = []
+        while len(sent) < 100_000 and (not sent or sent[-1]):  # net.unix.max_dgram_qlen
+            sent.append(notifier.send(f"STATUS=message {len(sent)}"))
+        assert sent[0] and not sent[-1]  # the queue filled, and the send returned at once
+        reader = threading.Timer(0.3, lambda: [listener.recv(4096) for _ in range(5)])
+        reader.start()
+        assert notifier.send("READY=1", retry_s=30.0)  # delivered once the reader drains some
+        reader.join()
+        notifier.close()

@@ -4,6 +4,11 @@
 ``MONOTONIC_USEC`` before a reload, ``STOPPING=1`` on shutdown, ``WATCHDOG=1`` pings from the
 main loop.  Without ``$NOTIFY_SOCKET`` every call is a no-op, so the daemon runs the same in a
 terminal.  ``@name`` addresses the abstract namespace.
+
+The socket is non-blocking: a listener that stops reading (its queue holds about ten
+datagrams) must never hold the daemon's main loop, so ``STATUS=`` and watchdog messages that
+do not fit are dropped, and ``READY=1`` and ``STOPPING=1`` -- the two systemd acts on -- are
+retried for up to :data:`STATE_RETRY_S`.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import time
+
+#: how long READY=1 and STOPPING=1 are retried while the listener's queue is full
+STATE_RETRY_S = 5.0
 
 
 class Notifier:
@@ -36,20 +44,32 @@ class Notifier:
         """Seconds between pings: half of ``WATCHDOG_USEC`` as systemd recommends."""
         return self.watchdog_usec / 2_000_000 if self.watchdog_usec else None
 
-    def send(self, *fields: str) -> None:
+    def send(self, *fields: str, retry_s: float = 0.0) -> bool:
+        """Send one message; ``False`` when it could not be delivered (within ``retry_s``
+        while the listener's queue is full)."""
         if self._address is None:
-            return
+            return False
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
         message = "\n".join(fields).encode()
-        try:
-            self._sock.sendto(message, self._address)
-        except OSError:
-            # systemd gone or socket unreachable: the daemon keeps working without it
-            return
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                self._sock.sendto(message, self._address)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.05)
+            except OSError:
+                # systemd gone or socket unreachable: the daemon keeps working without it
+                return False
+            else:
+                return True
 
     def ready(self, status: str = "") -> None:
-        self.send("READY=1", *([f"STATUS={status}"] if status else []))
+        self.send("READY=1", *([f"STATUS={status}"] if status else []), retry_s=STATE_RETRY_S)
 
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
@@ -59,7 +79,7 @@ class Notifier:
         self.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
 
     def stopping(self) -> None:
-        self.send("STOPPING=1")
+        self.send("STOPPING=1", retry_s=STATE_RETRY_S)
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")

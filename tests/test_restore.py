@@ -58,6 +58,7 @@ def _setup(workdir: Path, server: PgServer, db: str, **backup: Any) -> tuple[Pat
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # what the set-up printed (an in-process backup logs) is not the command's
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err

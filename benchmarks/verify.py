@@ -15,6 +15,8 @@ one backup of each kind, then runs, interleaved, ``--runs`` times each:
   drill, plus ``openssl sha256`` of a ``zstd -1`` copy of that archive and ``zstd -d`` of it;
 * ``pgwarden``: ``pgwarden verify`` (the real CLI, every step and check: headroom, SHA-256,
   table of contents, extensions, restore, exact counts of every table, vector probes, drop);
+* ``daemon``: the same drill as the daemon runs it on schedule -- ``pgwarden ctl verify --wait``
+  to a ``pgwarden run`` started once per shape (no Python start-up or imports per drill);
 * ``spooled`` / ``streamed``: the same drill with the ``.dump.zst`` restore forced to spool
   for ``pg_restore --jobs=2`` or to stream into a serial ``pg_restore`` (``restore_mode``).
 
@@ -23,7 +25,7 @@ each variant's median time and the median CPU-seconds the whole machine was busy
 tools and server), pgwarden's per-step times, and the ratios against the goals: pgwarden
 <= 0.7x the strategy's drill on ``app``, <= 1.0x on ``one_table``.
 
-    flock /work/tmp/bench.lock .venv/bin/python benchmarks/verify.py [--shape app]
+    .venv/bin/python benchmarks/verify.py [--shape app]
         [--scale 30] [--users 200000] [--documents 120000] [--runs 3] [--variants a,b]
 
 Needs the ``openssl`` and ``zstd`` commands (the floor drill).
@@ -51,18 +53,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tomli_w  # noqa: E402
+from benchmarks.scale_common import RunningDaemon  # noqa: E402
 from benchmarks.shapes import DB, TABLES, Sizes, cached_server  # noqa: E402
 from tests.pgservers import PgServer  # noqa: E402
 
 #: the goal per shape: pgwarden's drill at most this many times the strategy's
 GOALS = {"app": 0.7, "one_table": 1.0, "vectors": 0.7}
-VARIANTS = ("strategy", "stock", "stock_default", "floor", "pgwarden", "spooled", "streamed")
+VARIANTS = (
+    "strategy",
+    "stock",
+    "stock_default",
+    "floor",
+    "pgwarden",
+    "daemon",
+    "spooled",
+    "streamed",
+)
 LABELS = {
     "strategy": "strategy (createdb; gunzip | psql; COUNT(*) one table; dropdb)",
     "stock": "stock pg_restore -j2 + exact count(*) of every table",
     "stock_default": "  the same, of pg_dump -Fc's default archive (gzip inside)",
     "floor": "floor: stock + openssl sha256 + zstd -d of a compressed copy",
     "pgwarden": "pgwarden verify (every step and check, default mode)",
+    "daemon": "the daemon's drill (ctl verify --wait to pgwarden run)",
     "spooled": "pgwarden verify, .dump.zst spooled for pg_restore --jobs=2",
     "streamed": "pgwarden verify, .dump.zst streamed into a serial pg_restore",
 }
@@ -146,6 +159,13 @@ def pgwarden_verify(config: Path) -> dict[str, Any]:
     report: dict[str, Any] = json.loads(out.stdout)
     assert report["passed"], report
     return report
+
+
+def daemon_verify(config: Path) -> None:
+    """The drill as the daemon runs it on schedule: ``ctl verify --wait`` to a running
+    ``pgwarden run`` (no Python start-up or imports per drill, as a scheduled drill pays none)."""
+    argv = [str(ROOT / ".venv/bin/pgwarden"), "ctl", "verify", "-c", str(config), "--wait", DB]
+    subprocess.run(argv, check=True, capture_output=True)
 
 
 def pgwarden_mode(config: Path, mode: str) -> dict[str, Any]:
@@ -238,6 +258,7 @@ def _drills(
         "stock_default": lambda: stock_drill(server, paths["default_dump"], tables),
         "floor": lambda: floor_drill(server, paths["floor_zst"], paths["floor_dump"], tables),
         "pgwarden": lambda: pgwarden_verify(config),
+        "daemon": lambda: daemon_verify(config),
         "spooled": lambda: pgwarden_mode(config, "spool"),
         "streamed": lambda: pgwarden_mode(config, "stream"),
     }
@@ -294,7 +315,7 @@ def report(shape: str, size_gib: float, m: Measured, runs: int) -> bool:
             print(f"{key} ({m.modes.get(key, '')}) steps, medians in s: {cells}")
     goal = GOALS[shape]
     met = True
-    for key in ("pgwarden", "spooled", "streamed"):
+    for key in ("pgwarden", "daemon", "spooled", "streamed"):
         if key in med and base == "strategy":
             # ratios within each run (same load), then their median: steadier on a shared box
             paired = statistics.median(
@@ -318,7 +339,10 @@ def run_shape(shape: str, sizes: Sizes, runs: int, variants: tuple[str, ...]) ->
         try:
             paths = _artifacts(server, work)
             drills = {k: v for k, v in _drills(server, shape, paths).items() if k in variants}
-            return report(shape, size, measure(server, drills, runs), runs)
+            if "daemon" not in variants:
+                return report(shape, size, measure(server, drills, runs), runs)
+            with RunningDaemon(work, paths["config"]):
+                return report(shape, size, measure(server, drills, runs), runs)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

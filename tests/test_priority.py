@@ -126,6 +126,8 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
     make_sample_db(pg18, db, rows=50, vectors=False)
     env = target_env(workdir, pg18, db)
     mine = _ionice(os.getpid())
+    # threads other tests of this session left running are neither the daemon's nor the run's
+    before = set(_threads().values())
     with _daemon(env) as service:
         with table_locked(pg18, db, "documents"):
             job, _ = service.submit(JobKind.BACKUP, db, trigger=Trigger.SCHEDULED)
@@ -133,11 +135,12 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
             assert _nice(dump.pid) == 10
             assert _ionice(dump.pid) == LOW_IO
             assert _autogroup_nice(dump.pid) == 10  # nice counts within an autogroup only
-            threads = _threads()
+            everyone = _threads()
+            threads = {n: tid for n, tid in everyone.items() if tid not in before}
             daemon_threads = {n for n in threads if n.startswith("job-")}
             daemon_threads |= {"metrics-http", "MainThread"}
             for name in daemon_threads:
-                assert (_nice(threads[name]), _ionice(threads[name])) == (0, mine), name
+                assert (_nice(everyone[name]), _ionice(everyone[name])) == (0, mine), name
             # the run's own: backup-low, pg_dump's stderr and watch, the writer, the read-back
             run_threads = set(threads) - daemon_threads
             assert {"backup-low", "dump-writer_0"} <= run_threads, threads

@@ -162,7 +162,8 @@ def test_the_printed_roles_back_up_monitor_drill_and_nothing_more(
     drilled = run_cli("verify", "-c", str(config), "app", "--json")
     assert drilled.returncode == 0, drilled.stdout + drilled.stderr
     assert json.loads(drilled.stdout)["passed"]
-    assert not [d for d in other.databases() if d.startswith("pgwarden_verify_")]
+    left = [d for d in other.databases() if d.startswith("pgwarden_verify_")]
+    assert not left, drilled.stderr
 
     # nothing more: the backup role cannot restore over production, nor create a database
     refused = run_cli("restore", "-c", str(config), "app", "--into", f"{db}_copy")
@@ -245,7 +246,8 @@ def test_an_untrusted_extension_needs_more_than_createdb_as_the_notes_say(
     drilled = run_cli("verify", "-c", str(config), "app", "--json")
     assert drilled.returncode == 1
     assert 'permission denied to create extension \\"vector\\"' in drilled.stdout
-    assert not [d for d in pg18.databases() if d.startswith("pgwarden_verify_")]
+    left = [d for d in pg18.databases() if d.startswith("pgwarden_verify_")]
+    assert not left, drilled.stderr
 
 
 # -- the SQL itself, from the configuration alone (no server) ---------------------------------

@@ -27,6 +27,7 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ from pgwarden.logsetup import get_logger
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.restore.outcome import StepError
 from pgwarden.restore.scratchlock import held_elsewhere, try_lock, unlock
+
+#: fresh attempts to drop a scratch database whose first drop failed, and the pause between
+DROP_ATTEMPTS = 3
+DROP_RETRY_S = 1.0
 
 log = get_logger("pgwarden.verify")
 
@@ -199,17 +204,25 @@ class ScratchDatabase:
             self._drop_fresh()
 
     def _drop_fresh(self) -> None:
-        try:
-            with self.spec.connect(application_name="pgwarden-verify", autocommit=True) as conn:
-                drop_database(conn, self.name)
-            self.dropped = True
-        except psycopg.Error as exc:
-            # a traceback adds nothing to the scrubbed message
-            log.error(
-                "cannot drop the scratch database; it is dropped at the next start-up",
-                database=self.name,
-                error=describe(exc),
-            )
+        """A few attempts on fresh connections: the first may fail for a moment (a server
+        restarting, a session of another role still leaving the database)."""
+        for attempt in range(1, DROP_ATTEMPTS + 1):
+            try:
+                with self.spec.connect(application_name="pgwarden-verify", autocommit=True) as conn:
+                    drop_database(conn, self.name)
+            except psycopg.Error as exc:
+                if attempt < DROP_ATTEMPTS:
+                    time.sleep(DROP_RETRY_S)
+                    continue
+                # a traceback adds nothing to the scrubbed message
+                log.error(
+                    "cannot drop the scratch database; it is dropped at the next start-up",
+                    database=self.name,
+                    error=describe(exc),
+                )
+            else:
+                self.dropped = True
+                return
 
 
 LEFTOVERS_SQL = """

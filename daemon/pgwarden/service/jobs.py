@@ -312,5 +312,7 @@ class JobRunner:
         if self._on_finish is not None:
             try:
                 self._on_finish(job)
+            except BusyError as exc:  # shutting down, or the queue is full: no traceback
+                log.warning("job follow-up not queued", job_id=job.id, reason=str(exc))
             except Exception:
                 log.exception("job follow-up failed", job_id=job.id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -11,6 +14,13 @@ from typing import Any, BinaryIO
 from pgwarden.backup.take import BackupOutcome, BackupRequest, take_backup
 from pgwarden.catalog import Catalog, open_catalog
 from pgwarden.config import Config, parse
+from pgwarden.metrics import Metrics
+from pgwarden.metrics.http import MetricsServer
+from pgwarden.service.clock import SystemClock
+from pgwarden.service.core import Service
+from pgwarden.service.jobkinds import follow_ups, job_functions
+from pgwarden.service.jobs import Job
+from pgwarden.service.state import ServiceState
 from pgwarden.storage import LocalStorage
 from tests.pgservers import PgServer
 
@@ -126,3 +136,40 @@ def pipe_with(payload: bytes) -> tuple[BinaryIO, threading.Thread]:
     thread = threading.Thread(target=write, daemon=True)
     thread.start()
     return open(read_fd, "rb", buffering=0), thread
+
+
+@contextlib.contextmanager
+def job_service(env: Env, *, metrics_http: bool = False) -> Iterator[Service]:
+    """The daemon's job runner with the real job functions, recording outcomes as it does;
+    with ``metrics_http``, its metrics HTTP thread too (on a free loopback port)."""
+    state = ServiceState.open(env.config, Metrics())
+    service = Service(
+        env.config.source,
+        state,
+        job_functions(state),
+        follow_ups,
+        clock=SystemClock(),
+        wake=threading.Event(),
+    )
+    state.metrics.init_target(env.config.targets[0].name)
+    http = MetricsServer(state.metrics, "127.0.0.1", 0, lambda: True) if metrics_http else None
+    if http is not None:
+        http.start()
+    service.runner.start()
+    try:
+        yield service
+    finally:
+        service.runner.shutdown(30)
+        if http is not None:
+            http.stop()
+        state.close()
+
+
+def finish_job(job: Job, timeout: float = 120) -> Job:
+    """Wait until ``job`` has finished (assert that it did within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while not job.finished and time.monotonic() < deadline:
+        seen = job.wait_change(seen, 1.0)
+    assert job.finished, job.as_dict()
+    return job

@@ -15,7 +15,6 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -26,15 +25,9 @@ from pgwarden.cli import main
 from pgwarden.config import parse
 from pgwarden.config.kinds import JobKind
 from pgwarden.errors import ConfigError
-from pgwarden.metrics import Metrics
-from pgwarden.metrics.http import MetricsServer
 from pgwarden.pg.priority import Priority, resolve
-from pgwarden.service.clock import SystemClock
-from pgwarden.service.core import Service
-from pgwarden.service.jobkinds import follow_ups, job_functions
-from pgwarden.service.jobs import Job, JobState, Trigger
-from pgwarden.service.state import ServiceState
-from tests.helpers import Env, daemon_config_text, target_env, write_config
+from pgwarden.service.jobs import JobState, Trigger
+from tests.helpers import daemon_config_text, finish_job, job_service, target_env, write_config
 from tests.pgservers import PgServer, free_port
 from tests.sampledata import make_sample_db
 from tests.test_backup_faults import table_locked
@@ -86,39 +79,6 @@ def _threads() -> dict[str, int]:
     return {t.name: t.native_id for t in threading.enumerate() if t.native_id is not None}
 
 
-def _finish(job: Job, timeout: float = 60) -> Job:
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while not job.finished and time.monotonic() < deadline:
-        seen = job.wait_change(seen, 1.0)
-    assert job.finished, job.as_dict()
-    return job
-
-
-@contextlib.contextmanager
-def _daemon(env: Env) -> Iterator[Service]:
-    """The daemon's job runner with the real job functions, and its metrics HTTP thread."""
-    state = ServiceState.open(env.config, Metrics())
-    service = Service(
-        env.config.source,
-        state,
-        job_functions(state),
-        follow_ups,
-        clock=SystemClock(),
-        wake=threading.Event(),
-    )
-    state.metrics.init_target(env.config.targets[0].name)
-    http = MetricsServer(state.metrics, "127.0.0.1", 0, lambda: True)
-    http.start()
-    service.runner.start()
-    try:
-        yield service
-    finally:
-        service.runner.shutdown(30)
-        http.stop()
-        state.close()
-
-
 def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
     pg18: PgServer, workdir: Path
 ) -> None:
@@ -128,7 +88,7 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
     mine = _ionice(os.getpid())
     # threads other tests of this session left running are neither the daemon's nor the run's
     before = set(_threads().values())
-    with _daemon(env) as service:
+    with job_service(env, metrics_http=True) as service:
         with table_locked(pg18, db, "documents"):
             job, _ = service.submit(JobKind.BACKUP, db, trigger=Trigger.SCHEDULED)
             dump = _pg_dump()
@@ -149,7 +109,7 @@ def test_a_scheduled_backup_runs_low_and_the_daemon_threads_keep_their_priority(
             for tool in _tools():
                 assert (_nice(tool.pid), _ionice(tool.pid)) == (10, LOW_IO), tool
                 assert _autogroup_nice(tool.pid) == 10, tool
-        _finish(job)
+        finish_job(job)
         assert job.state == JobState.SUCCEEDED, job.as_dict()
         assert job.as_dict()["result"]["priority"] == "low"
         # the lowered thread ended with the run: every thread left is as it was
@@ -164,9 +124,9 @@ def test_a_scheduled_drill_runs_low(pg18: PgServer, workdir: Path) -> None:
     make_sample_db(pg18, db, rows=50, vectors=False)
     env = target_env(workdir, pg18, db)
     env.backup()
-    with _daemon(env) as service, capture_logs() as logs:
+    with job_service(env, metrics_http=True) as service, capture_logs() as logs:
         job, _ = service.submit(JobKind.VERIFY, db, trigger=Trigger.SCHEDULED)
-        _finish(job)
+        finish_job(job)
     assert job.state == JobState.SUCCEEDED, job.as_dict()
     low = [e for e in logs if e["event"] == "running at low priority"]
     assert [e["thread"] for e in low] == ["drill-low"], logs

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,11 @@ from pgwarden.backup.take import BackupRequest, take_backup
 from pgwarden.catalog import DrillStatus
 from pgwarden.config.kinds import JobKind
 from pgwarden.errors import ConfigError, StallError
-from pgwarden.metrics import Metrics
 from pgwarden.pg.stallwatch import StallWatch
 from pgwarden.restore.outcome import VerifyOutcome
-from pgwarden.service.clock import SystemClock
 from pgwarden.service.core import Service
-from pgwarden.service.jobkinds import follow_ups, job_functions
-from pgwarden.service.jobs import Job, JobState
-from pgwarden.service.state import ServiceState
-from tests.helpers import Env, make_config, open_env, target_doc
+from pgwarden.service.jobs import JobState
+from tests.helpers import Env, finish_job, job_service, make_config, open_env, target_doc
 from tests.pgservers import PgServer
 from tests.sampledata import make_sample_db
 from tests.test_backup_faults import table_locked
@@ -48,36 +43,6 @@ def _env(workdir: Path, server: PgServer, db: str, fmt: str = "custom", jobs: in
         verify={"stall_timeout": STALL_S, "jobs": jobs},
     )
     return open_env(make_config(workdir, [doc]))
-
-
-@contextlib.contextmanager
-def _service(env: Env) -> Iterator[Service]:
-    """The daemon's job runner with the real job functions, recording outcomes as it does."""
-    state = ServiceState.open(env.config, Metrics())
-    service = Service(
-        env.config.source,
-        state,
-        job_functions(state),
-        follow_ups,
-        clock=SystemClock(),
-        wake=threading.Event(),
-    )
-    state.metrics.init_target(env.config.targets[0].name)
-    service.runner.start()
-    try:
-        yield service
-    finally:
-        service.runner.shutdown(30)
-        state.close()
-
-
-def _finish(job: Job, timeout: float = 120) -> Job:
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while not job.finished and time.monotonic() < deadline:
-        seen = job.wait_change(seen, 1.0)
-    assert job.finished, job.as_dict()
-    return job
 
 
 def _stalled_count(service: Service, target: str, kind: str) -> float | None:
@@ -102,10 +67,10 @@ def test_a_dump_blocked_on_a_lock_is_cancelled_as_stalled(
     db = f"stall_dump_{fmt}"
     make_sample_db(pg18, db, rows=200, vectors=False)
     env = _env(workdir, pg18, db, fmt)
-    with _service(env) as service, table_locked(pg18, db, "documents"):
+    with job_service(env) as service, table_locked(pg18, db, "documents"):
         assert _stalled_count(service, db, "backup") == 0
         job, _ = service.submit(JobKind.BACKUP, db)
-        _finish(job)
+        finish_job(job)
         assert job.state == JobState.FAILED, job.as_dict()
         assert job.error_code == "stalled"
         assert job.error is not None
@@ -195,9 +160,9 @@ def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(
     blocker = threading.Thread(target=_lock_once_created, args=(pg18, "documents", stop))
     blocker.start()
     try:
-        with _service(env) as service:
+        with job_service(env) as service:
             job, _ = service.submit(JobKind.VERIFY, db)
-            _finish(job)
+            finish_job(job)
             assert _stalled_count(service, db, "verify") == 1
             assert _stalled_count(service, db, "backup") == 0
             assert _tools_left() == []
@@ -244,9 +209,9 @@ def test_an_index_build_longer_than_stall_timeout_is_not_a_stall(
         assert time.monotonic() - began >= rows  # the function really sleeps a second a row
     env = _env(workdir, pg18, db)
     env.backup()
-    with _service(env) as service:
+    with job_service(env) as service:
         job, _ = service.submit(JobKind.VERIFY, db)
-        _finish(job, timeout=300)
+        finish_job(job, timeout=300)
         assert _stalled_count(service, db, "verify") == 0
     drill = job.result
     assert isinstance(drill, VerifyOutcome)

@@ -8,6 +8,7 @@ signals, a real server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -83,8 +84,10 @@ def test_killed_oneshot_backup_is_reaped_by_the_next_oneshot(pg18: PgServer, wor
         assert len(_partials(workdir)) == 1
         proc.send_signal(signal.SIGKILL)  # the one-shot dies at once, no cleanup of any kind
         proc.communicate(timeout=30)
-        dump.kill()
-        dump.wait(30)
+        # pg_dump dies with its parent (parent-death signal) and may be gone already
+        with contextlib.suppress(psutil.NoSuchProcess):
+            dump.kill()
+            dump.wait(30)
     rows = _backups(config)  # a one-shot command: reaps the dead run
     assert [r["status"] for r in rows] == ["interrupted"], rows
     assert rows[0]["error"]

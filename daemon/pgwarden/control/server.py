@@ -165,6 +165,10 @@ class ControlServer:
         tmp.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # the mode on the socket's inode before bind is what bind gives the file (less the
+            # umask), so it is never wider than socket_mode, even for an instant; the chmod
+            # after bind then sets exactly socket_mode whatever the umask took away
+            os.fchmod(listener.fileno(), self._config.socket_mode)
             listener.bind(str(tmp))
             os.chmod(tmp, self._config.socket_mode)
             if self._config.socket_group:

@@ -5,8 +5,8 @@
   after a backward step;
 * the catalog summarises one target on its own (each job's metrics refresh used to summarise
   every target), equal to that target's entry among all summaries;
-* ``/metrics`` is rendered from cached series prefixes, byte for byte what prometheus_client
-  writes, in each format a scraper negotiates;
+* ``/metrics`` is rendered from cached series prefixes and family texts, byte for byte what
+  prometheus_client writes, in each format a scraper negotiates, after every kind of change;
 * the daemon migrates a SQLite catalog in a child process: Alembic never stays loaded (9 MB
   of idle RSS).
 """
@@ -31,6 +31,7 @@ from pgwarden.config.kinds import JobKind
 from pgwarden.errors import CatalogError
 from pgwarden.metrics import Metrics
 from pgwarden.metrics.exposition import FastExposition
+from pgwarden.monitor.snapshot import MonitorCollector, Snapshot, SnapshotStore
 from pgwarden.service.scheduler import Scheduler
 from pgwarden.service.state import open_migrated
 
@@ -122,6 +123,23 @@ def test_fast_exposition_writes_exactly_what_prometheus_client_writes(accept: st
     metrics.init_target("late")  # series added after the first scrape, values changed
     metrics.backup_runs.labels("db001", "success").inc()
     assert fast.render(encoder, content_type) == encoder(metrics.registry)
+    # each family's text is kept between scrapes: every kind of change must show at once
+    store = SnapshotStore()
+    metrics.registry.register(MonitorCollector(store))
+    assert fast.render(encoder, content_type) == encoder(metrics.registry)
+    changes = [
+        lambda: metrics.backup_last_size.labels("db002").set(7),
+        lambda: metrics.backup_last_size.labels("db002").set(1.5e10),  # back to the value before
+        lambda: metrics.storage_free.set(float("nan")),  # never equal to itself
+        lambda: metrics.forget_target("late"),  # series removed
+        lambda: metrics.backup_last_size.labels("late").set(1),  # ... and added back
+        lambda: store.publish(Snapshot(taken_at=1_700_000_000.0, server_errors={"db003": 2})),
+        lambda: store.publish(Snapshot(taken_at=1_700_000_015.0, server_errors={"db003": 2})),
+    ]
+    for change in changes:
+        change()
+        assert fast.render(encoder, content_type) == encoder(metrics.registry)
+        assert fast.render(encoder, content_type) == encoder(metrics.registry)  # from the cache
 
 
 def test_the_daemon_migrates_a_sqlite_catalog_in_a_child_and_never_loads_alembic(

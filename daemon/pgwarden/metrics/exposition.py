@@ -12,14 +12,22 @@ the library's.
 Only plain :class:`~prometheus_client.Gauge` and :class:`~prometheus_client.Counter` families
 whose samples carry no timestamp nor exemplar take the fast path; any other collector (the
 monitor's snapshot collector) is rendered by the library, family by family, in registry order.
-The fast path reads prometheus_client's metric internals (``_metrics``, ``_child_samples``); on
-anything unexpected it renders the whole scrape through the library instead.
+The fast path reads prometheus_client's metric internals (``_metrics``, ``_child_samples``,
+``_value``); on anything unexpected it renders the whole scrape through the library instead.
+
+Between two scrapes most values do not change, so the text of each family is kept with the
+label values and values it was written from, and written again only when one of them changed:
+comparing ~2,000 values costs ~0.6 ms where formatting them costs ~4 ms, the time a scrape
+holds the GIL while backups run.  A collector with a ``cache_token()`` (the monitor's, whose
+token is the snapshot it reads, replaced at each sample) is rendered again only when the token
+is another object.
 """
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -44,6 +52,14 @@ class _Families:
         return iter(self._families)
 
 
+@dataclass(frozen=True)
+class _Written:
+    """A family's text, and what it was written from (compared at the next scrape)."""
+
+    source: object
+    text: str
+
+
 class _Unexpected(Exception):
     """A metric the fast path does not handle: the scrape is rendered by the library."""
 
@@ -56,6 +72,7 @@ class FastExposition:
         self._library = make_wsgi_app(registry)
         self._headers: dict[tuple[str, int], str] = {}
         self._prefixes: dict[tuple[str, int, tuple[str, ...], str], str] = {}
+        self._written: dict[tuple[str, int], _Written] = {}
 
     # -- rendering -----------------------------------------------------------------------------
     def render(self, encoder: Encoder, key: str) -> bytes:
@@ -73,21 +90,31 @@ class FastExposition:
         out: list[str] = []
         for collector in list(self.registry._collector_to_names):
             if type(collector) in (Gauge, Counter):
-                self._family(collector, encoder, key, out)
+                out.append(self._cached_family(collector, encoder, key))
             else:
-                out.append(self._text(encoder, collector.collect()))
+                out.append(self._cached_collector(collector, encoder, key))
         if self.registry._target_info:
             raise _Unexpected("target_info")
         if encoder(_Families([])).decode("utf-8").endswith(_EOF):  # OpenMetrics
             out.append(_EOF)
         return "".join(out).encode("utf-8")
 
-    def _family(self, metric: Any, encoder: Encoder, key: str, out: list[str]) -> None:
-        family = metric._get_metric()
-        header = self._headers.get((key, id(metric)))
-        if header is None:
-            header = self._headers[(key, id(metric))] = self._text(encoder, [family])
-        out.append(header)
+    def _cached_collector(self, collector: Any, encoder: Encoder, key: str) -> str:
+        """A collector's text: the one written before while its ``cache_token()`` is the same
+        object (a collector without one is written at every scrape)."""
+        cache_token = getattr(collector, "cache_token", None)
+        if cache_token is None:
+            return self._text(encoder, collector.collect())
+        token = cache_token()
+        written = self._written.get((key, id(collector)))
+        if written is None or written.source is not token:
+            written = _Written(token, self._text(encoder, collector.collect()))
+            self._written[(key, id(collector))] = written
+        return written.text
+
+    def _cached_family(self, metric: Any, encoder: Encoder, key: str) -> str:
+        """A Gauge's or Counter's text: the one written before while its label values and
+        values are the same."""
         if metric._is_parent():
             with metric._lock:
                 children = list(metric._metrics.items())
@@ -95,6 +122,31 @@ class FastExposition:
             children = []
         else:
             children = [((), metric)]
+        for _labels, child in children:
+            if "_child_samples" in vars(child):  # Gauge.set_function: no _value to compare
+                raise _Unexpected(metric._name)
+        source = tuple([(labels, child._value.get()) for labels, child in children])
+        written = self._written.get((key, id(metric)))
+        if written is None or written.source != source:
+            out: list[str] = []
+            self._family(metric, children, encoder, key, out)
+            written = _Written(source, "".join(out))
+            self._written[(key, id(metric))] = written
+        return written.text
+
+    def _family(
+        self,
+        metric: Any,
+        children: list[tuple[tuple[str, ...], Any]],
+        encoder: Encoder,
+        key: str,
+        out: list[str],
+    ) -> None:
+        family = metric._get_metric()
+        header = self._headers.get((key, id(metric)))
+        if header is None:
+            header = self._headers[(key, id(metric))] = self._text(encoder, [family])
+        out.append(header)
         for labels, child in children:
             for sample in child._child_samples():
                 if sample.labels or sample.timestamp is not None or sample.exemplar is not None:

@@ -353,3 +353,8 @@ class MonitorCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return families(self._store.current())
+
+    def cache_token(self) -> object:
+        """The snapshot :meth:`collect` reads: while it is the same object, so is the text
+        (:mod:`pgwarden.metrics.exposition` writes it once per snapshot)."""
+        return self._store.current()

@@ -14,14 +14,18 @@ one whole-server target (``databases = "*"``).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.pgservers import PgServer  # noqa: E402
+
+from pgwarden.control.client import ControlClient  # noqa: E402
 
 PGWARDEN = Path(sys.executable).parent / "pgwarden"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -282,3 +288,54 @@ path = "{workdir}/backups"
         f"{backup}{verify}"
         for d in databases
     )
+
+
+FINISHED = "('complete', 'failed', 'interrupted')"
+
+
+def finished_backups(workdir: Path) -> tuple[int, int]:
+    """(finished backup rows, failed ones) in the daemon's catalog."""
+    with sqlite3.connect(f"file:{workdir}/state/catalog.db?mode=ro", uri=True) as db:
+        done, failed = db.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE status <> 'complete') FROM backups "
+            f"WHERE status IN {FINISHED}"
+        ).fetchone()
+    return int(done), int(failed)
+
+
+def start_workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"pgwarden-scale-{prefix}-", dir="/var/tmp"))
+
+
+def backup_all(
+    server: PgServer,
+    names: list[str],
+    jobs: int,
+    whole: bool,
+    port: int = 0,
+    around: Callable[[], AbstractContextManager[None]] = nullcontext,
+    *,
+    sample: bool = True,
+) -> tuple[float, int, Peaks, int]:
+    """Start a daemon, back up every database, wait for all: (seconds, failed, peaks, VmHWM).
+    ``sample=False``: no :class:`Sampler` (its polling would load the machine measured)."""
+    workdir = start_workdir("db")
+    try:
+        config = workdir / "pgwarden.toml"
+        text = config_text(workdir, server, names, jobs=jobs, whole_server=whole, metrics_port=port)
+        config.write_text(text)
+        config.chmod(0o600)
+        with RunningDaemon(workdir, config) as daemon:
+            client = ControlClient(workdir / "ctl.sock")
+            sampler = Sampler(daemon.pid, server.dsn("postgres") if sample else None)
+            with sampler if sample else nullcontext(sampler), around():
+                started = time.monotonic()
+                for target in ["vps"] if whole else names:
+                    client.call("backup", {"target": target})
+                while (done := finished_backups(workdir))[0] < len(names):
+                    time.sleep(0.1)
+                secs = time.monotonic() - started
+            hwm = proc_status(daemon.pid, "VmHWM")
+        return secs, done[1], sampler.peaks, hwm
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -87,7 +87,9 @@ class S3Upload(Upload):
         self._mode = mode
         self._cancel = cancel
         self._progress = progress
-        self._buf = bytearray(part_size)
+        # grows while the first part is gathered, then is reused in place: a small artifact
+        # touches only what it fills, and no part_size of zeroes is written holding the GIL
+        self._buf = bytearray()
         self._fill = 0
         self._size = 0
         self._whole = hashlib.sha256()

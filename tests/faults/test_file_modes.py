@@ -75,8 +75,8 @@ def expected_mode(root: Path, path: Path, kind: str) -> int | None:
     top = rel.parts[0]
     if top in ("pgwarden.toml", "daemon.log", "tmp") and len(rel.parts) == 1:
         return None  # the test's own files, and the TMPDIR it made
-    if top == "ctl.sock":
-        return 0o660  # socket_mode
+    if top == "ctl.sock" or (kind == "socket" and top.startswith(".ctl.sock.")):
+        return 0o660  # socket_mode, also under the temporary name it is bound to
     if kind == "dir":
         return 0o700
     return 0o600

@@ -107,17 +107,17 @@ def cmd_metrics(args: argparse.Namespace) -> None:
             config = workdir / "pgwarden.toml"
             config.write_text(config_text(workdir, server, names, metrics_port=port))
             config.chmod(0o600)
-            with RunningDaemon(workdir, config):
-                time.sleep(2)  # the first monitor sample
-                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
-            (base / "metrics.txt").write_bytes(body)
             with static_server(base) as floor_port:
                 idle = {
                     "pgwarden": results[("idle", "pgwarden")],
                     "floor": results[("idle", "floor")],
                 }
-                with RunningDaemon(workdir, config), both(port, floor_port, args.rate, idle):
-                    time.sleep(args.seconds)
+                with RunningDaemon(workdir, config):
+                    time.sleep(2)  # the first monitor sample
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
+                    (base / "metrics.txt").write_bytes(body)  # what the floor serves
+                    with both(port, floor_port, args.rate, idle):
+                        time.sleep(args.seconds)
                 shutil.rmtree(workdir, ignore_errors=True)
                 port = free_port()
                 busy = {

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pgwarden.archive.codecs import Codec, Stage
 from pgwarden.config import BackupSettings
-from pgwarden.config.formats import BackupFormat
+from pgwarden.config.formats import BackupFormat, streamed
 from pgwarden.pg.binaries import Tool
 
 DEFAULT_ZSTD_LEVEL = 1
@@ -86,15 +86,15 @@ def _directory(settings: BackupSettings, tool: Tool) -> DumpPlan:
 
 
 def _custom(settings: BackupSettings) -> DumpPlan:
-    """``none`` and ``gzip`` by pg_dump itself; ``auto``/``zstd`` through the stream stage."""
+    """``auto``/``zstd`` through the stream stage; ``none`` and ``gzip`` by pg_dump itself."""
     level, codec, fmt = settings.compression_level, settings.compression, BackupFormat.CUSTOM
+    if streamed(fmt, codec):
+        lvl = level if level is not None else DEFAULT_ZSTD_LEVEL
+        return DumpPlan(fmt, "dump.zst", Stage.STREAM, Codec.ZSTD, lvl, "0", 1)
     if codec == Codec.NONE:
         return DumpPlan(fmt, "dump", Stage.PG_DUMP, Codec.NONE, None, "0", 1)
-    if codec == Codec.GZIP:
-        lvl = min(level if level is not None else DEFAULT_GZIP_LEVEL, 9)
-        return DumpPlan(fmt, "dump", Stage.PG_DUMP, Codec.GZIP, lvl, str(lvl), 1)
-    lvl = level if level is not None else DEFAULT_ZSTD_LEVEL
-    return DumpPlan(fmt, "dump.zst", Stage.STREAM, Codec.ZSTD, lvl, "0", 1)
+    lvl = min(level if level is not None else DEFAULT_GZIP_LEVEL, 9)
+    return DumpPlan(fmt, "dump", Stage.PG_DUMP, Codec.GZIP, lvl, str(lvl), 1)
 
 
 def dump_argv(

@@ -47,18 +47,18 @@ class RateCap:
 
     def consumed(self, count: int) -> None:
         """``count`` bytes were read: wait until the cap allows the next read."""
-        now = time.monotonic()
-        start = now if self._due is None else max(self._due, now - count / self.rate)
-        self._due = start + count / self.rate
         began = time.monotonic()
+        start = began if self._due is None else max(self._due, began - count / self.rate)
+        self._due = start + count / self.rate
         try:
             while (left := self._due - time.monotonic()) > 0:
-                if self._cancel is not None and self._cancel.wait(min(left, STEP_S)):
+                step = min(left, STEP_S)
+                if self._cancel is None:
+                    time.sleep(step)
+                elif self._cancel.wait(step):
                     # cancelled (or stalled): read no more, or the rest of the dump would be
                     # drained at full speed, and could end whole, before pg_dump is stopped
                     raise BackupError("backup cancelled")
-                if self._cancel is None:
-                    time.sleep(min(left, STEP_S))
                 self._watch.moved(1)  # held back by the cap, not stuck
         finally:
             self.waited_s += time.monotonic() - began

@@ -3,7 +3,8 @@
 :func:`parse_rate` reads a human size per second -- ``"40MB"`` (10^6), ``"40MiB"`` (2^20),
 ``"512 kB"``, ``"2G"``, or a bare integer of bytes -- into bytes per second; ``0`` (or
 ``"0"``, ``"off"``) is no cap.  A cap slows ``pg_dump`` down at its pipe, so it applies only
-where pgwarden reads pg_dump's output (:func:`cap_refusal` says why not elsewhere).
+where pgwarden reads pg_dump's output (:func:`pgwarden.config.formats.streamed`;
+:func:`cap_refusal` says why not elsewhere).
 :func:`format_rate` writes a cap back for logs and summaries.  Pure: no I/O.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from pgwarden.config.formats import BackupFormat
+from pgwarden.config.formats import streamed
 from pgwarden.config.model import BackupSettings
 from pgwarden.config.reader import Reader
 
@@ -67,16 +68,6 @@ def format_rate(rate: int) -> str:
         if rate >= scale:
             return f"{rate / scale:.4g} {unit}/s"
     return f"{rate} B/s"
-
-
-def streamed(format: str, compression: str) -> bool:
-    """Whether pgwarden reads pg_dump's output (its stream stage): ``plain`` always,
-    ``custom`` with ``auto``/``zstd``.  Directory archives, and custom ones compressed by
-    pg_dump itself (``gzip``, ``none``), are files pg_dump writes: nothing to slow down.
-    (The same rule as :func:`pgwarden.backup.pgdump.plan_dump`.)"""
-    if format == BackupFormat.PLAIN:
-        return True
-    return format == BackupFormat.CUSTOM and compression in ("auto", "zstd")
 
 
 def cap_refusal(rate: int, format: str, compression: str) -> str | None:

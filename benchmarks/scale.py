@@ -257,6 +257,12 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=20)
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument(
+        "--priority",
+        choices=("auto", "low", "normal"),
+        default="auto",
+        help="[targets.backup] priority; auto = normal here (the backups are started by ctl)",
+    )
     p = sub.add_parser("catalog")
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--runs", type=int, default=100_000)

@@ -254,6 +254,7 @@ def config_text(
     metrics_port: int = 0,
     monitor_interval: int = 15,
     log_level: str = "warning",
+    priority: str = "auto",
 ) -> str:
     """A daemon config: one target per database, or one whole-server target over them."""
     head = f"""
@@ -275,7 +276,7 @@ interval = {monitor_interval}
 path = "{workdir}/backups"
 """
     # the example config's schedules (backup daily, drill weekly, prune daily), no retries
-    backup = "  [targets.backup]\n  retries = 0\n"
+    backup = f'  [targets.backup]\n  retries = 0\n  priority = "{priority}"\n'
     verify = ""
     if whole_server:
         listed = ", ".join(f'"{d}"' for d in databases)
@@ -316,13 +317,22 @@ def backup_all(
     around: Callable[[], AbstractContextManager[None]] = nullcontext,
     *,
     sample: bool = True,
+    priority: str = "auto",
 ) -> tuple[float, int, Peaks, int]:
     """Start a daemon, back up every database, wait for all: (seconds, failed, peaks, VmHWM).
     ``sample=False``: no :class:`Sampler` (its polling would load the machine measured)."""
     workdir = start_workdir("db")
     try:
         config = workdir / "pgwarden.toml"
-        text = config_text(workdir, server, names, jobs=jobs, whole_server=whole, metrics_port=port)
+        text = config_text(
+            workdir,
+            server,
+            names,
+            jobs=jobs,
+            whole_server=whole,
+            metrics_port=port,
+            priority=priority,
+        )
         config.write_text(text)
         config.chmod(0o600)
         with RunningDaemon(workdir, config) as daemon:

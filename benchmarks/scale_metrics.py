@@ -132,6 +132,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
                     port,
                     lambda p=port, f=floor_port, b=busy: both(p, f, args.rate, b),  # type: ignore[misc]
                     sample=False,
+                    priority=args.priority,
                 )
             print(f"round {rnd + 1}: exposition {len(body)} bytes, " + _p99s(results), flush=True)
         _table(args, results)

@@ -8,7 +8,6 @@ signals, a real server.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -18,8 +17,6 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from pgwarden import config as config_mod
 from pgwarden.catalog import DrillStatus
@@ -62,19 +59,27 @@ def _drill_rows(env: Env) -> list[tuple[DrillStatus, dict[str, Any]]]:
     return [(d.status, d.details) for d in reversed(env.catalog.list_verifications())]
 
 
-def _start_drill(config: Path, db: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A one-shot ``pgwarden verify`` restoring the slow table's data; its pg_restore's pid."""
+def _loading_backend(server: PgServer) -> int | None:
+    """The backend loading rows into a scratch database (``COPY``), if any."""
+    rows = server.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname LIKE 'pgwarden\\_verify\\_%'"
+        " AND query LIKE 'COPY %' AND state = 'active'"
+    )
+    return int(str(rows[0][0])) if rows else None
+
+
+def _start_drill(
+    config: Path, server: PgServer, db: str, log: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A one-shot ``pgwarden verify`` restoring the slow table's data; the server backend
+    loading it."""
     with log.open("wb") as out:
         proc = subprocess.Popen([*CLI, "verify", "-c", str(config), db], stdout=out, stderr=out)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            try:
-                if child.name() == "pg_restore" and "--section=data" in child.cmdline():
-                    return proc, child.pid
-            except psutil.NoSuchProcess:
-                continue
+        if (backend := _loading_backend(server)) is not None:
+            return proc, backend
         time.sleep(0.05)
     proc.kill()
     raise AssertionError("the drill never started restoring data")
@@ -126,7 +131,7 @@ def test_a_live_oneshot_drill_survives_start_up_and_a_killed_one_is_reaped(
     env.backup()
     pg18.execute(f"ALTER ROLE postgres SET {SLEEP_GUC} = '0.1'")
     try:
-        proc, restore_pid = _start_drill(config, db, workdir / "drill.log")
+        proc, backend = _start_drill(config, pg18, db, workdir / "drill.log")
         try:
             [scratch] = _scratch_left(pg18)
             [(status, details)] = _drill_rows(env)
@@ -149,8 +154,11 @@ def test_a_live_oneshot_drill_survives_start_up_and_a_killed_one_is_reaped(
     assert json.loads(done.stdout)["status"] == "passed"
     assert [s for s, _ in _drill_rows(env)] == [DrillStatus.INTERRUPTED, DrillStatus.PASSED]
     assert _scratch_left(pg18) == []
-    with contextlib.suppress(psutil.NoSuchProcess):  # its connection was terminated: it ends
-        psutil.Process(restore_pid).wait(30)
+    # the killed drill's sessions end with it (the server notices the closed sockets)
+    deadline = time.monotonic() + 30
+    while backend in [int(str(r[0])) for r in pg18.execute("SELECT pid FROM pg_stat_activity")]:
+        assert time.monotonic() < deadline, "the killed drill's loading session never ended"
+        time.sleep(0.1)
     assert list((workdir / "state" / "locks").glob("drill-*.run.lock")) == []
 
 

@@ -47,8 +47,8 @@ def _checks(outcome: VerifyOutcome) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize(
     ("backup", "mode", "how"),
     [
-        ({}, "stream", "streamed into a serial pg_restore"),
-        ({"compression": "none"}, "auto", "pg_restore --jobs=2 from the artifact"),
+        ({}, "stream", "streamed into pg_restore; data over 2 connections"),
+        ({"compression": "none"}, "auto", "pg_restore --jobs=2 from the artifact; data over 2 connections"),
     ],
     ids=["dump.zst-streamed", "dump-in-place"],
 )

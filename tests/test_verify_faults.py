@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 import tomli_w
 
 from pgwarden import config as config_mod
@@ -127,13 +128,46 @@ def _wait_released(server: PgServer, name: str) -> None:
             time.sleep(0.05)
 
 
-def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer) -> psutil.Process:
-    """The pg_restore loading the drill's data, once it has been at it for a moment."""
+class _Loading:
+    """What loads a drill's data: ``pg_restore`` (``split_tables = false``), or the drill's own
+    connections, whose backends run ``COPY`` in the scratch database."""
+
+    def __init__(self, server: PgServer, tool: psutil.Process | None) -> None:
+        self.server, self.tool = server, tool
+
+    def is_running(self) -> bool:
+        if self.tool is not None:
+            return bool(self.tool.is_running())
+        return bool(_loader_backends(self.server))
+
+    def wait(self, timeout: float) -> None:
+        if self.tool is not None:
+            self.tool.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while self.is_running():
+            assert time.monotonic() < deadline, "the data is still being loaded"
+            time.sleep(0.1)
+
+
+def _loader_backends(server: PgServer) -> list[int]:
+    rows = server.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname LIKE 'pgwarden\\_verify\\_%'"
+        " AND application_name LIKE 'pgwarden-restore-%' AND query LIKE 'COPY %'"
+    )
+    return [int(str(r[0])) for r in rows]
+
+
+def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer, split: bool) -> _Loading:
+    """What loads the drill's data, once it has been at it for a moment."""
     deadline = time.monotonic() + 60
     parent = psutil.Process(proc.pid)
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the drill process ended early"
-        for child in parent.children(recursive=True):
+        if split and _loader_backends(server):
+            time.sleep(1.0)  # well into the slow table
+            return _Loading(server, None)
+        for child in [] if split else parent.children(recursive=True):
             try:
                 if (
                     child.name() == "pg_restore"
@@ -141,33 +175,38 @@ def _wait_for_restore(proc: subprocess.Popen[bytes], server: PgServer) -> psutil
                     and _scratch_left(server)
                 ):
                     time.sleep(1.0)  # well into the slow table
-                    return child
+                    return _Loading(server, child)
             except psutil.NoSuchProcess:
                 continue
         time.sleep(0.05)
-    raise AssertionError("the drill never started pg_restore")
+    raise AssertionError("the drill never started loading data")
 
 
+SPLIT = pytest.mark.parametrize("split", [False, True], ids=["pg_restore-loads", "split-tables"])
+
+
+@SPLIT
 def test_sigkill_during_restore_leaves_no_scratch_database_after_restart(
-    pg18: PgServer, workdir: Path
+    pg18: PgServer, workdir: Path, split: bool
 ) -> None:
     make_sample_db(pg18, "killed", rows=200)
     pg18.execute(SLOW_TABLE, "killed")
-    config = _config(workdir, pg18, "killed")
+    config = _config(workdir, pg18, "killed", split_tables=split)
     env = open_env(config_mod.load(config))
     backup = env.backup()
     target = env.config.targets[0]
     proc = _drill_process(config, workdir / "drill.log")
     restore = None
     try:
-        restore = _wait_for_restore(proc, pg18)
+        restore = _wait_for_restore(proc, pg18, split)
         [scratch] = _scratch_left(pg18)
         # a drill that is alive (in another process) is left alone by a start-up clean-up
         assert drop_leftover_scratch_databases(target) == []
         assert _scratch_left(pg18) == [scratch]
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        assert restore.is_running()  # an orphan pg_restore still writing into the scratch db
+        if not split:
+            assert restore.is_running()  # an orphan pg_restore still writing into the scratch db
         _wait_released(pg18, scratch)  # the server ends the killed drill's session (at once)
         # "restart": what ServiceState.recover() does
         assert drop_leftover_scratch_databases(target) == [scratch]
@@ -181,18 +220,19 @@ def test_sigkill_during_restore_leaves_no_scratch_database_after_restart(
     finally:
         if proc.poll() is None:
             proc.kill()
-        if restore is not None and restore.is_running():
-            restore.kill()
+        if restore is not None and restore.tool is not None and restore.is_running():
+            restore.tool.kill()
         for name in _scratch_left(pg18):
             pg18.drop_database(name)
 
 
+@SPLIT
 def test_sigterm_of_pgwarden_verify_drops_the_scratch_database(
-    pg18: PgServer, workdir: Path
+    pg18: PgServer, workdir: Path, split: bool
 ) -> None:
     make_sample_db(pg18, "termed", rows=100, vectors=False)
     pg18.execute(SLOW_TABLE, "termed")
-    config = _config(workdir, pg18, "termed")
+    config = _config(workdir, pg18, "termed", split_tables=split)
     env = open_env(config_mod.load(config))
     backup = env.backup()
     proc = subprocess.Popen(
@@ -201,7 +241,7 @@ def test_sigterm_of_pgwarden_verify_drops_the_scratch_database(
         stderr=subprocess.PIPE,
     )
     try:
-        restore = _wait_for_restore(proc, pg18)
+        restore = _wait_for_restore(proc, pg18, split)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

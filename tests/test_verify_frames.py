@@ -68,7 +68,7 @@ def test_a_backup_in_many_frames_is_spooled_in_parallel_and_drills(
     assert patched and all(spooled[e.offset_at] == POS_SET for e in patched)
 
     report = _drill(env)
-    assert report["restore_mode"] == "spooled, pg_restore --jobs=2"
+    assert report["restore_mode"] == "spooled, pg_restore --jobs=2; data over 2 connections"
     assert any("data offsets recorded" in str(note) for note in report["notes"])  # type: ignore[attr-defined]
 
 
@@ -86,7 +86,7 @@ def test_a_backup_in_one_unsized_frame_still_drills(pg18: PgServer, workdir: Pat
     assert _frames(backup.path) == 1
 
     report = _drill(env)
-    assert report["restore_mode"] == "spooled, pg_restore --jobs=2"
+    assert report["restore_mode"] == "spooled, pg_restore --jobs=2; data over 2 connections"
 
 
 def test_a_spool_that_does_not_fit_streams_into_a_serial_restore(
@@ -99,6 +99,6 @@ def test_a_spool_that_does_not_fit_streams_into_a_serial_restore(
     )
     env.backup()
     report = _drill(env)
-    assert report["restore_mode"] == "streamed into a serial pg_restore"
+    assert report["restore_mode"] == "streamed into pg_restore; data over 2 connections"
     assert any("not enough space" in str(note) for note in report["notes"])  # type: ignore[attr-defined]
     assert not list(small_disk.rglob("*.partial"))

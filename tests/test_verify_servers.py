@@ -115,15 +115,26 @@ def test_every_format_drills(
     assert not list(made.path.parent.glob("*.partial"))
 
 
-def test_a_dump_zst_streamed_into_a_serial_pg_restore(pg18: PgServer, workdir: Path) -> None:
+@pytest.mark.parametrize(
+    ("split", "how"),
+    [
+        (False, "streamed into a serial pg_restore"),
+        (True, "streamed into pg_restore; data over 2 connections"),
+    ],
+    ids=["pg_restore-loads", "split-tables"],
+)
+def test_a_dump_zst_streamed_into_pg_restore(
+    pg18: PgServer, workdir: Path, split: bool, how: str
+) -> None:
     make_sample_db(pg18, "streamed", rows=300)
-    env = target_env(workdir, pg18, "streamed")
+    env = target_env(workdir, pg18, "streamed", verify={"split_tables": split})
     env.backup()
     outcome = _drill(env, restore_mode="stream")
     assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
-    assert outcome.restore_mode == "streamed into a serial pg_restore"
+    assert outcome.restore_mode == how
     assert outcome.jobs == 1
     assert _checks(outcome)["archive"]["passed"]
+    assert ("rows of" in _checks(outcome)["restore"]["detail"]) is split
 
 
 def _forge(made: BackupOutcome, data: bytes) -> None:

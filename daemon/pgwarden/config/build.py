@@ -323,6 +323,7 @@ def _verify(v: SubReader, plaintext_ok: bool, tz: str) -> VerifySettings:
         random_older=v.flag("random_older", vd.random_older),
         checks=checks,
         stall_timeout=v.number("stall_timeout", vd.stall_timeout, minimum=0),
+        split_tables=v.flag("split_tables", vd.split_tables),
         priority=v.choice("priority", vd.priority, BACKUP_PRIORITIES),
     )
     v.finish()

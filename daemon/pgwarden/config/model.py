@@ -208,6 +208,7 @@ class VerifySettings:
     random_older: bool = False
     checks: tuple[SqlCheck, ...] = ()
     stall_timeout: float = 300.0  # seconds without progress before a drill is cancelled; 0: off
+    split_tables: bool = True  # data over `jobs` connections, a table's rows shared between them
     priority: str = "auto"  # BACKUP_PRIORITIES: auto is low for scheduled and after-backup drills
 
 

@@ -247,9 +247,13 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
     with scratch.connect(spec, "the verification server") as conn:
         major = server_major(conn)
         wanted = overlap.drill_jobs(request.restore_mode, manifest, target.verify.jobs)
-        jobs, note = scratch.plan_jobs(wanted, scratch.connection_headroom(conn))
+        connections, note = scratch.plan_jobs(target.verify.jobs, scratch.connection_headroom(conn))
+        jobs = min(wanted, connections)
         if wanted < target.verify.jobs and request.restore_mode == "auto":
             note += "; one table holds most of the data: streamed, not spooled"
+        split = target.verify.split_tables and connections > 1 and manifest.format != "plain"
+        if split:
+            note += f"; data loaded over {connections} connections, tables split between them"
         draft.jobs = jobs
         draft.checks.append(
             CheckResult(
@@ -259,7 +263,14 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
                 duration_s=time.monotonic() - started,
             )
         )
-        plan = pgrestore.RestorePlan(manifest, located.artifact, tool, jobs=jobs, drill=True)
+        plan = pgrestore.RestorePlan(
+            manifest,
+            located.artifact,
+            tool,
+            jobs=jobs,
+            drill=True,
+            load_jobs=connections if split else 0,
+        )
         db = scratch.ScratchDatabase(spec, conn, scratch.scratch_name(target.name), target.name)
         request.report(phase="checksum")
         # the scratch database is created meanwhile (it takes 0.1-0.3 s of fsyncs); it is
@@ -367,7 +378,9 @@ def _restore_and_check(
     canceller = checks.QueryCanceller(cancel)
     try:
         draft.checks.extend(
-            checks.run_checks(db_spec, manifest, target.verify.checks, canceller, jobs=plan.jobs)
+            checks.run_checks(
+                db_spec, manifest, target.verify.checks, canceller, jobs=plan.connections
+            )
         )
     finally:
         canceller.close()
@@ -377,11 +390,14 @@ def _restore_and_check(
 def _mode(plan: pgrestore.RestorePlan, staged: staging.Staged) -> str:
     if plan.manifest.format == "plain":
         return f"{plan.codec or 'plain'} stream into psql"
+    split = f"; data over {plan.load_jobs} connections" if plan.load_jobs else ""
     if staged.source is None:
-        return "streamed into a serial pg_restore"
+        return (
+            "streamed into pg_restore" if split else "streamed into a serial pg_restore"
+        ) + split
     if staged.spool is not None:
-        return f"spooled, pg_restore --jobs={plan.jobs}"
-    return f"pg_restore --jobs={plan.jobs} from the artifact"
+        return f"spooled, pg_restore --jobs={plan.jobs}{split}"
+    return f"pg_restore --jobs={plan.jobs} from the artifact{split}"
 
 
 __all__ = [

@@ -33,7 +33,7 @@ import re
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +45,7 @@ from pgwarden.pg.binaries import Tool, find_tool
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.environment import local_tool_environment
 from pgwarden.pg.stallwatch import StallWatch, session_tag
-from pgwarden.restore import scratch, staging
+from pgwarden.restore import copyload, dataload, scratch, staging
 from pgwarden.restore.outcome import STALLED, CheckResult, StepError
 from pgwarden.restore.toolerrors import MAX_ERROR_LINES, StderrLines, classify
 
@@ -85,6 +85,8 @@ class RestorePlan:
     jobs: int = 1
     drill: bool = True
     clean: bool = False
+    #: connections loading a drill's data section (:mod:`.dataload`); 0: ``pg_restore`` does
+    load_jobs: int = 0
 
     @property
     def codec(self) -> str | None:
@@ -119,6 +121,16 @@ class RestorePlan:
         if source is not None:
             argv.append(str(source))
         return argv
+
+    @property
+    def connections(self) -> int:
+        """Connections the restore holds at most, beside the tool's leader."""
+        return max(self.jobs, self.load_jobs)
+
+    def script_argv(self, source: Path | None) -> list[str]:
+        """``pg_restore`` writing the data section as a script on stdout (:mod:`.dataload`)."""
+        argv = [str(self.tool.path), "--section=data", "--file=-", *DRILL_FLAGS]
+        return [*argv, str(source)] if source is not None else argv
 
     def list_argv(self, source: Path | None) -> list[str]:
         argv = [str(self.tool.path), "--list"]
@@ -178,6 +190,8 @@ def _feed(
     finally:
         with contextlib.suppress(BrokenPipeError, OSError):
             tool.stdin.close()
+        if isinstance(chunks, Generator):  # a tool that stopped early: the artifact closed now
+            chunks.close()
 
 
 def list_archive(
@@ -246,6 +260,7 @@ class _Run:
     lines: StderrLines
     cancel: threading.Event | None
     stall_timeout: float | None
+    loaded: list[copyload.Loaded]
 
     def tool(self, sections: tuple[str, ...] = ()) -> process.ToolResult:
         """Run the restore tool once, under a stall watch (:mod:`pgwarden.pg.stallwatch`):
@@ -262,6 +277,25 @@ class _Run:
             # the step's name says "stalled" already: "stalled: no progress for 300 s while ..."
             raise StepError(STALLED, watch.stalled.removeprefix(f"{STALLED}: "))
         return result
+
+    def data(self) -> process.ToolResult:
+        """The data section through the loader (:mod:`.dataload`), over ``load_jobs``
+        connections: the script tool's result (its exit, and the loader's errors in
+        :attr:`lines`)."""
+        load = dataload.DataLoad(
+            argv=self.plan.script_argv(self.source),
+            env=self.env,
+            spec=self.spec,
+            jobs=self.plan.load_jobs,
+            manifest=self.plan.manifest,
+            artifact=self.plan.artifact,
+            source=self.source,
+            cancel=self.cancel,
+            stall_timeout=self.stall_timeout,
+        )
+        done = dataload.load_data(load, self.lines.add, self.lines)
+        self.loaded.append(done.loaded)
+        return done.tool
 
     def _run(self, argv: list[str], watch: StallWatch) -> process.ToolResult:
         name, env, lines = self.plan.tool.name, self.env, self.lines
@@ -305,6 +339,20 @@ class _Phases:
         return "phases: " + ", ".join(f"{name} {took:.1f} s" for name, took in self.took)
 
 
+def _went_on(outcome: process.ToolResult, lines: StderrLines, server_major: int) -> bool:
+    """Whether a drill's restore goes on after one of its runs: it exited cleanly, or it
+    ignored only errors known to be harmless (``pg_restore`` exits 1 then)."""
+    if outcome.ok:
+        return True
+    early = classify(lines.lines, plain=False, server_major=server_major, drill=True)
+    return outcome.returncode == 1 and not outcome.cancelled and not early.errors
+
+
+def _described(loaded: copyload.Loaded) -> str:
+    rows = f"{loaded.rows:,} row{'s' * (loaded.rows != 1)}"
+    return f"{rows} of {loaded.tables} table{'s' * (loaded.tables != 1)} loaded"
+
+
 def run_restore(
     plan: RestorePlan,
     staged: staging.Staged,
@@ -332,20 +380,23 @@ def run_restore(
         if plan.drill:
             # a scratch database need not survive a crash: no WAL flush at every commit
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
-        run = _Run(plan, spec, env, source, lines, cancel, stall_timeout)
+        run = _Run(plan, spec, env, source, lines, cancel, stall_timeout, [])
         phases = _Phases()
         if plan.drill and not plain:
             outcome = phases.timed("pre-data", lambda: run.tool(("pre-data",)))
-            early = classify(lines.lines, plain=False, server_major=server_major, drill=True)
-            if outcome.ok or (
-                outcome.returncode == 1 and not outcome.cancelled and not early.errors
-            ):
+            if _went_on(outcome, lines, server_major):
                 notes.append(
                     phases.timed("unlogged", lambda: scratch.unlog_tables(spec, stall_timeout))
                 )
-                outcome = phases.timed(
-                    "data and post-data", lambda: run.tool(("data", "post-data"))
-                )
+                if plan.load_jobs:
+                    outcome = phases.timed("data", run.data)
+                    if _went_on(outcome, lines, server_major):
+                        outcome = phases.timed("post-data", lambda: run.tool(("post-data",)))
+                    notes.extend(_described(loaded) for loaded in run.loaded)
+                else:
+                    outcome = phases.timed(
+                        "data and post-data", lambda: run.tool(("data", "post-data"))
+                    )
             notes.append(phases.describe())
         else:
             outcome = run.tool()
@@ -355,6 +406,8 @@ def run_restore(
     found = classify(lines.lines, plain=plain, server_major=server_major, drill=plan.drill)
     duration_s = time.monotonic() - started
     how = f"{name} --jobs={plan.jobs}" if source is not None and plan.jobs > 1 else name
+    if plan.drill and plan.load_jobs and not plain:
+        how = f"{how} (data over {plan.load_jobs} connections)"
     # pg_restore exits 1 when it ignored errors; psql without ON_ERROR_STOP exits 0
     clean_exit = outcome.returncode == 0 or (
         outcome.returncode == 1 and not plain and found.ignored and not found.errors

@@ -21,7 +21,7 @@ import queue
 import secrets
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -326,7 +326,7 @@ class _HashingReader:
 
 def decompressed(
     manifest: Manifest, artifact: Path, cancel: threading.Event | None = None
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """The archive's bytes as pg_dump wrote them (for a streamed restore); raises
     :class:`StepError` (``archive``) when the compressed stream is damaged or truncated."""
     codec = codec_of(manifest)

@@ -19,6 +19,9 @@ from pgwarden.logsetup import get_logger
 log = get_logger("pgwarden.restore")
 
 MAX_ERROR_LINES = 200
+#: the error lines of a drill's own data loader (:mod:`pgwarden.restore.copyload`)
+LOADER_ERROR_PREFIX = "pgwarden: error: "
+_ERROR_PREFIXES = ("pg_restore: error:", LOADER_ERROR_PREFIX)
 _TRANSACTION_TIMEOUT = 'unrecognized configuration parameter "transaction_timeout"'
 _MISSING_ROLE = re.compile(r'role "[^"]*" does not exist')
 _PSQL_ERROR = re.compile(r"\b(ERROR|FATAL|PANIC):")
@@ -40,6 +43,10 @@ class StderrLines:
                     self.lines.append(line)
                 else:
                     self.dropped += 1
+
+    def add(self, line: str) -> None:
+        """A line of pgwarden's own (the data loader's errors), kept and logged."""
+        self.warning("restore error", line=line)
 
     def info(self, event: str, /, *args: Any, **kw: Any) -> Any:
         self._keep(kw)
@@ -63,9 +70,7 @@ def classify(lines: list[str], *, plain: bool, server_major: int, drill: bool) -
     ignored: list[str] = []
     notes: set[str] = set()
     for line in lines:
-        is_error = (
-            bool(_PSQL_ERROR.search(line)) if plain else line.startswith("pg_restore: error:")
-        )
+        is_error = bool(_PSQL_ERROR.search(line)) if plain else line.startswith(_ERROR_PREFIXES)
         if not is_error:
             continue
         if server_major < 17 and _TRANSACTION_TIMEOUT in line:

@@ -15,6 +15,8 @@ one backup of each kind, then runs, interleaved, ``--runs`` times each:
   drill, plus ``openssl sha256`` of a ``zstd -1`` copy of that archive and ``zstd -d`` of it;
 * ``pgwarden``: ``pgwarden verify`` (the real CLI, every step and check: headroom, SHA-256,
   table of contents, extensions, restore, exact counts of every table, vector probes, drop);
+* ``unsplit``: ``pgwarden verify`` with ``[targets.verify] split_tables = false``: stock
+  ``pg_restore --jobs`` loads the data, a table per worker, as before drills split tables;
 * ``daemon``: the same drill as the daemon runs it on schedule -- ``pgwarden ctl verify --wait``
   to a ``pgwarden run`` started once per shape (no Python start-up or imports per drill);
 * ``spooled`` / ``streamed``: the same drill with the ``.dump.zst`` restore forced to spool
@@ -65,6 +67,7 @@ VARIANTS = (
     "stock_default",
     "floor",
     "pgwarden",
+    "unsplit",
     "daemon",
     "spooled",
     "streamed",
@@ -75,6 +78,7 @@ LABELS = {
     "stock_default": "  the same, of pg_dump -Fc's default archive (gzip inside)",
     "floor": "floor: stock + openssl sha256 + zstd -d of a compressed copy",
     "pgwarden": "pgwarden verify (every step and check, default mode)",
+    "unsplit": "pgwarden verify, split_tables = false (pg_restore loads the data)",
     "daemon": "the daemon's drill (ctl verify --wait to pgwarden run)",
     "spooled": "pgwarden verify, .dump.zst spooled for pg_restore --jobs=2",
     "streamed": "pgwarden verify, .dump.zst streamed into a serial pg_restore",
@@ -197,7 +201,7 @@ def settle(server: PgServer) -> None:
     time.sleep(1.0)
 
 
-def _config(work: Path, server: PgServer) -> Path:
+def _config(work: Path, server: PgServer, *, split_tables: bool = True) -> Path:
     doc = {
         "daemon": {
             "state_dir": str(work / "state"),
@@ -212,11 +216,11 @@ def _config(work: Path, server: PgServer) -> Path:
                 "dsn": server.uri(DB),
                 "bin_dir": str(server.bin_dir),
                 "backup": {"retries": 0},
-                "verify": {"jobs": 2},
+                "verify": {"jobs": 2, "split_tables": split_tables},
             }
         ],
     }
-    path = work / "pgwarden.toml"
+    path = work / ("pgwarden.toml" if split_tables else "pgwarden-unsplit.toml")
     path.write_text(tomli_w.dumps(doc))
     path.chmod(0o600)
     return path
@@ -231,6 +235,7 @@ def _artifacts(server: PgServer, work: Path) -> dict[str, Path]:
         "floor_dump": work / "floor.dump",
         "default_dump": work / "default.dump",
         "config": _config(work, server),
+        "config_unsplit": _config(work, server, split_tables=False),
     }
     pg_dump, dsn = server.bin_dir / "pg_dump", server.dsn(DB)
     _run(f"{pg_dump} '{dsn}' | gzip > {paths['sql_gz']}", shell=True)
@@ -258,6 +263,7 @@ def _drills(
         "stock_default": lambda: stock_drill(server, paths["default_dump"], tables),
         "floor": lambda: floor_drill(server, paths["floor_zst"], paths["floor_dump"], tables),
         "pgwarden": lambda: pgwarden_verify(config),
+        "unsplit": lambda: pgwarden_verify(paths["config_unsplit"]),
         "daemon": lambda: daemon_verify(config),
         "spooled": lambda: pgwarden_mode(config, "spool"),
         "streamed": lambda: pgwarden_mode(config, "stream"),
@@ -315,7 +321,7 @@ def report(shape: str, size_gib: float, m: Measured, runs: int) -> bool:
             print(f"{key} ({m.modes.get(key, '')}) steps, medians in s: {cells}")
     goal = GOALS[shape]
     met = True
-    for key in ("pgwarden", "daemon", "spooled", "streamed"):
+    for key in ("pgwarden", "unsplit", "daemon", "spooled", "streamed"):
         if key in med and base == "strategy":
             # ratios within each run (same load), then their median: steadier on a shared box
             paired = statistics.median(

@@ -47,8 +47,12 @@ def _checks(outcome: VerifyOutcome) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize(
     ("backup", "mode", "how"),
     [
-        ({}, "stream", "streamed into pg_restore; data over 2 connections"),
-        ({"compression": "none"}, "auto", "pg_restore --jobs=2 from the artifact; data over 2 connections"),
+        ({}, "stream", "streamed into pg_restore, post-data --jobs=2; data over 2 connections"),
+        (
+            {"compression": "none"},
+            "auto",
+            "pg_restore --jobs=2 from the artifact; data over 2 connections",
+        ),
     ],
     ids=["dump.zst-streamed", "dump-in-place"],
 )

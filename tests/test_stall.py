@@ -35,12 +35,14 @@ from tests.test_backup_faults import table_locked
 STALL_S = 2
 
 
-def _env(workdir: Path, server: PgServer, db: str, fmt: str = "custom", jobs: int = 1) -> Env:
+def _env(
+    workdir: Path, server: PgServer, db: str, fmt: str = "custom", jobs: int = 1, split: bool = True
+) -> Env:
     doc = target_doc(
         server,
         db,
         backup={"retries": 0, "format": fmt, "stall_timeout": STALL_S},
-        verify={"stall_timeout": STALL_S, "jobs": jobs},
+        verify={"stall_timeout": STALL_S, "jobs": jobs, "split_tables": split},
     )
     return open_env(make_config(workdir, [doc]))
 
@@ -146,15 +148,25 @@ def _lock_once_created(server: PgServer, table: str, stop: threading.Event) -> N
             time.sleep(0.005)
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize(
+    ("jobs", "split", "mode"),
+    [
+        (1, True, "streamed"),
+        (2, True, "streamed into pg_restore, post-data"),
+        (2, False, "spooled"),
+    ],
+    ids=["serial", "split-tables", "spooled"],
+)
 def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(
-    pg18: PgServer, workdir: Path, jobs: int
+    pg18: PgServer, workdir: Path, jobs: int, split: bool, mode: str
 ) -> None:
-    """Streamed into a serial pg_restore (1 job), or pg_restore --jobs=2 reading a spool file
-    (no bytes to count at all: only the server says whether it works)."""
-    db = f"stall_restore_{jobs}"
+    """Streamed into a serial pg_restore (1 job); the data split over 2 connections (bytes
+    loaded until the queue is full, then the sessions wait on the lock); or pg_restore
+    --jobs=2 reading a spool file (no bytes to count at all: only the server says whether it
+    works)."""
+    db = f"stall_restore_{jobs}_{split}"
     make_sample_db(pg18, db, rows=200, vectors=False)
-    env = _env(workdir, pg18, db, jobs=jobs)
+    env = _env(workdir, pg18, db, jobs=jobs, split=split)
     env.backup()
     stop = threading.Event()
     blocker = threading.Thread(target=_lock_once_created, args=(pg18, "documents", stop))
@@ -182,7 +194,7 @@ def test_a_restore_blocked_on_a_lock_is_a_stalled_drill(
     with psycopg.connect(pg18.dsn("postgres"), autocommit=True) as admin:
         assert _scratch_database(admin) is None  # dropped whatever happened
     assert [v.status for v in env.catalog.list_verifications(target=db)] == ["failed"]
-    assert drill.restore_mode.startswith("spooled" if jobs > 1 else "streamed"), drill.restore_mode
+    assert drill.restore_mode.startswith(mode), drill.restore_mode
     left = list(env.config.storage.path.rglob("*.partial"))
     assert left == []
 

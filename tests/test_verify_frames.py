@@ -51,7 +51,8 @@ def test_a_backup_in_many_frames_is_spooled_in_parallel_and_drills(
 ) -> None:
     monkeypatch.setattr(zstdframes, "FRAME_INPUT", 64 << 10)  # many frames from a small dump
     make_rich_db(pg18, "frames_db")
-    env = target_env(workdir, pg18, "frames_db")
+    # the spool serves pg_restore --jobs loading the data (split_tables loads from a stream)
+    env = target_env(workdir, pg18, "frames_db", verify={"split_tables": False})
     backup = env.backup()
     assert _frames(backup.path) >= 5
     plain = _stock_zstd(backup.path)
@@ -68,7 +69,7 @@ def test_a_backup_in_many_frames_is_spooled_in_parallel_and_drills(
     assert patched and all(spooled[e.offset_at] == POS_SET for e in patched)
 
     report = _drill(env)
-    assert report["restore_mode"] == "spooled, pg_restore --jobs=2; data over 2 connections"
+    assert report["restore_mode"] == "spooled, pg_restore --jobs=2"
     assert any("data offsets recorded" in str(note) for note in report["notes"])  # type: ignore[attr-defined]
 
 
@@ -85,20 +86,22 @@ def test_a_backup_in_one_unsized_frame_still_drills(pg18: PgServer, workdir: Pat
     backup.manifest_path.write_text(json.dumps(data, indent=2))
     assert _frames(backup.path) == 1
 
-    report = _drill(env)
-    assert report["restore_mode"] == "spooled, pg_restore --jobs=2; data over 2 connections"
+    report = _drill(env)  # split_tables: streamed, its table of contents read for --jobs
+    assert report["restore_mode"] == (
+        "streamed into pg_restore, post-data --jobs=2; data over 2 connections"
+    )
 
 
 def test_a_spool_that_does_not_fit_streams_into_a_serial_restore(
     pg18: PgServer, workdir: Path, small_disk: Path
 ) -> None:
     make_sample_db(pg18, "no_room_db", rows=200)
-    doc = target_doc(pg18, "no_room_db", backup={"retries": 0})
+    doc = target_doc(pg18, "no_room_db", backup={"retries": 0}, verify={"split_tables": False})
     env = open_env(
         make_config(workdir, [doc], storage={"path": str(small_disk), "min_free_margin": 0})
     )
     env.backup()
     report = _drill(env)
-    assert report["restore_mode"] == "streamed into pg_restore; data over 2 connections"
+    assert report["restore_mode"] == "streamed into a serial pg_restore"
     assert any("not enough space" in str(note) for note in report["notes"])  # type: ignore[attr-defined]
     assert not list(small_disk.rglob("*.partial"))

@@ -97,7 +97,7 @@ def test_missing_pgvector_on_the_verification_server_is_reported_before_restorin
         ({"format": "directory", "jobs": 2}, "from the artifact"),
         ({"compression": "gzip"}, "from the artifact"),
         ({"compression": "none"}, "from the artifact"),
-        ({}, "spooled"),
+        ({}, "streamed into pg_restore, post-data --jobs=2"),
     ],
     ids=["sql.gz", "sql", "directory", "dump-gzip", "dump-none", "dump.zst"],
 )
@@ -119,7 +119,7 @@ def test_every_format_drills(
     ("split", "how"),
     [
         (False, "streamed into a serial pg_restore"),
-        (True, "streamed into pg_restore; data over 2 connections"),
+        (True, "streamed into pg_restore, post-data --jobs=2; data over 2 connections"),
     ],
     ids=["pg_restore-loads", "split-tables"],
 )
@@ -132,9 +132,10 @@ def test_a_dump_zst_streamed_into_pg_restore(
     outcome = _drill(env, restore_mode="stream")
     assert outcome.passed, json.dumps(outcome.as_dict(), indent=2)
     assert outcome.restore_mode == how
-    assert outcome.jobs == 1
+    assert outcome.jobs == (2 if split else 1)
     assert _checks(outcome)["archive"]["passed"]
     assert ("rows of" in _checks(outcome)["restore"]["detail"]) is split
+    assert not list((workdir / "backups").rglob("*.partial"))  # the table of contents too
 
 
 def _forge(made: BackupOutcome, data: bytes) -> None:

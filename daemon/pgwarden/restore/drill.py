@@ -30,6 +30,7 @@ appended to the backup's manifest (rewritten atomically) and recorded in the cat
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -248,10 +249,11 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
         major = server_major(conn)
         wanted = overlap.drill_jobs(request.restore_mode, manifest, target.verify.jobs)
         connections, note = scratch.plan_jobs(target.verify.jobs, scratch.connection_headroom(conn))
-        jobs = min(wanted, connections)
-        if wanted < target.verify.jobs and request.restore_mode == "auto":
-            note += "; one table holds most of the data: streamed, not spooled"
         split = target.verify.split_tables and connections > 1 and manifest.format != "plain"
+        # a split load streams every archive: --jobs only builds the indexes and constraints
+        jobs = connections if split else min(wanted, connections)
+        if wanted < target.verify.jobs and request.restore_mode == "auto" and not split:
+            note += "; one table holds most of the data: streamed, not spooled"
         if split:
             note += f"; data loaded over {connections} connections, tables split between them"
         draft.jobs = jobs
@@ -328,11 +330,25 @@ def _overlapped(
     the drill passes only when both do, and a differing checksum is the failure reported."""
     at = len(draft.checks)
     with overlap.PendingChecksum(located.manifest, located.artifact) as pending:
+        toc = None
         try:
+            if plan.load_jobs and plan.codec is not None and located.manifest.format == "custom":
+                toc = staging.write_toc_head(
+                    located.manifest,
+                    located.artifact,
+                    request.storage.target_dir(request.target.name),
+                )
+                plan = replace(plan, toc=toc)
             _restore_and_check(request, located, draft, plan, pending.staged, db, major)
         except Exception as exc:
             pending.blame(exc)
+            if not (isinstance(exc, StepError) and exc.step == "cancelled"):
+                with contextlib.suppress(Exception):  # the step that failed is the one reported
+                    draft.checks.insert(at, pending.result())
             raise
+        finally:
+            if toc is not None:
+                toc.unlink(missing_ok=True)
         draft.checks.insert(at, pending.result())
 
 
@@ -392,6 +408,8 @@ def _mode(plan: pgrestore.RestorePlan, staged: staging.Staged) -> str:
         return f"{plan.codec or 'plain'} stream into psql"
     split = f"; data over {plan.load_jobs} connections" if plan.load_jobs else ""
     if staged.source is None:
+        if plan.toc is not None and plan.jobs > 1:
+            return f"streamed into pg_restore, post-data --jobs={plan.jobs}{split}"
         return (
             "streamed into pg_restore" if split else "streamed into a serial pg_restore"
         ) + split

@@ -87,6 +87,9 @@ class RestorePlan:
     clean: bool = False
     #: connections loading a drill's data section (:mod:`.dataload`); 0: ``pg_restore`` does
     load_jobs: int = 0
+    #: the head of a streamed archive (:func:`staging.write_toc_head`): what the schema
+    #: sections are restored from, post-data with ``--jobs``
+    toc: Path | None = None
 
     @property
     def codec(self) -> str | None:
@@ -95,7 +98,12 @@ class RestorePlan:
     @property
     def spools(self) -> bool:
         """Whether the archive is decompressed to a spool file first (for ``--jobs``)."""
-        return self.manifest.format == "custom" and self.codec is not None and self.jobs > 1
+        return (
+            self.manifest.format == "custom"
+            and self.codec is not None
+            and self.jobs > 1
+            and not self.load_jobs  # a split load reads a stream: no spool to wait for
+        )
 
     def argv(self, conninfo: str, source: Path | None, sections: tuple[str, ...] = ()) -> list[str]:
         """The restore tool's argv; ``source`` ``None`` means it reads stdin."""
@@ -262,17 +270,20 @@ class _Run:
     stall_timeout: float | None
     loaded: list[copyload.Loaded]
 
-    def tool(self, sections: tuple[str, ...] = ()) -> process.ToolResult:
+    def tool(
+        self, sections: tuple[str, ...] = (), source: Path | None = None
+    ) -> process.ToolResult:
         """Run the restore tool once, under a stall watch (:mod:`pgwarden.pg.stallwatch`):
         progress is the bytes fed to its stdin, or its sessions working on the server."""
         tag = session_tag("restore")
         conninfo = self.spec.with_params(application_name=tag).tool_conninfo()
-        argv = self.plan.argv(conninfo, self.source, sections)
+        source = source if source is not None else self.source
+        argv = self.plan.argv(conninfo, source, sections)
         what = f"restoring ({', '.join(sections)})" if sections else "restoring"
         with stallwatch.watching(
             self.stall_timeout, doing=what, upstream=self.cancel, spec=self.spec, tag=tag
         ) as watch:
-            result = self._run(argv, watch)
+            result = self._run(argv, watch, source)
         if watch.stalled:
             # the step's name says "stalled" already: "stalled: no progress for 300 s while ..."
             raise StepError(STALLED, watch.stalled.removeprefix(f"{STALLED}: "))
@@ -297,9 +308,9 @@ class _Run:
         self.loaded.append(done.loaded)
         return done.tool
 
-    def _run(self, argv: list[str], watch: StallWatch) -> process.ToolResult:
+    def _run(self, argv: list[str], watch: StallWatch, source: Path | None) -> process.ToolResult:
         name, env, lines = self.plan.tool.name, self.env, self.lines
-        if self.source is not None:
+        if source is not None:
             return process.run_tool(argv, env=env, cancel=watch.cancel, log=lines, name=name)
         with process.start_tool(
             argv,
@@ -383,7 +394,7 @@ def run_restore(
         run = _Run(plan, spec, env, source, lines, cancel, stall_timeout, [])
         phases = _Phases()
         if plan.drill and not plain:
-            outcome = phases.timed("pre-data", lambda: run.tool(("pre-data",)))
+            outcome = phases.timed("pre-data", lambda: run.tool(("pre-data",), plan.toc))
             if _went_on(outcome, lines, server_major):
                 notes.append(
                     phases.timed("unlogged", lambda: scratch.unlog_tables(spec, stall_timeout))
@@ -391,7 +402,9 @@ def run_restore(
                 if plan.load_jobs:
                     outcome = phases.timed("data", run.data)
                     if _went_on(outcome, lines, server_major):
-                        outcome = phases.timed("post-data", lambda: run.tool(("post-data",)))
+                        outcome = phases.timed(
+                            "post-data", lambda: run.tool(("post-data",), plan.toc)
+                        )
                     notes.extend(_described(loaded) for loaded in run.loaded)
                 else:
                     outcome = phases.timed(
@@ -405,7 +418,8 @@ def run_restore(
     name = plan.tool.name
     found = classify(lines.lines, plain=plain, server_major=server_major, drill=plan.drill)
     duration_s = time.monotonic() - started
-    how = f"{name} --jobs={plan.jobs}" if source is not None and plan.jobs > 1 else name
+    parallel = (source is not None or plan.toc is not None) and plan.jobs > 1
+    how = f"{name} --jobs={plan.jobs}" if parallel else name
     if plan.drill and plan.load_jobs and not plain:
         how = f"{how} (data over {plan.load_jobs} connections)"
     # pg_restore exits 1 when it ignored errors; psql without ON_ERROR_STOP exits 0

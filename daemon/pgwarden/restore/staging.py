@@ -346,3 +346,38 @@ def decompressed(
         raise StepError("archive", f"{artifact} is damaged: {exc}") from exc
     except OSError as exc:
         raise StepError("archive", f"cannot read {artifact}: {exc.strerror}") from exc
+
+
+def write_toc_head(manifest: Manifest, artifact: Path, directory: Path) -> Path | None:
+    """The head of a streamed ``.dump.zst`` -- header and table of contents, no data -- as a
+    file of its own beside the storage (``NAME.restore-<random>.partial``, like a spool):
+    ``pg_restore --jobs`` reads it for the post-data section, whose items need no data.  Only
+    the first bytes are decompressed.  ``None`` when the head cannot be read that way (an
+    archive version this pgwarden does not know, a table of contents past
+    :data:`customtoc.HEAD_LIMIT`): the post-data section is then restored serially from the
+    stream.  Raises :class:`StepError` (``archive``) for a damaged stream."""
+    head = bytearray()
+    chunks = decompressed(manifest, artifact)
+    with contextlib.closing(chunks):
+        for chunk in chunks:
+            head += chunk
+            try:
+                toc = customtoc.read_toc(head)
+            except customtoc.Incomplete:
+                if len(head) > customtoc.HEAD_LIMIT:
+                    return None
+                continue
+            except customtoc.Unexpected:
+                return None
+            break
+        else:
+            return None
+    path = directory / f"{artifact.name}.restore-{secrets.token_hex(4)}{SPOOL_SUFFIX}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(head[: toc.data_start])
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+    return path

@@ -110,7 +110,7 @@ def server_cpu_s(server: PgServer) -> float:
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         try:
             total += sum(int(v) for v in stat(int(child))[11:13])
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # a child that just exited
             continue
     return total / tick
 
@@ -278,6 +278,8 @@ class Measured:
     client: dict[str, list[float]] = field(default_factory=dict)
     steps: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     modes: dict[str, str] = field(default_factory=dict)
+    #: the last run's restore detail per variant (its phases)
+    restores: dict[str, str] = field(default_factory=dict)
 
 
 def measure(
@@ -297,6 +299,9 @@ def measure(
             if report is not None:
                 m.steps[key].append({c["name"]: c["duration_s"] for c in report["checks"]})
                 m.modes[key] = report.get("restore_mode", "")
+                m.restores[key] = next(
+                    (c["detail"] for c in report["checks"] if c["name"] == "restore"), ""
+                )
         print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in m.times.items()))
     return m
 
@@ -319,6 +324,7 @@ def report(shape: str, size_gib: float, m: Measured, runs: int) -> bool:
             names = steps[0].keys()
             cells = ", ".join(f"{n} {statistics.median(s[n] for s in steps):.2f}" for n in names)
             print(f"{key} ({m.modes.get(key, '')}) steps, medians in s: {cells}")
+            print(f"  last restore: {m.restores.get(key, '')}")
     goal = GOALS[shape]
     met = True
     for key in ("pgwarden", "unsplit", "daemon", "spooled", "streamed"):

@@ -18,7 +18,7 @@ from pgwarden.archive.customtoc import POS_SET, read_toc
 from pgwarden.archive.manifest import Manifest
 from pgwarden.archive.zstdframes import FrameDecoder
 from pgwarden.restore.drill import VerifyRequest, run_verification
-from pgwarden.restore.staging import checksum_and_stage
+from pgwarden.restore.staging import checksum_and_stage, write_toc_head
 from tests.helpers import Env, make_config, open_env, target_doc, target_env
 from tests.pgservers import PgServer
 from tests.sampledata import make_rich_db, make_sample_db
@@ -105,3 +105,32 @@ def test_a_spool_that_does_not_fit_streams_into_a_serial_restore(
     assert report["restore_mode"] == "streamed into a serial pg_restore"
     assert any("not enough space" in str(note) for note in report["notes"])  # type: ignore[attr-defined]
     assert not list(small_disk.rglob("*.partial"))
+
+
+def test_the_table_of_contents_of_a_stream_is_a_restorable_archive_of_its_own(
+    pg18: PgServer, workdir: Path
+) -> None:
+    """What a split drill gives ``pg_restore --jobs`` for the schema sections: the stream's
+    head, no data, which stock ``pg_restore`` lists like the whole archive."""
+    make_rich_db(pg18, "toc_head_db", large_objects=1)
+    env = target_env(workdir, pg18, "toc_head_db")
+    backup = env.backup()
+    manifest = Manifest.load(backup.manifest_path)
+    head = write_toc_head(manifest, backup.path, workdir)
+    assert head is not None and head.name.endswith(".partial")
+    assert head.stat().st_mode & 0o777 == 0o600
+    plain = _stock_zstd(backup.path)
+    assert plain.startswith(head.read_bytes()) and head.stat().st_size < len(plain) // 10
+    pg_restore = str(pg18.bin_dir / "pg_restore")
+    whole = workdir / "whole.dump"
+    whole.write_bytes(plain)
+
+    def listed(path: Path) -> list[str]:
+        out = subprocess.run([pg_restore, "--list", str(path)], check=True, capture_output=True)
+        return [line for line in out.stdout.decode().splitlines() if not line.startswith(";")]
+
+    assert listed(head) == listed(whole)
+    # not a custom archive of a version this pgwarden reads: no head, a serial post-data
+    damaged = workdir / "damaged.dump.zst"
+    damaged.write_bytes(zstandard.ZstdCompressor().compress(b"PGDMX" + plain[5:4096]))
+    assert write_toc_head(manifest, damaged, workdir) is None

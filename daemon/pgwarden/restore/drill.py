@@ -247,16 +247,11 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
     started = time.monotonic()
     with scratch.connect(spec, "the verification server") as conn:
         major = server_major(conn)
-        wanted = overlap.drill_jobs(request.restore_mode, manifest, target.verify.jobs)
-        connections, note = scratch.plan_jobs(target.verify.jobs, scratch.connection_headroom(conn))
-        split = target.verify.split_tables and connections > 1 and manifest.format != "plain"
-        # a split load streams every archive: --jobs only builds the indexes and constraints
-        jobs = connections if split else min(wanted, connections)
-        if wanted < target.verify.jobs and request.restore_mode == "auto" and not split:
-            note += "; one table holds most of the data: streamed, not spooled"
-        if split:
-            note += f"; data loaded over {connections} connections, tables split between them"
-        draft.jobs = jobs
+        headroom = scratch.connection_headroom(conn)
+        plan, note = overlap.plan_drill(
+            target, located.artifact, manifest, tool, headroom, request.restore_mode
+        )
+        draft.jobs = plan.jobs
         draft.checks.append(
             CheckResult(
                 "headroom",
@@ -264,14 +259,6 @@ def _steps(request: VerifyRequest, located: Located, draft: _Draft) -> None:
                 f"PostgreSQL {major}; {note}",
                 duration_s=time.monotonic() - started,
             )
-        )
-        plan = pgrestore.RestorePlan(
-            manifest,
-            located.artifact,
-            tool,
-            jobs=jobs,
-            drill=True,
-            load_jobs=connections if split else 0,
         )
         db = scratch.ScratchDatabase(spec, conn, scratch.scratch_name(target.name), target.name)
         request.report(phase="checksum")
@@ -364,7 +351,7 @@ def _restore_and_check(
     """After the checksum: the table of contents, the extensions, the restore into ``db``
     (waited for: it was being created during the checksum) and the checks."""
     target, manifest, cancel = request.target, located.manifest, request.cancel
-    draft.restore_mode = _mode(plan, staged)
+    draft.restore_mode = overlap.describe_mode(plan, staged)
     draft.notes.extend(staged.notes)
     request.report(phase="reading the archive")
     if manifest.format == "plain":
@@ -401,21 +388,6 @@ def _restore_and_check(
     finally:
         canceller.close()
     request.report(phase="dropping the scratch database", database=db.name)
-
-
-def _mode(plan: pgrestore.RestorePlan, staged: staging.Staged) -> str:
-    if plan.manifest.format == "plain":
-        return f"{plan.codec or 'plain'} stream into psql"
-    split = f"; data over {plan.load_jobs} connections" if plan.load_jobs else ""
-    if staged.source is None:
-        if plan.toc is not None and plan.jobs > 1:
-            return f"streamed into pg_restore, post-data --jobs={plan.jobs}{split}"
-        return (
-            "streamed into pg_restore" if split else "streamed into a serial pg_restore"
-        ) + split
-    if staged.spool is not None:
-        return f"spooled, pg_restore --jobs={plan.jobs}{split}"
-    return f"pg_restore --jobs={plan.jobs} from the artifact{split}"
 
 
 __all__ = [

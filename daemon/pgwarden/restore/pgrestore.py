@@ -18,10 +18,9 @@ a session waiting on another's lock is not working (:mod:`pgwarden.pg.stallwatch
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,30 +53,6 @@ __all__ = [  # the plan is re-exported: callers name it pgrestore.RestorePlan
     "list_archive",
     "run_restore",
 ]
-
-#: the pipe into a streamed restore tool: 1 MiB (Linux's default limit for a user) instead of
-#: 64 KiB, 16 times fewer wake-ups of the tool and of the feeding thread on a busy machine
-PIPE_BYTES = 1 << 20
-
-
-def _feed(
-    tool: process.RunningTool, chunks: Iterator[bytes], watch: StallWatch | None = None
-) -> None:
-    assert tool.stdin is not None
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or a lower limit: as it is
-        fcntl.fcntl(tool.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    try:
-        for chunk in chunks:
-            tool.stdin.write(chunk)
-            if watch is not None:
-                watch.moved(len(chunk))
-    except BrokenPipeError:
-        pass  # the tool stopped reading: its exit status says why
-    finally:
-        with contextlib.suppress(BrokenPipeError, OSError):
-            tool.stdin.close()
-        if isinstance(chunks, Generator):  # a tool that stopped early: the artifact closed now
-            chunks.close()
 
 
 def list_archive(
@@ -117,7 +92,7 @@ def list_archive(
             )
             reader.start()
             # pg_restore stops reading after the table of contents: only the head is decompressed
-            _feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
+            dataload.feed(tool, staging.decompressed(plan.manifest, plan.artifact, cancel))
             outcome = tool.wait()
             reader.join()
     if outcome.cancelled:
@@ -201,7 +176,7 @@ class _Run:
         ) as tool:
             chunks = staging.decompressed(self.plan.manifest, self.plan.artifact, watch.cancel)
             try:
-                _feed(tool, chunks, watch)
+                dataload.feed(tool, chunks, watch)
             except StepError:
                 if watch.stalled:  # the stall cancelled the decompression: it is the cause
                     tool.terminate_group()

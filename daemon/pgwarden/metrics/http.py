@@ -2,50 +2,39 @@
 
 :class:`MetricsServer` serves the registry of a :class:`~pgwarden.metrics.registry.Metrics`
 and ``/healthz`` (200 while the daemon's threads are alive, 503 otherwise), optionally over TLS
-and behind HTTP basic auth with bcrypt hashes (:mod:`.auth`).  TLS and auth are one
-:class:`ListenerSettings` reference read per connection, so a reload swaps them in place.
-
-Unauthenticated clients are bounded: at most ``max_connections`` connections are served at
-once (the others get a 503 or are closed), and each connection has one overall deadline for
-its TLS handshake, request head (capped at :data:`MAX_HEAD_BYTES`) and answer.
+and behind HTTP basic auth with bcrypt hashes (:mod:`.auth`).  How each connection is served
+-- TLS and auth swapped in place by a reload, the connection cap, the deadline, answers given
+in the listening thread -- is :mod:`.connections`.
 """
 
 from __future__ import annotations
 
-import io
 import ipaddress
-import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import make_server
 
 from pgwarden import logsetup
 from pgwarden.config import Config
-from pgwarden.errors import ConfigError
 from pgwarden.metrics.auth import BasicAuth
+from pgwarden.metrics.connections import (
+    MAX_CONNECTIONS,
+    REQUEST_DEADLINE_S,
+    Handler,
+    ListenerSettings,
+    ListeningServer,
+    ListeningServer6,
+    tls_context,
+)
 from pgwarden.metrics.exposition import FastExposition
 from pgwarden.metrics.registry import Metrics
 
+__all__ = ["ListenerSettings", "MetricsServer", "is_loopback", "tls_context"]
+
 log = logsetup.get_logger("pgwarden.metrics")
-
-REQUEST_DEADLINE_S = 10.0  # handshake + request head + answer, per connection
-MAX_CONNECTIONS = 16  # served at once; more get a 503 (plain HTTP) or are closed (TLS)
-MAX_HEAD_BYTES = 16 * 1024  # request line and headers; beyond: 431
 WsgiStart = Callable[[str, list[tuple[str, str]]], Any]
-_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 5\r\nConnection: close\r\n\r\nbusy\n"
-_TOO_LARGE = (
-    b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 16\r\n"
-    b"Connection: close\r\n\r\nhead too large.\n"
-)
-
-
-# -- the HTTP server ------------------------------------------------------------------------
 
 
 def is_loopback(host: str) -> bool:
@@ -56,173 +45,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """A TLS 1.2+ server context with the certificate chain and its key."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_file), str(key_file))
-    return context
-
-
-@dataclass(frozen=True)
-class ListenerSettings:
-    """What a reload may change on a running listener: its TLS context and its basic auth."""
-
-    tls: ssl.SSLContext | None = None
-    auth: BasicAuth | None = None
-
-    @classmethod
-    def from_config(cls, config: Config) -> ListenerSettings:
-        """The settings ``[metrics]`` describes; a bad hash or certificate is a ConfigError."""
-        m = config.metrics
-        tls = None
-        auth = None
-        users = m.auth_users()
-        try:
-            if users:
-                auth = BasicAuth({user: h.reveal() for user, h in users.items()})
-        except ValueError as exc:
-            raise ConfigError(config.source, [f"metrics.basic_auth_users: {exc}"]) from exc
-        if m.tls_cert_file is not None and m.tls_key_file is not None:
-            try:
-                tls = tls_context(m.tls_cert_file, m.tls_key_file)
-            except (ssl.SSLError, OSError) as exc:
-                problem = f"cannot load {m.tls_cert_file} and {m.tls_key_file}: {exc}"
-                raise ConfigError(config.source, [f"metrics.tls_cert_file: {problem}"]) from exc
-        return cls(tls, auth)
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    settings = ListenerSettings()
-    deadline_s = REQUEST_DEADLINE_S
-    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # replaced per server
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = self.socket.accept()
-        sock.settimeout(self.deadline_s)
-        tls = self.settings.tls
-        if tls is not None:  # the handshake runs in the request's own thread
-            sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            log.debug("metrics connection refused: too many", client=str(client_address[0]))
-            if not isinstance(request, ssl.SSLSocket):
-                try:
-                    request.setblocking(False)
-                    request.send(_BUSY)
-                except OSError:
-                    pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("metrics request failed", client=str(client_address[0]), exc_info=True)
-
-
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _DeadlineWriter(io.BufferedIOBase):
-    """The answer's writes, gathered and sent at each flush (wsgiref flushes after the body,
-    the handler's finish once more) in the time left of the connection's deadline.
-
-    wsgiref writes the status line, ``Date``, ``Server``, the headers and the body separately:
-    one send instead of five, and no small segments for Nagle's algorithm to hold back.  (The
-    p99 of ``/metrics`` during backups did not move with it: ``benchmarks/scale.py metrics``.)
-    """
-
-    def __init__(self, sock: socket.socket, remaining: Callable[[], float]) -> None:
-        self._sock = sock
-        self._remaining = remaining
-        self._pending: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._pending.append(bytes(data))
-        return len(self._pending[-1])
-
-    def flush(self) -> None:
-        if self._pending:
-            answer = b"".join(self._pending)
-            self._pending.clear()
-            self._sock.settimeout(self._remaining())
-            self._sock.sendall(answer)
-
-
-class _Handler(WSGIRequestHandler):
-    """One request per connection, under one deadline from accept to the answer's last byte."""
-
-    server: _ThreadingWSGIServer
-    # a request line without a (valid) version is answered as HTTP/1.0: with a status line,
-    # never a bare HTTP/0.9 body (an error included)
-    default_request_version = "HTTP/1.0"
-
-    def setup(self) -> None:
-        self.deadline = time.monotonic() + self.server.deadline_s
-        if isinstance(self.request, ssl.SSLSocket):
-            # CPython bounds the whole handshake by the timeout, not each read
-            self.request.settimeout(self._remaining())
-            self.request.do_handshake()
-        super().setup()
-
-    def _remaining(self) -> float:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("metrics request deadline passed")
-        return remaining
-
-    def _read_head(self) -> bytes | None:
-        """The request line and headers, or None when they exceed :data:`MAX_HEAD_BYTES`."""
-        head = bytearray()
-        while True:
-            self.connection.settimeout(self._remaining())
-            chunk = self.connection.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed before the end of the request head")
-            start = max(0, len(head) - 3)
-            head += chunk
-            end = head.find(b"\n\r\n", start)
-            if end < 0:
-                end = head.find(b"\n\n", start)
-            if end >= 0:
-                return bytes(head)
-            if len(head) > MAX_HEAD_BYTES:
-                return None
-
-    def handle(self) -> None:
-        try:
-            head = self._read_head()
-            if head is None:
-                self.connection.sendall(_TOO_LARGE)
-                return
-            self.rfile = io.BytesIO(head)
-            self.wfile = _DeadlineWriter(self.connection, self._remaining)
-        except (OSError, ssl.SSLError) as exc:  # TimeoutError and ConnectionError are OSErrors
-            log.debug("metrics client dropped", client=self.client_address[0], error=str(exc))
-            return
-        super().handle()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
 
 class MetricsServer:
@@ -247,9 +69,9 @@ class MetricsServer:
     ) -> None:
         self._metrics_app = FastExposition(metrics.registry).wsgi
         self._healthy = healthy
-        server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
+        server_class = ListeningServer6 if ":" in host else ListeningServer
         self._server = make_server(
-            host, port, self._app, server_class=server_class, handler_class=_Handler
+            host, port, self._app, server_class=server_class, handler_class=Handler
         )
         self._server.slots = threading.BoundedSemaphore(max_connections)
         self._server.deadline_s = deadline_s

@@ -126,11 +126,9 @@ class ListeningServer(ThreadingMixIn, WSGIServer):
             head = request.recv(MAX_HEAD_BYTES + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except OSError:  # nothing yet (BlockingIOError), or a reset: the thread finds out
             head = b""
-        with contextlib.suppress(OSError):
-            request.settimeout(self.deadline_s)
-        if self.settings.auth is not None:
-            return False
-        if head.find(b"\n\r\n") < 0 and head.find(b"\n\n") < 0:
+        if self.settings.auth is not None or (head.find(b"\n\r\n") < 0 and head.find(b"\n\n") < 0):
+            with contextlib.suppress(OSError):
+                request.settimeout(self.deadline_s)
             return False
         rest, deadline = b"", 0.0
         try:
@@ -251,8 +249,11 @@ class Handler(WSGIRequestHandler):
         """The request line and headers, or None when they exceed :data:`MAX_HEAD_BYTES`."""
         head = bytearray()
         while True:
-            self.connection.settimeout(self._remaining())
-            chunk = self.connection.recv(4096)
+            if self.inline:  # peeked whole: never waits (and no timeout to set, a syscall)
+                chunk = self.connection.recv(4096, socket.MSG_DONTWAIT)
+            else:
+                self.connection.settimeout(self._remaining())
+                chunk = self.connection.recv(4096)
             if not chunk:
                 raise ConnectionError("closed before the end of the request head")
             start = max(0, len(head) - 3)

@@ -243,6 +243,30 @@ def test_every_command_through_ctl(live: Live) -> None:
     assert "unknown target 'nosuch'" in out.stderr
 
 
+def test_ctl_backup_and_verify_take_a_priority_for_one_run(live: Live) -> None:
+    log = live.root / "daemon.log"
+    out = live.ctl("backup", "shop", "--priority", "low", "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    job = json.loads(out.stdout)["job"]
+    assert (job["args"]["priority"], job["result"]["priority"]) == ("low", "low")
+    out = live.ctl("backup", "shop", "--wait", "--json")  # auto: normal for an operator's run
+    assert json.loads(out.stdout)["job"]["result"]["priority"] == "normal"
+
+    lowered = log.read_text().count("running at low priority")
+    out = live.ctl("verify", "shop", "--priority", "low", "--wait")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert log.read_text().count("running at low priority") == lowered + 1
+    assert "drill-low" in log.read_text()
+
+    with pytest.raises(
+        ControlError, match=r"backup: priority must be low or normal \(got 'idle'\)"
+    ):
+        live.call("backup", {"target": "shop", "priority": "idle"})
+    out = live.ctl("verify", "shop", "--priority", "idle")
+    assert out.returncode == 2
+    assert "argument --priority: invalid choice: 'idle'" in out.stderr
+
+
 # -- the acceptance checks -----------------------------------------------------------------
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

@@ -81,6 +81,7 @@ class JobRequest:
     backup: str | None = None  # verify: a backup id or unique prefix (default: the newest)
     dry_run: bool = False  # prune: plan only
     destination: str | None = None  # offsite: one [[offsite]] name (default: every one)
+    priority: str | None = None  # backup, verify: low | normal (default: the target's setting)
 
 
 @dataclass(frozen=True)

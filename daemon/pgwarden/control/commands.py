@@ -50,6 +50,7 @@ from pgwarden.control.protocol import (
     TIMEOUT,
     control_error,
 )
+from pgwarden.pg.priority import Priority
 
 RELOAD_WAIT = 10.0  # how long ``reload`` waits for the main loop to apply the file
 
@@ -199,7 +200,10 @@ def backup(call: Call) -> dict[str, Any]:
     for tag in tags:
         if len(tag) > 64 or not tag.isprintable() or " " in tag:
             raise control_error(BAD_ARGUMENT, f"backup: tag {tag!r} is not a short word")
-    return _job_answer(call, JobRequest(JobKind.BACKUP, target, tags=tuple(tags)))
+    priority = _priority(call)
+    return _job_answer(
+        call, JobRequest(JobKind.BACKUP, target, tags=tuple(tags), priority=priority)
+    )
 
 
 @command("verify")
@@ -207,7 +211,22 @@ def verify(call: Call) -> dict[str, Any]:
     target = _target(call, required=True)
     assert target is not None
     ref = call.args.opt_text("backup")
-    return _job_answer(call, JobRequest(JobKind.VERIFY, target, backup=ref))
+    priority = _priority(call)
+    return _job_answer(call, JobRequest(JobKind.VERIFY, target, backup=ref, priority=priority))
+
+
+PRIORITIES = tuple(p.value for p in Priority)
+
+
+def _priority(call: Call) -> str | None:
+    """``priority``: ``low`` or ``normal`` for this run (default: the target's setting)."""
+    priority = call.args.opt_text("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise control_error(
+            BAD_ARGUMENT,
+            f"{call.args.cmd}: priority must be {' or '.join(PRIORITIES)} (got {priority!r})",
+        )
+    return priority
 
 
 @command("offsite")

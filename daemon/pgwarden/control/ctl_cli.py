@@ -91,6 +91,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
             q.add_argument("backup", nargs="?", help="backup id or prefix (default: newest)")
         else:
             q.add_argument("--tag", action="append", default=[], help="extra tag")
+        q.add_argument(
+            "--priority",
+            choices=("low", "normal"),
+            help="CPU/I/O priority of this run (default: the target's priority setting)",
+        )
         q.add_argument("--wait", action="store_true", help="follow the job until it ends")
         q.set_defaults(kind=kind)
     q = add("offsite", _run_job, "upload what the off-site destinations miss, prune them now")
@@ -207,6 +212,8 @@ def _run_job(args: argparse.Namespace) -> int:
         request["tags"] = args.tag
     if args.kind == "verify" and args.backup:
         request["backup"] = args.backup
+    if args.kind in ("backup", "verify") and args.priority:
+        request["priority"] = args.priority
     if args.kind == "offsite" and args.destination:
         request["destination"] = args.destination
     client = _client(args)

@@ -35,11 +35,17 @@ from pgwarden.storage.locks import BackupLocks
 
 def job_args(request: JobRequest, service: Service) -> dict[str, Any]:
     """A request's options as job arguments (a backup reference resolved to its id)."""
+    args: dict[str, Any] = {}
+    if request.priority is not None:  # a backup's or a drill's, for this run only
+        args["priority"] = request.priority
     if request.kind is JobKind.BACKUP and request.tags:
         # like ``pgwarden backup --tag``: a manual backup keeps its "manual" tag
-        return {"tags": list(dict.fromkeys(["manual", *request.tags]))}
+        return {"tags": list(dict.fromkeys(["manual", *request.tags])), **args}
     if request.kind is JobKind.VERIFY and request.backup is not None:
-        return {"backup": service.state.catalog.get_backup(request.backup, request.target).id}
+        ref = service.state.catalog.get_backup(request.backup, request.target).id
+        return {"backup": ref, **args}
+    if request.kind in (JobKind.BACKUP, JobKind.VERIFY):
+        return args
     if request.kind is JobKind.PRUNE and request.dry_run:
         return {"dry_run": True}
     if request.kind is JobKind.OFFSITE and request.destination is not None:

@@ -78,7 +78,7 @@ def backup_job(job: Job, state: ServiceState) -> BackupOutcome | FanOutOutcome:
     target = job.config.target(job.target)
     metrics = state.metrics
     tags = _tags(job)  # "scheduled" (scheduled, catch-up and their fan-out): auto is low
-    priority = request_priority(target, tags, None)
+    priority = request_priority(target, tags, job.args.get("priority"))
     if target.whole_server:  # the globals, then one backup job per database (.fanout)
         request = BackupRequest(target, job.config, state.catalog, state.storage, tags)
         request.cancel, request.progress, request.priority = job.cancel, job.report, priority
@@ -129,7 +129,9 @@ def verify_job(job: Job, state: ServiceState) -> VerifyOutcome | FanOutOutcome:
         progress=job.report,
     )
     # a drill loads the same server: low like a scheduled backup unless an operator asked
-    priority = resolve(target.verify.priority, scheduled=job.trigger != Trigger.MANUAL)
+    # (``ctl verify --priority`` sets it for this run)
+    setting = job.args.get("priority") or target.verify.priority
+    priority = resolve(setting, scheduled=job.trigger != Trigger.MANUAL)
     try:
         return run_at(
             priority, lambda: run_verification(request), cancel=job.cancel, name="drill-low"
@@ -207,10 +209,13 @@ def job_functions(state: ServiceState) -> dict[JobKind, JobFunction]:
 def follow_ups(config: Config, job: Job) -> list[FollowUp]:
     """The jobs ``job`` leads to under ``config`` (the config in force when it finished)."""
     if isinstance(job.result, FanOutOutcome) and job.state == JobState.SUCCEEDED:
-        # backup: the run's tags; prune, offsite: dry_run, destination; a drill: its own pick
+        # backup: the run's tags; prune, offsite: dry_run, destination; a drill: its own pick;
+        # a backup's or a drill's priority asked for the whole server: each database's too
         args: dict[str, Any] = {"tags": list(_tags(job))} if job.kind == JobKind.BACKUP else {}
         if job.kind in (JobKind.PRUNE, JobKind.OFFSITE):
             args = dict(job.args)
+        elif "priority" in job.args:
+            args["priority"] = job.args["priority"]
         return [FollowUp(job.kind, sub, dict(args)) for sub in job.result.sub_targets]
     if job.kind != JobKind.BACKUP or job.state != JobState.SUCCEEDED:
         return []

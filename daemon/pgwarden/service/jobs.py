@@ -131,6 +131,7 @@ class Job:
             "kind": self.kind,
             "target": self.target,
             "trigger": self.trigger,
+            "args": dict(self.args),  # the options it was asked with (tags, priority, ...)
             "state": self.state,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),

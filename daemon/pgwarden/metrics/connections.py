@@ -7,7 +7,8 @@ each connection has one overall deadline for its TLS handshake, request head (ca
 :data:`MAX_HEAD_BYTES`) and answer.
 
 A plain-HTTP request without basic auth whose whole head has arrived when its connection is
-accepted -- a scraper's, nearly always -- is answered in the listening thread, and only what
+accepted -- nearly always a scraper's on the same host; across a network the request usually
+comes a little after the accept -- is answered in the listening thread, and only what
 the socket does not take at once is left to a thread (:meth:`ListeningServer.answer_inline`):
 each thread started is a wait for the GIL behind the backups' threads (``/metrics`` during
 backups: ``benchmarks/scale.py metrics``).  Anything else (TLS, a bcrypt check, a head still

@@ -34,8 +34,8 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from pgwarden.catalog.states import (
     BACKUP_STATUSES,
@@ -79,9 +79,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def json_type() -> JSON:
-    """JSON on SQLite, JSONB on PostgreSQL."""
-    return JSON().with_variant(JSONB(), "postgresql")
+class JsonDocument(TypeDecorator[Any]):
+    """JSON on SQLite, JSONB on PostgreSQL.
+
+    The PostgreSQL type is looked up when a PostgreSQL catalog needs it: importing
+    ``sqlalchemy.dialects.postgresql`` (its psycopg and asyncpg drivers with it) cost every
+    command ~0.1 s of start-up and the daemon its memory, with the default SQLite catalog too.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+
+def json_type() -> JsonDocument:
+    """JSON on SQLite, JSONB on PostgreSQL (:class:`JsonDocument`)."""
+    return JsonDocument()
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

@@ -263,6 +263,11 @@ def main() -> int:
         default="auto",
         help="[targets.backup] priority; auto = normal here (the backups are started by ctl)",
     )
+    p.add_argument(
+        "--gzip",
+        action="store_true",
+        help="scrape with Accept-Encoding: gzip, as Prometheus does (the floor serves it plain)",
+    )
     p = sub.add_parser("catalog")
     p.add_argument("--count", type=int, default=100)
     p.add_argument("--runs", type=int, default=100_000)

@@ -44,11 +44,11 @@ PHASES = ("idle", "backups")
 
 
 @contextmanager
-def scraping(url: str, rate: float, out: list[float]) -> Iterator[None]:
+def scraping(url: str, rate: float, out: list[float], gzipped: bool = False) -> Iterator[None]:
     """A scraper process getting ``url`` ``rate`` times a second; its latencies are appended
     to ``out`` when the block ends."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, "scrape", url, str(rate)],
+        [sys.executable, __file__, "scrape", url, str(rate), *(["gzip"] if gzipped else [])],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -61,11 +61,13 @@ def scraping(url: str, rate: float, out: list[float]) -> Iterator[None]:
 
 
 @contextmanager
-def both(port: int, floor_port: int, rate: float, got: dict[str, list[float]]) -> Iterator[None]:
+def both(
+    port: int, floor_port: int, rate: float, got: dict[str, list[float]], gzipped: bool = False
+) -> Iterator[None]:
     """The daemon's ``/metrics`` and the static floor, scraped at the same time."""
     with (
-        scraping(f"http://127.0.0.1:{port}/metrics", rate, got["pgwarden"]),
-        scraping(f"http://127.0.0.1:{floor_port}/metrics.txt", rate, got["floor"]),
+        scraping(f"http://127.0.0.1:{port}/metrics", rate, got["pgwarden"], gzipped),
+        scraping(f"http://127.0.0.1:{floor_port}/metrics.txt", rate, got["floor"], gzipped),
     ):
         yield
 
@@ -116,7 +118,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
                     time.sleep(2)  # the first monitor sample
                     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read()
                     (base / "metrics.txt").write_bytes(body)  # what the floor serves
-                    with both(port, floor_port, args.rate, idle):
+                    with both(port, floor_port, args.rate, idle, args.gzip):
                         time.sleep(args.seconds)
                 shutil.rmtree(workdir, ignore_errors=True)
                 port = free_port()
@@ -130,7 +132,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
                     args.jobs,
                     False,
                     port,
-                    lambda p=port, f=floor_port, b=busy: both(p, f, args.rate, b),  # type: ignore[misc]
+                    lambda p=port, f=floor_port, b=busy: both(p, f, args.rate, b, args.gzip),  # type: ignore[misc]
                     sample=False,
                     priority=args.priority,
                 )
@@ -153,6 +155,7 @@ def _table(args: argparse.Namespace, results: dict[tuple[str, str], list[float]]
         f"\n/metrics with {args.count} targets, {args.rate:g} scrapes/s from a process of its "
         f"own, idle {args.seconds:g} s and while all are backed up (max_parallel_jobs "
         f"{args.jobs}), {args.rounds} rounds; floor: a static server of the same size"
+        + ("; Accept-Encoding: gzip (the floor answers plain)" if args.gzip else "")
     )
     print(f"{'phase':<8} {'server':<9} {'scrapes':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}")
     for (phase, who), lat in results.items():
@@ -170,9 +173,10 @@ def _table(args: argparse.Namespace, results: dict[tuple[str, str], list[float]]
         )
 
 
-def scrape(url: str, rate: float) -> None:
-    """The scraper process: GET ``url`` ``rate`` times a second until SIGTERM, then print the
-    latencies (seconds) as a JSON list."""
+def scrape(url: str, rate: float, gzipped: bool = False) -> None:
+    """The scraper process: GET ``url`` ``rate`` times a second until SIGTERM (asking for gzip
+    like Prometheus when ``gzipped``), then print the latencies (seconds) as a JSON list."""
+    headers = {"Accept-Encoding": "gzip"} if gzipped else {}
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -184,7 +188,8 @@ def scrape(url: str, rate: float) -> None:
     while not stopping:
         started = time.monotonic()
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as response:
                 response.read()
         except InterruptedError:
             break
@@ -194,7 +199,9 @@ def scrape(url: str, rate: float) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "scrape":
-        scrape(sys.argv[2], float(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "scrape":
+        scrape(sys.argv[2], float(sys.argv[3]), sys.argv[4:] == ["gzip"])
     else:
-        raise SystemExit("usage: scale_metrics.py scrape URL RATE (or run: scale.py metrics)")
+        raise SystemExit(
+            "usage: scale_metrics.py scrape URL RATE [gzip] (or run: scale.py metrics)"
+        )

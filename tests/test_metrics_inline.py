@@ -7,8 +7,10 @@ connected and written, so whether the head had arrived is not left to timing.
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +22,7 @@ from pgwarden.metrics import Metrics
 from pgwarden.metrics.auth import BasicAuth
 from pgwarden.metrics.connections import ListeningServer
 from pgwarden.metrics.http import MetricsServer
-from tests.test_metrics import basic, bcrypt_hash
+from tests.test_metrics import basic, bcrypt_hash, serving
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -135,3 +137,24 @@ def test_an_answer_never_read_is_dropped_at_the_deadline_and_its_slot_comes_back
             assert server._server.slots.acquire(blocking=False)
             answer = read_all(slow)  # what was sent before the deadline, then the close
             assert 0 < len(answer) < 500_000
+
+
+def test_a_gzip_answer_is_the_library_text_and_follows_its_changes() -> None:
+    metrics = Metrics()
+    metrics.init_target("shop")
+    with serving(metrics) as server:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+
+        def scrape() -> tuple[bytes, str]:
+            request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.read(), response.headers["Content-Encoding"]
+
+        first, encoding = scrape()
+        assert encoding == "gzip"
+        assert gzip.decompress(first) == generate_latest(metrics.registry)
+        assert scrape()[0] == first  # the same text: the same bytes (no timestamp inside)
+        metrics.backup_last_size.labels("shop").set(7)
+        changed, _ = scrape()
+        assert gzip.decompress(changed) == generate_latest(metrics.registry)
+        assert changed != first

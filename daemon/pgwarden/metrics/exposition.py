@@ -6,8 +6,9 @@ core, which the scrape waits for behind the backups' threads.  What changes betw
 is only the values: :class:`FastExposition` keeps, per format and series, the text before the
 value (the library's own encoder renders it once, from a one-sample family), and per scrape
 writes ``prefix + floatToGoString(value)``.  The bytes are exactly what the library writes
-(a test compares them, for both formats); content negotiation, gzip and ``name[]`` filters are
-the library's.
+(a test compares them, for both formats); content negotiation and ``name[]`` filters are the
+library's.  A gzip answer (Prometheus asks for one) is compressed at level 1, kept while the
+text is the same (:meth:`FastExposition._gzip`).
 
 Only plain :class:`~prometheus_client.Gauge` and :class:`~prometheus_client.Counter` families
 whose samples carry no timestamp nor exemplar take the fast path; any other collector (the
@@ -74,6 +75,7 @@ class FastExposition:
         self._headers: dict[tuple[str, int], str] = {}
         self._prefixes: dict[tuple[str, int, tuple[str, ...], str], str] = {}
         self._written: dict[tuple[str, int], _Written] = {}
+        self._gzipped: dict[str, tuple[bytes, bytes]] = {}  # format: (text, its gzip)
 
     # -- rendering -----------------------------------------------------------------------------
     def render(self, encoder: Encoder, key: str) -> bytes:
@@ -180,6 +182,16 @@ class FastExposition:
             raise _Unexpected(metric._name)
         return line[: -len(_ZERO) + 1]
 
+    def _gzip(self, key: str, output: bytes) -> bytes:
+        """``output`` gzipped: at level 1, not the library's 9 (130 kB of exposition: ~0.3 ms
+        instead of ~5 ms of CPU per scrape, for a body ~30% larger, ~8 kB), and not again while
+        the text is the same."""
+        text, packed = self._gzipped.get(key, (b"", b""))
+        if output != text:
+            packed = gzip.compress(output, compresslevel=1, mtime=0)
+            self._gzipped[key] = (output, packed)
+        return packed
+
     # -- WSGI ----------------------------------------------------------------------------------
     def wsgi(self, environ: dict[str, Any], start_response: WsgiStart) -> Iterable[bytes]:
         """prometheus_client's ``make_wsgi_app`` answer; a plain GET rendered by :meth:`render`
@@ -191,8 +203,8 @@ class FastExposition:
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         output = self.render(encoder, content_type)
         headers = [("Content-Type", content_type)]
-        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            output = gzip.compress(output)
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):  # Prometheus asks for it
+            output = self._gzip(content_type, output)
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
         return [output]

@@ -26,7 +26,9 @@ from pgwarden.config import parse
 from pgwarden.config.kinds import JobKind
 from pgwarden.errors import ConfigError
 from pgwarden.pg.priority import Priority, resolve
-from pgwarden.service.jobs import JobState, Trigger
+from pgwarden.service.fanout import FanOutOutcome
+from pgwarden.service.jobkinds import follow_ups
+from pgwarden.service.jobs import Job, JobState, Trigger
 from tests.helpers import daemon_config_text, finish_job, job_service, target_env, write_config
 from tests.pgservers import PgServer, free_port
 from tests.sampledata import make_sample_db
@@ -198,3 +200,21 @@ def test_a_bad_priority_names_the_key_and_the_flag(
         main(["backup", "-c", str(tmp_path / "x.toml"), "app", "--priority", "idle"])
     assert exited.value.code == 2
     assert "argument --priority: invalid choice: 'idle'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", [JobKind.BACKUP, JobKind.VERIFY])
+def test_a_priority_asked_for_a_whole_server_run_reaches_each_database(
+    tmp_path: Path, kind: JobKind
+) -> None:
+    doc = {"targets": [{"name": "vps", "dsn": "postgresql://backup@localhost:5432/postgres"}]}
+    config = parse(doc, tmp_path / "pgwarden.toml")
+    tags = {"tags": ["manual"]} if kind is JobKind.BACKUP else {}
+    job = Job(kind, "vps", config, args={"priority": "low", **tags}, state=JobState.SUCCEEDED)
+    job.result = FanOutOutcome(kind, "vps", ("vps/app", "vps/shop"))
+    follows = follow_ups(config, job)
+    assert [(f.kind, f.target, f.args.get("priority")) for f in follows] == [
+        (kind, "vps/app", "low"),
+        (kind, "vps/shop", "low"),
+    ]
+    job.args = dict(tags)  # none asked: each database's run takes its target's setting
+    assert all("priority" not in f.args for f in follow_ups(config, job))

@@ -213,7 +213,7 @@ _COMMANDS = (
             (
                 ("--priority",),
                 {
-                    "choices": ("low", "normal"),
+                    "choices": ctl_cli.RUN_PRIORITIES,
                     "help": "CPU/I/O priority of pg_dump and the stages (default: the target's"
                     " [targets.backup] priority; its auto is normal here)",
                 },

@@ -53,6 +53,7 @@ from pgwarden.control.protocol import (
 from pgwarden.pg.priority import Priority
 
 RELOAD_WAIT = 10.0  # how long ``reload`` waits for the main loop to apply the file
+PRIORITIES = tuple(p.value for p in Priority)  # what ``priority`` may ask of one run
 
 
 COMMANDS: dict[str, Handler] = {}
@@ -213,9 +214,6 @@ def verify(call: Call) -> dict[str, Any]:
     ref = call.args.opt_text("backup")
     priority = _priority(call)
     return _job_answer(call, JobRequest(JobKind.VERIFY, target, backup=ref, priority=priority))
-
-
-PRIORITIES = tuple(p.value for p in Priority)
 
 
 def _priority(call: Call) -> str | None:

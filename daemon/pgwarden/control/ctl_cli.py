@@ -26,6 +26,9 @@ from pgwarden.control.client import DEFAULT_SOCKET, ControlClient, Message
 from pgwarden.errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 SOCKET_ENV = "PGWARDEN_SOCKET"
+#: ``--priority`` of one run: :class:`pgwarden.pg.priority.Priority`'s values, written out (this
+#: module is read at every command's start; ``pgwarden backup --priority`` takes them too)
+RUN_PRIORITIES = ("low", "normal")
 
 
 def socket_path(args: argparse.Namespace) -> Path:
@@ -93,7 +96,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
             q.add_argument("--tag", action="append", default=[], help="extra tag")
         q.add_argument(
             "--priority",
-            choices=("low", "normal"),
+            choices=RUN_PRIORITIES,
             help="CPU/I/O priority of this run (default: the target's priority setting)",
         )
         q.add_argument("--wait", action="store_true", help="follow the job until it ends")

@@ -47,6 +47,13 @@ _TOO_LARGE = (
 )
 
 
+def _head_end(head: bytes | bytearray, start: int = 0) -> int:
+    """Where the request head's blank line starts in ``head`` (searched from ``start``), or -1
+    while it has not arrived."""
+    end = head.find(b"\n\r\n", start)
+    return end if end >= 0 else head.find(b"\n\n", start)
+
+
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """A TLS 1.2+ server context with the certificate chain and its key."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -127,20 +134,20 @@ class ListeningServer(ThreadingMixIn, WSGIServer):
         if self.settings.auth is None:  # bcrypt never runs in the listening thread
             with contextlib.suppress(OSError):  # nothing yet, or a reset: the thread finds out
                 head = request.recv(MAX_HEAD_BYTES + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        if head.find(b"\n\r\n") < 0 and head.find(b"\n\n") < 0:
+        if _head_end(head) < 0:
             with contextlib.suppress(OSError):
                 request.settimeout(self.deadline_s)
             return False
-        rest, deadline = b"", 0.0
+        rest = b""
         try:
             handler = _InlineHandler(request, client_address, self)
-            rest, deadline = handler.unsent, handler.deadline
+            rest = handler.unsent
         except Exception:  # noqa: BLE001 - as a request thread would: logged, connection closed
             self.handle_error(request, client_address)
         if rest:
             sender = threading.Thread(
                 target=self._send_rest,
-                args=(request, rest, deadline),
+                args=(request, rest, handler.remaining),
                 name="metrics-send",
                 daemon=True,
             )
@@ -154,14 +161,13 @@ class ListeningServer(ThreadingMixIn, WSGIServer):
         self.slots.release()
         return True
 
-    def _send_rest(self, request: socket.socket, rest: bytes, deadline: float) -> None:
-        """What an inline answer's socket did not take at once, sent by the connection's
-        deadline (``time.monotonic()``)."""
+    def _send_rest(
+        self, request: socket.socket, rest: bytes, remaining: Callable[[], float]
+    ) -> None:
+        """What an inline answer's socket did not take at once, sent within what ``remaining``
+        says is left of the connection's deadline."""
         try:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("metrics request deadline passed")
-            request.settimeout(remaining)
+            request.settimeout(remaining())
             request.sendall(rest)
         except OSError as exc:
             log.debug("metrics client dropped", error=str(exc))
@@ -236,11 +242,11 @@ class Handler(WSGIRequestHandler):
         self.deadline = time.monotonic() + self.server.deadline_s
         if isinstance(self.request, ssl.SSLSocket):
             # CPython bounds the whole handshake by the timeout, not each read
-            self.request.settimeout(self._remaining())
+            self.request.settimeout(self.remaining())
             self.request.do_handshake()
         super().setup()
 
-    def _remaining(self) -> float:
+    def remaining(self) -> float:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("metrics request deadline passed")
@@ -253,16 +259,13 @@ class Handler(WSGIRequestHandler):
             if self.inline:  # peeked whole: never waits (and no timeout to set, a syscall)
                 chunk = self.connection.recv(4096, socket.MSG_DONTWAIT)
             else:
-                self.connection.settimeout(self._remaining())
+                self.connection.settimeout(self.remaining())
                 chunk = self.connection.recv(4096)
             if not chunk:
                 raise ConnectionError("closed before the end of the request head")
             start = max(0, len(head) - 3)
             head += chunk
-            end = head.find(b"\n\r\n", start)
-            if end < 0:
-                end = head.find(b"\n\n", start)
-            if end >= 0:
+            if _head_end(head, start) >= 0:
                 return bytes(head)
             if len(head) > MAX_HEAD_BYTES:
                 return None
@@ -274,7 +277,7 @@ class Handler(WSGIRequestHandler):
                 self.connection.sendall(_TOO_LARGE)
                 return
             self.rfile = io.BytesIO(head)
-            self.wfile = _DeadlineWriter(self.connection, self._remaining, inline=self.inline)
+            self.wfile = _DeadlineWriter(self.connection, self.remaining, inline=self.inline)
         except (OSError, ssl.SSLError) as exc:  # TimeoutError and ConnectionError are OSErrors
             log.debug("metrics client dropped", client=self.client_address[0], error=str(exc))
             return

@@ -40,18 +40,15 @@ def job_args(request: JobRequest, service: Service) -> dict[str, Any]:
         args["priority"] = request.priority
     if request.kind is JobKind.BACKUP and request.tags:
         # like ``pgwarden backup --tag``: a manual backup keeps its "manual" tag
-        return {"tags": list(dict.fromkeys(["manual", *request.tags])), **args}
-    if request.kind is JobKind.VERIFY and request.backup is not None:
-        ref = service.state.catalog.get_backup(request.backup, request.target).id
-        return {"backup": ref, **args}
-    if request.kind in (JobKind.BACKUP, JobKind.VERIFY):
-        return args
-    if request.kind is JobKind.PRUNE and request.dry_run:
-        return {"dry_run": True}
-    if request.kind is JobKind.OFFSITE and request.destination is not None:
+        args["tags"] = list(dict.fromkeys(["manual", *request.tags]))
+    elif request.kind is JobKind.VERIFY and request.backup is not None:
+        args["backup"] = service.state.catalog.get_backup(request.backup, request.target).id
+    elif request.kind is JobKind.PRUNE and request.dry_run:
+        args["dry_run"] = True
+    elif request.kind is JobKind.OFFSITE and request.destination is not None:
         service.state.config.destination(request.destination)  # NotFoundError: the known ones
-        return {"destination": request.destination}
-    return {}
+        args["destination"] = request.destination
+    return args
 
 
 class ServiceApi:

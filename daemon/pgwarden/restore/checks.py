@@ -8,7 +8,8 @@
 * ``sql:<name>``: the operator's ``[[targets.verify.checks]]``: the first column of the first
   row of ``sql`` must satisfy ``min``, ``max`` and/or ``equals``; reported with its values.
 * ``vector_probes``: for every recorded pgvector probe, the exact nearest-neighbour search
-  (:func:`pgwarden.pg.introspect.probe_neighbours`, index scans off) returns the same ids.
+  (index scans off) returns the same ids; the probes of one column share one scan of its
+  table (:func:`pgwarden.pg.introspect.probe_neighbours_many`).
 
 The same functions check a database restored for real (``pgwarden restore --verify``).  Queries
 are cancelled when the drill's cancel event is set (:class:`QueryCanceller`,
@@ -20,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -41,17 +43,6 @@ Answer = int | str | tuple[str, ...]
 
 #: per-statement limit of an operator's SQL check on the scratch database
 SQL_CHECK_TIMEOUT_MS = 10 * 60 * 1000
-
-
-def check_row_counts(
-    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
-) -> CheckResult:
-    started = time.monotonic()
-    exact = _exact_tables(manifest)
-    counted = on_connections(
-        spec, canceller, exact, jobs, lambda conn, table: _count(conn, table, canceller)
-    )
-    return _judge_counts(manifest, exact, counted, time.monotonic() - started)
 
 
 def _exact_tables(manifest: Manifest) -> list[TableCount]:
@@ -239,31 +230,42 @@ def check_sql(spec: ConnSpec, check: SqlCheck, canceller: QueryCanceller) -> Che
 # -- pgvector probes ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _ProbeScan:
+    """The recorded probes of one vector column (and ``k``): answered by one scan of its
+    table (:func:`pgwarden.pg.introspect.probe_neighbours_many`, index scans off), each row's
+    vector de-TOASTed once for all of them, with the same answers as one search per probe."""
+
+    probes: tuple[VectorProbe, ...]
+
+    @property
+    def first(self) -> VectorProbe:
+        return self.probes[0]
+
+
+def _probe_scans(probes: list[VectorProbe]) -> list[_ProbeScan]:
+    columns: dict[tuple[str, str, str, str, int], list[VectorProbe]] = {}
+    for p in probes:
+        columns.setdefault((p.schema, p.table, p.column, p.key_column, p.k), []).append(p)
+    return [_ProbeScan(tuple(group)) for group in columns.values()]
+
+
 def _probe(
-    conn: psycopg.Connection[Any], probe: VectorProbe, canceller: QueryCanceller
-) -> tuple[str, ...] | str:
+    conn: psycopg.Connection[Any], scan: _ProbeScan, canceller: QueryCanceller
+) -> list[Answer]:
+    """Each probe's neighbours, in the order of ``scan.probes``."""
+    p = scan.first
+    keys = [probe.key for probe in scan.probes]
     try:
         with conn.transaction():
-            found = introspect.probe_neighbours(
-                conn, probe.schema, probe.table, probe.column, probe.key_column, probe.key, probe.k
+            found = introspect.probe_neighbours_many(
+                conn, p.schema, p.table, p.column, p.key_column, keys, p.k
             )
     except psycopg.Error as exc:
         if canceller.cancelled:
             raise StepError("cancelled", "the drill was cancelled") from exc
-        return f"error: {describe(exc)}"
-    return "probe row missing" if found is None else tuple(found)
-
-
-def check_vector_probes(
-    spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
-) -> CheckResult:
-    """Every recorded probe, on up to ``jobs`` connections in parallel."""
-    started = time.monotonic()
-    probes = list(manifest.vector_probes)
-    found = on_connections(
-        spec, canceller, probes, jobs, lambda conn, probe: _probe(conn, probe, canceller)
-    )
-    return _judge_probes(probes, found, time.monotonic() - started)
+        return [f"error: {describe(exc)}"] * len(keys)
+    return ["probe row missing" if (ids := found.get(key)) is None else tuple(ids) for key in keys]
 
 
 def _judge_probes(probes: list[VectorProbe], found: Sequence[Answer], took: float) -> CheckResult:
@@ -293,38 +295,42 @@ def _judge_probes(probes: list[VectorProbe], found: Sequence[Answer], took: floa
 def counts_and_probes(
     spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
 ) -> tuple[CheckResult, CheckResult]:
-    """:func:`check_row_counts` and :func:`check_vector_probes` sharing ``jobs`` connections,
-    costliest query first (a probe ranks every row of its table, index scans off: about
-    twice a count's work), so that neither check waits for the other's slowest query."""
+    """The ``row_counts`` and ``vector_probes`` checks sharing ``jobs`` connections, costliest
+    query first (the probes of a column rank every row of its table, index scans off: about
+    twice a count's work, and a little more per probe), so that neither check waits for the
+    other's slowest query."""
     started = time.monotonic()
     exact, probes = _exact_tables(manifest), list(manifest.vector_probes)
+    scans = _probe_scans(probes)
     sizes = {(t.schema, t.table): t.bytes for t in manifest.tables}
-    items: list[TableCount | VectorProbe] = [*exact, *probes]
-    items.sort(
-        key=lambda i: (
-            -i.bytes if isinstance(i, TableCount) else -2 * sizes.get((i.schema, i.table), 0)
-        )
-    )
+
+    def cost(item: TableCount | _ProbeScan) -> int:
+        if isinstance(item, TableCount):
+            return item.bytes
+        return (1 + len(item.probes)) * sizes.get((item.first.schema, item.first.table), 0)
+
+    items: list[TableCount | _ProbeScan] = sorted([*exact, *scans], key=cost, reverse=True)
     finished: dict[int, float] = {}
 
-    def run(conn: psycopg.Connection[Any], item: TableCount | VectorProbe) -> Answer:
-        if isinstance(item, TableCount):
-            answer: Answer = _count(conn, item, canceller)
-        else:
-            answer = _probe(conn, item, canceller)
+    def run(conn: psycopg.Connection[Any], item: TableCount | _ProbeScan) -> list[Answer]:
+        answers: list[Answer] = (
+            [_count(conn, item, canceller)]
+            if isinstance(item, TableCount)
+            else _probe(conn, item, canceller)
+        )
         finished[id(item)] = time.monotonic() - started
-        return answer
+        return answers
 
-    answers = dict(
-        zip(map(id, items), on_connections(spec, canceller, items, jobs, run), strict=True)
-    )
+    found = on_connections(spec, canceller, items, jobs, run)
+    answers = dict(zip(map(id, items), found, strict=True))
     took = {
         kind: max((finished[id(i)] for i in group), default=0.0)
-        for kind, group in (("c", exact), ("p", probes))
+        for kind, group in (("c", exact), ("p", scans))
     }
+    probe_answers = {id(p): a for s in scans for p, a in zip(s.probes, answers[id(s)], strict=True)}
     return (
-        _judge_counts(manifest, exact, [answers[id(t)] for t in exact], took["c"]),
-        _judge_probes(probes, [answers[id(p)] for p in probes], took["p"]),
+        _judge_counts(manifest, exact, [answers[id(t)][0] for t in exact], took["c"]),
+        _judge_probes(probes, [probe_answers[id(p)] for p in probes], took["p"]),
     )
 
 

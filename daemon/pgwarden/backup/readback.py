@@ -44,7 +44,7 @@ from pgwarden.archive.digest import (
 from pgwarden.archive.manifest import Manifest
 from pgwarden.errors import BackupError, ToolError
 from pgwarden.logsetup import get_logger
-from pgwarden.pg import process
+from pgwarden.pg import pipes, process
 from pgwarden.pg.binaries import Tool
 from pgwarden.pg.environment import local_tool_environment
 
@@ -154,9 +154,7 @@ def _read_chunks(source: IO[bytes], size: int = READ_CHUNK) -> Iterator[memoryvi
     buffer = bytearray(size)
     view = memoryview(buffer)
     while True:
-        filled = 0
-        while filled < size and (got := os.readv(fd, [view[filled:]])):
-            filled += got
+        filled = pipes.read_into(fd, view)
         if filled:
             yield view if filled == size else view[:filled]
         if filled < size:

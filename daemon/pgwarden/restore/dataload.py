@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pgwarden.archive.manifest import Manifest
-from pgwarden.pg import process, stallwatch
+from pgwarden.pg import pipes, process, stallwatch
 from pgwarden.pg.conninfo import ConnSpec
 from pgwarden.pg.stallwatch import StallWatch
 from pgwarden.pg.tooltypes import AnyLogger
@@ -50,14 +49,15 @@ class DataLoaded:
 
 
 #: reads of the script are handed on once this many bytes arrived: a pipe read returns what
-#: is there (often 4-64 KiB), and each piece's part costs the loader a call into psycopg
+#: is there (up to the pipe's 1 MiB, :mod:`pgwarden.pg.pipes`), and each piece's part costs
+#: the loader a call into psycopg
 COALESCE_BYTES = 1 << 20
 
 
 def _reads(fd: int) -> Iterator[bytes]:
     pending: list[bytes] = []
     size = 0
-    while data := os.read(fd, process.CHUNK):
+    for data in pipes.reads(fd, process.CHUNK):
         pending.append(data)
         size += len(data)
         if size >= COALESCE_BYTES:
@@ -83,7 +83,7 @@ def feed(
         fcntl.fcntl(tool.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     try:
         for chunk in chunks:
-            tool.stdin.write(chunk)
+            pipes.write_all(tool.stdin.fileno(), chunk)
             if watch is not None:
                 watch.moved(len(chunk))
     except BrokenPipeError:

@@ -30,7 +30,7 @@ from pgwarden.pg import process, stallwatch
 from pgwarden.pg.conninfo import ConnSpec, tool_environment
 from pgwarden.pg.environment import local_tool_environment
 from pgwarden.pg.stallwatch import StallWatch, session_tag
-from pgwarden.restore import copyload, dataload, scratch, staging
+from pgwarden.restore import copyload, dataload, scratchtables, staging
 from pgwarden.restore.outcome import STALLED, CheckResult, StepError
 from pgwarden.restore.restoreplan import (
     DRILL_FLAGS,
@@ -224,7 +224,9 @@ def _drill_phases(run: _Run, server_major: int, notes: list[str]) -> process.Too
     outcome = phases.timed("pre-data", lambda: run.tool(("pre-data",), plan.toc))
     if _went_on(outcome, lines, server_major):
         notes.append(
-            phases.timed("unlogged", lambda: scratch.unlog_tables(run.spec, run.stall_timeout))
+            phases.timed(
+                "unlogged", lambda: scratchtables.prepare_tables(run.spec, run.stall_timeout)
+            )
         )
         if plan.load_jobs:
             outcome = phases.timed("data", run.data)
@@ -251,7 +253,7 @@ def run_restore(
     :class:`StepError` ``stalled``.
 
     A drill of an archive restores the schema (``--section=pre-data``), then, once the still
-    empty tables are made unlogged (:func:`scratch.unlog_tables`: no WAL for a database that
+    empty tables are made unlogged (:func:`scratchtables.prepare_tables`: no WAL for a database that
     is dropped anyway, none shipped to replicas or archives), the data and the indexes and
     constraints: ``--section=data --section=post-data`` with ``--jobs``, or the data split
     over the connections (:mod:`.dataload`) and then ``--section=post-data``.

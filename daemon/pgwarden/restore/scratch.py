@@ -267,48 +267,6 @@ def _drop_if_orphaned(conn: psycopg.Connection[Any], name: str) -> bool:
         unlock(conn, name)
 
 
-# -- unlogged tables ---------------------------------------------------------------------------
-
-UNLOGGABLE_SQL = """
-SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence = 'p'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
-"""
-
-
-def unlog_tables(spec: ConnSpec, lock_timeout: float | None = None) -> str:
-    """Make the scratch database's (still empty) tables unlogged, without autovacuum (the
-    database is dropped minutes later); say what was done.
-
-    Skipped when the schema has partitioned tables: those stay permanent, and a permanent
-    table's foreign key cannot reference an unlogged one.  Any other refusal turns the tables
-    already changed back (they are empty: both ways are instant).  A table locked by another
-    session for ``lock_timeout`` seconds is such a refusal (no stall watch runs here).
-    """
-    with connect(spec, "the scratch database") as conn:
-        if lock_timeout:
-            conn.execute(sql.SQL("SET lock_timeout = {}").format(int(lock_timeout * 1000)))
-        if conn.execute("SELECT 1 FROM pg_class WHERE relkind = 'p' LIMIT 1").fetchone():
-            return "tables kept logged (partitioned tables)"
-        tables = [str(r[0]) for r in conn.execute(UNLOGGABLE_SQL)]
-        done: list[str] = []
-        try:
-            for table in tables:
-                conn.execute(sql.SQL("ALTER TABLE {} SET UNLOGGED").format(sql.SQL(table)))
-                # no autovacuum racing the restore and the index builds for the CPU
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} SET (autovacuum_enabled = off)").format(sql.SQL(table))
-                )
-                done.append(table)
-        except psycopg.Error as exc:
-            for table in done:
-                conn.execute(sql.SQL("ALTER TABLE {} SET LOGGED").format(sql.SQL(table)))
-            return f"tables kept logged ({describe(exc)})"
-    return f"{len(done)} tables restored unlogged" if done else ""
-
-
 # -- connection headroom -------------------------------------------------------------------------
 
 HEADROOM_SQL = """

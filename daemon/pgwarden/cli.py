@@ -10,6 +10,7 @@ message on stderr, without a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -358,5 +359,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def console() -> int:
+    """The ``pgwarden`` command (and ``python -m pgwarden.cli``): :func:`main`, then the
+    process exits.  What the command made is frozen out of the garbage collector first:
+    the interpreter's last full collection over every object of the imports (SQLAlchemy,
+    psycopg...) took 0.10-0.16 s at every command's exit, for memory the exit frees anyway.
+    ``atexit`` handlers still run and the standard streams are still flushed; only reference
+    cycles left at exit are not collected (every resource pgwarden opens is closed by a
+    ``with`` block before this).  Not in :func:`main`: tests call it in one process."""
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    raise SystemExit(console())

@@ -296,8 +296,8 @@ def counts_and_probes(
     spec: ConnSpec, manifest: Manifest, canceller: QueryCanceller, jobs: int = 1
 ) -> tuple[CheckResult, CheckResult]:
     """The ``row_counts`` and ``vector_probes`` checks sharing ``jobs`` connections, costliest
-    query first (the probes of a column rank every row of its table, index scans off: about
-    twice a count's work, and a little more per probe), so that neither check waits for the
+    query first (the probes of a column rank every row of its table, index scans off: weighed
+    as one count of that table per probe, plus one), so that neither check waits for the
     other's slowest query."""
     started = time.monotonic()
     exact, probes = _exact_tables(manifest), list(manifest.vector_probes)

@@ -253,10 +253,10 @@ def run_restore(
     :class:`StepError` ``stalled``.
 
     A drill of an archive restores the schema (``--section=pre-data``), then, once the still
-    empty tables are made unlogged (:func:`scratchtables.prepare_tables`: no WAL for a database that
-    is dropped anyway, none shipped to replicas or archives), the data and the indexes and
-    constraints: ``--section=data --section=post-data`` with ``--jobs``, or the data split
-    over the connections (:mod:`.dataload`) and then ``--section=post-data``.
+    empty tables are made unlogged (:func:`scratchtables.prepare_tables`: no WAL for a
+    database that is dropped anyway, none shipped to replicas or archives), the data and the
+    indexes and constraints: ``--section=data --section=post-data`` with ``--jobs``, or the
+    data split over the connections (:mod:`.dataload`) and then ``--section=post-data``.
     """
     started = time.monotonic()
     lines = StderrLines()

@@ -14,9 +14,10 @@ empty (:func:`prepare_tables`):
   soon as the row passes ~2 kB: one more heap insert and one more index insert per row at
   load time, and an index lookup per row for every scan that reads it (the ivfflat or HNSW
   build, the vector probes).  Kept in the row, it takes the same space; only the row's other
-  compressible values (text, jsonb) stay uncompressed while the row fits in a page.  Measured
-  on the benchmark's ``app`` database (120,000 rows with a ``vector(384)``, a text body and
-  jsonb): the drill 9% faster, 1.2 CPU-s less on the server, probes 0.5 s -> 0.3 s.
+  compressible values (text, jsonb) stay uncompressed while the row fits in a page (the
+  benchmark's ``app`` documents, 2.0 kB rows with a ``vector(384)``, a text body and jsonb:
+  267 MB instead of 249 MB).  There: the drill 9% faster, 1.2 CPU-s less on the server, the
+  probes 0.5 s -> 0.3 s.  Tables without such a column keep the default.
 """
 
 from __future__ import annotations

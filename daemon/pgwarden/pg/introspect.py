@@ -81,7 +81,11 @@ def probe_neighbours(
     is fetched first through the primary key (the recorded key, as text, cast to the key
     column's own type); then the exact search, with index scans off, takes that vector as a
     parameter: a plain scan with a top-k sort, which needs no statistics (a freshly restored
-    table has none) and runs in parallel where the server allows."""
+    table has none) and runs in parallel where the server allows.
+
+    The backup and the drill both ask :func:`probe_neighbours_many`; this one-probe search is
+    the reference its answers are tested against (``tests/test_facts.py``,
+    ``tests/test_drill_probes.py``)."""
     tbl = qualified(schema, table)
     types = _column_types(conn, tbl, key_column, column)
     key_type = types.get(key_column, sql.SQL("text"))
